@@ -1,0 +1,111 @@
+# tenantry: the commands people type. `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO       ?= cargo
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+BIN         := $(TARGET_DIR)/debug/tenantry
+RELEASE_BIN := $(TARGET_DIR)/release/tenantry
+
+# Local development cluster (make run) and the test cluster (make test): separate dirs and ports.
+PG_DIR      := .tenantry/pg
+PG_PORT     ?= 55432
+TEST_PG_DIR := .tenantry/pg-test
+TEST_PG_PORT ?= 55433
+PG_ADMIN    = postgres://postgres@127.0.0.1:$(1)/$(2)
+PG_APP      = postgres://tenantry_app@127.0.0.1:$(1)/$(2)
+
+# With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
+LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
+
+.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap bench clean-db
+
+help:
+	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
+	@echo "make test     format check, clippy, all tests, tenantry check, pgTAP, OpenAPI drift"
+	@echo "make db / db-stop   start / stop the local PostgreSQL under $(PG_DIR) (port $(PG_PORT))"
+	@echo "make migrate | seed | check | openapi | lint | bench"
+
+build:
+	$(CARGO) build --bin tenantry
+
+db:
+	@.dev/pg.sh start $(PG_DIR) $(PG_PORT)
+	@psql "$(call PG_ADMIN,$(PG_PORT),postgres)" -qtAc "select 1 from pg_database where datname = 'tenantry'" | grep -q 1 \
+	  || psql "$(call PG_ADMIN,$(PG_PORT),postgres)" -qc "create database tenantry"
+	@echo "PostgreSQL is running on 127.0.0.1:$(PG_PORT) (data in $(PG_DIR))"
+
+db-stop:
+	@.dev/pg.sh stop $(PG_DIR)
+	@.dev/pg.sh stop $(TEST_PG_DIR)
+
+# The three URLs `make run` uses, also written to .tenantry/env for a second shell.
+.tenantry/env: | db
+	@mkdir -p .tenantry
+	@{ echo "export TENANTRY_DATABASE_URL=$(call PG_APP,$(PG_PORT),tenantry)"; \
+	   echo "export TENANTRY_ADMIN_DATABASE_URL=$(call PG_ADMIN,$(PG_PORT),tenantry)"; \
+	   echo "export TENANTRY_LISTEN=$${TENANTRY_LISTEN:-127.0.0.1:8080}"; } > $@
+
+ifeq ($(LOCAL_DB),yes)
+ENV_SETUP := source .tenantry/env &&
+run migrate seed check: .tenantry/env
+else
+ENV_SETUP :=
+endif
+
+migrate: build
+	@$(ENV_SETUP) $(BIN) migrate
+
+seed: migrate
+	@$(ENV_SETUP) $(BIN) seed
+
+check: build
+	@$(ENV_SETUP) $(BIN) check
+
+run: build
+	@$(ENV_SETUP) $(BIN) migrate
+	@$(ENV_SETUP) $(BIN) seed --print-tokens > .tenantry/demo-tokens.txt
+	@$(ENV_SETUP) { \
+	  addr=$${TENANTRY_LISTEN:-127.0.0.1:8080}; \
+	  echo; echo "tenantry is starting on http://$$addr"; \
+	  echo "  Swagger UI:   http://$$addr/swagger-ui/   (Authorize with a token below)"; \
+	  echo "  OpenAPI:      http://$$addr/api/v1/openapi.json"; \
+	  echo "  Environment:  source .tenantry/env"; \
+	  echo; echo "Demo tokens (valid 12 h; also in .tenantry/demo-tokens.txt):"; \
+	  cat .tenantry/demo-tokens.txt; echo; \
+	  echo "Try: curl -H \"Authorization: Bearer \$$TOKEN\" http://$$addr/api/v1/orgs"; echo; \
+	}
+	@$(ENV_SETUP) exec $(BIN) serve
+
+openapi: build
+	@$(BIN) openapi > openapi/openapi.json
+	@echo "wrote openapi/openapi.json"
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The test cluster: its own directory and port, durability off (it is thrown away).
+test-db:
+	@.dev/pg.sh start $(TEST_PG_DIR) $(TEST_PG_PORT) fast
+
+TEST_ENV = TEST_ADMIN_DATABASE_URL=$(call PG_ADMIN,$(TEST_PG_PORT),postgres) \
+           TEST_PG_PORT=$(TEST_PG_PORT)
+
+test: test-db lint
+	$(TEST_ENV) $(CARGO) test --all-targets
+	@$(MAKE) --no-print-directory pgtap
+	@echo "make test: all checks passed"
+
+# pgTAP: migrate a scratch database, run policies/tests with pg_prove, then `tenantry check` on it.
+pgtap: test-db build
+	@.dev/pgtap.sh "$(call PG_ADMIN,$(TEST_PG_PORT),postgres)" $(TEST_PG_PORT) $(BIN)
+
+bench: build
+	@.dev/bench.sh
+
+clean-db: db-stop
+	rm -rf $(PG_DIR) $(TEST_PG_DIR)

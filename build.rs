@@ -1,0 +1,32 @@
+//! Embeds sql/ and policies/ into the binary (so `tenantry migrate` needs no files beside it) and
+//! makes cargo rebuild when a migration, SQL or policy file is added or changed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn embed(dir: &str, out: &mut String, name: &str) {
+    println!("cargo:rerun-if-changed={dir}");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    writeln!(out, "pub static {name}: &[(&str, &str)] = &[").unwrap();
+    for path in files {
+        let abs = std::fs::canonicalize(&path).unwrap();
+        println!("cargo:rerun-if-changed={}", path.display());
+        writeln!(out, "    ({:?}, include_str!({:?})),", path.display().to_string(), abs.display().to_string()).unwrap();
+    }
+    writeln!(out, "];").unwrap();
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+    let mut out = String::new();
+    embed("sql", &mut out, "SQL_FILES");
+    embed("policies", &mut out, "POLICY_FILES");
+    let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded_sql.rs");
+    std::fs::write(dest, out).unwrap();
+}

@@ -1,0 +1,26 @@
+-- Schema `app`: the request context helpers the policies read. Apply as (or SET ROLE to) the owner
+-- after 01_roles.sql. Idempotent. The app role may USE this schema, never create in it.
+set role tenantry_owner;
+
+create schema if not exists app authorization tenantry_owner;
+revoke all on schema app from public;
+grant usage on schema app to tenantry_app;
+-- The definer owns the SECURITY DEFINER functions below, and an owner needs CREATE on their schema.
+grant usage, create on schema app to tenantry_definer;
+
+-- The caller's user id, set by the server transaction-locally with
+--   select set_config('app.current_user_id', $1, true)
+-- NULL when missing or empty: a setting that was ever used on a connection reads back as ''.
+create or replace function app.current_user_id() returns uuid
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_user_id', true), '')::uuid $$;
+
+-- The organization named by the request's URL. NOT proof of membership: policies use
+-- app.current_org_id(), which returns this value only when the current user is a member.
+create or replace function app.requested_org_id() returns uuid
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_organization_id', true), '')::uuid $$;
+
+revoke all on function app.current_user_id(), app.requested_org_id() from public;
+grant execute on function app.current_user_id(), app.requested_org_id()
+  to tenantry_app, tenantry_definer;

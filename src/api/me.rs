@@ -1,0 +1,56 @@
+//! The caller: their user record, as provisioned from their token.
+
+use actix_web::{get, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::auth::Principal;
+use crate::db::tenant;
+use crate::domain::UserId;
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeResponse {
+    pub id: UserId,
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    /// Number of organizations the caller belongs to (list them with `GET /api/v1/orgs`).
+    pub organization_count: i64,
+}
+
+/// Who am I?
+#[utoipa::path(
+    tag = "me",
+    responses(
+        (status = 200, description = "The caller", body = MeResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/me")]
+#[tracing::instrument(skip_all)]
+pub async fn get_me(state: web::Data<AppState>, principal: Principal) -> Result<web::Json<MeResponse>, ApiError> {
+    let (_, rows) = tenant::read(
+        &state.pool,
+        principal.user_id,
+        None,
+        "select u.id, u.issuer, u.subject, u.email, u.display_name, \
+         (select count(*) from memberships m where m.user_id = u.id) as organization_count \
+         from users u where u.id = app.current_user_id()",
+        &[],
+    )
+    .await?;
+    let row = rows.first().ok_or(ApiError::Unauthorized)?;
+    Ok(web::Json(MeResponse {
+        id: UserId(row.get("id")),
+        issuer: row.get("issuer"),
+        subject: row.get("subject"),
+        email: row.get("email"),
+        display_name: row.get("display_name"),
+        organization_count: row.get("organization_count"),
+    }))
+}

@@ -1,0 +1,238 @@
+//! Members of an organization and their roles. Managing members needs `members:manage`;
+//! granting or revoking `owner` also needs `owners:manage`. The database refuses, at commit,
+//! any change that would leave an organization without an owner (409 `last_owner`).
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::orgs::OrgPath;
+use super::pagination::{Page, PageQuery};
+use super::{AppState, require};
+use crate::auth::Principal;
+use crate::db::{TenantTx, tenant};
+use crate::domain::{Membership, OrgId, Permission, Role, UserId};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MemberPath {
+    /// Organization id.
+    pub org_id: Uuid,
+    /// The member's user id.
+    pub user_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberResponse {
+    pub user_id: UserId,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    /// An existing user's id (see `GET /api/v1/me`).
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMemberRequest {
+    pub role: Role,
+}
+
+fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
+    Ok(MemberResponse {
+        user_id: UserId(row.get("user_id")),
+        email: row.get("email"),
+        display_name: row.get("display_name"),
+        role: Role::from_db(row.get("role")).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+/// Touching an owner (making one, changing one, removing one) needs `owners:manage`.
+fn require_for_role_change(membership: &Membership, from: Option<Role>, to: Option<Role>) -> Result<(), ApiError> {
+    require(membership, Permission::MembersManage)?;
+    if from == Some(Role::Owner) || to == Some(Role::Owner) {
+        require(membership, Permission::OwnersManage)?;
+    }
+    Ok(())
+}
+
+const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, m.created_at, m.updated_at \
+     from memberships m join users u on u.id = m.user_id \
+     where m.organization_id = $1 and m.user_id = $2";
+
+/// List the members of an organization.
+#[utoipa::path(
+    tag = "members",
+    params(OrgPath, PageQuery),
+    responses(
+        (status = 200, description = "Members", body = Page<MemberResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/members")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_members(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<MemberResponse>>, ApiError> {
+    let org = OrgId(path.org_id);
+    let page = query.parse()?;
+    // organization_id is filtered here because the policy also shows the caller's own
+    // memberships in other organizations; isolation itself is the policy's job.
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.user_id,
+        Some(org),
+        "select m.user_id, u.email, u.display_name, m.role, m.created_at, m.updated_at \
+         from memberships m join users u on u.id = m.user_id \
+         where m.organization_id = $1 and m.user_id > $2 order by m.user_id limit $3",
+        &[org.as_uuid(), &page.after, &page.fetch()],
+    )
+    .await?;
+    require(&membership.ok_or(ApiError::NotFound)?, Permission::MembersRead)?;
+    let items = rows.iter().map(member_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(web::Json(Page::from_items(items, page, |m| m.user_id.0)))
+}
+
+/// Add an existing user to the organization (permission `members:manage`; `owners:manage` to
+/// add an owner).
+#[utoipa::path(
+    tag = "members",
+    params(OrgPath),
+    request_body = AddMemberRequest,
+    responses(
+        (status = 201, description = "Added", body = MemberResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field or no such user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/members")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn add_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+    body: web::Json<AddMemberRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let body = body.into_inner();
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    require_for_role_change(&membership, None, Some(body.role))?;
+    tx.execute(
+        "insert into memberships (organization_id, user_id, role) values ($1, $2, $3)",
+        &[org.as_uuid(), body.user_id.as_uuid(), &body.role.as_str()],
+    )
+    .await?;
+    let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), body.user_id.as_uuid()]).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/members/{}", body.user_id)))
+        .json(member_from_row(&row)?))
+}
+
+/// Change a member's role.
+#[utoipa::path(
+    tag = "members",
+    params(MemberPath),
+    request_body = UpdateMemberRequest,
+    responses(
+        (status = 200, description = "Updated", body = MemberResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Would leave the organization without an owner", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/orgs/{org_id}/members/{user_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn update_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<MemberPath>,
+    body: web::Json<UpdateMemberRequest>,
+) -> Result<web::Json<MemberResponse>, ApiError> {
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    require(&membership, Permission::MembersManage)?;
+    let current = current_role(&mut tx, org, path.user_id).await?;
+    require_for_role_change(&membership, Some(current), Some(body.role))?;
+    tx.execute(
+        "update memberships set role = $3 where organization_id = $1 and user_id = $2",
+        &[org.as_uuid(), &path.user_id, &body.role.as_str()],
+    )
+    .await?;
+    let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), &path.user_id]).await?;
+    tx.commit().await?;
+    Ok(web::Json(member_from_row(&row)?))
+}
+
+/// Remove a member from the organization.
+#[utoipa::path(
+    tag = "members",
+    params(MemberPath),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Would leave the organization without an owner", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/orgs/{org_id}/members/{user_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<MemberPath>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    require(&membership, Permission::MembersManage)?;
+    let current = current_role(&mut tx, org, path.user_id).await?;
+    require_for_role_change(&membership, Some(current), None)?;
+    tx.execute(
+        "delete from memberships where organization_id = $1 and user_id = $2",
+        &[org.as_uuid(), &path.user_id],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn current_role(tx: &mut TenantTx, org: OrgId, user: Uuid) -> Result<Role, ApiError> {
+    let row = tx
+        .query_found(
+            "select role from memberships where organization_id = $1 and user_id = $2",
+            &[org.as_uuid(), &user],
+        )
+        .await?;
+    Role::from_db(row.get("role")).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))
+}

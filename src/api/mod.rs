@@ -1,0 +1,141 @@
+//! The REST API under `/api/v1`: one module per resource, each holding its handlers, their
+//! OpenAPI annotations, request/response types and SQL. Routes are collected from the handlers
+//! by utoipa-actix-web, so the OpenAPI document can never miss one.
+
+pub mod extract;
+pub mod health;
+pub mod me;
+pub mod members;
+pub mod orgs;
+pub mod pagination;
+pub mod workspaces;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use deadpool_postgres::Pool;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt as _;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::domain::{Membership, Permission};
+use crate::http::ApiError;
+
+/// Everything a handler may use. No globals: this travels in actix's app data.
+pub struct AppState {
+    pub pool: Pool,
+    pub auth: Authenticator,
+    pub settings: Arc<Settings>,
+    pub readiness: health::ReadinessCache,
+}
+
+/// The handler-side permission check, made before any write so the caller gets a 403 naming
+/// the permission; the write policies check the same permission again in the database.
+pub fn require(membership: &Membership, permission: Permission) -> Result<(), ApiError> {
+    if membership.has(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(permission))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tenantry",
+        description = "Multi-tenant SaaS backend. PostgreSQL row-level security isolates every \
+                       organization: another organization's resources answer 404, exactly like \
+                       ids that do not exist. Errors are RFC 9457 problem documents.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(crate::http::problem::Problem, crate::http::problem::ProblemField)),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "me", description = "The caller"),
+        (name = "organizations", description = "Organizations (tenants)"),
+        (name = "members", description = "Members of an organization and their roles"),
+        (name = "workspaces", description = "Workspaces inside an organization"),
+    )
+)]
+struct BaseDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from `tenantry token` or a trusted identity provider."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Registers every API route; shared by the server and by `openapi_document()`.
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(health::health)
+        .service(health::ready)
+        .service(me::get_me)
+        .service(orgs::create_organization)
+        .service(orgs::list_organizations)
+        .service(orgs::get_organization)
+        .service(orgs::update_organization)
+        .service(orgs::delete_organization)
+        .service(members::list_members)
+        .service(members::add_member)
+        .service(members::update_member)
+        .service(members::remove_member)
+        .service(workspaces::list_workspaces)
+        .service(workspaces::create_workspace)
+        .service(workspaces::get_workspace)
+        .service(workspaces::update_workspace)
+        .service(workspaces::delete_workspace);
+}
+
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Builds the app's routes and the OpenAPI document from the same registrations.
+pub fn build_api<T>(app: actix_web::App<T>) -> (actix_web::App<T>, utoipa::openapi::OpenApi)
+where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+{
+    app.into_utoipa_app()
+        .openapi(BaseDoc::openapi())
+        .service(utoipa_actix_web::scope(API_PREFIX).configure(routes))
+        .split_for_parts()
+}
+
+/// The OpenAPI document, exactly as the server serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    build_api(actix_web::App::new()).1
+}
+
+/// Pretty JSON with a trailing newline: what `openapi/openapi.json` holds.
+pub fn openapi_json() -> String {
+    let mut json = openapi_document().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+/// JSON, path and query extractor settings: every rejection becomes a problem document.
+pub fn extractor_config(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(extract::json_config(max_body_bytes))
+        .app_data(web::PayloadConfig::new(max_body_bytes))
+        .app_data(extract::path_config())
+        .app_data(extract::query_config());
+}

@@ -1,0 +1,277 @@
+//! Organizations: the tenants. Creating one makes the caller its owner (through the
+//! `app.create_organization` definer function: a new tenant has no member yet who could pass a
+//! policy). Everything else goes through the policies like any other table.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::pagination::{Page, PageQuery};
+use super::{AppState, require};
+use crate::auth::Principal;
+use crate::db::{TenantTx, tenant};
+use crate::domain::{DataMode, FieldError, Name, OrgId, Permission, Region, Role, Slug};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OrgPath {
+    /// Organization id.
+    pub org_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationResponse {
+    pub id: OrgId,
+    pub name: String,
+    pub slug: String,
+    pub region: Region,
+    pub data_mode: DataMode,
+    /// The caller's role in this organization.
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganizationRequest {
+    #[schema(example = "Acme Inc.")]
+    pub name: String,
+    #[schema(example = "acme")]
+    pub slug: String,
+    /// Home region (default `us`).
+    pub region: Option<Region>,
+    /// Default `metadata_only`: content is never stored unless set to `full`.
+    pub data_mode: Option<DataMode>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrganizationRequest {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub data_mode: Option<DataMode>,
+}
+
+fn organization_from_row(row: &Row, role: Role) -> Result<OrganizationResponse, ApiError> {
+    let bad = |what: &str| ApiError::Internal(anyhow::anyhow!("unexpected {what} in organizations row"));
+    Ok(OrganizationResponse {
+        id: OrgId(row.get("id")),
+        name: row.get("name"),
+        slug: row.get("slug"),
+        region: Region::from_db(row.get("region")).ok_or_else(|| bad("region"))?,
+        data_mode: DataMode::from_db(row.get("data_mode")).ok_or_else(|| bad("data_mode"))?,
+        role,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+/// Create an organization; the caller becomes its owner.
+#[utoipa::path(
+    tag = "organizations",
+    request_body = CreateOrganizationRequest,
+    responses(
+        (status = 201, description = "Created", body = OrganizationResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Slug taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs")]
+#[tracing::instrument(skip_all)]
+pub async fn create_organization(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: web::Json<CreateOrganizationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut errors = Vec::new();
+    let name = Name::parse("name", &body.name).map_err(|e| errors.push(e)).ok();
+    let slug = Slug::parse("slug", &body.slug).map_err(|e| errors.push(e)).ok();
+    let (Some(name), Some(slug)) = (name, slug) else { return Err(ApiError::Validation(errors)) };
+    let id = OrgId::new();
+    let region = body.region.unwrap_or(Region::Us);
+    let data_mode = body.data_mode.unwrap_or(DataMode::MetadataOnly);
+
+    let mut tx = TenantTx::begin_user(&state.pool, principal.user_id).await?;
+    tx.query_found(
+        "select app.create_organization($1, $2, $3, $4, $5)",
+        &[id.as_uuid(), &name.as_str(), &slug.as_str(), &region.as_str(), &data_mode.as_str()],
+    )
+    .await?;
+    let row = tx
+        .query_found(
+            "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at \
+             from organizations o where o.id = $1",
+            &[id.as_uuid()],
+        )
+        .await?;
+    tx.commit().await?;
+    let org = organization_from_row(&row, Role::Owner)?;
+    tracing::info!(org.id = %id, "organization created");
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{id}")))
+        .json(org))
+}
+
+/// List the organizations the caller belongs to.
+#[utoipa::path(
+    tag = "organizations",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "The caller's organizations", body = Page<OrganizationResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs")]
+#[tracing::instrument(skip_all)]
+pub async fn list_organizations(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<OrganizationResponse>>, ApiError> {
+    let page = query.parse()?;
+    let (_, rows) = tenant::read(
+        &state.pool,
+        principal.user_id,
+        None,
+        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, m.role \
+         from organizations o \
+         join memberships m on m.organization_id = o.id and m.user_id = app.current_user_id() \
+         where o.id > $1 order by o.id limit $2",
+        &[&page.after, &page.fetch()],
+    )
+    .await?;
+    let items = rows
+        .iter()
+        .map(|row| {
+            let role = Role::from_db(row.get("role"))
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?;
+            organization_from_row(row, role)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(web::Json(Page::from_items(items, page, |o| o.id.0)))
+}
+
+/// Get an organization.
+#[utoipa::path(
+    tag = "organizations",
+    params(OrgPath),
+    responses(
+        (status = 200, description = "The organization", body = OrganizationResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_organization(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+) -> Result<web::Json<OrganizationResponse>, ApiError> {
+    let org = OrgId(path.org_id);
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.user_id,
+        Some(org),
+        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at \
+         from organizations o where o.id = $1",
+        &[org.as_uuid()],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    require(&membership, Permission::OrgRead)?;
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(web::Json(organization_from_row(row, membership.role)?))
+}
+
+/// Update an organization's name, slug or data mode (permission `org:update`).
+#[utoipa::path(
+    tag = "organizations",
+    params(OrgPath),
+    request_body = UpdateOrganizationRequest,
+    responses(
+        (status = 200, description = "Updated", body = OrganizationResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission org:update", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Slug taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/orgs/{org_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn update_organization(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+    body: web::Json<UpdateOrganizationRequest>,
+) -> Result<web::Json<OrganizationResponse>, ApiError> {
+    let org = OrgId(path.org_id);
+    let body = body.into_inner();
+    let name = body.name.as_deref().map(|n| Name::parse("name", n)).transpose()?;
+    let slug = body.slug.as_deref().map(|s| Slug::parse("slug", s)).transpose()?;
+    if name.is_none() && slug.is_none() && body.data_mode.is_none() {
+        return Err(FieldError::new("body", "at least one of name, slug, data_mode is required").into());
+    }
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    require(&membership, Permission::OrgUpdate)?;
+    let row = tx
+        .query_found(
+            "update organizations o set name = coalesce($2, o.name), slug = coalesce($3, o.slug), \
+             data_mode = coalesce($4, o.data_mode) where o.id = $1 \
+             returning o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at",
+            &[
+                org.as_uuid(),
+                &name.as_ref().map(Name::as_str),
+                &slug.as_ref().map(Slug::as_str),
+                &body.data_mode.map(|m| m.as_str()),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(web::Json(organization_from_row(&row, membership.role)?))
+}
+
+/// Delete an organization and everything in it (permission `org:delete`).
+#[utoipa::path(
+    tag = "organizations",
+    params(OrgPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission org:delete", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/orgs/{org_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn delete_organization(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    require(&membership, Permission::OrgDelete)?;
+    if tx.execute("delete from organizations where id = $1", &[org.as_uuid()]).await? != 1 {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    tracing::info!("organization deleted");
+    Ok(HttpResponse::NoContent().finish())
+}

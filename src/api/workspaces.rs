@@ -1,0 +1,243 @@
+//! Workspaces inside an organization. Reading needs `workspaces:read`, creating and renaming
+//! `workspaces:write`, deleting `workspaces:delete`; the write policies check the same.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::orgs::OrgPath;
+use super::pagination::{Page, PageQuery};
+use super::{AppState, require};
+use crate::auth::Principal;
+use crate::db::{TenantTx, tenant};
+use crate::domain::{Name, OrgId, Permission, Region, WorkspaceId};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkspacePath {
+    /// Organization id.
+    pub org_id: Uuid,
+    /// Workspace id.
+    pub workspace_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceResponse {
+    pub id: WorkspaceId,
+    pub organization_id: OrgId,
+    pub name: String,
+    pub region: Region,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspaceRequest {
+    #[schema(example = "Production")]
+    pub name: String,
+    /// Defaults to the organization's region.
+    pub region: Option<Region>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspaceRequest {
+    pub name: String,
+}
+
+fn workspace_from_row(row: &Row) -> Result<WorkspaceResponse, ApiError> {
+    Ok(WorkspaceResponse {
+        id: WorkspaceId(row.get("id")),
+        organization_id: OrgId(row.get("organization_id")),
+        name: row.get("name"),
+        region: Region::from_db(row.get("region"))
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected region")))?,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+/// List workspaces.
+#[utoipa::path(
+    tag = "workspaces",
+    params(OrgPath, PageQuery),
+    responses(
+        (status = 200, description = "Workspaces", body = Page<WorkspaceResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/workspaces")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_workspaces(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<WorkspaceResponse>>, ApiError> {
+    let page = query.parse()?;
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.user_id,
+        Some(OrgId(path.org_id)),
+        "select organization_id, id, name, region, created_at, updated_at from workspaces \
+         where id > $1 order by id limit $2",
+        &[&page.after, &page.fetch()],
+    )
+    .await?;
+    require(&membership.ok_or(ApiError::NotFound)?, Permission::WorkspacesRead)?;
+    let items = rows.iter().map(workspace_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(web::Json(Page::from_items(items, page, |w| w.id.0)))
+}
+
+/// Create a workspace (permission `workspaces:write`).
+#[utoipa::path(
+    tag = "workspaces",
+    params(OrgPath),
+    request_body = CreateWorkspaceRequest,
+    responses(
+        (status = 201, description = "Created", body = WorkspaceResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workspaces:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/workspaces")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn create_workspace(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+    body: web::Json<CreateWorkspaceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let name = Name::parse("name", &body.name)?;
+    let id = WorkspaceId::new();
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    require(&membership, Permission::WorkspacesWrite)?;
+    let row = tx
+        .query_found(
+            "insert into workspaces (organization_id, id, name, region) values ($1, $2, $3, $4) \
+             returning organization_id, id, name, region, created_at, updated_at",
+            &[org.as_uuid(), id.as_uuid(), &name.as_str(), &body.region.map(|r| r.as_str())],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/workspaces/{id}")))
+        .json(workspace_from_row(&row)?))
+}
+
+/// Get a workspace.
+#[utoipa::path(
+    tag = "workspaces",
+    params(WorkspacePath),
+    responses(
+        (status = 200, description = "The workspace", body = WorkspaceResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/workspaces/{workspace_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_workspace(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<WorkspacePath>,
+) -> Result<web::Json<WorkspaceResponse>, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.user_id,
+        Some(OrgId(path.org_id)),
+        "select organization_id, id, name, region, created_at, updated_at from workspaces \
+         where organization_id = $1 and id = $2",
+        &[&path.org_id, &path.workspace_id],
+    )
+    .await?;
+    require(&membership.ok_or(ApiError::NotFound)?, Permission::WorkspacesRead)?;
+    Ok(web::Json(workspace_from_row(rows.first().ok_or(ApiError::NotFound)?)?))
+}
+
+/// Rename a workspace (permission `workspaces:write`).
+#[utoipa::path(
+    tag = "workspaces",
+    params(WorkspacePath),
+    request_body = UpdateWorkspaceRequest,
+    responses(
+        (status = 200, description = "Updated", body = WorkspaceResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workspaces:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/orgs/{org_id}/workspaces/{workspace_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn update_workspace(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<WorkspacePath>,
+    body: web::Json<UpdateWorkspaceRequest>,
+) -> Result<web::Json<WorkspaceResponse>, ApiError> {
+    let name = Name::parse("name", &body.name)?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
+    require(&membership, Permission::WorkspacesWrite)?;
+    let row = tx
+        .query_found(
+            "update workspaces set name = $3 where organization_id = $1 and id = $2 \
+             returning organization_id, id, name, region, created_at, updated_at",
+            &[&path.org_id, &path.workspace_id, &name.as_str()],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(web::Json(workspace_from_row(&row)?))
+}
+
+/// Delete a workspace (permission `workspaces:delete`).
+#[utoipa::path(
+    tag = "workspaces",
+    params(WorkspacePath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workspaces:delete", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/orgs/{org_id}/workspaces/{workspace_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn delete_workspace(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<WorkspacePath>,
+) -> Result<HttpResponse, ApiError> {
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
+    require(&membership, Permission::WorkspacesDelete)?;
+    let deleted = tx
+        .execute(
+            "delete from workspaces where organization_id = $1 and id = $2",
+            &[&path.org_id, &path.workspace_id],
+        )
+        .await?;
+    if deleted != 1 {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}

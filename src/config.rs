@@ -1,0 +1,246 @@
+//! Typed settings: defaults < `tenantry.toml` < `TENANTRY_*` environment variables (`__` nests,
+//! e.g. `TENANTRY_AUTH__AUDIENCE`). Secrets are `SecretString`s and have `*_FILE` variants;
+//! they are never printed, not even by `Debug`.
+
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `development` allows generated keys and `tenantry token`; `production` refuses both.
+    pub environment: Environment,
+    /// Address the HTTP server binds.
+    pub listen: String,
+    /// The app role's connection URL (NOSUPERUSER NOBYPASSRLS; never the owner).
+    #[serde(serialize_with = "redacted")]
+    pub database_url: Option<SecretString>,
+    /// Owner/admin URL used by `migrate`, `check` and `seed` only; the server never uses it.
+    #[serde(serialize_with = "redacted")]
+    pub admin_database_url: Option<SecretString>,
+    /// Maximum connections in the app pool.
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection before a 503.
+    pub pool_timeout_ms: u64,
+    /// HTTP worker threads (default: number of cores).
+    pub workers: Option<usize>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `iss` of the tokens this server signs itself.
+    pub issuer: String,
+    /// `aud` every accepted token must carry (ours and trusted issuers' unless they override it).
+    pub audience: String,
+    /// PKCS#8 PEM Ed25519 key for our own tokens; generated in development when missing.
+    pub signing_key_file: PathBuf,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds (at most 30).
+    pub leeway_secs: u64,
+    /// Minimum seconds between two JWKS refreshes of one issuer (unknown `kid` triggers one).
+    pub jwks_min_refresh_secs: u64,
+    /// Verified tokens kept in memory (keyed by the exact token; expiry re-checked on each hit).
+    pub token_cache_capacity: u64,
+    /// External identity providers whose access tokens are accepted.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub jwks_url: String,
+    /// Expected `aud`; defaults to `auth.audience`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Accepted algorithms; asymmetric only.
+    #[serde(default = "default_external_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+fn default_external_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+
+fn redacted<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            environment: Environment::Development,
+            listen: "127.0.0.1:8080".into(),
+            database_url: None,
+            admin_database_url: None,
+            pool_size: 16,
+            pool_timeout_ms: 2000,
+            workers: None,
+            max_body_bytes: 64 * 1024,
+            log_format: LogFormat::Pretty,
+            auth: AuthSettings {
+                issuer: "tenantry".into(),
+                audience: "tenantry-api".into(),
+                signing_key_file: PathBuf::from(".tenantry/signing-key.pem"),
+                leeway_secs: 15,
+                jwks_min_refresh_secs: 30,
+                token_cache_capacity: 100_000,
+                trusted_issuers: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Top-level keys, for warning about misspelt `TENANTRY_*` variables.
+const KNOWN_KEYS: &[&str] = &[
+    "environment",
+    "listen",
+    "database_url",
+    "database_url_file",
+    "admin_database_url",
+    "admin_database_url_file",
+    "pool_size",
+    "pool_timeout_ms",
+    "workers",
+    "max_body_bytes",
+    "log_format",
+    "auth",
+    "config",
+];
+
+impl Settings {
+    /// Loads settings from `tenantry.toml` (or `TENANTRY_CONFIG`) and the environment.
+    pub fn load() -> anyhow::Result<Settings> {
+        let file = std::env::var("TENANTRY_CONFIG").unwrap_or_else(|_| "tenantry.toml".into());
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Toml::file(file))
+                .merge(
+                    Env::prefixed("TENANTRY_")
+                        .split("__")
+                        .ignore(&["config", "database_url_file", "admin_database_url_file"]),
+                ),
+        )
+    }
+
+    fn from_figment(figment: Figment) -> anyhow::Result<Settings> {
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        for (var, target) in [
+            ("TENANTRY_DATABASE_URL_FILE", &mut settings.database_url),
+            ("TENANTRY_ADMIN_DATABASE_URL_FILE", &mut settings.admin_database_url),
+        ] {
+            if let Ok(path) = std::env::var(var) {
+                let value = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {var}={path}: {e}"))?;
+                *target = Some(SecretString::from(value.trim().to_owned()));
+            }
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.auth.leeway_secs <= 30,
+            "auth.leeway_secs must be at most 30 (TENANTRY_AUTH__LEEWAY_SECS)"
+        );
+        anyhow::ensure!(self.pool_size >= 1, "pool_size must be at least 1");
+        anyhow::ensure!(
+            self.max_body_bytes >= 1024,
+            "max_body_bytes must be at least 1024"
+        );
+        for issuer in &self.auth.trusted_issuers {
+            for alg in &issuer.algorithms {
+                anyhow::ensure!(
+                    crate::auth::parse_asymmetric_algorithm(alg).is_some(),
+                    "trusted issuer {}: algorithm {alg} is not an accepted asymmetric algorithm",
+                    issuer.issuer
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `TENANTRY_*` variables that match no setting: a typo here is a classic outage.
+    pub fn unknown_env_vars() -> Vec<String> {
+        std::env::vars()
+            .filter_map(|(k, _)| k.strip_prefix("TENANTRY_").map(str::to_ascii_lowercase))
+            .filter(|k| {
+                let top = k.split("__").next().unwrap_or_default();
+                !KNOWN_KEYS.contains(&top)
+            })
+            .map(|k| format!("TENANTRY_{}", k.to_ascii_uppercase()))
+            .collect()
+    }
+
+    pub fn require_database_url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .ok_or_else(|| anyhow::anyhow!("set TENANTRY_DATABASE_URL to the app role's connection URL"))
+    }
+
+    pub fn require_admin_database_url(&self) -> anyhow::Result<&str> {
+        self.admin_database_url
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .ok_or_else(|| {
+                anyhow::anyhow!("set TENANTRY_ADMIN_DATABASE_URL to an owner or superuser connection URL")
+            })
+    }
+
+    /// The settings as TOML with secrets redacted (for `tenantry config`).
+    pub fn redacted_toml(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_contains_secrets() {
+        let settings = Settings {
+            database_url: Some(SecretString::from("postgres://app:hunter2@db/x".to_owned())),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert!(!settings.redacted_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn leeway_over_thirty_seconds_is_refused() {
+        let figment = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Serialized::default("auth.leeway_secs", 31));
+        assert!(Settings::from_figment(figment).is_err());
+    }
+}

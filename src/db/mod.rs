@@ -1,0 +1,158 @@
+//! PostgreSQL access: the app pool, the tenant transaction, migrations, the catalog check and
+//! the one place where SQLSTATEs become errors. Repository code never sees a bare pool or
+//! client: it receives a `TenantTx`, so no tenant query can run outside a context.
+
+pub mod check;
+pub mod migrate;
+pub mod tenant;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+pub use tenant::TenantTx;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("unique violation on {constraint:?}")]
+    UniqueViolation { constraint: Option<String> },
+    #[error("foreign key violation on {constraint:?}")]
+    ForeignKeyViolation { constraint: Option<String> },
+    #[error("an organization must keep at least one owner")]
+    LastOwner,
+    #[error("row-level security policy violation")]
+    PolicyViolation,
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+/// Custom SQLSTATE raised by `app.memberships_keep_an_owner()`.
+const LAST_OWNER: &str = "TY001";
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(err: tokio_postgres::Error) -> DbError {
+        if err.is_closed() {
+            return DbError::Unavailable("connection closed".into());
+        }
+        let Some(db) = err.as_db_error() else {
+            // I/O errors talking to the server: treat as an outage, not a bug.
+            return DbError::Unavailable(err.to_string());
+        };
+        let constraint = db.constraint().map(str::to_owned);
+        let code = db.code();
+        match code.code() {
+            LAST_OWNER => return DbError::LastOwner,
+            c if c.starts_with("08") => return DbError::Unavailable(db.message().to_owned()),
+            _ => {}
+        }
+        if *code == SqlState::UNIQUE_VIOLATION {
+            DbError::UniqueViolation { constraint }
+        } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
+            DbError::ForeignKeyViolation { constraint }
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE && db.message().contains("row-level security") {
+            DbError::PolicyViolation
+        } else if [
+            SqlState::QUERY_CANCELED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+        ]
+        .contains(code)
+        {
+            DbError::Unavailable(db.message().to_owned())
+        } else {
+            DbError::Other(anyhow::Error::new(err))
+        }
+    }
+}
+
+impl From<PoolError> for DbError {
+    fn from(err: PoolError) -> DbError {
+        match err {
+            PoolError::Backend(e) => DbError::from(e),
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The app role's pool. `Fast` recycling is safe because every checkout runs inside a
+/// transaction that is committed or rolled back before the connection is returned, and the
+/// context settings are transaction-local.
+pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::Result<Pool> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|_| anyhow::anyhow!("TENANTRY_DATABASE_URL is not a valid PostgreSQL URL"))?;
+    if config.get_application_name().is_none() {
+        config.application_name("tenantry");
+    }
+    config.connect_timeout(wait_timeout);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(wait_timeout))
+        .create_timeout(Some(wait_timeout))
+        .recycle_timeout(Some(wait_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// A single owner/admin connection for migrate, check and seed. Never used by the server.
+pub async fn admin_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    use anyhow::Context as _;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting with TENANTRY_ADMIN_DATABASE_URL")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "admin connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Maps a verified identity to a user id, creating the user on first sight. Runs the narrow
+/// `app.provision_user` definer function; no tenant data is read or written.
+pub async fn provision_user(
+    pool: &Pool,
+    issuer: &str,
+    subject: &str,
+    email: Option<&str>,
+    display_name: Option<&str>,
+) -> Result<crate::domain::UserId, DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select app.provision_user($1, $2, $3, $4)").await?;
+    let email = email.filter(|e| e.len() <= 320);
+    let display_name = display_name.filter(|n| n.chars().count() <= 200);
+    let row = client.query_one(&stmt, &[&issuer, &subject, &email, &display_name]).await?;
+    Ok(crate::domain::UserId(row.get(0)))
+}
+
+impl DbError {
+    /// A short, detail-free description (for readiness output).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DbError::NotFound => "not found",
+            DbError::Unavailable(_) => "unavailable",
+            DbError::UniqueViolation { .. } => "unique violation",
+            DbError::ForeignKeyViolation { .. } => "foreign key violation",
+            DbError::LastOwner => "last owner",
+            DbError::PolicyViolation => "policy violation",
+            DbError::Other(_) => "error",
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Request id and security headers. The request id is kept in a task-local for the duration of
+//! the request so that every problem document and log line can carry it.
+
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+
+use actix_web::Error;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the request being served on this task ("-" outside a request).
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
+}
+
+/// An incoming id is reused only when it is short and made of safe characters, so a client can
+/// correlate logs without being able to inject anything into them.
+fn accept_incoming(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?;
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    ok.then(|| s.to_owned())
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct RequestContext;
+
+impl<S, B> Transform<S, ServiceRequest> for RequestContext
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Transform = RequestContextMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(RequestContextMiddleware { service: Rc::new(service) }))
+    }
+}
+
+pub struct RequestContextMiddleware<S> {
+    service: Rc<S>,
+}
+
+impl<S, B> Service<ServiceRequest> for RequestContextMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(accept_incoming)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let service = Rc::clone(&self.service);
+        let id_for_header = request_id.clone();
+        Box::pin(REQUEST_ID.scope(request_id, async move {
+            let mut res = service.call(req).await?;
+            let headers = res.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&id_for_header) {
+                headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+            }
+            for (name, value) in SECURITY_HEADERS {
+                headers.insert(name.clone(), HeaderValue::from_static(value));
+            }
+            if !headers.contains_key(header::CACHE_CONTROL) {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            Ok(res)
+        }))
+    }
+}
+
+const SECURITY_HEADERS: [(HeaderName, &str); 3] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
+/// Root span for tracing-actix-web carrying the request id (organization and user are recorded
+/// by the handlers' spans once known).
+pub struct TenantryRootSpan;
+
+impl tracing_actix_web::RootSpanBuilder for TenantryRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        let request_id = current_request_id();
+        tracing_actix_web::root_span!(request, request_id = %request_id, org.id = tracing::field::Empty, user.id = tracing::field::Empty)
+    }
+
+    fn on_request_end<B: actix_web::body::MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, Error>,
+    ) {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}

@@ -1,0 +1,218 @@
+//! One error type for every handler, rendered as RFC 9457 `application/problem+json` with a
+//! stable snake_case `code` and the request id. 5xx bodies never carry internal details; the
+//! cause is logged once, here.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::db::DbError;
+use crate::domain::{FieldError, Permission};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("missing permission {0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {code}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("invalid request body")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("service unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn forbidden(permission: Permission) -> ApiError {
+        ApiError::Forbidden(permission.as_str())
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::NotFound => "Not Found",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::BadRequest { .. } => "Bad Request",
+            ApiError::Validation(_) => "Unprocessable Content",
+            ApiError::PayloadTooLarge => "Content Too Large",
+            ApiError::Unavailable => "Service Unavailable",
+            ApiError::Internal(_) => "Internal Server Error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Unauthorized => "A valid bearer token is required.".into(),
+            ApiError::Forbidden(p) => format!("This operation requires the permission {p}."),
+            ApiError::NotFound => "The resource does not exist or you do not have access to it.".into(),
+            ApiError::Conflict { detail, .. } | ApiError::BadRequest { detail, .. } => detail.clone(),
+            ApiError::Validation(errors) => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                format!("Invalid value for: {}.", fields.join(", "))
+            }
+            ApiError::PayloadTooLarge => "The request body is larger than this server accepts.".into(),
+            ApiError::Unavailable => "The service is temporarily unavailable; retry shortly.".into(),
+            ApiError::Internal(_) => "An unexpected error occurred.".into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `not_found`, `forbidden`, `slug_taken`.
+    pub code: String,
+    /// The request id, also in the `X-Request-Id` response header.
+    pub request_id: String,
+    /// The missing permission (403 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+    /// Invalid fields (422 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ProblemField>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    pub field: String,
+    pub message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            ApiError::Unavailable => tracing::warn!("request refused: service unavailable"),
+            _ => {}
+        }
+        let problem = Problem {
+            type_: format!("urn:tenantry:problem:{}", self.code()),
+            title: self.title().to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code: self.code().to_owned(),
+            request_id: super::middleware::current_request_id(),
+            permission: match self {
+                ApiError::Forbidden(p) => Some((*p).to_owned()),
+                _ => None,
+            },
+            errors: match self {
+                ApiError::Validation(errors) => Some(
+                    errors
+                        .iter()
+                        .map(|e| ProblemField { field: e.field.clone(), message: e.message.clone() })
+                        .collect(),
+                ),
+                _ => None,
+            },
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        if let ApiError::Unauthorized = self {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="tenantry", error="invalid_token""#),
+            ));
+        }
+        if let ApiError::Unavailable = self {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        response.body(serde_json::to_vec(&problem).unwrap_or_default())
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> ApiError {
+        match err {
+            DbError::NotFound => ApiError::NotFound,
+            DbError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                ApiError::Unavailable
+            }
+            DbError::UniqueViolation { constraint } => match constraint.as_deref() {
+                Some("organizations_slug_key") => ApiError::Conflict {
+                    code: "slug_taken",
+                    detail: "An organization with this slug already exists.".into(),
+                },
+                Some("workspaces_name_key") => ApiError::Conflict {
+                    code: "name_taken",
+                    detail: "A workspace with this name already exists in the organization.".into(),
+                },
+                Some("memberships_pkey") => ApiError::Conflict {
+                    code: "already_member",
+                    detail: "The user is already a member of this organization.".into(),
+                },
+                _ => ApiError::Conflict { code: "conflict", detail: "The resource already exists.".into() },
+            },
+            DbError::ForeignKeyViolation { constraint } => match constraint.as_deref() {
+                Some("memberships_user_id_fkey") => {
+                    ApiError::invalid_field("user_id", "no such user")
+                }
+                _ => ApiError::NotFound,
+            },
+            DbError::LastOwner => ApiError::Conflict {
+                code: "last_owner",
+                detail: "An organization must keep at least one owner.".into(),
+            },
+            DbError::PolicyViolation => ApiError::NotFound,
+            DbError::Other(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(err: FieldError) -> ApiError {
+        ApiError::Validation(vec![err])
+    }
+}

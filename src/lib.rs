@@ -1,0 +1,11 @@
+//! tenantry: a multi-tenant SaaS backend in which PostgreSQL row-level security does all tenant
+//! isolation. Dependencies point one way: `http` → `api` → `db`/`auth`/`domain`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod seed;
+pub mod startup;

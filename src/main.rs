@@ -1,0 +1,178 @@
+//! The `tenantry` command: serve, migrate, check, seed, token, openapi, config.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tenantry::config::{Environment, LogFormat, Settings};
+
+#[derive(Parser)]
+#[command(name = "tenantry", version, about = "Multi-tenant SaaS backend isolated by PostgreSQL row-level security")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (TENANTRY_DATABASE_URL, TENANTRY_LISTEN).
+    Serve,
+    /// Apply sql/, migrations and policies/ (TENANTRY_ADMIN_DATABASE_URL). Idempotent.
+    Migrate,
+    /// Verify the catalog: roles, RLS, policies, keys, definer functions, views.
+    Check {
+        /// The role the server logs in as.
+        #[arg(long, default_value = "tenantry_app")]
+        app_role: String,
+    },
+    /// Create the demo organizations and users (TENANTRY_DATABASE_URL). Idempotent.
+    Seed {
+        /// Also print a development token for each demo user.
+        #[arg(long)]
+        print_tokens: bool,
+    },
+    /// Print a development access token for EMAIL (refused in production).
+    Token {
+        #[arg(long)]
+        email: String,
+        /// Lifetime, e.g. 30m, 12h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Print the effective settings (secrets redacted).
+    Config,
+}
+
+fn init_tracing(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TENANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().with_context(|| format!("invalid duration {text:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("invalid duration unit in {text:?} (use s, m, h or d)"),
+    };
+    anyhow::ensure!((1..=30 * 86_400).contains(&secs), "ttl must be between 1s and 30d");
+    Ok(Duration::from_secs(secs))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load()?;
+    init_tracing(&settings);
+    for var in Settings::unknown_env_vars() {
+        tracing::warn!(variable = %var, "unknown TENANTRY_ setting ignored (typo?)");
+    }
+    match cli.command {
+        Command::Serve => {
+            let listen = settings.listen.clone();
+            let app = tenantry::startup::Application::build(settings).await?;
+            tracing::info!(%listen, port = app.port(), "serving; Swagger UI at /swagger-ui/");
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            tenantry::db::migrate::run(settings.require_admin_database_url()?).await?;
+            tracing::info!("database is up to date");
+        }
+        Command::Check { app_role } => {
+            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            let mut violations = tenantry::db::check::run(&client, &app_role).await?;
+            let applied: i64 = client
+                .query_one("select coalesce(max(version), 0)::int8 from refinery_schema_history", &[])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            let expected = tenantry::db::migrate::latest_version();
+            if applied != expected {
+                violations.push(tenantry::db::check::Violation {
+                    rule: "migrations_behind",
+                    object: "refinery_schema_history".into(),
+                    message: format!("applied version {applied}, this binary expects {expected}"),
+                });
+            }
+            if violations.is_empty() {
+                println!("tenantry check: OK (app role {app_role}, migrations at {expected})");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for v in &violations {
+                println!("{v}");
+            }
+            println!("tenantry check: {} violation(s)", violations.len());
+            return Ok(ExitCode::from(1));
+        }
+        Command::Seed { print_tokens } => {
+            let pool = tenantry::db::app_pool(settings.require_database_url()?, 2, Duration::from_secs(5))?;
+            tenantry::seed::run(&pool, &settings.auth.issuer).await?;
+            if print_tokens {
+                let key = tenantry::startup::signing_key(&settings)?;
+                for user in tenantry::seed::USERS {
+                    let token = key.mint(
+                        &settings.auth.issuer,
+                        &settings.auth.audience,
+                        &tenantry::seed::subject_for(user.email),
+                        Some(user.email),
+                        Duration::from_secs(12 * 3600),
+                    )?;
+                    println!("\n{} ({}):\n{token}", user.email, user.memberships);
+                }
+            }
+        }
+        Command::Token { email, ttl } => {
+            anyhow::ensure!(
+                settings.environment == Environment::Development,
+                "tenantry token is for development only (environment is production)"
+            );
+            anyhow::ensure!(
+                email.contains('@') && email.len() <= 320 && !email.chars().any(char::is_whitespace),
+                "--email must be an email address"
+            );
+            let key = tenantry::startup::signing_key(&settings)?;
+            let token = key.mint(
+                &settings.auth.issuer,
+                &settings.auth.audience,
+                &tenantry::seed::subject_for(&email),
+                Some(email.trim()),
+                parse_ttl(&ttl)?,
+            )?;
+            println!("{token}");
+        }
+        Command::Openapi => print!("{}", tenantry::api::openapi_json()),
+        Command::Config => println!("{}", settings.redacted_toml()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    // Both aws-lc-rs and (possibly) ring may be in the tree; pick one before any TLS config.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Builds the HTTP server. `Application::build` binds the listener first, so tests can start
+//! the real server on port 0 and ask which port it got.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+use tracing_actix_web::TracingLogger;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api::{self, AppState};
+use crate::auth::keys::SigningKey;
+use crate::auth::{Authenticator, TokenValidator};
+use crate::config::{Environment, Settings};
+use crate::db;
+use crate::http::ApiError;
+use crate::http::middleware::{RequestContext, TenantryRootSpan};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+/// Our signing key: generated on first use in development, required in production.
+pub fn signing_key(settings: &Settings) -> anyhow::Result<Arc<SigningKey>> {
+    let may_generate = settings.environment == Environment::Development;
+    Ok(Arc::new(SigningKey::load_or_generate(&settings.auth.signing_key_file, may_generate)?))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let pool = db::app_pool(
+            settings.require_database_url()?,
+            settings.pool_size,
+            Duration::from_millis(settings.pool_timeout_ms),
+        )?;
+        db::check::refuse_privileged_app_role(&pool).await?;
+        let key = signing_key(&settings)?;
+        let validator = TokenValidator::new(&settings.auth, key)?;
+        let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, pool.clone());
+        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let max_body = settings.max_body_bytes;
+        let state = web::Data::new(AppState {
+            pool,
+            auth,
+            settings: Arc::new(settings),
+            readiness: Default::default(),
+        });
+        let server = HttpServer::new(move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .configure(|cfg| api::extractor_config(cfg, max_body))
+                .wrap(TracingLogger::<TenantryRootSpan>::new())
+                .wrap(RequestContext);
+            let (app, openapi) = api::build_api(app);
+            app.service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/api/v1/openapi.json", openapi))
+                .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
+                .route("/", web::get().to(|| redirect("/swagger-ui/")))
+                .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }))
+        })
+        .workers(workers)
+        .shutdown_timeout(30)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn redirect(to: &'static str) -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header(("Location", to)).finish()
+}
