@@ -17,7 +17,13 @@ fn embed(dir: &str, out: &mut String, name: &str) {
     for path in files {
         let abs = std::fs::canonicalize(&path).unwrap();
         println!("cargo:rerun-if-changed={}", path.display());
-        writeln!(out, "    ({:?}, include_str!({:?})),", path.display().to_string(), abs.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({:?}, include_str!({:?})),",
+            path.display().to_string(),
+            abs.display().to_string()
+        )
+        .unwrap();
     }
     writeln!(out, "];").unwrap();
 }

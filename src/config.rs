@@ -131,6 +131,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_format",
     "auth",
     "config",
+    "log",
 ];
 
 impl Settings {
@@ -138,20 +139,20 @@ impl Settings {
     pub fn load() -> anyhow::Result<Settings> {
         let file = std::env::var("TENANTRY_CONFIG").unwrap_or_else(|_| "tenantry.toml".into());
         Self::from_figment(
-            Figment::from(Serialized::defaults(Settings::default()))
-                .merge(Toml::file(file))
-                .merge(
-                    Env::prefixed("TENANTRY_")
-                        .split("__")
-                        .ignore(&["config", "database_url_file", "admin_database_url_file"]),
-                ),
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(file)).merge(
+                Env::prefixed("TENANTRY_").split("__").ignore(&[
+                    "config",
+                    "log",
+                    "database_url_file",
+                    "admin_database_url_file",
+                ]),
+            ),
         )
     }
 
     fn from_figment(figment: Figment) -> anyhow::Result<Settings> {
-        let mut settings: Settings = figment
-            .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let mut settings: Settings =
+            figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         for (var, target) in [
             ("TENANTRY_DATABASE_URL_FILE", &mut settings.database_url),
             ("TENANTRY_ADMIN_DATABASE_URL_FILE", &mut settings.admin_database_url),
@@ -172,10 +173,7 @@ impl Settings {
             "auth.leeway_secs must be at most 30 (TENANTRY_AUTH__LEEWAY_SECS)"
         );
         anyhow::ensure!(self.pool_size >= 1, "pool_size must be at least 1");
-        anyhow::ensure!(
-            self.max_body_bytes >= 1024,
-            "max_body_bytes must be at least 1024"
-        );
+        anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
         for issuer in &self.auth.trusted_issuers {
             for alg in &issuer.algorithms {
                 anyhow::ensure!(
@@ -208,12 +206,9 @@ impl Settings {
     }
 
     pub fn require_admin_database_url(&self) -> anyhow::Result<&str> {
-        self.admin_database_url
-            .as_ref()
-            .map(|s| s.expose_secret())
-            .ok_or_else(|| {
-                anyhow::anyhow!("set TENANTRY_ADMIN_DATABASE_URL to an owner or superuser connection URL")
-            })
+        self.admin_database_url.as_ref().map(|s| s.expose_secret()).ok_or_else(|| {
+            anyhow::anyhow!("set TENANTRY_ADMIN_DATABASE_URL to an owner or superuser connection URL")
+        })
     }
 
     /// The settings as TOML with secrets redacted (for `tenantry config`).

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tenantry::config::{Environment, LogFormat, Settings};
 
 #[derive(Parser)]
-#[command(name = "tenantry", version, about = "Multi-tenant SaaS backend isolated by PostgreSQL row-level security")]
+#[command(
+    name = "tenantry",
+    version,
+    about = "Multi-tenant SaaS backend isolated by PostgreSQL row-level security"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

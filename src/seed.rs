@@ -35,7 +35,11 @@ const ORGS: &[DemoOrg] = &[
         slug: "acme",
         region: "us",
         owner: "alice@acme.test",
-        members: &[("bob@acme.test", Role::Admin), ("carol@acme.test", Role::Member), ("dave@acme.test", Role::Viewer)],
+        members: &[
+            ("bob@acme.test", Role::Admin),
+            ("carol@acme.test", Role::Member),
+            ("dave@acme.test", Role::Viewer),
+        ],
         workspaces: &["Production", "Staging"],
     },
     DemoOrg {
@@ -56,7 +60,8 @@ pub fn subject_for(email: &str) -> String {
 pub async fn run(pool: &Pool, issuer: &str) -> anyhow::Result<()> {
     let mut ids = std::collections::HashMap::new();
     for user in USERS {
-        let id = crate::db::provision_user(pool, issuer, &subject_for(user.email), Some(user.email), None).await?;
+        let id =
+            crate::db::provision_user(pool, issuer, &subject_for(user.email), Some(user.email), None).await?;
         ids.insert(user.email, UserId(id.0));
     }
     for org in ORGS {

@@ -9,7 +9,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use tracing_actix_web::TracingLogger;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{self, AppState};
 use crate::auth::keys::SigningKey;
@@ -41,9 +41,11 @@ impl Application {
         let key = signing_key(&settings)?;
         let validator = TokenValidator::new(&settings.auth, key)?;
         let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, pool.clone());
-        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let listener =
+            TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
-        let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let workers =
+            settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let max_body = settings.max_body_bytes;
         let state = web::Data::new(AppState {
             pool,
@@ -51,14 +53,16 @@ impl Application {
             settings: Arc::new(settings),
             readiness: Default::default(),
         });
+        let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
+                .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
                 .wrap(TracingLogger::<TenantryRootSpan>::new())
                 .wrap(RequestContext);
-            let (app, openapi) = api::build_api(app);
-            app.service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/api/v1/openapi.json", openapi))
+            let (app, _) = api::build_api(app);
+            app.service(SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api/v1/openapi.json")))
                 .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
                 .route("/", web::get().to(|| redirect("/swagger-ui/")))
                 .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }))

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{PathError, PayloadError, QueryPayloadError};
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 
 use super::AppState;
 use crate::auth::Principal;
@@ -20,14 +20,10 @@ impl FromRequest for Principal {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
-            });
+        let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+        });
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
             let token = token.filter(|t| !t.is_empty() && t.len() <= 8192).ok_or(ApiError::Unauthorized)?;
@@ -46,40 +42,86 @@ impl FromRequest for Principal {
     }
 }
 
-pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|err, _req| json_error(err).into())
+/// A JSON request body. Unlike `web::Json`, a rejection names the offending field by its path
+/// (`region`, `items[2].name`), including for enum values, and is always a problem document.
+/// The size limit is the app's `PayloadConfig` (`max_body_bytes`).
+pub struct ApiJson<T>(pub T);
+
+impl<T> ApiJson<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
 }
 
-fn json_error(err: JsonPayloadError) -> ApiError {
-    match err {
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::PayloadTooLarge
-        }
-        JsonPayloadError::ContentType => ApiError::BadRequest {
-            code: "unsupported_media_type",
-            detail: "The request body must be application/json.".into(),
-        },
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            ApiError::Validation(vec![FieldError::new(field_of(&e.to_string()), data_error_message(&e))])
-        }
-        JsonPayloadError::Deserialize(e) => ApiError::BadRequest {
-            code: "invalid_json",
-            detail: format!("The request body is not valid JSON: {e}."),
-        },
-        _ => ApiError::BadRequest { code: "invalid_body", detail: "The request body could not be read.".into() },
+impl<T> std::ops::Deref for ApiJson<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<ApiJson<T>, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::BadRequest {
+                    code: "unsupported_media_type",
+                    detail: "The request body must be application/json.".into(),
+                });
+            }
+            let bytes = body.await.map_err(|e| match e.as_error::<PayloadError>() {
+                Some(PayloadError::Overflow) => ApiError::PayloadTooLarge,
+                _ => ApiError::BadRequest {
+                    code: "invalid_body",
+                    detail: "The request body could not be read.".into(),
+                },
+            })?;
+            let de = &mut serde_json::Deserializer::from_slice(&bytes);
+            match serde_path_to_error::deserialize(de) {
+                Ok(value) => Ok(ApiJson(value)),
+                Err(e) if e.inner().is_data() => {
+                    let path = e.path().to_string();
+                    let message = data_error_message(e.inner());
+                    // serde_path_to_error puts an unknown field in the path already; a missing
+                    // one is reported at its parent, so append its name.
+                    let field = match field_of(&message) {
+                        Some(name) if message.starts_with("missing field") => {
+                            if path == "." {
+                                name
+                            } else {
+                                format!("{path}.{name}")
+                            }
+                        }
+                        _ if path == "." => "body".to_owned(),
+                        _ => path,
+                    };
+                    Err(ApiError::Validation(vec![FieldError::new(field, message)]))
+                }
+                Err(e) => Err(ApiError::BadRequest {
+                    code: "invalid_json",
+                    detail: format!("The request body is not valid JSON: {}.", e.inner()),
+                }),
+            }
+        })
     }
 }
 
 /// serde names the offending field between backticks ("unknown field `x`", "missing field `y`").
-fn field_of(message: &str) -> String {
+fn field_of(message: &str) -> Option<String> {
     message
         .split('`')
         .nth(1)
         .filter(|f| f.len() <= 64 && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or("body")
-        .to_owned()
+        .map(str::to_owned)
 }
 
 fn data_error_message(e: &serde_json::Error) -> String {
@@ -105,10 +147,10 @@ pub fn query_config() -> web::QueryConfig {
 }
 
 fn field_of_query(message: &str) -> String {
-    for field in ["limit", "cursor"] {
-        if message.contains(field) {
-            return field.to_owned();
-        }
-    }
-    field_of(message)
+    ["limit", "cursor"]
+        .into_iter()
+        .find(|field| message.contains(field))
+        .map(str::to_owned)
+        .or_else(|| field_of(message))
+        .unwrap_or_else(|| "query".to_owned())
 }

@@ -33,7 +33,10 @@ pub struct MeResponse {
 )]
 #[get("/me")]
 #[tracing::instrument(skip_all)]
-pub async fn get_me(state: web::Data<AppState>, principal: Principal) -> Result<web::Json<MeResponse>, ApiError> {
+pub async fn get_me(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<web::Json<MeResponse>, ApiError> {
     let (_, rows) = tenant::read(
         &state.pool,
         principal.user_id,

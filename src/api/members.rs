@@ -10,6 +10,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::extract::ApiJson;
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require};
@@ -57,14 +58,19 @@ fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
         user_id: UserId(row.get("user_id")),
         email: row.get("email"),
         display_name: row.get("display_name"),
-        role: Role::from_db(row.get("role")).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
+        role: Role::from_db(row.get("role"))
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     })
 }
 
 /// Touching an owner (making one, changing one, removing one) needs `owners:manage`.
-fn require_for_role_change(membership: &Membership, from: Option<Role>, to: Option<Role>) -> Result<(), ApiError> {
+fn require_for_role_change(
+    membership: &Membership,
+    from: Option<Role>,
+    to: Option<Role>,
+) -> Result<(), ApiError> {
     require(membership, Permission::MembersManage)?;
     if from == Some(Role::Owner) || to == Some(Role::Owner) {
         require(membership, Permission::OwnersManage)?;
@@ -137,7 +143,7 @@ pub async fn add_member(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<OrgPath>,
-    body: web::Json<AddMemberRequest>,
+    body: ApiJson<AddMemberRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();
@@ -176,7 +182,7 @@ pub async fn update_member(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<MemberPath>,
-    body: web::Json<UpdateMemberRequest>,
+    body: ApiJson<UpdateMemberRequest>,
 ) -> Result<web::Json<MemberResponse>, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;

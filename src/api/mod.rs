@@ -35,11 +35,7 @@ pub struct AppState {
 /// The handler-side permission check, made before any write so the caller gets a 403 naming
 /// the permission; the write policies check the same permission again in the database.
 pub fn require(membership: &Membership, permission: Permission) -> Result<(), ApiError> {
-    if membership.has(permission) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(permission))
-    }
+    if membership.has(permission) { Ok(()) } else { Err(ApiError::forbidden(permission)) }
 }
 
 #[derive(OpenApi)]
@@ -74,7 +70,9 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some("An access token from `tenantry token` or a trusted identity provider."))
+                    .description(Some(
+                        "An access token from `tenantry token` or a trusted identity provider.",
+                    ))
                     .build(),
             ),
         );
@@ -104,7 +102,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
 
 pub const API_PREFIX: &str = "/api/v1";
 
-/// Builds the app's routes and the OpenAPI document from the same registrations.
+/// Builds the app's routes and the OpenAPI document from the same registrations. The document
+/// itself is served at `/api/v1/openapi.json` from `openapi_json` in app data (it has to live
+/// inside the `/api/v1` scope, and it is not an API operation of its own).
 pub fn build_api<T>(app: actix_web::App<T>) -> (actix_web::App<T>, utoipa::openapi::OpenApi)
 where
     T: actix_web::dev::ServiceFactory<
@@ -116,8 +116,19 @@ where
 {
     app.into_utoipa_app()
         .openapi(BaseDoc::openapi())
-        .service(utoipa_actix_web::scope(API_PREFIX).configure(routes))
+        .service(
+            utoipa_actix_web::scope(API_PREFIX)
+                .configure(routes)
+                .map(|scope| scope.route("/openapi.json", web::get().to(serve_openapi))),
+        )
         .split_for_parts()
+}
+
+/// The generated document, rendered once at start-up.
+pub struct OpenApiJson(pub String);
+
+async fn serve_openapi(doc: web::Data<OpenApiJson>) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().content_type("application/json").body(doc.0.clone())
 }
 
 /// The OpenAPI document, exactly as the server serves it.
@@ -134,8 +145,7 @@ pub fn openapi_json() -> String {
 
 /// JSON, path and query extractor settings: every rejection becomes a problem document.
 pub fn extractor_config(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
-    cfg.app_data(extract::json_config(max_body_bytes))
-        .app_data(web::PayloadConfig::new(max_body_bytes))
+    cfg.app_data(web::PayloadConfig::new(max_body_bytes))
         .app_data(extract::path_config())
         .app_data(extract::query_config());
 }

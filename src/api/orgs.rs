@@ -10,6 +10,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::extract::ApiJson;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require};
 use crate::auth::Principal;
@@ -90,7 +91,7 @@ fn organization_from_row(row: &Row, role: Role) -> Result<OrganizationResponse, 
 pub async fn create_organization(
     state: web::Data<AppState>,
     principal: Principal,
-    body: web::Json<CreateOrganizationRequest>,
+    body: ApiJson<CreateOrganizationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut errors = Vec::new();
@@ -117,9 +118,7 @@ pub async fn create_organization(
     tx.commit().await?;
     let org = organization_from_row(&row, Role::Owner)?;
     tracing::info!(org.id = %id, "organization created");
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/orgs/{id}")))
-        .json(org))
+    Ok(HttpResponse::Created().insert_header((header::LOCATION, format!("/api/v1/orgs/{id}"))).json(org))
 }
 
 /// List the organizations the caller belongs to.
@@ -218,7 +217,7 @@ pub async fn update_organization(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<OrgPath>,
-    body: web::Json<UpdateOrganizationRequest>,
+    body: ApiJson<UpdateOrganizationRequest>,
 ) -> Result<web::Json<OrganizationResponse>, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();

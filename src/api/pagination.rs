@@ -46,7 +46,9 @@ impl PageQuery {
         }
         let after = match &self.cursor {
             None => Uuid::nil(),
-            Some(c) => decode_cursor(c).ok_or_else(|| FieldError::new("cursor", "is not a cursor from this API"))?,
+            Some(c) => {
+                decode_cursor(c).ok_or_else(|| FieldError::new("cursor", "is not a cursor from this API"))?
+            }
         };
         Ok(PageRequest { limit, after })
     }

@@ -9,6 +9,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::extract::ApiJson;
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require};
@@ -120,7 +121,7 @@ pub async fn create_workspace(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<OrgPath>,
-    body: web::Json<CreateWorkspaceRequest>,
+    body: ApiJson<CreateWorkspaceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let name = Name::parse("name", &body.name)?;
@@ -192,10 +193,11 @@ pub async fn update_workspace(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<WorkspacePath>,
-    body: web::Json<UpdateWorkspaceRequest>,
+    body: ApiJson<UpdateWorkspaceRequest>,
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let name = Name::parse("name", &body.name)?;
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
+    let (mut tx, membership) =
+        TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
     require(&membership, Permission::WorkspacesWrite)?;
     let row = tx
         .query_found(
@@ -227,7 +229,8 @@ pub async fn delete_workspace(
     principal: Principal,
     path: web::Path<WorkspacePath>,
 ) -> Result<HttpResponse, ApiError> {
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
+    let (mut tx, membership) =
+        TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
     require(&membership, Permission::WorkspacesDelete)?;
     let deleted = tx
         .execute(

@@ -56,7 +56,8 @@ impl SigningKey {
     pub fn load_or_generate(path: &Path, may_generate: bool) -> anyhow::Result<SigningKey> {
         match std::fs::read_to_string(path) {
             Ok(pem) => {
-                let der = pem_to_der(&pem).with_context(|| format!("reading signing key {}", path.display()))?;
+                let der =
+                    pem_to_der(&pem).with_context(|| format!("reading signing key {}", path.display()))?;
                 Self::from_pkcs8_der(&der).with_context(|| format!("loading signing key {}", path.display()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_generate => {
@@ -116,11 +117,8 @@ fn der_to_pem(der: &[u8]) -> String {
 }
 
 fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
-    let body: String = pem
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----") && !l.is_empty())
-        .collect();
+    let body: String =
+        pem.lines().map(str::trim).filter(|l| !l.starts_with("-----") && !l.is_empty()).collect();
     anyhow::ensure!(pem.contains("BEGIN PRIVATE KEY"), "expected a PKCS#8 'PRIVATE KEY' PEM");
     STANDARD.decode(body).map_err(|_| anyhow::anyhow!("invalid base64 in PEM"))
 }

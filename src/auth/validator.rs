@@ -46,11 +46,14 @@ pub struct VerifiedClaims {
     pub name: Option<String>,
 }
 
+/// A verification key and the algorithm its JWK pins, if any.
+type KeyEntry = Arc<(DecodingKey, Option<Algorithm>)>;
+
 struct IssuerKeys {
     config: TrustedIssuer,
     algorithms: Vec<Algorithm>,
     audience: String,
-    keys: std::sync::RwLock<HashMap<String, Arc<(DecodingKey, Option<Algorithm>)>>>,
+    keys: std::sync::RwLock<HashMap<String, KeyEntry>>,
     /// Serializes refreshes and remembers when the last one started.
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -115,7 +118,9 @@ impl TokenValidator {
             let algorithms = issuer
                 .algorithms
                 .iter()
-                .map(|a| parse_asymmetric_algorithm(a).ok_or_else(|| anyhow::anyhow!("algorithm {a} not allowed")))
+                .map(|a| {
+                    parse_asymmetric_algorithm(a).ok_or_else(|| anyhow::anyhow!("algorithm {a} not allowed"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             issuers.insert(
                 issuer.issuer.clone(),
@@ -182,11 +187,7 @@ impl TokenValidator {
         Ok(data.claims)
     }
 
-    async fn external_key(
-        &self,
-        issuer: &IssuerKeys,
-        kid: &str,
-    ) -> Result<Arc<(DecodingKey, Option<Algorithm>)>, TokenError> {
+    async fn external_key(&self, issuer: &IssuerKeys, kid: &str) -> Result<KeyEntry, TokenError> {
         if let Some(key) = issuer.keys.read().ok().and_then(|k| k.get(kid).cloned()) {
             return Ok(key);
         }
@@ -205,27 +206,18 @@ impl TokenValidator {
                             *guard = keys;
                         }
                     }
-                    Err(e) => tracing::warn!(issuer = %issuer.config.issuer, error = %e, "JWKS refresh failed"),
+                    Err(e) => {
+                        tracing::warn!(issuer = %issuer.config.issuer, error = %e, "JWKS refresh failed")
+                    }
                 }
             }
         }
-        issuer
-            .keys
-            .read()
-            .ok()
-            .and_then(|k| k.get(kid).cloned())
-            .ok_or(TokenError::UnknownKid)
+        issuer.keys.read().ok().and_then(|k| k.get(kid).cloned()).ok_or(TokenError::UnknownKid)
     }
 
-    async fn fetch_jwks(
-        &self,
-        url: &str,
-    ) -> anyhow::Result<HashMap<String, Arc<(DecodingKey, Option<Algorithm>)>>> {
+    async fn fetch_jwks(&self, url: &str) -> anyhow::Result<HashMap<String, KeyEntry>> {
         let response = self.http.get(url).send().await?.error_for_status()?;
-        anyhow::ensure!(
-            response.content_length().is_none_or(|n| n <= 1 << 20),
-            "JWKS document too large"
-        );
+        anyhow::ensure!(response.content_length().is_none_or(|n| n <= 1 << 20), "JWKS document too large");
         let body = response.bytes().await?;
         anyhow::ensure!(body.len() <= 1 << 20, "JWKS document too large");
         let set: JwkSet = serde_json::from_slice(&body)?;
@@ -238,10 +230,7 @@ impl TokenValidator {
             if matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) {
                 continue; // never accept a shared secret from a key set
             }
-            let alg = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| parse_asymmetric_algorithm(&a.to_string()));
+            let alg = jwk.common.key_algorithm.and_then(|a| parse_asymmetric_algorithm(&a.to_string()));
             if let Ok(key) = DecodingKey::from_jwk(&jwk) {
                 keys.insert(kid, Arc::new((key, alg)));
             }

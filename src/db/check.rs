@@ -30,7 +30,10 @@ macro_rules! system_schemas {
 }
 
 /// Everything about the app role itself: attributes, memberships, ownership, CREATE rights.
-pub async fn role_violations(client: &Client, app_role: &str) -> Result<Vec<Violation>, tokio_postgres::Error> {
+pub async fn role_violations(
+    client: &Client,
+    app_role: &str,
+) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = Vec::new();
     let Some(role) = client
         .query_opt(
@@ -40,7 +43,11 @@ pub async fn role_violations(client: &Client, app_role: &str) -> Result<Vec<Viol
         )
         .await?
     else {
-        out.push(Violation { rule: "app_role_missing", object: app_role.into(), message: "the app role does not exist".into() });
+        out.push(Violation {
+            rule: "app_role_missing",
+            object: app_role.into(),
+            message: "the app role does not exist".into(),
+        });
         return Ok(out);
     };
     for (i, (attr, rule)) in [
@@ -54,7 +61,11 @@ pub async fn role_violations(client: &Client, app_role: &str) -> Result<Vec<Viol
     .enumerate()
     {
         if role.get::<_, bool>(i) {
-            out.push(Violation { rule, object: app_role.into(), message: format!("the app role has {attr}") });
+            out.push(Violation {
+                rule,
+                object: app_role.into(),
+                message: format!("the app role has {attr}"),
+            });
         }
     }
     for row in client
@@ -143,12 +154,26 @@ async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violati
         if !needs_rls {
             continue; // a read-only catalogue such as `permissions`
         }
-        let what = if is_tenant { "tenant table" } else if is_root { "tenant root" } else { "table writable by the app role" };
+        let what = if is_tenant {
+            "tenant table"
+        } else if is_root {
+            "tenant root"
+        } else {
+            "table writable by the app role"
+        };
         if !t.get::<_, bool>("relrowsecurity") {
-            out.push(Violation { rule: "rls_disabled", object: name.clone(), message: format!("{what} without ENABLE ROW LEVEL SECURITY") });
+            out.push(Violation {
+                rule: "rls_disabled",
+                object: name.clone(),
+                message: format!("{what} without ENABLE ROW LEVEL SECURITY"),
+            });
         }
         if !t.get::<_, bool>("relforcerowsecurity") {
-            out.push(Violation { rule: "rls_not_forced", object: name.clone(), message: format!("{what} without FORCE ROW LEVEL SECURITY (its owner bypasses the policies)") });
+            out.push(Violation {
+                rule: "rls_not_forced",
+                object: name.clone(),
+                message: format!("{what} without FORCE ROW LEVEL SECURITY (its owner bypasses the policies)"),
+            });
         }
         // Policies that apply to the app role.
         let policies = client
@@ -163,7 +188,12 @@ async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violati
                 &[&oid, &app_role],
             )
             .await?;
-        for (cmd, column, label) in [("r", "can_select", "SELECT"), ("a", "can_insert", "INSERT"), ("w", "can_update", "UPDATE"), ("d", "can_delete", "DELETE")] {
+        for (cmd, column, label) in [
+            ("r", "can_select", "SELECT"),
+            ("a", "can_insert", "INSERT"),
+            ("w", "can_update", "UPDATE"),
+            ("d", "can_delete", "DELETE"),
+        ] {
             if !can(column) {
                 continue;
             }
@@ -175,7 +205,9 @@ async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violati
                 out.push(Violation {
                     rule: "missing_policy",
                     object: name.clone(),
-                    message: format!("the app role may {label} but no permissive {label} policy applies to it"),
+                    message: format!(
+                        "the app role may {label} but no permissive {label} policy applies to it"
+                    ),
                 });
             }
         }
@@ -183,7 +215,9 @@ async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violati
             let polname: String = p.get("polname");
             for column in ["qual", "with_check"] {
                 let expr: Option<String> = p.get(column);
-                if expr.as_deref().map(|e| e.trim_matches(|c| c == '(' || c == ')' || c == ' ')) == Some("true") {
+                if expr.as_deref().map(|e| e.trim_matches(|c| c == '(' || c == ')' || c == ' '))
+                    == Some("true")
+                {
                     out.push(Violation {
                         rule: "policy_always_true",
                         object: format!("{name}.{polname}"),
@@ -195,12 +229,23 @@ async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violati
         let Some(org_att) = org_att else { continue };
         // Primary key leads with organization_id.
         let pk = client
-            .query_opt("select i.indkey[0] as first from pg_index i where i.indrelid = $1 and i.indisprimary", &[&oid])
+            .query_opt(
+                "select i.indkey[0] as first from pg_index i where i.indrelid = $1 and i.indisprimary",
+                &[&oid],
+            )
             .await?;
         match pk.map(|r| r.get::<_, i16>("first")) {
             Some(first) if first == org_att => {}
-            Some(_) => out.push(Violation { rule: "pk_not_tenant_leading", object: name.clone(), message: "primary key does not lead with organization_id".into() }),
-            None => out.push(Violation { rule: "pk_missing", object: name.clone(), message: "tenant table without a primary key".into() }),
+            Some(_) => out.push(Violation {
+                rule: "pk_not_tenant_leading",
+                object: name.clone(),
+                message: "primary key does not lead with organization_id".into(),
+            }),
+            None => out.push(Violation {
+                rule: "pk_missing",
+                object: name.clone(),
+                message: "tenant table without a primary key".into(),
+            }),
         }
         // Unique keys include organization_id (else one tenant learns another's values).
         for row in client
@@ -214,7 +259,9 @@ async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violati
             out.push(Violation {
                 rule: "unique_without_tenant",
                 object: row.get(0),
-                message: format!("unique index on {name} without organization_id: uniqueness leaks across tenants"),
+                message: format!(
+                    "unique index on {name} without organization_id: uniqueness leaks across tenants"
+                ),
             });
         }
         // Foreign keys to other tenant tables carry organization_id on both sides.
@@ -292,7 +339,8 @@ async fn function_and_view_violations(client: &Client) -> Result<Vec<Violation>,
             message: if kind == "m" {
                 "materialized view over a table with RLS: it stores rows without any policy".into()
             } else {
-                "view over a table with RLS runs as its owner; create it WITH (security_invoker = true)".into()
+                "view over a table with RLS runs as its owner; create it WITH (security_invoker = true)"
+                    .into()
             },
         });
     }
@@ -329,12 +377,18 @@ pub async fn readiness(pool: &Pool) -> Result<Readiness, DbError> {
 
 /// The start-up guard: the server's own role must not be able to bypass RLS.
 pub async fn refuse_privileged_app_role(pool: &Pool) -> anyhow::Result<()> {
-    let client = pool.get().await.map_err(|e| anyhow::anyhow!("connecting with TENANTRY_DATABASE_URL: {e}"))?;
+    let client =
+        pool.get().await.map_err(|e| anyhow::anyhow!("connecting with TENANTRY_DATABASE_URL: {e}"))?;
     let role: String = client.query_one("select current_user::text", &[]).await?.get(0);
     let violations: Vec<Violation> = role_violations(&client, &role)
         .await?
         .into_iter()
-        .chain(table_violations(&client, &role).await?.into_iter().filter(|v| v.rule == "rls_not_forced" || v.rule == "rls_disabled"))
+        .chain(
+            table_violations(&client, &role)
+                .await?
+                .into_iter()
+                .filter(|v| v.rule == "rls_not_forced" || v.rule == "rls_disabled"),
+        )
         .collect();
     if !violations.is_empty() {
         let list: Vec<String> = violations.iter().map(ToString::to_string).collect();

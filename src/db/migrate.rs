@@ -16,12 +16,7 @@ const MIGRATE_LOCK: i64 = 0x7465_6e61_6e74;
 
 /// The newest migration version compiled into this binary.
 pub fn latest_version() -> i64 {
-    migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| i64::from(m.version()))
-        .max()
-        .unwrap_or(0)
+    migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)
 }
 
 pub async fn run(admin_url: &str) -> anyhow::Result<()> {
@@ -38,9 +33,7 @@ pub async fn run(admin_url: &str) -> anyhow::Result<()> {
 }
 
 async fn apply_all(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
-    let row = client
-        .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
-        .await?;
+    let row = client.query_one("select rolsuper from pg_roles where rolname = current_user", &[]).await?;
     let is_superuser: bool = row.get(0);
     for (name, sql) in SQL_FILES {
         if name.ends_with("01_roles.sql") && !is_superuser {

@@ -90,18 +90,14 @@ impl From<PoolError> for DbError {
 /// transaction that is committed or rolled back before the connection is returned, and the
 /// context settings are transaction-local.
 pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::Result<Pool> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|_| anyhow::anyhow!("TENANTRY_DATABASE_URL is not a valid PostgreSQL URL"))?;
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|_| anyhow::anyhow!("TENANTRY_DATABASE_URL is not a valid PostgreSQL URL"))?;
     if config.get_application_name().is_none() {
         config.application_name("tenantry");
     }
     config.connect_timeout(wait_timeout);
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(wait_timeout))
@@ -114,9 +110,8 @@ pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::R
 /// A single owner/admin connection for migrate, check and seed. Never used by the server.
 pub async fn admin_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     use anyhow::Context as _;
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connecting with TENANTRY_ADMIN_DATABASE_URL")?;
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls).await.context("connecting with TENANTRY_ADMIN_DATABASE_URL")?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "admin connection ended");

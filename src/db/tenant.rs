@@ -45,7 +45,11 @@ impl TenantTx {
         Ok((tx, membership))
     }
 
-    async fn begin(pool: &Pool, user: UserId, org: Option<OrgId>) -> Result<(TenantTx, Option<Membership>), DbError> {
+    async fn begin(
+        pool: &Pool,
+        user: UserId,
+        org: Option<OrgId>,
+    ) -> Result<(TenantTx, Option<Membership>), DbError> {
         let client = pool.get().await?;
         let set_context = client.prepare_cached(SET_CONTEXT).await?;
         let membership_stmt = client.prepare_cached(CURRENT_MEMBERSHIP).await?;

@@ -196,9 +196,7 @@ impl From<DbError> for ApiError {
                 _ => ApiError::Conflict { code: "conflict", detail: "The resource already exists.".into() },
             },
             DbError::ForeignKeyViolation { constraint } => match constraint.as_deref() {
-                Some("memberships_user_id_fkey") => {
-                    ApiError::invalid_field("user_id", "no such user")
-                }
+                Some("memberships_user_id_fkey") => ApiError::invalid_field("user_id", "no such user"),
                 _ => ApiError::NotFound,
             },
             DbError::LastOwner => ApiError::Conflict {

@@ -1,0 +1,87 @@
+-- Behaviour: what the app role sees and may write under each context.
+begin;
+select plan(20);
+
+-- Run a query (returning one number) or a statement (returning rows affected) as the app role
+-- with the given context, then come back. A failing statement rolls its SET LOCAL back with it.
+create function pg_temp.count_as(p_user uuid, p_org uuid, p_query text) returns bigint
+language plpgsql as $$
+declare n bigint;
+begin
+  execute 'set local role tenantry_app';
+  perform set_config('app.current_user_id', coalesce(p_user::text, ''), true);
+  perform set_config('app.current_organization_id', coalesce(p_org::text, ''), true);
+  execute p_query into n;
+  execute 'reset role';
+  return n;
+end $$;
+create function pg_temp.exec_as(p_user uuid, p_org uuid, p_sql text) returns bigint
+language plpgsql as $$
+declare n bigint;
+begin
+  execute 'set local role tenantry_app';
+  perform set_config('app.current_user_id', coalesce(p_user::text, ''), true);
+  perform set_config('app.current_organization_id', coalesce(p_org::text, ''), true);
+  execute p_sql;
+  get diagnostics n = row_count;
+  execute 'reset role';
+  return n;
+end $$;
+
+-- Arrange, as the superuser (bypassing RLS).
+insert into users (id, issuer, subject) values
+  ('00000000-0000-0000-0000-00000000a11c', 'test', 'alice'),
+  ('00000000-0000-0000-0000-000000000b0b', 'test', 'bob'),
+  ('00000000-0000-0000-0000-0000000ca401', 'test', 'carol');
+insert into organizations (id, name, slug) values
+  ('aaaaaaaa-0000-0000-0000-000000000000', 'A', 'pgtap-a'),
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'B', 'pgtap-b');
+insert into memberships (organization_id, user_id, role) values
+  ('aaaaaaaa-0000-0000-0000-000000000000', '00000000-0000-0000-0000-00000000a11c', 'owner'),
+  ('aaaaaaaa-0000-0000-0000-000000000000', '00000000-0000-0000-0000-0000000ca401', 'viewer'),
+  ('bbbbbbbb-0000-0000-0000-000000000000', '00000000-0000-0000-0000-000000000b0b', 'owner');
+insert into workspaces (organization_id, id, name, region) values
+  ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000a1', 'A1', 'us'),
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000b1', 'B1', 'us');
+
+\set alice '\'00000000-0000-0000-0000-00000000a11c\''
+\set bob '\'00000000-0000-0000-0000-000000000b0b\''
+\set carol '\'00000000-0000-0000-0000-0000000ca401\''
+\set a '\'aaaaaaaa-0000-0000-0000-000000000000\''
+\set b '\'bbbbbbbb-0000-0000-0000-000000000000\''
+
+select is(pg_temp.count_as(null, null, 'select count(*) from workspaces'), 0::bigint, 'no context: no workspaces');
+select is(pg_temp.count_as(null, null, 'select count(*) from organizations'), 0::bigint, 'no context: no organizations');
+select is(pg_temp.count_as(null, :a, 'select count(*) from workspaces'), 0::bigint, 'an organization without a user: nothing');
+select is(pg_temp.count_as(:alice, :a, 'select count(*) from workspaces'), 1::bigint, 'alice sees her organization''s workspace');
+select is(pg_temp.count_as(:alice, :a, $$select count(*) from workspaces where name = 'B1'$$), 0::bigint, 'and not B''s');
+select is(pg_temp.count_as(:alice, :b, 'select count(*) from workspaces'), 0::bigint, 'naming B without membership: nothing');
+select is(pg_temp.count_as(:bob, :a, 'select count(*) from workspaces'), 0::bigint, 'bob naming A: nothing');
+select is(pg_temp.count_as(:alice, null, 'select count(*) from organizations'), 1::bigint, 'alice lists only her organization');
+select is(pg_temp.count_as(:alice, :a, 'select count(*) from memberships'), 2::bigint, 'alice sees A''s two memberships');
+select is(pg_temp.count_as(:bob, null, 'select count(*) from users'), 1::bigint, 'bob sees only himself among users');
+select is(pg_temp.count_as(:carol, :a, 'select count(*) from users'), 2::bigint, 'carol sees the users of A');
+
+select is(pg_temp.exec_as(:alice, :a, $$insert into workspaces (organization_id, name) values ('aaaaaaaa-0000-0000-0000-000000000000', 'A2')$$),
+          1::bigint, 'an owner creates a workspace');
+select throws_ok($$select pg_temp.exec_as('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000',
+                   'insert into workspaces (organization_id, name) values (''bbbbbbbb-0000-0000-0000-000000000000'', ''planted'')')$$,
+                 '42501', null, 'a row for another organization is refused');
+select throws_ok($$select pg_temp.exec_as('00000000-0000-0000-0000-0000000ca401', 'aaaaaaaa-0000-0000-0000-000000000000',
+                   'insert into workspaces (organization_id, name) values (''aaaaaaaa-0000-0000-0000-000000000000'', ''x'')')$$,
+                 '42501', null, 'a viewer cannot create a workspace');
+select is(pg_temp.exec_as(:carol, :a, $$update workspaces set name = 'renamed'$$), 0::bigint, 'a viewer updates nothing');
+select is(pg_temp.exec_as(:bob, :a, 'delete from workspaces'), 0::bigint, 'another tenant deletes nothing');
+select throws_ok($$select pg_temp.exec_as('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000',
+                   'update workspaces set organization_id = ''bbbbbbbb-0000-0000-0000-000000000000''')$$,
+                 '42501', null, 'a workspace cannot be moved to another organization');
+select throws_ok($$select pg_temp.exec_as('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000',
+                   'insert into organizations (name, slug) values (''x'', ''x'')')$$,
+                 '42501', null, 'organizations are not inserted directly');
+select throws_ok($$select pg_temp.exec_as('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000',
+                   'set constraints all immediate; delete from memberships where user_id = ''00000000-0000-0000-0000-00000000a11c''')$$,
+                 'TY001', null, 'the last owner cannot leave');
+select is((select count(*) from workspaces where name = 'planted'), 0::bigint, 'nothing was planted in B');
+
+select * from finish();
+rollback;

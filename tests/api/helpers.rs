@@ -1,0 +1,284 @@
+//! The test harness: every test gets the real server on port 0 against its own database,
+//! cloned from a template that is migrated once per run. Two ways into the database:
+//! the server (app role, through the policies) and `rls_bypassing_admin` (a superuser, used only
+//! to arrange and to assert on raw rows).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tenantry::config::Settings;
+use tenantry::startup::Application;
+use tokio::sync::OnceCell;
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+pub const ISSUER: &str = "tenantry";
+pub const AUDIENCE: &str = "tenantry-api";
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+fn pg_port() -> String {
+    std::env::var("TEST_PG_PORT").unwrap_or_else(|_| {
+        panic!("TEST_PG_PORT is not set: run the tests with `make test` (it starts the test PostgreSQL)")
+    })
+}
+
+pub fn admin_url(db: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{db}", pg_port())
+}
+
+pub fn app_url(db: &str) -> String {
+    format!("postgres://tenantry_app@127.0.0.1:{}/{db}", pg_port())
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to test PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// The migrated template, created once per test run (stale databases of earlier runs dropped).
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let admin = connect(&admin_url("postgres")).await;
+            let stale = admin
+                .query("select datname from pg_database where datname like 'tt\\_%'", &[])
+                .await
+                .unwrap();
+            for row in stale {
+                let name: String = row.get(0);
+                if name.starts_with("tt_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    let drop = format!("drop database if exists {name} with (force)");
+                    admin.batch_execute(&drop).await.unwrap();
+                }
+            }
+            let name = format!("tt_template_{}", std::process::id());
+            admin.batch_execute(&format!("create database {name}")).await.unwrap();
+            tenantry::db::migrate::run(&admin_url(&name)).await.expect("migrating the template");
+            name
+        })
+        .await
+}
+
+/// A fresh database cloned from the template; returns its name.
+pub async fn fresh_database() -> String {
+    let template = template().await;
+    let name = format!("tt_{}", Uuid::new_v4().simple());
+    let admin = connect(&admin_url("postgres")).await;
+    let sql = format!("create database {name} template {template}");
+    let mut attempt = 0;
+    loop {
+        match admin.batch_execute(&sql).await {
+            Ok(()) => break,
+            // Two clones starting at the same instant can collide on the template; retry.
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => panic!("creating {name}: {e}"),
+        }
+    }
+    name
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database: String,
+    pub http: reqwest::Client,
+    /// A superuser connection to this test's database. It bypasses every policy: use it only to
+    /// arrange data and to assert on raw rows, never to stand in for the app.
+    pub rls_bypassing_admin: Client,
+    signing_key_pem: Vec<u8>,
+    pub kid: String,
+    pub public_x: String,
+    _key_dir: Arc<TempDir>,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub token: String,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestOrg {
+    pub id: Uuid,
+    pub owner: TestUser,
+}
+
+pub fn test_settings(database: &str, key_file: std::path::PathBuf) -> Settings {
+    let defaults = Settings::default();
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        database_url: Some(app_url(database).into()),
+        pool_size: 8,
+        workers: Some(2),
+        auth: tenantry::config::AuthSettings { signing_key_file: key_file, ..defaults.auth.clone() },
+        ..defaults
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let database = fresh_database().await;
+        let dir = std::env::temp_dir().join(format!("tenantry-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("signing-key.pem");
+        let mut settings = test_settings(&database, key_file.clone());
+        configure(&mut settings);
+        let key = tenantry::auth::keys::SigningKey::load_or_generate(&key_file, true).unwrap();
+        let application = Application::build(settings).await.expect("building the app");
+        let address = format!("http://127.0.0.1:{}", application.port());
+        tokio::spawn(application.run_until_stopped());
+        TestApp {
+            address,
+            rls_bypassing_admin: connect(&admin_url(&database)).await,
+            database,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            signing_key_pem: std::fs::read(&key_file).unwrap(),
+            kid: key.kid.clone(),
+            public_x: key.public_x.clone(),
+            _key_dir: Arc::new(TempDir(dir)),
+        }
+    }
+
+    /// Signs arbitrary claims with the server's own key (for token-attack tests).
+    pub fn sign(&self, header: Header, claims: &Value) -> String {
+        let key = EncodingKey::from_ed_pem(&self.signing_key_pem).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    pub fn valid_claims(&self, subject: &str) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        json!({"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "email": subject, "exp": now + 600, "nbf": now - 5, "iat": now})
+    }
+
+    pub fn eddsa_header(&self) -> Header {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
+    pub fn token_for(&self, email: &str) -> String {
+        self.sign(self.eddsa_header(), &self.valid_claims(email))
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.expect("request failed")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.request(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.request(Method::PATCH, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.request(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// A signed-in user (provisioned through `GET /me`, as a first request would).
+    pub async fn user(&self, email: &str) -> TestUser {
+        let token = self.token_for(email);
+        let res = self.get("/api/v1/me", &token).await;
+        assert_eq!(res.status(), StatusCode::OK, "provisioning {email}");
+        let me: Value = res.json().await.unwrap();
+        TestUser { token, id: me["id"].as_str().unwrap().parse().unwrap() }
+    }
+
+    /// An organization created through the API by a new owner.
+    pub async fn org_with_owner(&self, slug: &str) -> TestOrg {
+        let owner = self.user(&format!("owner@{slug}.test")).await;
+        let res = self.post("/api/v1/orgs", &owner.token, &json!({"name": slug, "slug": slug})).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "creating {slug}");
+        let body: Value = res.json().await.unwrap();
+        TestOrg { id: body["id"].as_str().unwrap().parse().unwrap(), owner }
+    }
+
+    /// A new user added to `org` with `role` by its owner.
+    pub async fn member(&self, org: &TestOrg, email: &str, role: &str) -> TestUser {
+        let user = self.user(email).await;
+        let res = self
+            .post(
+                &format!("/api/v1/orgs/{}/members", org.id),
+                &org.owner.token,
+                &json!({"user_id": user.id, "role": role}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "adding {email} as {role}");
+        user
+    }
+
+    pub async fn workspace(&self, org: &TestOrg, name: &str) -> Uuid {
+        let res = self
+            .post(&format!("/api/v1/orgs/{}/workspaces", org.id), &org.owner.token, &json!({"name": name}))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "creating workspace {name}");
+        let body: Value = res.json().await.unwrap();
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Counts rows with a superuser query (bypassing RLS).
+    pub async fn raw_count(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> i64 {
+        self.rls_bypassing_admin.query_one(sql, params).await.unwrap().get(0)
+    }
+}
+
+/// Status and body, asserting the body is a problem document with the expected code.
+pub async fn assert_problem(res: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status, "unexpected status");
+    assert_eq!(
+        res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let request_id = res.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], code, "problem body: {body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["request_id"].as_str(), request_id.as_deref(), "request id in body and header");
+    body
+}
+
+/// A problem body without its per-request parts, for "indistinguishable" comparisons.
+pub fn without_request_id(mut body: Value) -> Value {
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("request_id");
+    }
+    body
+}

@@ -1,0 +1,259 @@
+//! Tenant isolation, end to end. The route list comes from the served OpenAPI document, so a new
+//! organization-scoped route without a probe body below fails this suite.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, connect, without_request_id};
+
+/// A valid body for every write route, keyed by "METHOD path-template".
+fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Value>> {
+    let body = match (method.as_str(), template) {
+        ("GET" | "DELETE", _) => None,
+        ("PATCH", "/api/v1/orgs/{org_id}") => Some(json!({"name": "Pwned"})),
+        ("POST", "/api/v1/orgs/{org_id}/members") => Some(json!({"user_id": b_user, "role": "admin"})),
+        ("PATCH", "/api/v1/orgs/{org_id}/members/{user_id}") => Some(json!({"role": "viewer"})),
+        ("POST", "/api/v1/orgs/{org_id}/workspaces") => Some(json!({"name": "Pwned"})),
+        ("PATCH", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}") => Some(json!({"name": "Pwned"})),
+        _ => return None,
+    };
+    Some(body)
+}
+
+fn fill(template: &str, ids: &BTreeMap<&str, Uuid>) -> String {
+    let mut path = template.to_owned();
+    for (name, id) in ids {
+        path = path.replace(&format!("{{{name}}}"), &id.to_string());
+    }
+    assert!(!path.contains('{'), "no probe id for a parameter in {template}");
+    path
+}
+
+/// Everything organization A owns, as a superuser sees it.
+async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "select row_to_json(o)::text from organizations o where id = $1",
+        "select row_to_json(m)::text from memberships m where organization_id = $1 order by user_id",
+        "select row_to_json(w)::text from workspaces w where organization_id = $1 order by id",
+    ] {
+        for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
+            out.push(row.get(0));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_random_ids() {
+    let app = TestApp::spawn().await;
+    let a: TestOrg = app.org_with_owner("org-a").await;
+    let a_member = app.member(&a, "member@org-a.test", "member").await;
+    let a_workspace = app.workspace(&a, "A's workspace").await;
+    let b: TestOrg = app.org_with_owner("org-b").await;
+    let b_workspace = app.workspace(&b, "B's workspace").await;
+    let b_user = app.member(&b, "member@org-b.test", "viewer").await;
+    let before = snapshot(&app, a.id).await;
+
+    let doc: Value = app
+        .http
+        .get(format!("{}/api/v1/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut probed = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        if !template.contains("{org_id}") {
+            continue;
+        }
+        for method_name in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method_name).is_none() {
+                continue;
+            }
+            let method: Method = method_name.to_uppercase().parse().unwrap();
+            let body = probe_body(&method, template, b_user.id)
+                .unwrap_or_else(|| panic!("add a cross-tenant probe body for {method} {template}"));
+
+            // B's owner names A's organization and A's objects...
+            let a_ids =
+                BTreeMap::from([("org_id", a.id), ("workspace_id", a_workspace), ("user_id", a_member.id)]);
+            // ...and the same route with ids that exist nowhere.
+            let random = BTreeMap::from([
+                ("org_id", Uuid::new_v4()),
+                ("workspace_id", Uuid::new_v4()),
+                ("user_id", Uuid::new_v4()),
+            ]);
+            let res = app
+                .request(method.clone(), &fill(template, &a_ids), Some(&b.owner.token), body.as_ref())
+                .await;
+            let cross = without_request_id(assert_problem(res, StatusCode::NOT_FOUND, "not_found").await);
+            let res = app
+                .request(method.clone(), &fill(template, &random), Some(&b.owner.token), body.as_ref())
+                .await;
+            let nowhere = without_request_id(assert_problem(res, StatusCode::NOT_FOUND, "not_found").await);
+            assert_eq!(cross, nowhere, "{method} {template}: A's ids must look like random ids");
+
+            // Inside B's own organization, A's object ids are just as unknown.
+            if template.contains("{workspace_id}") || template.contains("{user_id}") {
+                let mixed = BTreeMap::from([
+                    ("org_id", b.id),
+                    ("workspace_id", a_workspace),
+                    ("user_id", a_member.id),
+                ]);
+                let res = app
+                    .request(method.clone(), &fill(template, &mixed), Some(&b.owner.token), body.as_ref())
+                    .await;
+                let own_org =
+                    without_request_id(assert_problem(res, StatusCode::NOT_FOUND, "not_found").await);
+                assert_eq!(own_org, nowhere, "{method} {template} in B with A's object ids");
+            }
+            probed += 1;
+        }
+    }
+    assert!(probed >= 12, "only {probed} operations probed: is the OpenAPI document complete?");
+
+    // Organization-independent routes never list A's data to B.
+    let orgs: Value = app.get("/api/v1/orgs", &b.owner.token).await.json().await.unwrap();
+    let ids: Vec<&str> =
+        orgs["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![b.id.to_string()]);
+
+    assert_eq!(snapshot(&app, a.id).await, before, "B's requests changed nothing of A's");
+    let _ = b_workspace;
+}
+
+#[tokio::test]
+async fn without_a_context_the_app_role_sees_nothing_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let a = app.org_with_owner("org-a").await;
+    app.workspace(&a, "Production").await;
+    let b = app.org_with_owner("org-b").await;
+    let db = connect(&app_url(&app.database)).await;
+
+    for table in ["organizations", "memberships", "workspaces", "users"] {
+        let sql = format!("select count(*) from {table}");
+        let n: i64 = db.query_one(&sql, &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "{table} without context");
+    }
+    let err = db
+        .execute("insert into workspaces (organization_id, name, region) values ($1, 'x', 'us')", &[&a.id])
+        .await
+        .expect_err("insert without context");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    assert_eq!(db.execute("update workspaces set name = 'x'", &[]).await.unwrap(), 0);
+    assert_eq!(db.execute("delete from workspaces", &[]).await.unwrap(), 0);
+    assert_eq!(db.execute("delete from organizations", &[]).await.unwrap(), 0);
+
+    // Naming an organization is not enough: the user must be a member of it.
+    db.batch_execute("begin").await.unwrap();
+    db.execute(
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true)",
+        &[&b.owner.id.to_string(), &a.id.to_string()],
+    )
+    .await
+    .unwrap();
+    let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "B's owner with A's organization in context");
+    assert_eq!(db.execute("update workspaces set name = 'x'", &[]).await.unwrap(), 0);
+    db.batch_execute("rollback").await.unwrap();
+
+    // An organization without a user is nothing either.
+    db.batch_execute("begin").await.unwrap();
+    db.execute("select set_config('app.current_organization_id', $1, true)", &[&a.id.to_string()])
+        .await
+        .unwrap();
+    let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+    db.batch_execute("rollback").await.unwrap();
+
+    // Transaction-local settings do not survive the transaction.
+    db.batch_execute("begin").await.unwrap();
+    db.execute(
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true)",
+        &[&a.owner.id.to_string(), &a.id.to_string()],
+    )
+    .await
+    .unwrap();
+    let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "the owner sees their workspace inside the transaction");
+    db.batch_execute("commit").await.unwrap();
+    let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "and nothing after it");
+    assert_eq!(app.raw_count("select count(*) from workspaces", &[]).await, 1);
+}
+
+async fn pool_bleed(pool_size: usize) {
+    let app = TestApp::spawn_with(|s| s.pool_size = pool_size).await;
+    let a = app.org_with_owner("org-a").await;
+    let b = app.org_with_owner("org-b").await;
+    for i in 0..5 {
+        app.workspace(&a, &format!("a-{i}")).await;
+        app.workspace(&b, &format!("b-{i}")).await;
+    }
+    let requests = 2000;
+    let results = futures_util::stream::iter(0..requests)
+        .map(|i| {
+            let app = &app;
+            let (org, other) = if i % 4 < 2 { (&a, &b) } else { (&b, &a) };
+            async move {
+                match i % 10 {
+                    // A write now and then, so connections carry write transactions too.
+                    3 => {
+                        let res = app
+                            .post(
+                                &format!("/api/v1/orgs/{}/workspaces", org.id),
+                                &org.owner.token,
+                                &json!({"name": format!("w-{i}")}),
+                            )
+                            .await;
+                        assert_eq!(res.status(), StatusCode::CREATED);
+                        let ws: Value = res.json().await.unwrap();
+                        assert_eq!(ws["organization_id"], org.id.to_string());
+                    }
+                    // A refused request, so error paths and rollbacks are exercised.
+                    7 => {
+                        let res =
+                            app.get(&format!("/api/v1/orgs/{}/workspaces", other.id), &org.owner.token).await;
+                        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+                    }
+                    _ => {
+                        let res = app
+                            .get(&format!("/api/v1/orgs/{}/workspaces?limit=200", org.id), &org.owner.token)
+                            .await;
+                        assert_eq!(res.status(), StatusCode::OK);
+                        let page: Value = res.json().await.unwrap();
+                        for ws in page["items"].as_array().unwrap() {
+                            assert_eq!(
+                                ws["organization_id"],
+                                org.id.to_string(),
+                                "a row of the other organization leaked"
+                            );
+                        }
+                    }
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    assert_eq!(results.len(), requests);
+    let per_org = app.raw_count("select count(*) from workspaces where organization_id = $1", &[&a.id]).await;
+    assert_eq!(per_org, 5 + 100, "every write landed in its own organization");
+}
+
+#[tokio::test]
+async fn a_pool_of_one_connection_never_bleeds_context_between_tenants() {
+    pool_bleed(1).await;
+}
+
+#[tokio::test]
+async fn a_pool_of_two_connections_never_bleeds_context_between_tenants() {
+    pool_bleed(2).await;
+}

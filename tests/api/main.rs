@@ -1,0 +1,12 @@
+//! One integration-test binary (the crate links once). Each module reads as sentences.
+
+mod auth;
+mod catalog;
+mod errors;
+mod health;
+mod helpers;
+mod isolation;
+mod members;
+mod openapi;
+mod orgs;
+mod workspaces;
