@@ -14,8 +14,8 @@ die() { echo "pg.sh: $*" >&2; exit 1; }
 
 find_bindir() {
   if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 \
-      && [ "$(dirname "$(command -v initdb)")" = "$(dirname "$(command -v pg_ctl)")" ]; then
-    dirname "$(command -v initdb)"; return 0
+      && [ "$(dirname "$(readlink -f "$(command -v initdb)")")" = "$(dirname "$(readlink -f "$(command -v pg_ctl)")")" ]; then
+    dirname "$(readlink -f "$(command -v initdb)")"; return 0
   fi
   local d
   d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)

@@ -9,44 +9,55 @@ set check_function_bodies = off;
 -- Every tenant policy compares against this, wrapped as (select app.current_org_id()) so it is
 -- evaluated once per statement. Membership is therefore re-verified by the database on every
 -- statement: setting the organization id alone grants nothing.
+--
+-- These helpers are plpgsql rather than SQL on purpose: a SECURITY DEFINER SQL function is never
+-- inlined, and PostgreSQL re-plans a non-inlined SQL function on every call (measured: 0.67 ms
+-- per statement), while plpgsql caches its plans for the life of the connection.
 create or replace function app.current_org_id() returns uuid
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select m.organization_id
-  from public.memberships m
-  where m.organization_id = app.requested_org_id()
-    and m.user_id = app.current_user_id()
+begin
+  return (select m.organization_id
+          from public.memberships m
+          where m.organization_id = app.requested_org_id()
+            and m.user_id = app.current_user_id());
+end
 $$;
 
 -- The current user's role and permissions in the requested organization (no row: not a member).
 create or replace function app.current_membership(out role text, out permissions text[])
 returns setof record
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select m.role,
-         coalesce((select array_agg(rp.permission order by rp.permission)
-                   from public.builtin_role_permissions rp
-                   where rp.role = m.role), '{}')
-  from public.memberships m
-  where m.organization_id = app.requested_org_id()
-    and m.user_id = app.current_user_id()
+begin
+  return query
+    select m.role,
+           coalesce((select array_agg(rp.permission order by rp.permission)
+                     from public.builtin_role_permissions rp
+                     where rp.role = m.role), '{}')
+    from public.memberships m
+    where m.organization_id = app.requested_org_id()
+      and m.user_id = app.current_user_id();
+end
 $$;
 
 -- Does the current user hold `permission` in the requested organization? Write policies call it.
 create or replace function app.has_permission(permission text) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select exists (
+begin
+  return exists (
     select 1
     from public.memberships m
     join public.builtin_role_permissions rp on rp.role = m.role
     where m.organization_id = app.requested_org_id()
       and m.user_id = app.current_user_id()
-      and rp.permission = $1
-  )
+      and rp.permission = has_permission.permission
+  );
+end
 $$;
 
 -- Map a verified identity (issuer + subject, never email) to a user, creating it on first sight.
