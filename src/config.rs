@@ -116,6 +116,9 @@ impl Default for Settings {
     }
 }
 
+/// `TENANTRY_*` variables read elsewhere, not settings.
+const NOT_SETTINGS: &[&str] = &["config", "log", "database_url_file", "admin_database_url_file"];
+
 /// Top-level keys, for warning about misspelt `TENANTRY_*` variables.
 const KNOWN_KEYS: &[&str] = &[
     "environment",
@@ -140,12 +143,13 @@ impl Settings {
         let file = std::env::var("TENANTRY_CONFIG").unwrap_or_else(|_| "tenantry.toml".into());
         Self::from_figment(
             Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(file)).merge(
-                Env::prefixed("TENANTRY_").split("__").ignore(&[
-                    "config",
-                    "log",
-                    "database_url_file",
-                    "admin_database_url_file",
-                ]),
+                // Unknown variables are skipped here and reported by `unknown_env_vars`.
+                Env::prefixed("TENANTRY_").split("__").filter(|key| {
+                    // `split` has already turned `__` into `.` by the time the filter runs.
+                    let key = key.as_str().replace("__", ".").to_ascii_lowercase();
+                    let top = key.split('.').next().unwrap_or_default();
+                    KNOWN_KEYS.contains(&top) && !NOT_SETTINGS.contains(&top)
+                }),
             ),
         )
     }

@@ -96,6 +96,7 @@ pub struct TestApp {
     signing_key_pem: Vec<u8>,
     pub kid: String,
     pub public_x: String,
+    pub key_file: std::path::PathBuf,
     _key_dir: Arc<TempDir>,
 }
 
@@ -155,6 +156,7 @@ impl TestApp {
             signing_key_pem: std::fs::read(&key_file).unwrap(),
             kid: key.kid.clone(),
             public_x: key.public_x.clone(),
+            key_file: key_file.clone(),
             _key_dir: Arc::new(TempDir(dir)),
         }
     }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod catalog;
+mod cli;
 mod errors;
 mod health;
 mod helpers;
