@@ -215,6 +215,13 @@ impl TestApp {
         self.request(Method::DELETE, path, Some(token), None).await
     }
 
+    /// The OpenAPI document as the running server serves it.
+    pub async fn served_openapi(&self) -> Value {
+        let res = self.http.get(format!("{}/api/v1/openapi.json", self.address)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
     /// A signed-in user (provisioned through `GET /me`, as a first request would).
     pub async fn user(&self, email: &str) -> TestUser {
         let token = self.token_for(email);

@@ -59,15 +59,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
     let before = snapshot(&app, a.id).await;
 
-    let doc: Value = app
-        .http
-        .get(format!("{}/api/v1/openapi.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.served_openapi().await;
     let mut probed = 0;
     for (template, item) in doc["paths"].as_object().unwrap() {
         if !template.contains("{org_id}") {

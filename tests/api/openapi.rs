@@ -50,15 +50,7 @@ fn every_operation_is_named_documented_and_secured() {
 #[tokio::test]
 async fn the_server_serves_the_same_document_and_swagger_ui() {
     let app = TestApp::spawn().await;
-    let served: Value = app
-        .http
-        .get(format!("{}/api/v1/openapi.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = app.served_openapi().await;
     let generated: Value = serde_json::from_str(&tenantry::api::openapi_json()).unwrap();
     assert_eq!(served, generated);
 

@@ -1,3 +1,4 @@
+//! Build script (not a module of the crate; see `build` in Cargo.toml).
 //! Embeds sql/ and policies/ into the binary (so `tenantry migrate` needs no files beside it) and
 //! makes cargo rebuild when a migration, SQL or policy file is added or changed.
 
