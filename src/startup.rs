@@ -62,7 +62,9 @@ impl Application {
                 .wrap(TracingLogger::<TenantryRootSpan>::new())
                 .wrap(RequestContext);
             let (app, _) = api::build_api(app);
-            app.service(SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from("/api/v1/openapi.json")))
+            // The token pasted into Authorize survives a reload of the page.
+            let swagger = Config::from("/api/v1/openapi.json").persist_authorization(true);
+            app.service(SwaggerUi::new("/swagger-ui/{_:.*}").config(swagger))
                 .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
                 .route("/", web::get().to(|| redirect("/swagger-ui/")))
                 .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }))
