@@ -2,15 +2,21 @@
 begin;
 select plan(20);
 
--- Run a query (returning one number) or a statement (returning rows affected) as the app role
--- with the given context, then come back. A failing statement rolls its SET LOCAL back with it.
-create function pg_temp.count_as(p_user uuid, p_org uuid, p_query text) returns bigint
+-- Become the app role with the given context (until `reset role`), then run a query returning
+-- one number, or a statement returning the rows it affected. A failing statement rolls its
+-- SET LOCAL back with it, so a caught error also leaves the test as the superuser.
+create function pg_temp.become(p_user uuid, p_org uuid) returns void
 language plpgsql as $$
-declare n bigint;
 begin
   execute 'set local role tenantry_app';
   perform set_config('app.current_user_id', coalesce(p_user::text, ''), true);
   perform set_config('app.current_organization_id', coalesce(p_org::text, ''), true);
+end $$;
+create function pg_temp.count_as(p_user uuid, p_org uuid, p_query text) returns bigint
+language plpgsql as $$
+declare n bigint;
+begin
+  perform pg_temp.become(p_user, p_org);
   execute p_query into n;
   execute 'reset role';
   return n;
@@ -19,9 +25,7 @@ create function pg_temp.exec_as(p_user uuid, p_org uuid, p_sql text) returns big
 language plpgsql as $$
 declare n bigint;
 begin
-  execute 'set local role tenantry_app';
-  perform set_config('app.current_user_id', coalesce(p_user::text, ''), true);
-  perform set_config('app.current_organization_id', coalesce(p_org::text, ''), true);
+  perform pg_temp.become(p_user, p_org);
   execute p_sql;
   get diagnostics n = row_count;
   execute 'reset role';

@@ -68,7 +68,7 @@ impl SigningKey {
                 Self::from_pkcs8_der(der.as_ref())
             }
             Err(e) => Err(e).with_context(|| {
-                format!("reading signing key {} (set TENANTRY_AUTH__SIGNING_KEY_FILE)", path.display())
+                format!("reading signing key {} (see TENANTRY_AUTH__SIGNING_KEY_FILE)", path.display())
             }),
         }
     }
