@@ -24,3 +24,17 @@ as $$ select nullif(pg_catalog.current_setting('app.current_organization_id', tr
 revoke all on function app.current_user_id(), app.requested_org_id() from public;
 grant execute on function app.current_user_id(), app.requested_org_id()
   to tenantry_app, tenantry_definer;
+
+-- The session a user's access token belongs to (tokens from other issuers have none).
+create or replace function app.current_session_id() returns uuid
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_session_id', true), '')::uuid $$;
+
+-- The API key a service principal authenticated with (then there is no current user).
+create or replace function app.current_api_key_id() returns uuid
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_api_key_id', true), '')::uuid $$;
+
+revoke all on function app.current_session_id(), app.current_api_key_id() from public;
+grant execute on function app.current_session_id(), app.current_api_key_id()
+  to tenantry_app, tenantry_definer;

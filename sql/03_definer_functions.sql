@@ -13,11 +13,21 @@ set check_function_bodies = off;
 -- These helpers are plpgsql rather than SQL on purpose: a SECURITY DEFINER SQL function is never
 -- inlined, and PostgreSQL re-plans a non-inlined SQL function on every call (measured: 0.67 ms
 -- per statement), while plpgsql caches its plans for the life of the connection.
+--
+-- A service principal (an API key) gets its own organization, only while the key is active.
 create or replace function app.current_org_id() returns uuid
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  if app.current_api_key_id() is not null then
+    return (select k.organization_id
+            from public.api_keys k
+            where k.id = app.current_api_key_id()
+              and k.organization_id = app.requested_org_id()
+              and k.revoked_at is null
+              and (k.expires_at is null or k.expires_at > now()));
+  end if;
   return (select m.organization_id
           from public.memberships m
           where m.organization_id = app.requested_org_id()
@@ -25,21 +35,47 @@ begin
 end
 $$;
 
--- The current user's role and permissions in the requested organization (no row: not a member).
-create or replace function app.current_membership(out role text, out permissions text[])
-returns setof record
+-- The principal of this request, checked in the same round trip as BEGIN:
+--   active       false when its session is revoked or its API key revoked or expired (-> 401);
+--   role         the user's role in the requested organization (NULL for an API key);
+--   permissions  what it may do there (NULL: not a member, or the key is for another org).
+drop function if exists app.current_membership();
+create or replace function app.current_principal(out active boolean, out role text, out permissions text[])
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_key uuid := app.current_api_key_id();
+  v_session uuid := app.current_session_id();
+  v_org uuid := app.requested_org_id();
 begin
-  return query
+  active := true;
+  if v_session is not null then
+    active := exists (select 1 from public.sessions s
+                      where s.id = v_session and s.user_id = app.current_user_id()
+                        and s.revoked_at is null and s.absolute_expires_at > now());
+  end if;
+  if v_key is not null then
+    select k.revoked_at is null and (k.expires_at is null or k.expires_at > now()),
+           case when k.organization_id = v_org then k.scopes end
+      into active, permissions
+    from public.api_keys k
+    where k.id = v_key;
+    active := coalesce(active, false);
+    if not active then
+      permissions := null;
+    end if;
+    return;
+  end if;
+  if v_org is not null then
     select m.role,
            coalesce((select array_agg(rp.permission order by rp.permission)
                      from public.builtin_role_permissions rp
                      where rp.role = m.role), '{}')
+      into role, permissions
     from public.memberships m
-    where m.organization_id = app.requested_org_id()
-      and m.user_id = app.current_user_id();
+    where m.organization_id = v_org and m.user_id = app.current_user_id();
+  end if;
 end
 $$;
 
@@ -49,6 +85,15 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  if app.current_api_key_id() is not null then
+    return exists (
+      select 1 from public.api_keys k
+      where k.id = app.current_api_key_id()
+        and k.organization_id = app.requested_org_id()
+        and k.revoked_at is null
+        and (k.expires_at is null or k.expires_at > now())
+        and has_permission.permission = any (k.scopes));
+  end if;
   return exists (
     select 1
     from public.memberships m
@@ -110,15 +155,119 @@ begin
 end
 $$;
 
+-- Sessions. Times come from the caller (the server's clock, injectable in tests), so idle and
+-- absolute timeouts are decided in one place.
+create or replace function app.start_session(
+  p_session uuid, p_user uuid, p_provider text, p_now timestamptz, p_idle_expires timestamptz,
+  p_absolute_expires timestamptz, p_token uuid, p_token_hash bytea, p_user_agent text, p_ip inet)
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into public.sessions (id, user_id, provider, created_at, last_refreshed_at, idle_expires_at,
+                               absolute_expires_at, user_agent, ip)
+  values (p_session, p_user, p_provider, p_now, p_now, p_idle_expires, p_absolute_expires,
+          left(p_user_agent, 500), p_ip);
+  insert into public.refresh_tokens (id, session_id, secret_hash, created_at)
+  values (p_token, p_session, p_token_hash, p_now);
+end
+$$;
+
+-- What the server needs to judge a presented refresh token (it compares the hash itself, in
+-- constant time).
+create or replace function app.refresh_token_state(p_token uuid)
+returns table (session_id uuid, user_id uuid, secret_hash bytea, spent boolean, revoked boolean,
+               idle_expires_at timestamptz, absolute_expires_at timestamptz)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.id, s.user_id, t.secret_hash, t.spent_at is not null, s.revoked_at is not null,
+         s.idle_expires_at, s.absolute_expires_at
+  from public.refresh_tokens t join public.sessions s on s.id = t.session_id
+  where t.id = p_token
+$$;
+
+-- Spend `p_old` and issue `p_new` in its session. False when `p_old` was already spent (a
+-- concurrent or replayed use): the caller then revokes the session.
+create or replace function app.rotate_refresh_token(
+  p_old uuid, p_new uuid, p_new_hash bytea, p_now timestamptz, p_idle_expires timestamptz)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_session uuid;
+begin
+  update public.refresh_tokens set spent_at = p_now
+  where id = p_old and spent_at is null
+  returning session_id into v_session;
+  if v_session is null then
+    return false;
+  end if;
+  insert into public.refresh_tokens (id, session_id, secret_hash, created_at)
+  values (p_new, v_session, p_new_hash, p_now);
+  update public.sessions
+  set last_refreshed_at = p_now, idle_expires_at = least(p_idle_expires, absolute_expires_at)
+  where id = v_session;
+  return true;
+end
+$$;
+
+-- End a session found through one of its refresh tokens (reuse detected, or timed out).
+create or replace function app.end_session(p_session uuid, p_reason text, p_now timestamptz)
+returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update public.sessions set revoked_at = p_now, revoked_reason = p_reason
+  where id = p_session and revoked_at is null
+$$;
+
+-- API keys: the server looks a presented key up by id and compares the hash in constant time.
+create or replace function app.find_api_key(p_key uuid)
+returns table (organization_id uuid, secret_hash bytea, active boolean)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select k.organization_id, k.secret_hash,
+         k.revoked_at is null and (k.expires_at is null or k.expires_at > now())
+  from public.api_keys k
+  where k.id = p_key
+$$;
+
+-- Record use, at most once a minute per key (the server also throttles before calling).
+create or replace function app.touch_api_key(p_key uuid)
+returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update public.api_keys set last_used_at = now()
+  where id = p_key and (last_used_at is null or last_used_at < now() - interval '1 minute')
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
-alter function app.current_membership() owner to tenantry_definer;
+alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
 alter function app.provision_user(text, text, text, text) owner to tenantry_definer;
 alter function app.create_organization(uuid, text, text, text, text) owner to tenantry_definer;
+alter function app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet)
+  owner to tenantry_definer;
+alter function app.refresh_token_state(uuid) owner to tenantry_definer;
+alter function app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz) owner to tenantry_definer;
+alter function app.end_session(uuid, text, timestamptz) owner to tenantry_definer;
+alter function app.find_api_key(uuid) owner to tenantry_definer;
+alter function app.touch_api_key(uuid) owner to tenantry_definer;
 
-revoke all on function app.current_org_id(), app.current_membership(), app.has_permission(text),
-  app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text)
+revoke all on function app.current_org_id(), app.current_principal(), app.has_permission(text),
+  app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
+  app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet),
+  app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
+  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid)
   from public;
-grant execute on function app.current_org_id(), app.current_membership(), app.has_permission(text),
-  app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text)
+grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
+  app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
+  app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet),
+  app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
+  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid)
   to tenantry_app;

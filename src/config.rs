@@ -55,8 +55,17 @@ pub struct AuthSettings {
     pub issuer: String,
     /// `aud` every accepted token must carry (ours and trusted issuers' unless they override it).
     pub audience: String,
-    /// PKCS#8 PEM Ed25519 key for our own tokens; generated in development when missing.
+    /// PKCS#8 PEM Ed25519 key that signs our own tokens; generated in development when missing.
     pub signing_key_file: PathBuf,
+    /// Retired signing keys, still published and accepted until their tokens expire (rotation:
+    /// make a new key current, move the old one here for at least `access_token_ttl_secs`).
+    pub previous_signing_key_files: Vec<PathBuf>,
+    /// Lifetime of the access tokens we issue for a session.
+    pub access_token_ttl_secs: u64,
+    /// A session ends when it is not refreshed for this long...
+    pub session_idle_timeout_secs: u64,
+    /// ...and in any case this long after sign-in.
+    pub session_absolute_timeout_secs: u64,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds (at most 30).
     pub leeway_secs: u64,
     /// Minimum seconds between two JWKS refreshes of one issuer (unknown `kid` triggers one).
@@ -107,6 +116,10 @@ impl Default for Settings {
                 issuer: "tenantry".into(),
                 audience: "tenantry-api".into(),
                 signing_key_file: PathBuf::from(".tenantry/signing-key.pem"),
+                previous_signing_key_files: Vec::new(),
+                access_token_ttl_secs: 600,
+                session_idle_timeout_secs: 7 * 86_400,
+                session_absolute_timeout_secs: 30 * 86_400,
                 leeway_secs: 15,
                 jwks_min_refresh_secs: 30,
                 token_cache_capacity: 100_000,
@@ -177,6 +190,14 @@ impl Settings {
             "auth.leeway_secs must be at most 30 (TENANTRY_AUTH__LEEWAY_SECS)"
         );
         anyhow::ensure!(self.pool_size >= 1, "pool_size must be at least 1");
+        anyhow::ensure!(
+            (60..=3600).contains(&self.auth.access_token_ttl_secs),
+            "auth.access_token_ttl_secs must be between 60 and 3600"
+        );
+        anyhow::ensure!(
+            self.auth.session_idle_timeout_secs <= self.auth.session_absolute_timeout_secs,
+            "auth.session_idle_timeout_secs cannot exceed auth.session_absolute_timeout_secs"
+        );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
         for issuer in &self.auth.trusted_issuers {
             for alg in &issuer.algorithms {

@@ -123,9 +123,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = tenantry::db::app_pool(settings.require_database_url()?, 2, Duration::from_secs(5))?;
             tenantry::seed::run(&pool, &settings.auth.issuer).await?;
             if print_tokens {
-                let key = tenantry::startup::signing_key(&settings)?;
+                let keys = tenantry::startup::signing_keys(&settings)?;
                 for user in tenantry::seed::USERS {
-                    let token = key.mint(
+                    let token = keys.current.mint(
                         &settings.auth.issuer,
                         &settings.auth.audience,
                         &tenantry::seed::subject_for(user.email),
@@ -145,8 +145,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 email.contains('@') && email.len() <= 320 && !email.chars().any(char::is_whitespace),
                 "--email must be an email address"
             );
-            let key = tenantry::startup::signing_key(&settings)?;
-            let token = key.mint(
+            let keys = tenantry::startup::signing_keys(&settings)?;
+            let token = keys.current.mint(
                 &settings.auth.issuer,
                 &settings.auth.audience,
                 &tenantry::seed::subject_for(&email),

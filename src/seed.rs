@@ -4,7 +4,7 @@
 
 use deadpool_postgres::Pool;
 
-use crate::db::TenantTx;
+use crate::db::{Actor, TenantTx};
 use crate::domain::{OrgId, Role, UserId};
 
 pub struct DemoUser {
@@ -60,13 +60,19 @@ pub fn subject_for(email: &str) -> String {
 pub async fn run(pool: &Pool, issuer: &str) -> anyhow::Result<()> {
     let mut ids = std::collections::HashMap::new();
     for user in USERS {
-        let id =
-            crate::db::provision_user(pool, issuer, &subject_for(user.email), Some(user.email), None).await?;
+        let id = crate::db::identity::provision_user(
+            pool,
+            issuer,
+            &subject_for(user.email),
+            Some(user.email),
+            None,
+        )
+        .await?;
         ids.insert(user.email, UserId(id.0));
     }
     for org in ORGS {
         let owner = ids[org.owner];
-        let mut tx = TenantTx::begin_user(pool, owner).await?;
+        let mut tx = TenantTx::begin_user(pool, Actor::user(owner)).await?;
         let existing = tx.query_opt("select id from organizations where slug = $1", &[&org.slug]).await?;
         if existing.is_some() {
             tx.commit().await?;
@@ -79,7 +85,7 @@ pub async fn run(pool: &Pool, issuer: &str) -> anyhow::Result<()> {
         )
         .await?;
         tx.commit().await?;
-        let (mut tx, _) = TenantTx::begin_org(pool, owner, org_id).await?;
+        let (mut tx, _) = TenantTx::begin_org(pool, Actor::user(owner), org_id).await?;
         for (email, role) in org.members {
             tx.execute(
                 "insert into memberships (organization_id, user_id, role) values ($1, $2, $3)",

@@ -12,7 +12,9 @@ use tracing_actix_web::TracingLogger;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::{self, AppState};
-use crate::auth::keys::SigningKey;
+use crate::auth::clock::{Clock, SystemClock};
+use crate::auth::keys::SigningKeys;
+use crate::auth::sessions::SessionService;
 use crate::auth::{Authenticator, TokenValidator};
 use crate::config::{Environment, Settings};
 use crate::db;
@@ -22,24 +24,32 @@ use crate::http::middleware::{RequestContext, TenantryRootSpan};
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
 }
 
-/// Our signing key: generated on first use in development, required in production.
-pub fn signing_key(settings: &Settings) -> anyhow::Result<Arc<SigningKey>> {
+/// Our signing keys: the current one is generated on first use in development and required in
+/// production; retired ones must exist.
+pub fn signing_keys(settings: &Settings) -> anyhow::Result<Arc<SigningKeys>> {
     let may_generate = settings.environment == Environment::Development;
-    Ok(Arc::new(SigningKey::load_or_generate(&settings.auth.signing_key_file, may_generate)?))
+    Ok(Arc::new(SigningKeys::load(&settings.auth, may_generate)?))
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As `build`, with the clock sessions are timed by (tests move it forward).
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         let pool = db::app_pool(
             settings.require_database_url()?,
             settings.pool_size,
             Duration::from_millis(settings.pool_timeout_ms),
         )?;
         db::check::refuse_privileged_app_role(&pool).await?;
-        let key = signing_key(&settings)?;
-        let validator = TokenValidator::new(&settings.auth, key)?;
+        let keys = signing_keys(&settings)?;
+        let validator = TokenValidator::new(&settings.auth, keys.clone())?;
+        let sessions = SessionService::new(pool.clone(), keys.clone(), &settings.auth, clock.clone());
         let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, pool.clone());
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
@@ -50,9 +60,13 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             auth,
+            sessions,
+            keys,
+            clock,
             settings: Arc::new(settings),
             readiness: Default::default(),
         });
+        let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
         let server = HttpServer::new(move || {
             let app = App::new()
@@ -73,11 +87,16 @@ impl Application {
         .shutdown_timeout(30)
         .listen(listener)?
         .run();
-        Ok(Application { port, server })
+        Ok(Application { port, server, state: shared_state })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The state the handlers share (tests use it to start sessions and read counters).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -29,11 +29,19 @@ impl FromRequest for Principal {
             let token = token.filter(|t| !t.is_empty() && t.len() <= 8192).ok_or(ApiError::Unauthorized)?;
             match state.auth.authenticate(&token).await {
                 Ok(principal) => {
-                    tracing::Span::current().record("user.id", tracing::field::display(principal.user_id));
+                    let span = tracing::Span::current();
+                    match &principal {
+                        Principal::User(u) => span.record("user.id", tracing::field::display(u.user_id)),
+                        Principal::ApiKey(k) => span.record("api_key.id", tracing::field::display(k.key_id)),
+                    };
                     Ok(principal)
                 }
                 Err(crate::auth::AuthError::Token(reason)) => {
                     tracing::info!(%reason, "bearer token refused");
+                    Err(ApiError::Unauthorized)
+                }
+                Err(crate::auth::AuthError::ApiKey(reason)) => {
+                    tracing::info!(reason, "API key refused");
                     Err(ApiError::Unauthorized)
                 }
                 Err(crate::auth::AuthError::Database(e)) => Err(e.into()),

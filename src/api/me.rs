@@ -4,7 +4,7 @@ use actix_web::{get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::{AppState, require_user};
 use crate::auth::Principal;
 use crate::db::tenant;
 use crate::domain::UserId;
@@ -37,9 +37,10 @@ pub async fn get_me(
     state: web::Data<AppState>,
     principal: Principal,
 ) -> Result<web::Json<MeResponse>, ApiError> {
+    require_user(&principal)?;
     let (_, rows) = tenant::read(
         &state.pool,
-        principal.user_id,
+        principal.actor(),
         None,
         "select u.id, u.issuer, u.subject, u.email, u.display_name, \
          (select count(*) from memberships m where m.user_id = u.id) as organization_count \

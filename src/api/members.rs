@@ -108,7 +108,7 @@ pub async fn list_members(
     // memberships in other organizations; isolation itself is the policy's job.
     let (membership, rows) = tenant::read(
         &state.pool,
-        principal.user_id,
+        principal.actor(),
         Some(org),
         "select m.user_id, u.email, u.display_name, m.role, m.created_at, m.updated_at \
          from memberships m join users u on u.id = m.user_id \
@@ -147,7 +147,7 @@ pub async fn add_member(
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
     require_for_role_change(&membership, None, Some(body.role))?;
     tx.execute(
         "insert into memberships (organization_id, user_id, role) values ($1, $2, $3)",
@@ -185,7 +185,7 @@ pub async fn update_member(
     body: ApiJson<UpdateMemberRequest>,
 ) -> Result<web::Json<MemberResponse>, ApiError> {
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
     require(&membership, Permission::MembersManage)?;
     let current = current_role(&mut tx, org, path.user_id).await?;
     require_for_role_change(&membership, Some(current), Some(body.role))?;
@@ -220,7 +220,7 @@ pub async fn remove_member(
     path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
     require(&membership, Permission::MembersManage)?;
     let current = current_role(&mut tx, org, path.user_id).await?;
     require_for_role_change(&membership, Some(current), None)?;

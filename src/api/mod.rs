@@ -2,12 +2,14 @@
 //! OpenAPI annotations, request/response types and SQL. Routes are collected from the handlers
 //! by utoipa-actix-web, so the OpenAPI document can never miss one.
 
+pub mod api_keys;
 pub mod extract;
 pub mod health;
 pub mod me;
 pub mod members;
 pub mod orgs;
 pub mod pagination;
+pub mod sessions;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -20,6 +22,9 @@ use utoipa_actix_web::AppExt as _;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Authenticator;
+use crate::auth::clock::Clock;
+use crate::auth::keys::SigningKeys;
+use crate::auth::sessions::SessionService;
 use crate::config::Settings;
 use crate::domain::{Membership, Permission};
 use crate::http::ApiError;
@@ -28,6 +33,9 @@ use crate::http::ApiError;
 pub struct AppState {
     pub pool: Pool,
     pub auth: Authenticator,
+    pub sessions: SessionService,
+    pub keys: Arc<SigningKeys>,
+    pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub readiness: health::ReadinessCache,
 }
@@ -36,6 +44,11 @@ pub struct AppState {
 /// the permission; the write policies check the same permission again in the database.
 pub fn require(membership: &Membership, permission: Permission) -> Result<(), ApiError> {
     if membership.has(permission) { Ok(()) } else { Err(ApiError::forbidden(permission)) }
+}
+
+/// Routes about a person (their organizations, profile, sessions) are not for API keys.
+pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::UserPrincipal, ApiError> {
+    principal.as_user().ok_or(ApiError::UserRequired)
 }
 
 #[derive(OpenApi)]
@@ -55,6 +68,8 @@ pub fn require(membership: &Membership, permission: Permission) -> Result<(), Ap
         (name = "organizations", description = "Organizations (tenants)"),
         (name = "members", description = "Members of an organization and their roles"),
         (name = "workspaces", description = "Workspaces inside an organization"),
+        (name = "api_keys", description = "Organization API keys for services"),
+        (name = "auth", description = "Tokens and sessions"),
     )
 )]
 struct BaseDoc;
@@ -97,7 +112,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(workspaces::create_workspace)
         .service(workspaces::get_workspace)
         .service(workspaces::update_workspace)
-        .service(workspaces::delete_workspace);
+        .service(workspaces::delete_workspace)
+        .service(api_keys::create_api_key)
+        .service(api_keys::list_api_keys)
+        .service(api_keys::delete_api_key)
+        .service(sessions::refresh_session)
+        .service(sessions::sign_out)
+        .service(sessions::list_sessions)
+        .service(sessions::delete_session);
 }
 
 pub const API_PREFIX: &str = "/api/v1";
@@ -116,6 +138,7 @@ where
 {
     app.into_utoipa_app()
         .openapi(BaseDoc::openapi())
+        .service(sessions::get_jwks)
         .service(
             utoipa_actix_web::scope(API_PREFIX)
                 .configure(routes)

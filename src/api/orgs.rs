@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::extract::ApiJson;
 use super::pagination::{Page, PageQuery};
-use super::{AppState, require};
+use super::{AppState, require, require_user};
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{DataMode, FieldError, Name, OrgId, Permission, Region, Role, Slug};
@@ -33,8 +33,8 @@ pub struct OrganizationResponse {
     pub slug: String,
     pub region: Region,
     pub data_mode: DataMode,
-    /// The caller's role in this organization.
-    pub role: Role,
+    /// The caller's role in this organization (null for an API key).
+    pub role: Option<Role>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -60,7 +60,7 @@ pub struct UpdateOrganizationRequest {
     pub data_mode: Option<DataMode>,
 }
 
-fn organization_from_row(row: &Row, role: Role) -> Result<OrganizationResponse, ApiError> {
+fn organization_from_row(row: &Row, role: Option<Role>) -> Result<OrganizationResponse, ApiError> {
     let bad = |what: &str| ApiError::Internal(anyhow::anyhow!("unexpected {what} in organizations row"));
     Ok(OrganizationResponse {
         id: OrgId(row.get("id")),
@@ -102,7 +102,8 @@ pub async fn create_organization(
     let region = body.region.unwrap_or(Region::Us);
     let data_mode = body.data_mode.unwrap_or(DataMode::MetadataOnly);
 
-    let mut tx = TenantTx::begin_user(&state.pool, principal.user_id).await?;
+    require_user(&principal)?;
+    let mut tx = TenantTx::begin_user(&state.pool, principal.actor()).await?;
     tx.query_found(
         "select app.create_organization($1, $2, $3, $4, $5)",
         &[id.as_uuid(), &name.as_str(), &slug.as_str(), &region.as_str(), &data_mode.as_str()],
@@ -116,7 +117,7 @@ pub async fn create_organization(
         )
         .await?;
     tx.commit().await?;
-    let org = organization_from_row(&row, Role::Owner)?;
+    let org = organization_from_row(&row, Some(Role::Owner))?;
     tracing::info!(org.id = %id, "organization created");
     Ok(HttpResponse::Created().insert_header((header::LOCATION, format!("/api/v1/orgs/{id}"))).json(org))
 }
@@ -139,10 +140,11 @@ pub async fn list_organizations(
     principal: Principal,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<OrganizationResponse>>, ApiError> {
+    require_user(&principal)?;
     let page = query.parse()?;
     let (_, rows) = tenant::read(
         &state.pool,
-        principal.user_id,
+        principal.actor(),
         None,
         "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, m.role \
          from organizations o \
@@ -156,7 +158,7 @@ pub async fn list_organizations(
         .map(|row| {
             let role = Role::from_db(row.get("role"))
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?;
-            organization_from_row(row, role)
+            organization_from_row(row, Some(role))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(web::Json(Page::from_items(items, page, |o| o.id.0)))
@@ -183,7 +185,7 @@ pub async fn get_organization(
     let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.pool,
-        principal.user_id,
+        principal.actor(),
         Some(org),
         "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at \
          from organizations o where o.id = $1",
@@ -226,7 +228,7 @@ pub async fn update_organization(
     if name.is_none() && slug.is_none() && body.data_mode.is_none() {
         return Err(FieldError::new("body", "at least one of name, slug, data_mode is required").into());
     }
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
     require(&membership, Permission::OrgUpdate)?;
     let row = tx
         .query_found(
@@ -265,7 +267,7 @@ pub async fn delete_organization(
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
     require(&membership, Permission::OrgDelete)?;
     if tx.execute("delete from organizations where id = $1", &[org.as_uuid()]).await? != 1 {
         return Err(ApiError::NotFound);

@@ -88,7 +88,7 @@ pub async fn list_workspaces(
     let page = query.parse()?;
     let (membership, rows) = tenant::read(
         &state.pool,
-        principal.user_id,
+        principal.actor(),
         Some(OrgId(path.org_id)),
         "select organization_id, id, name, region, created_at, updated_at from workspaces \
          where id > $1 order by id limit $2",
@@ -126,7 +126,7 @@ pub async fn create_workspace(
     let org = OrgId(path.org_id);
     let name = Name::parse("name", &body.name)?;
     let id = WorkspaceId::new();
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.user_id, org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
     require(&membership, Permission::WorkspacesWrite)?;
     let row = tx
         .query_found(
@@ -161,7 +161,7 @@ pub async fn get_workspace(
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let (membership, rows) = tenant::read(
         &state.pool,
-        principal.user_id,
+        principal.actor(),
         Some(OrgId(path.org_id)),
         "select organization_id, id, name, region, created_at, updated_at from workspaces \
          where organization_id = $1 and id = $2",
@@ -197,7 +197,7 @@ pub async fn update_workspace(
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let name = Name::parse("name", &body.name)?;
     let (mut tx, membership) =
-        TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
+        TenantTx::begin_org(&state.pool, principal.actor(), OrgId(path.org_id)).await?;
     require(&membership, Permission::WorkspacesWrite)?;
     let row = tx
         .query_found(
@@ -230,7 +230,7 @@ pub async fn delete_workspace(
     path: web::Path<WorkspacePath>,
 ) -> Result<HttpResponse, ApiError> {
     let (mut tx, membership) =
-        TenantTx::begin_org(&state.pool, principal.user_id, OrgId(path.org_id)).await?;
+        TenantTx::begin_org(&state.pool, principal.actor(), OrgId(path.org_id)).await?;
     require(&membership, Permission::WorkspacesDelete)?;
     let deleted = tx
         .execute(

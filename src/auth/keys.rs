@@ -25,6 +25,36 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// The current signing key plus retired ones that still verify (and are still published) until
+/// the tokens they signed have expired.
+pub struct SigningKeys {
+    pub current: SigningKey,
+    pub previous: Vec<SigningKey>,
+}
+
+impl SigningKeys {
+    pub fn load(settings: &crate::config::AuthSettings, may_generate: bool) -> anyhow::Result<SigningKeys> {
+        let current = SigningKey::load_or_generate(&settings.signing_key_file, may_generate)?;
+        let previous = settings
+            .previous_signing_key_files
+            .iter()
+            .map(|path| SigningKey::load_or_generate(path, false))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(SigningKeys { current, previous })
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        std::iter::once(&self.current).chain(&self.previous).find(|k| k.kid == kid)
+    }
+
+    /// The JWKS document served at `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<_> =
+            std::iter::once(&self.current).chain(&self.previous).map(SigningKey::jwk).collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
 #[derive(Serialize)]
 struct MintedClaims<'a> {
     iss: &'a str,
@@ -36,6 +66,9 @@ struct MintedClaims<'a> {
     jti: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
+    /// The session an access token belongs to (our session tokens only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<uuid::Uuid>,
 }
 
 impl SigningKey {
@@ -73,7 +106,7 @@ impl SigningKey {
         }
     }
 
-    /// Signs an access token for `subject`.
+    /// Signs a development access token for `subject` (no session).
     pub fn mint(
         &self,
         issuer: &str,
@@ -84,7 +117,7 @@ impl SigningKey {
     ) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(ttl.as_secs()).context("ttl too large")?;
-        let claims = MintedClaims {
+        self.sign(MintedClaims {
             iss: issuer,
             sub: subject,
             aud: audience,
@@ -93,7 +126,35 @@ impl SigningKey {
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
             email,
-        };
+            sid: None,
+        })
+    }
+
+    /// Signs a session's access token: `sub` is the user id, `sid` the session.
+    pub fn mint_session_token(
+        &self,
+        issuer: &str,
+        audience: &str,
+        user: crate::domain::UserId,
+        session: uuid::Uuid,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> anyhow::Result<String> {
+        let subject = user.to_string();
+        self.sign(MintedClaims {
+            iss: issuer,
+            sub: &subject,
+            aud: audience,
+            exp: expires_at,
+            nbf: issued_at,
+            iat: issued_at,
+            jti: uuid::Uuid::new_v4().to_string(),
+            email: None,
+            sid: Some(session),
+        })
+    }
+
+    fn sign(&self, claims: MintedClaims<'_>) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)

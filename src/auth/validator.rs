@@ -14,7 +14,7 @@ use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::keys::SigningKey;
+use super::keys::SigningKeys;
 use crate::config::{AuthSettings, TrustedIssuer};
 
 /// Why a token was refused: for logs and metrics only, never for the response.
@@ -44,6 +44,9 @@ pub struct VerifiedClaims {
     pub email: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// The session of one of our own session tokens.
+    #[serde(default)]
+    pub sid: Option<uuid::Uuid>,
 }
 
 /// A verification key and the algorithm its JWK pins, if any.
@@ -59,7 +62,7 @@ struct IssuerKeys {
 }
 
 pub struct TokenValidator {
-    local: Arc<SigningKey>,
+    local: Arc<SigningKeys>,
     local_issuer: String,
     audience: String,
     leeway: u64,
@@ -102,7 +105,7 @@ fn peek_issuer(token: &str) -> Result<String, TokenError> {
 }
 
 impl TokenValidator {
-    pub fn new(settings: &AuthSettings, local: Arc<SigningKey>) -> anyhow::Result<TokenValidator> {
+    pub fn new(settings: &AuthSettings, local: Arc<SigningKeys>) -> anyhow::Result<TokenValidator> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
@@ -148,6 +151,10 @@ impl TokenValidator {
         self.leeway
     }
 
+    pub fn local_issuer(&self) -> &str {
+        &self.local_issuer
+    }
+
     pub async fn validate(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let issuer = peek_issuer(token)?;
@@ -156,10 +163,8 @@ impl TokenValidator {
             if header.alg != Algorithm::EdDSA {
                 return Err(TokenError::AlgorithmNotAllowed);
             }
-            if kid != self.local.kid {
-                return Err(TokenError::UnknownKid);
-            }
-            (Arc::new((self.local.decoding.clone(), Some(Algorithm::EdDSA))), self.audience.as_str())
+            let key = self.local.find(kid).ok_or(TokenError::UnknownKid)?;
+            (Arc::new((key.decoding.clone(), Some(Algorithm::EdDSA))), self.audience.as_str())
         } else {
             let keys = self.issuers.get(&issuer).ok_or(TokenError::UnknownIssuer)?;
             if !keys.algorithms.contains(&header.alg) {

@@ -3,6 +3,7 @@
 //! client: it receives a `TenantTx`, so no tenant query can run outside a context.
 
 pub mod check;
+pub mod identity;
 pub mod migrate;
 pub mod tenant;
 
@@ -12,12 +13,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-pub use tenant::TenantTx;
+pub use tenant::{Actor, TenantTx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("not found")]
     NotFound,
+    #[error("the principal's session or key is no longer active")]
+    Unauthenticated,
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("unique violation on {constraint:?}")]
@@ -120,28 +123,12 @@ pub async fn admin_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// Maps a verified identity to a user id, creating the user on first sight. Runs the narrow
-/// `app.provision_user` definer function; no tenant data is read or written.
-pub async fn provision_user(
-    pool: &Pool,
-    issuer: &str,
-    subject: &str,
-    email: Option<&str>,
-    display_name: Option<&str>,
-) -> Result<crate::domain::UserId, DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select app.provision_user($1, $2, $3, $4)").await?;
-    let email = email.filter(|e| e.len() <= 320);
-    let display_name = display_name.filter(|n| n.chars().count() <= 200);
-    let row = client.query_one(&stmt, &[&issuer, &subject, &email, &display_name]).await?;
-    Ok(crate::domain::UserId(row.get(0)))
-}
-
 impl DbError {
     /// A short, detail-free description (for readiness output).
     pub fn kind(&self) -> &'static str {
         match self {
             DbError::NotFound => "not found",
+            DbError::Unauthenticated => "unauthenticated",
             DbError::Unavailable(_) => "unavailable",
             DbError::UniqueViolation { .. } => "unique violation",
             DbError::ForeignKeyViolation { .. } => "foreign key violation",

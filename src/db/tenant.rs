@@ -1,6 +1,6 @@
-//! The tenant transaction: one per request, on the app role, with the caller's user id and the
+//! The tenant transaction: one per request, on the app role, with the caller's identity and the
 //! requested organization set transaction-locally (`set_config(..., true)`), never with a
-//! session-level `SET`. BEGIN, the context and the membership lookup travel in one round trip.
+//! session-level `SET`. BEGIN, the context and the principal check travel in one round trip.
 //!
 //! Rules this module enforces by construction:
 //! - SQL is `&'static str`: a query cannot be assembled from runtime strings.
@@ -8,20 +8,48 @@
 //!   without a context cannot be written.
 //! - A transaction that is dropped without commit is rolled back before its connection can be
 //!   reused; a statement error poisons the transaction so it can never be committed.
+//! - Every transaction checks its principal in the database (`app.current_principal()`): a
+//!   revoked session or API key is refused on its next request, whatever a cache believes.
 
 use deadpool_postgres::{Object, Pool};
 use futures_util::future;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::{Membership, OrgId, Role, UserId};
 
 const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
-                           set_config('app.current_organization_id', $2, true)";
-const CURRENT_MEMBERSHIP: &str = "select role, permissions from app.current_membership()";
+                           set_config('app.current_organization_id', $2, true), \
+                           set_config('app.current_session_id', $3, true), \
+                           set_config('app.current_api_key_id', $4, true)";
+const CURRENT_PRINCIPAL: &str = "select active, role, permissions from app.current_principal()";
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Who a transaction acts for: a user (with the session their token belongs to, if any) or an
+/// API key. It becomes the transaction-local context the policies read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user: Option<UserId>,
+    pub session: Option<Uuid>,
+    pub api_key: Option<Uuid>,
+}
+
+impl Actor {
+    pub fn user(user: UserId) -> Actor {
+        Actor { user: Some(user), session: None, api_key: None }
+    }
+
+    /// The four context values, as the text `set_config` takes ('' for none).
+    fn context(&self, org: Option<OrgId>) -> [String; 4] {
+        fn text(v: Option<impl ToString>) -> String {
+            v.map(|v| v.to_string()).unwrap_or_default()
+        }
+        [text(self.user), text(org), text(self.session), text(self.api_key)]
+    }
+}
 
 pub struct TenantTx {
     client: Option<Object>,
@@ -31,53 +59,44 @@ pub struct TenantTx {
 
 impl TenantTx {
     /// A transaction in the caller's own scope (no organization): their user row, their
-    /// memberships, organizations they belong to.
-    pub async fn begin_user(pool: &Pool, user: UserId) -> Result<TenantTx, DbError> {
-        let (tx, _) = Self::begin(pool, user, None).await?;
+    /// memberships and sessions, organizations they belong to.
+    pub async fn begin_user(pool: &Pool, actor: Actor) -> Result<TenantTx, DbError> {
+        let (tx, _) = Self::begin(pool, actor, None).await?;
         Ok(tx)
     }
 
     /// A transaction inside `org`. Not a member (or no such organization): `NotFound`, the same
     /// answer either way.
-    pub async fn begin_org(pool: &Pool, user: UserId, org: OrgId) -> Result<(TenantTx, Membership), DbError> {
-        let (tx, membership) = Self::begin(pool, user, Some(org)).await?;
+    pub async fn begin_org(pool: &Pool, actor: Actor, org: OrgId) -> Result<(TenantTx, Membership), DbError> {
+        let (tx, membership) = Self::begin(pool, actor, Some(org)).await?;
         let membership = membership.ok_or(DbError::NotFound)?;
         Ok((tx, membership))
     }
 
     async fn begin(
         pool: &Pool,
-        user: UserId,
+        actor: Actor,
         org: Option<OrgId>,
     ) -> Result<(TenantTx, Option<Membership>), DbError> {
         let client = pool.get().await?;
         let set_context = client.prepare_cached(SET_CONTEXT).await?;
-        let membership_stmt = client.prepare_cached(CURRENT_MEMBERSHIP).await?;
+        let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
         let tx = TenantTx { client: Some(client), poisoned: false, org };
-        let user_text = user.to_string();
-        let org_text = org.map(|o| o.to_string()).unwrap_or_default();
-        let membership = {
+        let [user, org_text, session, api_key] = actor.context(org);
+        let principal = {
             let client = tx.client();
             // join3 polls in order, so the three messages leave in one write: one round trip.
-            let (begin, context, membership) = future::join3(
+            let (begin, context, principal) = future::join3(
                 client.batch_execute("BEGIN"),
-                client.query_one(&set_context, &[&user_text, &org_text]),
-                async {
-                    match org {
-                        Some(_) => client.query_opt(&membership_stmt, &[]).await,
-                        None => Ok(None),
-                    }
-                },
+                client.query_one(&set_context, &[&user, &org_text, &session, &api_key]),
+                client.query_one(&principal_stmt, &[]),
             )
             .await;
             begin?;
             context?;
-            membership?
+            principal?
         };
-        let membership = match (org, membership) {
-            (Some(org), Some(row)) => Some(membership_from_row(org, &row)?),
-            _ => None,
-        };
+        let membership = standing_from_row(org, &principal)?;
         Ok((tx, membership))
     }
 
@@ -134,17 +153,9 @@ impl TenantTx {
         if self.poisoned {
             return Err(DbError::Other(anyhow::anyhow!("refusing to commit a failed transaction")));
         }
-        let result = self.client().batch_execute("COMMIT").await;
-        match result {
-            Ok(()) => {
-                self.client = None; // back to the pool, clean
-                Ok(())
-            }
-            Err(e) => {
-                // The server has ended the transaction; a ROLLBACK on drop is harmless.
-                Err(e.into())
-            }
-        }
+        self.client().batch_execute("COMMIT").await?;
+        self.client = None; // back to the pool, clean
+        Ok(())
     }
 }
 
@@ -168,45 +179,51 @@ impl Drop for TenantTx {
     }
 }
 
-fn membership_from_row(org: OrgId, row: &Row) -> Result<Membership, DbError> {
-    let role: String = row.get("role");
-    let role = Role::from_db(&role)
-        .ok_or_else(|| DbError::Other(anyhow::anyhow!("unknown role in database: {role}")))?;
-    Ok(Membership { org_id: org, role, permissions: row.get("permissions") })
+/// Reads `app.current_principal()`: an inactive principal (revoked session, revoked or expired
+/// key) is `Unauthenticated`; otherwise its standing in `org`, if it has one there.
+fn standing_from_row(org: Option<OrgId>, row: &Row) -> Result<Option<Membership>, DbError> {
+    if !row.get::<_, bool>("active") {
+        return Err(DbError::Unauthenticated);
+    }
+    let (Some(org), Some(permissions)) = (org, row.get::<_, Option<Vec<String>>>("permissions")) else {
+        return Ok(None);
+    };
+    let role = match row.get::<_, Option<String>>("role") {
+        None => None,
+        Some(text) => Some(
+            Role::from_db(&text)
+                .ok_or_else(|| DbError::Other(anyhow::anyhow!("unknown role in database: {text}")))?,
+        ),
+    };
+    Ok(Some(Membership { org_id: org, role, permissions }))
 }
 
-/// A read in one round trip: BEGIN, context, membership, the query and COMMIT are pipelined
-/// and every result is checked (a pipelined COMMIT after a failed statement reports success,
-/// so the statement's own result is what counts). For reads only: writes must check each
-/// statement before committing.
+/// A read in one round trip: BEGIN, context, principal check, the query and COMMIT are
+/// pipelined and every result is checked (a pipelined COMMIT after a failed statement reports
+/// success, so the statement's own result is what counts). For reads only: writes must check
+/// each statement before committing.
 pub async fn read(
     pool: &Pool,
-    user: UserId,
+    actor: Actor,
     org: Option<OrgId>,
     sql: &'static str,
     params: Params<'_>,
 ) -> Result<(Option<Membership>, Vec<Row>), DbError> {
     let client = pool.get().await?;
     let set_context = client.prepare_cached(SET_CONTEXT).await?;
-    let membership_stmt = client.prepare_cached(CURRENT_MEMBERSHIP).await?;
+    let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
     let query_stmt = client.prepare_cached(sql).await?;
     let mut tx = TenantTx { client: Some(client), poisoned: false, org };
-    let user_text = user.to_string();
-    let org_text = org.map(|o| o.to_string()).unwrap_or_default();
-    let (membership, rows) = {
+    let [user, org_text, session, api_key] = actor.context(org);
+    let (principal, rows) = {
         let client = tx.client();
-        let ((begin, context), (membership, rows, commit)) = future::join(
+        let ((begin, context), (principal, rows, commit)) = future::join(
             future::join(
                 client.batch_execute("BEGIN"),
-                client.query_one(&set_context, &[&user_text, &org_text]),
+                client.query_one(&set_context, &[&user, &org_text, &session, &api_key]),
             ),
             future::join3(
-                async {
-                    match org {
-                        Some(_) => client.query_opt(&membership_stmt, &[]).await,
-                        None => Ok(None),
-                    }
-                },
+                client.query_one(&principal_stmt, &[]),
                 client.query(&query_stmt, params),
                 client.batch_execute("COMMIT"),
             ),
@@ -214,16 +231,15 @@ pub async fn read(
         .await;
         begin?;
         context?;
-        let membership = membership?;
+        let principal = principal?;
         let rows = rows?;
         commit?;
-        (membership, rows)
+        (principal, rows)
     };
     tx.client = None; // committed: back to the pool
-    let membership = match (org, membership) {
-        (Some(org), Some(row)) => Some(membership_from_row(org, &row)?),
-        (Some(_), None) => return Err(DbError::NotFound),
-        _ => None,
-    };
+    let membership = standing_from_row(org, &principal)?;
+    if org.is_some() && membership.is_none() {
+        return Err(DbError::NotFound);
+    }
     Ok((membership, rows))
 }

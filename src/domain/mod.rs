@@ -166,6 +166,7 @@ pub enum Permission {
     WorkspacesRead,
     WorkspacesWrite,
     WorkspacesDelete,
+    ApiKeysManage,
 }
 
 impl Permission {
@@ -180,15 +181,17 @@ impl Permission {
             Permission::WorkspacesRead => "workspaces:read",
             Permission::WorkspacesWrite => "workspaces:write",
             Permission::WorkspacesDelete => "workspaces:delete",
+            Permission::ApiKeysManage => "api_keys:manage",
         }
     }
 }
 
-/// The caller's membership in the organization of the request, as the database reports it.
+/// The caller's standing in the organization of the request, as the database reports it: a
+/// member's role and its permissions, or an API key's scopes (no role).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
     pub org_id: OrgId,
-    pub role: Role,
+    pub role: Option<Role>,
     pub permissions: Vec<String>,
 }
 

@@ -101,7 +101,13 @@ pub struct TenantryRootSpan;
 impl tracing_actix_web::RootSpanBuilder for TenantryRootSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
         let request_id = current_request_id();
-        tracing_actix_web::root_span!(request, request_id = %request_id, org.id = tracing::field::Empty, user.id = tracing::field::Empty)
+        tracing_actix_web::root_span!(
+            request,
+            request_id = %request_id,
+            org.id = tracing::field::Empty,
+            user.id = tracing::field::Empty,
+            api_key.id = tracing::field::Empty
+        )
     }
 
     fn on_request_end<B: actix_web::body::MessageBody>(

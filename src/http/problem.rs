@@ -15,8 +15,12 @@ use crate::domain::{FieldError, Permission};
 pub enum ApiError {
     #[error("missing or invalid credentials")]
     Unauthorized,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
     #[error("missing permission {0}")]
     Forbidden(&'static str),
+    #[error("this operation needs a signed-in user, not an API key")]
+    UserRequired,
     #[error("not found")]
     NotFound,
     #[error("conflict: {code}")]
@@ -45,7 +49,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidRefreshToken => "invalid_refresh_token",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::UserRequired => "user_required",
             ApiError::NotFound => "not_found",
             ApiError::Conflict { code, .. } => code,
             ApiError::BadRequest { code, .. } => code,
@@ -58,8 +64,8 @@ impl ApiError {
 
     fn title(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized => "Unauthorized",
-            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Unauthorized | ApiError::InvalidRefreshToken => "Unauthorized",
+            ApiError::Forbidden(_) | ApiError::UserRequired => "Forbidden",
             ApiError::NotFound => "Not Found",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::BadRequest { .. } => "Bad Request",
@@ -73,7 +79,11 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             ApiError::Unauthorized => "A valid bearer token is required.".into(),
+            ApiError::InvalidRefreshToken => {
+                "The refresh token is invalid, spent, expired or revoked; sign in again.".into()
+            }
             ApiError::Forbidden(p) => format!("This operation requires the permission {p}."),
+            ApiError::UserRequired => "This operation needs a signed-in user; API keys cannot use it.".into(),
             ApiError::NotFound => "The resource does not exist or you do not have access to it.".into(),
             ApiError::Conflict { detail, .. } | ApiError::BadRequest { detail, .. } => detail.clone(),
             ApiError::Validation(errors) => {
@@ -117,8 +127,8 @@ pub struct ProblemField {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::UserRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -176,6 +186,7 @@ impl From<DbError> for ApiError {
     fn from(err: DbError) -> ApiError {
         match err {
             DbError::NotFound => ApiError::NotFound,
+            DbError::Unauthenticated => ApiError::Unauthorized,
             DbError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 ApiError::Unavailable

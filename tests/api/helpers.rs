@@ -9,6 +9,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tenantry::auth::clock::OffsetClock;
 use tenantry::config::Settings;
 use tenantry::startup::Application;
 use tokio::sync::OnceCell;
@@ -97,6 +98,10 @@ pub struct TestApp {
     pub kid: String,
     pub public_x: String,
     pub key_file: std::path::PathBuf,
+    /// The clock sessions are timed by; `clock.advance(...)` moves it forward.
+    pub clock: Arc<OffsetClock>,
+    /// The running server's shared state (to start sessions, read counters).
+    pub state: actix_web::web::Data<tenantry::api::AppState>,
     _key_dir: Arc<TempDir>,
 }
 
@@ -145,7 +150,10 @@ impl TestApp {
         let mut settings = test_settings(&database, key_file.clone());
         configure(&mut settings);
         let key = tenantry::auth::keys::SigningKey::load_or_generate(&key_file, true).unwrap();
-        let application = Application::build(settings).await.expect("building the app");
+        let clock = Arc::new(OffsetClock::default());
+        let application =
+            Application::build_with_clock(settings, clock.clone()).await.expect("building the app");
+        let state = application.state();
         let address = format!("http://127.0.0.1:{}", application.port());
         tokio::spawn(application.run_until_stopped());
         TestApp {
@@ -157,6 +165,8 @@ impl TestApp {
             kid: key.kid.clone(),
             public_x: key.public_x.clone(),
             key_file: key_file.clone(),
+            clock,
+            state,
             _key_dir: Arc::new(TempDir(dir)),
         }
     }
@@ -254,6 +264,20 @@ impl TestApp {
         user
     }
 
+    /// An API key for `org` with `scopes`, created by its owner: (key id, the key itself).
+    pub async fn api_key(&self, org: &TestOrg, scopes: &[&str]) -> (Uuid, String) {
+        let res = self
+            .post(
+                &format!("/api/v1/orgs/{}/api-keys", org.id),
+                &org.owner.token,
+                &json!({"name": "test key", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "creating an API key");
+        let body: Value = res.json().await.unwrap();
+        (body["id"].as_str().unwrap().parse().unwrap(), body["secret"].as_str().unwrap().to_owned())
+    }
+
     pub async fn workspace(&self, org: &TestOrg, name: &str) -> Uuid {
         let res = self
             .post(&format!("/api/v1/orgs/{}/workspaces", org.id), &org.owner.token, &json!({"name": name}))
@@ -261,6 +285,17 @@ impl TestApp {
         assert_eq!(res.status(), StatusCode::CREATED, "creating workspace {name}");
         let body: Value = res.json().await.unwrap();
         body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Signs `user` in as a sign-in flow would, returning the session's tokens.
+    pub async fn sign_in(&self, user: &TestUser) -> tenantry::auth::sessions::TokenPair {
+        let context =
+            tenantry::auth::sessions::SignInContext { provider: "test", user_agent: Some("tests"), ip: None };
+        self.state
+            .sessions
+            .start(tenantry::domain::UserId(user.id), &context)
+            .await
+            .expect("starting a session")
     }
 
     /// Counts rows with a superuser query (bypassing RLS).

@@ -19,6 +19,9 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         ("PATCH", "/api/v1/orgs/{org_id}/members/{user_id}") => Some(json!({"role": "viewer"})),
         ("POST", "/api/v1/orgs/{org_id}/workspaces") => Some(json!({"name": "Pwned"})),
         ("PATCH", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}") => Some(json!({"name": "Pwned"})),
+        ("POST", "/api/v1/orgs/{org_id}/api-keys") => {
+            Some(json!({"name": "Pwned", "scopes": ["workspaces:read"]}))
+        }
         _ => return None,
     };
     Some(body)
@@ -40,6 +43,7 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(o)::text from organizations o where id = $1",
         "select row_to_json(m)::text from memberships m where organization_id = $1 order by user_id",
         "select row_to_json(w)::text from workspaces w where organization_id = $1 order by id",
+        "select row_to_json(k)::text from api_keys k where organization_id = $1 order by id",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -54,11 +58,32 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a: TestOrg = app.org_with_owner("org-a").await;
     let a_member = app.member(&a, "member@org-a.test", "member").await;
     let a_workspace = app.workspace(&a, "A's workspace").await;
+    let a_key = app.api_key(&a, &["workspaces:read"]).await.0;
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
     let before = snapshot(&app, a.id).await;
 
+    // B's owner names A's organization and A's objects; then ids that exist nowhere; then B's own
+    // organization with A's object ids. Every path parameter must have an entry here.
+    let a_ids = BTreeMap::from([
+        ("org_id", a.id),
+        ("workspace_id", a_workspace),
+        ("user_id", a_member.id),
+        ("key_id", a_key),
+    ]);
+    let random = BTreeMap::from([
+        ("org_id", Uuid::new_v4()),
+        ("workspace_id", Uuid::new_v4()),
+        ("user_id", Uuid::new_v4()),
+        ("key_id", Uuid::new_v4()),
+    ]);
+    let mixed = BTreeMap::from([
+        ("org_id", b.id),
+        ("workspace_id", a_workspace),
+        ("user_id", a_member.id),
+        ("key_id", a_key),
+    ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;
     for (template, item) in doc["paths"].as_object().unwrap() {
@@ -73,15 +98,6 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
             let body = probe_body(&method, template, b_user.id)
                 .unwrap_or_else(|| panic!("add a cross-tenant probe body for {method} {template}"));
 
-            // B's owner names A's organization and A's objects...
-            let a_ids =
-                BTreeMap::from([("org_id", a.id), ("workspace_id", a_workspace), ("user_id", a_member.id)]);
-            // ...and the same route with ids that exist nowhere.
-            let random = BTreeMap::from([
-                ("org_id", Uuid::new_v4()),
-                ("workspace_id", Uuid::new_v4()),
-                ("user_id", Uuid::new_v4()),
-            ]);
             let res = app
                 .request(method.clone(), &fill(template, &a_ids), Some(&b.owner.token), body.as_ref())
                 .await;
@@ -93,12 +109,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
             assert_eq!(cross, nowhere, "{method} {template}: A's ids must look like random ids");
 
             // Inside B's own organization, A's object ids are just as unknown.
-            if template.contains("{workspace_id}") || template.contains("{user_id}") {
-                let mixed = BTreeMap::from([
-                    ("org_id", b.id),
-                    ("workspace_id", a_workspace),
-                    ("user_id", a_member.id),
-                ]);
+            if template.matches('{').count() > 1 {
                 let res = app
                     .request(method.clone(), &fill(template, &mixed), Some(&b.owner.token), body.as_ref())
                     .await;

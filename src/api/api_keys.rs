@@ -1,0 +1,228 @@
+//! Organization API keys. A key is a service principal confined to its organization by the
+//! same RLS context as a member; its scopes are a subset of its creator's permissions. The
+//! plaintext is returned once, at creation; only SHA-256 of its secret is stored. Managing keys
+//! needs `api_keys:manage` and a signed-in user (a key cannot mint or revoke keys).
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::extract::ApiJson;
+use super::orgs::OrgPath;
+use super::pagination::{Page, PageQuery};
+use super::{AppState, require, require_user};
+use crate::auth::Principal;
+use crate::auth::api_keys;
+use crate::auth::events::{SecurityEvent, emit};
+use crate::db::{TenantTx, tenant};
+use crate::domain::{FieldError, Name, OrgId, Permission, UserId};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ApiKeyPath {
+    /// Organization id.
+    pub org_id: Uuid,
+    /// API key id.
+    pub key_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    #[schema(example = "CI deploys")]
+    pub name: String,
+    /// Permissions the key gets; each must be one you hold in this organization.
+    #[schema(example = json!(["workspaces:read"]))]
+    pub scopes: Vec<String>,
+    /// Optional expiry, in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyResponse {
+    pub id: Uuid,
+    pub organization_id: OrgId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_by: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKeyResponse {
+    #[serde(flatten)]
+    pub key: ApiKeyResponse,
+    /// The key itself, for `Authorization: Bearer`. Shown only now: store it safely.
+    pub secret: String,
+}
+
+fn key_from_row(row: &Row) -> ApiKeyResponse {
+    ApiKeyResponse {
+        id: row.get("id"),
+        organization_id: OrgId(row.get("organization_id")),
+        name: row.get("name"),
+        scopes: row.get("scopes"),
+        created_by: row.get::<_, Option<Uuid>>("created_by").map(UserId),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        last_used_at: row.get("last_used_at"),
+        revoked_at: row.get("revoked_at"),
+    }
+}
+
+/// Create an API key (permission `api_keys:manage`). The response holds the key, once.
+#[utoipa::path(
+    tag = "api_keys",
+    params(OrgPath),
+    request_body = CreateApiKeyRequest,
+    responses(
+        (status = 201, description = "Created; `secret` is shown only in this response", body = CreatedApiKeyResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission api_keys:manage, or called with an API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field (e.g. a scope you do not hold)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/api-keys")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn create_api_key(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+    body: ApiJson<CreateApiKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    let body = body.into_inner();
+    let name = Name::parse("name", &body.name)?;
+    if let Some(expires_at) = body.expires_at
+        && expires_at <= state.clock.now()
+    {
+        return Err(FieldError::new("expires_at", "must be in the future").into());
+    }
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    require(&membership, Permission::ApiKeysManage)?;
+    let mut scopes = body.scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return Err(FieldError::new("scopes", "at least one permission is required").into());
+    }
+    let errors: Vec<FieldError> = body
+        .scopes
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !membership.permissions.contains(s))
+        .map(|(i, s)| {
+            FieldError::new(format!("scopes[{i}]"), format!("{s:?} is not a permission you hold here"))
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let key = api_keys::generate();
+    let row = tx
+        .query_found(
+            "insert into api_keys (organization_id, id, name, secret_hash, scopes, created_by, expires_at) \
+             values ($1, $2, $3, $4, $5, $6, $7) \
+             returning organization_id, id, name, scopes, created_by, created_at, expires_at, last_used_at, revoked_at",
+            &[
+                org.as_uuid(),
+                &key.id,
+                &name.as_str(),
+                &key.secret_hash.as_slice(),
+                &scopes,
+                user.user_id.as_uuid(),
+                &body.expires_at,
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    emit(SecurityEvent::ApiKeyCreated { org, key: key.id, by: user.user_id });
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/api-keys/{}", key.id)))
+        .json(CreatedApiKeyResponse { key: key_from_row(&row), secret: key.plaintext }))
+}
+
+/// List the organization's API keys (never their secrets).
+#[utoipa::path(
+    tag = "api_keys",
+    params(OrgPath, PageQuery),
+    responses(
+        (status = 200, description = "API keys", body = Page<ApiKeyResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission api_keys:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/api-keys")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_api_keys(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<OrgPath>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<ApiKeyResponse>>, ApiError> {
+    let page = query.parse()?;
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select organization_id, id, name, scopes, created_by, created_at, expires_at, last_used_at, revoked_at \
+         from api_keys where id > $1 order by id limit $2",
+        &[&page.after, &page.fetch()],
+    )
+    .await?;
+    require(&membership.ok_or(ApiError::NotFound)?, Permission::ApiKeysManage)?;
+    Ok(web::Json(Page::from_items(rows.iter().map(key_from_row).collect(), page, |k| k.id)))
+}
+
+/// Revoke an API key; it is refused from its next request on.
+#[utoipa::path(
+    tag = "api_keys",
+    params(ApiKeyPath),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission api_keys:manage, or called with an API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/orgs/{org_id}/api-keys/{key_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn delete_api_key(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<ApiKeyPath>,
+) -> Result<HttpResponse, ApiError> {
+    let user = require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    require(&membership, Permission::ApiKeysManage)?;
+    let changed = tx
+        .execute(
+            "update api_keys set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2",
+            &[org.as_uuid(), &path.key_id],
+        )
+        .await?;
+    if changed != 1 {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    emit(SecurityEvent::ApiKeyRevoked { org, key: path.key_id, by: user.user_id });
+    Ok(HttpResponse::NoContent().finish())
+}

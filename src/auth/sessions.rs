@@ -1,0 +1,241 @@
+//! Sessions: what a sign-in creates. A session hands out short-lived access tokens (JWTs with
+//! `sid`, signed with our current key) and opaque refresh tokens that rotate on every use.
+//! Presenting a spent refresh token (with the right secret) revokes the whole session: one of
+//! the two holders is a thief. Idle and absolute timeouts are judged with an injectable clock.
+//!
+//! Refresh token format: `tnty_rt_` + token id (32 hex) + `_` + secret (64 hex).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use super::api_keys::{hashes_equal, random_bytes, sha256};
+use super::clock::Clock;
+use super::events::{SecurityEvent, emit};
+use super::keys::SigningKeys;
+use crate::config::AuthSettings;
+use crate::db::{DbError, identity};
+use crate::domain::UserId;
+
+const PREFIX: &str = "tnty_rt_";
+const LEN: usize = PREFIX.len() + 32 + 1 + 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Malformed, unknown, or a wrong secret: nothing to act on.
+    #[error("invalid refresh token")]
+    InvalidToken,
+    #[error("refresh token reused; session revoked")]
+    Reused,
+    #[error("session expired")]
+    Expired,
+    #[error("session revoked")]
+    Revoked,
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Signing(#[from] anyhow::Error),
+}
+
+/// What a sign-in or a refresh returns.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub session_id: Uuid,
+}
+
+struct NewRefreshToken {
+    id: Uuid,
+    hash: [u8; 32],
+    plaintext: String,
+}
+
+fn new_refresh_token() -> NewRefreshToken {
+    let id = Uuid::new_v4();
+    let secret = random_bytes::<32>();
+    let secret_hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    NewRefreshToken { id, hash: sha256(&secret), plaintext: format!("{PREFIX}{}_{secret_hex}", id.simple()) }
+}
+
+fn parse_refresh_token(token: &str) -> Option<(Uuid, [u8; 32])> {
+    if token.len() != LEN || !token.starts_with(PREFIX) || !token.is_ascii() {
+        return None;
+    }
+    let (id, secret) = token[PREFIX.len()..].split_once('_')?;
+    let id = Uuid::try_parse(id).ok()?;
+    let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if secret.len() != 64 || !is_hex(secret) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..64).step_by(2).map(|i| u8::from_str_radix(&secret[i..i + 2], 16).ok()).collect();
+    Some((id, sha256(&bytes?)))
+}
+
+pub struct SessionService {
+    pool: Pool,
+    keys: Arc<SigningKeys>,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    idle_timeout: Duration,
+    absolute_timeout: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+/// Where a sign-in came from, recorded on the session.
+pub struct SignInContext<'a> {
+    pub provider: &'a str,
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+fn seconds(n: u64) -> Duration {
+    Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 2))
+}
+
+impl SessionService {
+    pub fn new(pool: Pool, keys: Arc<SigningKeys>, settings: &AuthSettings, clock: Arc<dyn Clock>) -> Self {
+        SessionService {
+            pool,
+            keys,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            access_ttl: seconds(settings.access_token_ttl_secs),
+            idle_timeout: seconds(settings.session_idle_timeout_secs),
+            absolute_timeout: seconds(settings.session_absolute_timeout_secs),
+            clock,
+        }
+    }
+
+    /// Starts a session for a user who has just proven who they are.
+    pub async fn start(&self, user: UserId, context: &SignInContext<'_>) -> Result<TokenPair, SessionError> {
+        let now = self.clock.now();
+        let session = Uuid::now_v7();
+        let refresh = new_refresh_token();
+        let absolute = now + self.absolute_timeout;
+        identity::start_session(
+            &self.pool,
+            &identity::NewSession {
+                id: session,
+                user,
+                provider: context.provider,
+                now,
+                idle_expires_at: (now + self.idle_timeout).min(absolute),
+                absolute_expires_at: absolute,
+                refresh_token_id: refresh.id,
+                refresh_token_hash: &refresh.hash,
+                user_agent: context.user_agent,
+                ip: context.ip,
+            },
+        )
+        .await?;
+        emit(SecurityEvent::SignIn { user, session, provider: context.provider });
+        self.pair(user, session, now, absolute, refresh.plaintext)
+    }
+
+    /// Exchanges a refresh token for a new pair, spending it.
+    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, SessionError> {
+        let result = self.try_refresh(presented).await;
+        if let Err(e) = &result {
+            let reason = match e {
+                SessionError::InvalidToken => "invalid_token",
+                SessionError::Reused => "reused",
+                SessionError::Expired => "expired",
+                SessionError::Revoked => "revoked",
+                SessionError::Database(_) | SessionError::Signing(_) => "error",
+            };
+            emit(SecurityEvent::RefreshFailed { reason });
+        }
+        result
+    }
+
+    async fn try_refresh(&self, presented: &str) -> Result<TokenPair, SessionError> {
+        let (id, hash) = parse_refresh_token(presented).ok_or(SessionError::InvalidToken)?;
+        let state = identity::refresh_token_state(&self.pool, id).await?.ok_or(SessionError::InvalidToken)?;
+        // Only the real secret counts: a guessed id must not be able to revoke a session.
+        if !hashes_equal(&state.secret_hash, &hash) {
+            return Err(SessionError::InvalidToken);
+        }
+        if state.revoked {
+            return Err(SessionError::Revoked);
+        }
+        let now = self.clock.now();
+        if state.spent {
+            self.end_for_reuse(state.user_id, state.session_id, now).await?;
+            return Err(SessionError::Reused);
+        }
+        if now >= state.absolute_expires_at || now >= state.idle_expires_at {
+            identity::end_session(&self.pool, state.session_id, "expired", now).await?;
+            emit(SecurityEvent::SessionExpired { user: state.user_id, session: state.session_id });
+            return Err(SessionError::Expired);
+        }
+        let next = new_refresh_token();
+        let idle = (now + self.idle_timeout).min(state.absolute_expires_at);
+        if !identity::rotate_refresh_token(&self.pool, id, next.id, &next.hash, now, idle).await? {
+            // Spent between our read and our write: a concurrent use of the same token.
+            self.end_for_reuse(state.user_id, state.session_id, now).await?;
+            return Err(SessionError::Reused);
+        }
+        emit(SecurityEvent::SessionRefreshed { user: state.user_id, session: state.session_id });
+        self.pair(state.user_id, state.session_id, now, state.absolute_expires_at, next.plaintext)
+    }
+
+    async fn end_for_reuse(
+        &self,
+        user: UserId,
+        session: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), SessionError> {
+        identity::end_session(&self.pool, session, "refresh_token_reuse", now).await?;
+        emit(SecurityEvent::RefreshTokenReuse { user, session });
+        Ok(())
+    }
+
+    fn pair(
+        &self,
+        user: UserId,
+        session: Uuid,
+        now: DateTime<Utc>,
+        absolute: DateTime<Utc>,
+        refresh_token: String,
+    ) -> Result<TokenPair, SessionError> {
+        // An access token never outlives its session.
+        let expires = (now + self.access_ttl).min(absolute);
+        let access_token = self.keys.current.mint_session_token(
+            &self.issuer,
+            &self.audience,
+            user,
+            session,
+            now.timestamp(),
+            expires.timestamp(),
+        )?;
+        Ok(TokenPair {
+            access_token,
+            expires_in: (expires - now).num_seconds(),
+            refresh_token,
+            session_id: session,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_tokens_round_trip_and_malformed_ones_are_refused() {
+        let token = new_refresh_token();
+        assert_eq!(token.plaintext.len(), LEN);
+        let (id, hash) = parse_refresh_token(&token.plaintext).unwrap();
+        assert_eq!(id, token.id);
+        assert_eq!(hash, token.hash);
+        assert!(parse_refresh_token(&token.plaintext[..LEN - 2]).is_none());
+        assert!(parse_refresh_token(&token.plaintext.replace("tnty_rt_", "tnty_xx_")).is_none());
+        assert!(parse_refresh_token(&format!("{}G", &token.plaintext[..LEN - 1])).is_none());
+    }
+}

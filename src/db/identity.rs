@@ -1,0 +1,142 @@
+//! Identity storage: users, sessions, refresh tokens, API keys. Each call is one of the narrow
+//! definer functions in sql/03 (they must see across tenants before any context exists: a
+//! refresh token or an API key arrives without one). No tenant rows are read or written here.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::{OrgId, UserId};
+
+/// Maps a verified identity to a user id, creating the user on first sight.
+pub async fn provision_user(
+    pool: &Pool,
+    issuer: &str,
+    subject: &str,
+    email: Option<&str>,
+    display_name: Option<&str>,
+) -> Result<UserId, DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select app.provision_user($1, $2, $3, $4)").await?;
+    let email = email.filter(|e| e.len() <= 320);
+    let display_name = display_name.filter(|n| n.chars().count() <= 200);
+    let row = client.query_one(&stmt, &[&issuer, &subject, &email, &display_name]).await?;
+    Ok(UserId(row.get(0)))
+}
+
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub user: UserId,
+    pub provider: &'a str,
+    pub now: DateTime<Utc>,
+    pub idle_expires_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
+    pub refresh_token_id: Uuid,
+    pub refresh_token_hash: &'a [u8],
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+pub async fn start_session(pool: &Pool, s: &NewSession<'_>) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let stmt =
+        client.prepare_cached("select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)").await?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &s.id,
+                s.user.as_uuid(),
+                &s.provider,
+                &s.now,
+                &s.idle_expires_at,
+                &s.absolute_expires_at,
+                &s.refresh_token_id,
+                &s.refresh_token_hash,
+                &s.user_agent,
+                &s.ip,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub struct RefreshTokenState {
+    pub session_id: Uuid,
+    pub user_id: UserId,
+    pub secret_hash: Vec<u8>,
+    pub spent: bool,
+    pub revoked: bool,
+    pub idle_expires_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
+}
+
+pub async fn refresh_token_state(pool: &Pool, token: Uuid) -> Result<Option<RefreshTokenState>, DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select * from app.refresh_token_state($1)").await?;
+    Ok(client.query_opt(&stmt, &[&token]).await?.map(|row| RefreshTokenState {
+        session_id: row.get("session_id"),
+        user_id: UserId(row.get("user_id")),
+        secret_hash: row.get("secret_hash"),
+        spent: row.get("spent"),
+        revoked: row.get("revoked"),
+        idle_expires_at: row.get("idle_expires_at"),
+        absolute_expires_at: row.get("absolute_expires_at"),
+    }))
+}
+
+/// Spends `old` and stores `new`; false when `old` was already spent.
+pub async fn rotate_refresh_token(
+    pool: &Pool,
+    old: Uuid,
+    new: Uuid,
+    new_hash: &[u8],
+    now: DateTime<Utc>,
+    idle_expires_at: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select app.rotate_refresh_token($1, $2, $3, $4, $5)").await?;
+    Ok(client.query_one(&stmt, &[&old, &new, &new_hash, &now, &idle_expires_at]).await?.get(0))
+}
+
+/// Ends a session for a reason the user did not choose (`refresh_token_reuse`, `expired`).
+pub async fn end_session(
+    pool: &Pool,
+    session: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select app.end_session($1, $2, $3)").await?;
+    client.execute(&stmt, &[&session, &reason, &now]).await?;
+    Ok(())
+}
+
+pub struct StoredApiKey {
+    pub org_id: OrgId,
+    pub secret_hash: Vec<u8>,
+    pub active: bool,
+}
+
+pub async fn find_api_key(pool: &Pool, key: Uuid) -> Result<Vec<StoredApiKey>, DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select * from app.find_api_key($1)").await?;
+    Ok(client
+        .query(&stmt, &[&key])
+        .await?
+        .iter()
+        .map(|row| StoredApiKey {
+            org_id: OrgId(row.get("organization_id")),
+            secret_hash: row.get("secret_hash"),
+            active: row.get("active"),
+        })
+        .collect())
+}
+
+pub async fn touch_api_key(pool: &Pool, key: Uuid) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select app.touch_api_key($1)").await?;
+    client.execute(&stmt, &[&key]).await?;
+    Ok(())
+}
