@@ -15,11 +15,13 @@ grant select on public.permissions, public.builtin_role_permissions to tenantry_
 grant select, insert on public.organizations, public.memberships to tenantry_definer;
 grant select on public.builtin_role_permissions to tenantry_definer;
 
--- A user sees the organizations they belong to (memberships_select shows them their own rows).
+-- The organization in context (a member's, or an API key's own), and every organization the
+-- user belongs to (memberships_select shows users their own rows).
 drop policy if exists organizations_select on public.organizations;
 create policy organizations_select on public.organizations for select to tenantry_app
-  using (id in (select m.organization_id from public.memberships m
-                where m.user_id = (select app.current_user_id())));
+  using (id = (select app.current_org_id())
+         or id in (select m.organization_id from public.memberships m
+                   where m.user_id = (select app.current_user_id())));
 
 drop policy if exists organizations_update on public.organizations;
 create policy organizations_update on public.organizations for update to tenantry_app

@@ -1,6 +1,6 @@
 -- Structure: RLS enabled and forced, the expected policies, and roles that cannot bypass them.
 begin;
-select plan(17);
+select plan(22);
 
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'public.users'::regclass),
           'users: RLS enabled and forced');
@@ -11,6 +11,15 @@ select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'public.workspaces'::regclass),
           'workspaces: RLS enabled and forced');
 
+select ok((select bool_and(relrowsecurity and relforcerowsecurity) from pg_class
+           where oid in ('public.sessions'::regclass, 'public.refresh_tokens'::regclass, 'public.api_keys'::regclass)),
+          'sessions, refresh_tokens, api_keys: RLS enabled and forced');
+select policies_are('public', 'refresh_tokens', array[]::name[]);
+select ok(not has_table_privilege('tenantry_app', 'public.refresh_tokens', 'SELECT'),
+          'the app role cannot read refresh token hashes');
+select ok(not has_column_privilege('tenantry_app', 'public.api_keys', 'secret_hash', 'UPDATE'),
+          'the app role cannot replace a key''s secret');
+select policies_are('public', 'api_keys', array['api_keys_select', 'api_keys_insert', 'api_keys_update']);
 select policies_are('public', 'users', array['users_select', 'users_update']);
 select policies_are('public', 'organizations', array['organizations_select', 'organizations_update', 'organizations_delete']);
 select policies_are('public', 'memberships', array['memberships_select', 'memberships_insert', 'memberships_update', 'memberships_delete']);

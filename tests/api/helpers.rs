@@ -21,6 +21,43 @@ pub const AUDIENCE: &str = "tenantry-api";
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 
+/// Everything the servers of this test process log (debug and up), to assert that no secret is
+/// ever written to a log.
+static CAPTURED_LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    CAPTURED_LOGS
+        .get_or_init(|| {
+            let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let writer = Capture(buffer.clone());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug,h2=info,hyper=info,reqwest=info,actix_server=info")
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .try_init();
+            buffer
+        })
+        .clone()
+}
+
+/// All log output captured so far in this process.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&capture_logs().lock().unwrap()).into_owned()
+}
+
 fn pg_port() -> String {
     std::env::var("TEST_PG_PORT").unwrap_or_else(|_| {
         panic!("TEST_PG_PORT is not set: run the tests with `make test` (it starts the test PostgreSQL)")
@@ -143,6 +180,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+        capture_logs();
         let database = fresh_database().await;
         let dir = std::env::temp_dir().join(format!("tenantry-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -1,5 +1,6 @@
 //! One integration-test binary (the crate links once). Each module reads as sentences.
 
+mod api_keys;
 mod auth;
 mod catalog;
 mod cli;
@@ -10,4 +11,5 @@ mod isolation;
 mod members;
 mod openapi;
 mod orgs;
+mod sessions;
 mod workspaces;
