@@ -13,6 +13,7 @@ grant update (role) on public.memberships to tenantry_app;
 grant select on public.permissions, public.builtin_role_permissions to tenantry_app;
 
 grant select, insert on public.organizations, public.memberships to tenantry_definer;
+grant update (role), delete on public.memberships to tenantry_definer;
 grant select on public.builtin_role_permissions to tenantry_definer;
 
 -- The organization in context (a member's, or an API key's own), and every organization the

@@ -20,3 +20,10 @@ create policy sessions_update on public.sessions for update to tenantry_app
   with check (user_id = (select app.current_user_id()));
 
 commit;
+
+-- Login attempts: only the definer functions touch them (no app-role access at all).
+begin;
+set local role tenantry_owner;
+revoke all on public.login_attempts from tenantry_app;
+grant select, insert, delete on public.login_attempts to tenantry_definer;
+commit;

@@ -246,6 +246,55 @@ as $$
   where id = p_key and (last_used_at is null or last_used_at < now() - interval '1 minute')
 $$;
 
+-- Login attempts for the authorization-code flow: stored by /login, taken exactly once by
+-- /callback (a replayed or forged `state` finds nothing). Expired attempts are swept here.
+create or replace function app.create_login_attempt(
+  p_state_hash bytea, p_provider text, p_pkce_verifier text, p_nonce text, p_redirect_to text,
+  p_now timestamptz, p_expires timestamptz)
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from public.login_attempts where expires_at < p_now;
+  insert into public.login_attempts (state_hash, provider, pkce_verifier, nonce, redirect_to, created_at, expires_at)
+  values (p_state_hash, p_provider, p_pkce_verifier, p_nonce, p_redirect_to, p_now, p_expires);
+end
+$$;
+
+create or replace function app.take_login_attempt(p_state_hash bytea, p_now timestamptz)
+returns table (provider text, pkce_verifier text, nonce text, redirect_to text)
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  delete from public.login_attempts a
+  where a.state_hash = p_state_hash and a.expires_at > p_now
+  returning a.provider, a.pkce_verifier, a.nonce, a.redirect_to
+$$;
+
+-- Apply a provider's role-mapping result for one user: grant or change the mapped memberships,
+-- and drop the ones this provider granted earlier that no longer match. Memberships granted by
+-- people are left alone.
+create or replace function app.sync_provider_memberships(
+  p_user uuid, p_provider text, p_orgs uuid[], p_roles text[])
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into public.memberships (organization_id, user_id, role, granted_by_provider)
+  select o.org, p_user, o.role, p_provider
+  from unnest(p_orgs, p_roles) as o(org, role)
+  where exists (select 1 from public.organizations where id = o.org)
+  on conflict (organization_id, user_id) do update
+    set role = excluded.role
+    where memberships.granted_by_provider = p_provider;
+  delete from public.memberships m
+  where m.user_id = p_user and m.granted_by_provider = p_provider
+    and not (m.organization_id = any (p_orgs));
+end
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
 alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
@@ -258,16 +307,23 @@ alter function app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestam
 alter function app.end_session(uuid, text, timestamptz) owner to tenantry_definer;
 alter function app.find_api_key(uuid) owner to tenantry_definer;
 alter function app.touch_api_key(uuid) owner to tenantry_definer;
+alter function app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz) owner to tenantry_definer;
+alter function app.take_login_attempt(bytea, timestamptz) owner to tenantry_definer;
+alter function app.sync_provider_memberships(uuid, text, uuid[], text[]) owner to tenantry_definer;
 
 revoke all on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
   app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet),
   app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
-  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid)
+  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
+  app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
+  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[])
   from public;
 grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
   app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet),
   app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
-  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid)
+  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
+  app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
+  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[])
   to tenantry_app;

@@ -74,6 +74,76 @@ pub struct AuthSettings {
     pub token_cache_capacity: u64,
     /// External identity providers whose access tokens are accepted.
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Identity providers people sign in through (authorization code + PKCE).
+    pub providers: Vec<ProviderSettings>,
+    /// Where a sign-in may send the browser afterwards (`?redirect_to=` must be one of these).
+    pub allowed_redirects: Vec<String>,
+    /// How long a started sign-in may take before its `state` is refused.
+    pub login_attempt_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any OpenID Connect provider, by `issuer` (discovery).
+    Oidc,
+    Google,
+    /// `base_url` (e.g. https://sso.example.com) and `realm`.
+    Keycloak,
+    /// Azure AD / Entra ID: `tenant` is a tenant id, or `organizations` / `common` (multi-tenant).
+    Azure,
+    /// `base_url` is the tenant domain, e.g. https://acme.eu.auth0.com.
+    Auth0,
+    /// `base_url` is the Okta domain; `issuer` overrides the default authorization server.
+    Okta,
+    /// Plain OAuth 2.0; `base_url` and `api_url` default to github.com and api.github.com.
+    Github,
+}
+
+/// A role granted in an organization when a sign-in's claim holds a value (a Keycloak realm or
+/// client role, an Azure app role, a group, a GitHub team as `org/team-slug`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    /// Dotted path into the id_token claims, e.g. `groups`, `realm_access.roles`,
+    /// `resource_access.tenantry.roles`, `roles`; `teams` for GitHub.
+    pub claim: String,
+    pub value: String,
+    pub organization_id: uuid::Uuid,
+    pub role: crate::domain::Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// The name in URLs: /api/v1/auth/{name}/login. Lowercase letters, digits, hyphens.
+    pub name: String,
+    pub kind: ProviderKind,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub realm: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub api_url: Option<String>,
+    pub client_id: String,
+    #[serde(default, serialize_with = "redacted")]
+    pub client_secret: Option<SecretString>,
+    /// Read the client secret from this file instead.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// This server's callback, as registered with the provider.
+    pub redirect_uri: String,
+    /// Extra scopes (OIDC always asks for `openid email profile`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub role_mappings: Vec<RoleMapping>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -124,6 +194,9 @@ impl Default for Settings {
                 jwks_min_refresh_secs: 30,
                 token_cache_capacity: 100_000,
                 trusted_issuers: Vec::new(),
+                providers: Vec::new(),
+                allowed_redirects: Vec::new(),
+                login_attempt_ttl_secs: 600,
             },
         }
     }
@@ -199,6 +272,17 @@ impl Settings {
             "auth.session_idle_timeout_secs cannot exceed auth.session_absolute_timeout_secs"
         );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
+        let mut names = std::collections::HashSet::new();
+        for p in &self.auth.providers {
+            anyhow::ensure!(
+                !p.name.is_empty()
+                    && p.name.len() <= 50
+                    && p.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "provider name {:?}: use lowercase letters, digits and hyphens",
+                p.name
+            );
+            anyhow::ensure!(names.insert(p.name.clone()), "provider name {:?} is used twice", p.name);
+        }
         for issuer in &self.auth.trusted_issuers {
             for alg in &issuer.algorithms {
                 anyhow::ensure!(

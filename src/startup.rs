@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::auth::clock::{Clock, SystemClock};
 use crate::auth::keys::SigningKeys;
 use crate::auth::sessions::SessionService;
+use crate::auth::signin::SignInProviders;
 use crate::auth::{Authenticator, TokenValidator};
 use crate::config::{Environment, Settings};
 use crate::db;
@@ -50,6 +51,7 @@ impl Application {
         let keys = signing_keys(&settings)?;
         let validator = TokenValidator::new(&settings.auth, keys.clone())?;
         let sessions = SessionService::new(pool.clone(), keys.clone(), &settings.auth, clock.clone());
+        let sign_in = SignInProviders::new(&settings.auth, clock.clone())?;
         let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, pool.clone());
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
@@ -61,6 +63,7 @@ impl Application {
             pool,
             auth,
             sessions,
+            sign_in,
             keys,
             clock,
             settings: Arc::new(settings),

@@ -10,6 +10,7 @@ pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod sessions;
+pub mod signin;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::auth::Authenticator;
 use crate::auth::clock::Clock;
 use crate::auth::keys::SigningKeys;
 use crate::auth::sessions::SessionService;
+use crate::auth::signin::SignInProviders;
 use crate::config::Settings;
 use crate::domain::{Membership, Permission};
 use crate::http::ApiError;
@@ -34,6 +36,7 @@ pub struct AppState {
     pub pool: Pool,
     pub auth: Authenticator,
     pub sessions: SessionService,
+    pub sign_in: SignInProviders,
     pub keys: Arc<SigningKeys>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
@@ -116,6 +119,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(api_keys::create_api_key)
         .service(api_keys::list_api_keys)
         .service(api_keys::delete_api_key)
+        .service(signin::list_providers)
+        .service(signin::sign_in_start)
+        .service(signin::sign_in_callback)
         .service(sessions::refresh_session)
         .service(sessions::sign_out)
         .service(sessions::list_sessions)

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod events;
 pub mod keys;
 pub mod sessions;
+pub mod signin;
 pub mod validator;
 
 use std::sync::Arc;

@@ -140,3 +140,61 @@ pub async fn touch_api_key(pool: &Pool, key: Uuid) -> Result<(), DbError> {
     client.execute(&stmt, &[&key]).await?;
     Ok(())
 }
+
+/// A started sign-in, as `/login` stored it.
+pub struct LoginAttempt {
+    pub provider: String,
+    pub pkce_verifier: String,
+    pub nonce: String,
+    pub redirect_to: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn create_login_attempt(
+    pool: &Pool,
+    state_hash: &[u8],
+    provider: &str,
+    pkce_verifier: &str,
+    nonce: &str,
+    redirect_to: Option<&str>,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select app.create_login_attempt($1, $2, $3, $4, $5, $6, $7)").await?;
+    client
+        .execute(&stmt, &[&state_hash, &provider, &pkce_verifier, &nonce, &redirect_to, &now, &expires_at])
+        .await?;
+    Ok(())
+}
+
+/// Takes (deletes) the attempt for this `state`, if it exists and has not expired.
+pub async fn take_login_attempt(
+    pool: &Pool,
+    state_hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<LoginAttempt>, DbError> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select * from app.take_login_attempt($1, $2)").await?;
+    Ok(client.query_opt(&stmt, &[&state_hash, &now]).await?.map(|row| LoginAttempt {
+        provider: row.get("provider"),
+        pkce_verifier: row.get("pkce_verifier"),
+        nonce: row.get("nonce"),
+        redirect_to: row.get("redirect_to"),
+    }))
+}
+
+/// Applies a provider's role-mapping result for `user` (see `app.sync_provider_memberships`).
+pub async fn sync_provider_memberships(
+    pool: &Pool,
+    user: UserId,
+    provider: &str,
+    grants: &[(Uuid, crate::domain::Role)],
+) -> Result<(), DbError> {
+    let orgs: Vec<Uuid> = grants.iter().map(|(org, _)| *org).collect();
+    let roles: Vec<&str> = grants.iter().map(|(_, role)| role.as_str()).collect();
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("select app.sync_provider_memberships($1, $2, $3, $4)").await?;
+    client.execute(&stmt, &[user.as_uuid(), &provider, &orgs, &roles]).await?;
+    Ok(())
+}

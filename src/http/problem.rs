@@ -17,6 +17,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    #[error("sign-in failed")]
+    SignInFailed,
     #[error("missing permission {0}")]
     Forbidden(&'static str),
     #[error("this operation needs a signed-in user, not an API key")]
@@ -50,6 +52,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
+            ApiError::SignInFailed => "sign_in_failed",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UserRequired => "user_required",
             ApiError::NotFound => "not_found",
@@ -64,7 +67,7 @@ impl ApiError {
 
     fn title(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized | ApiError::InvalidRefreshToken => "Unauthorized",
+            ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => "Unauthorized",
             ApiError::Forbidden(_) | ApiError::UserRequired => "Forbidden",
             ApiError::NotFound => "Not Found",
             ApiError::Conflict { .. } => "Conflict",
@@ -79,6 +82,9 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             ApiError::Unauthorized => "A valid bearer token is required.".into(),
+            ApiError::SignInFailed => {
+                "The identity provider's answer could not be accepted; start again.".into()
+            }
             ApiError::InvalidRefreshToken => {
                 "The refresh token is invalid, spent, expired or revoked; sign in again.".into()
             }
@@ -127,7 +133,9 @@ pub struct ProblemField {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) | ApiError::UserRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
