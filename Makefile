@@ -95,7 +95,13 @@ test-db:
 TEST_ENV = TEST_ADMIN_DATABASE_URL=$(call PG_ADMIN,$(TEST_PG_PORT),postgres) \
            TEST_PG_PORT=$(TEST_PG_PORT)
 
-test: test-db lint
+# The real OpenID provider the sign-in tests start (node oidc-provider, pinned by its lockfile).
+OIDC_PROVIDER := tests/oidc-provider
+$(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js and npm (for the test OpenID provider)"; exit 1; }
+	npm ci --prefix $(OIDC_PROVIDER) --no-audit --no-fund --loglevel=error
+
+test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
 	$(TEST_ENV) $(CARGO) test --all-targets
 	@$(MAKE) --no-print-directory pgtap
 	@echo "make test: all checks passed"

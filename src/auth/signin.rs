@@ -341,7 +341,8 @@ impl SignInProviders {
         } else {
             Metadata::discover_async(issuer_url, &http)
                 .await
-                .map_err(|e| SignInError::Unavailable(e.to_string()))?
+                // Debug keeps the transport cause (discovery carries no secrets).
+                .map_err(|e| SignInError::Unavailable(format!("{e:?}")))?
         };
         let md = Arc::new(md);
         *cached = Some((Instant::now(), md.clone()));

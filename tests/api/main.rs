@@ -12,4 +12,5 @@ mod members;
 mod openapi;
 mod orgs;
 mod sessions;
+mod signin;
 mod workspaces;
