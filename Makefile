@@ -15,6 +15,8 @@ TEST_PG_PORT ?= 55433
 PG_ADMIN    = postgres://postgres@127.0.0.1:$(1)/$(2)
 PG_APP      = postgres://tenantry_app@127.0.0.1:$(1)/$(2)
 
+OIDC_PROVIDER := tests/oidc-provider
+
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
@@ -62,7 +64,34 @@ seed: migrate
 check: build
 	@$(ENV_SETUP) $(BIN) check
 
+# A local demo identity provider for `make run` (the tests' node oidc-provider): sign in at
+# /api/v1/auth/demo/login as alice (mapped to admin of Acme). Skipped when Node.js is missing.
+DEMO_IDP_PORT ?= 9090
+.tenantry/tenantry.toml:
+	@mkdir -p .tenantry
+	@addr=$${TENANTRY_LISTEN:-127.0.0.1:8080}; { \
+	  echo '# Written by make run: the local demo identity provider.'; \
+	  echo '[[auth.providers]]'; \
+	  echo 'name = "demo"'; \
+	  echo 'kind = "oidc"'; \
+	  echo 'display_name = "Local demo OpenID provider"'; \
+	  echo 'issuer = "http://127.0.0.1:$(DEMO_IDP_PORT)"'; \
+	  echo 'client_id = "tenantry"'; \
+	  echo 'client_secret = "tenantry-test-secret"'; \
+	  echo "redirect_uri = \"http://$$addr/api/v1/auth/demo/callback\""; \
+	  echo 'scopes = ["groups"]'; \
+	  echo '[[auth.providers.role_mappings]]'; \
+	  echo 'claim = "groups"'; \
+	  echo 'value = "acme-admins"'; \
+	  echo 'organization_id = "0a000000-0000-4000-8000-000000000001"'; \
+	  echo 'role = "admin"'; } > $@
+
 run: build
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  $(MAKE) --no-print-directory $(OIDC_PROVIDER)/node_modules/.package-lock.json .tenantry/tenantry.toml; \
+	  addr=$${TENANTRY_LISTEN:-127.0.0.1:8080}; \
+	  (cd $(OIDC_PROVIDER) && exec node server.mjs $(DEMO_IDP_PORT) "http://$$addr/api/v1/auth/demo/callback" > ../../.tenantry/demo-idp.log 2>&1 &); \
+	else echo "(Node.js not found: no demo identity provider)"; fi
 	@$(ENV_SETUP) $(BIN) migrate
 	@$(ENV_SETUP) $(BIN) seed --print-tokens > .tenantry/demo-tokens.txt
 	@$(ENV_SETUP) { \
@@ -71,11 +100,13 @@ run: build
 	  echo "  Swagger UI:   http://$$addr/swagger-ui/   (Authorize with a token below)"; \
 	  echo "  OpenAPI:      http://$$addr/api/v1/openapi.json"; \
 	  echo "  Environment:  source .tenantry/env"; \
+	  if [ -f .tenantry/tenantry.toml ]; then \
+	    echo "  Sign in:      http://$$addr/api/v1/auth/demo/login  (demo OpenID provider on :$(DEMO_IDP_PORT), as alice)"; fi; \
 	  echo; echo "Demo tokens (valid 12 h; also in .tenantry/demo-tokens.txt):"; \
 	  cat .tenantry/demo-tokens.txt; echo; \
 	  echo "Try: curl -H \"Authorization: Bearer \$$TOKEN\" http://$$addr/api/v1/orgs"; echo; \
 	}
-	@$(ENV_SETUP) exec $(BIN) serve
+	@$(ENV_SETUP) TENANTRY_CONFIG=$${TENANTRY_CONFIG:-.tenantry/tenantry.toml} exec $(BIN) serve
 
 openapi: build
 	@$(BIN) openapi > openapi/openapi.json
@@ -96,7 +127,6 @@ TEST_ENV = TEST_ADMIN_DATABASE_URL=$(call PG_ADMIN,$(TEST_PG_PORT),postgres) \
            TEST_PG_PORT=$(TEST_PG_PORT)
 
 # The real OpenID provider the sign-in tests start (node oidc-provider, pinned by its lockfile).
-OIDC_PROVIDER := tests/oidc-provider
 $(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.json
 	@command -v npm >/dev/null || { echo "make test needs Node.js and npm (for the test OpenID provider)"; exit 1; }
 	npm ci --prefix $(OIDC_PROVIDER) --no-audit --no-fund --loglevel=error

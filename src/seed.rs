@@ -13,6 +13,8 @@ pub struct DemoUser {
 }
 
 struct DemoOrg {
+    /// Fixed, so demo configuration (such as an identity provider's role mapping) can name it.
+    id: uuid::Uuid,
     name: &'static str,
     slug: &'static str,
     region: &'static str,
@@ -20,6 +22,9 @@ struct DemoOrg {
     members: &'static [(&'static str, Role)],
     workspaces: &'static [&'static str],
 }
+
+/// The demo Acme organization's id.
+pub const ACME_ID: uuid::Uuid = uuid::Uuid::from_u128(0x0a00_0000_0000_4000_8000_0000_0000_0001);
 
 pub const USERS: &[DemoUser] = &[
     DemoUser { email: "alice@acme.test", memberships: "owner of Acme, viewer in Globex" },
@@ -31,6 +36,7 @@ pub const USERS: &[DemoUser] = &[
 
 const ORGS: &[DemoOrg] = &[
     DemoOrg {
+        id: ACME_ID,
         name: "Acme Inc.",
         slug: "acme",
         region: "us",
@@ -43,6 +49,7 @@ const ORGS: &[DemoOrg] = &[
         workspaces: &["Production", "Staging"],
     },
     DemoOrg {
+        id: uuid::Uuid::from_u128(0x0a00_0000_0000_4000_8000_0000_0000_0002),
         name: "Globex Corporation",
         slug: "globex",
         region: "eu",
@@ -78,7 +85,7 @@ pub async fn run(pool: &Pool, issuer: &str) -> anyhow::Result<()> {
             tx.commit().await?;
             continue;
         }
-        let org_id = OrgId::new();
+        let org_id = OrgId(org.id);
         tx.query_found(
             "select app.create_organization($1, $2, $3, $4, 'metadata_only')",
             &[org_id.as_uuid(), &org.name, &org.slug, &org.region],
