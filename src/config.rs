@@ -150,13 +150,27 @@ pub struct ProviderSettings {
 #[serde(deny_unknown_fields)]
 pub struct TrustedIssuer {
     pub issuer: String,
-    pub jwks_url: String,
+    /// The issuer's key set; when absent it is found by OpenID discovery on `issuer`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
     /// Expected `aud`; defaults to `auth.audience`.
     #[serde(default)]
     pub audience: Option<String>,
     /// Accepted algorithms; asymmetric only.
     #[serde(default = "default_external_algorithms")]
     pub algorithms: Vec<String>,
+    /// Claims → organization roles, applied when a token is first seen (see `ProviderSettings`).
+    #[serde(default)]
+    pub role_mappings: Vec<RoleMapping>,
+}
+
+impl TrustedIssuer {
+    /// What memberships granted by this issuer's mappings are recorded as.
+    pub fn grant_source(&self) -> String {
+        let mut source = format!("issuer:{}", self.issuer);
+        source.truncate(100);
+        source
+    }
 }
 
 fn default_external_algorithms() -> Vec<String> {

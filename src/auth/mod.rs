@@ -143,14 +143,24 @@ impl Authenticator {
                 UserId(Uuid::try_parse(&claims.sub).map_err(|_| TokenError::Invalid("bad sub".into()))?)
             }
             _ => {
-                identity::provision_user(
+                let user = identity::provision_user(
                     &self.pool,
                     &claims.iss,
                     &claims.sub,
                     claims.email.as_deref(),
                     claims.name.as_deref(),
                 )
-                .await?
+                .await?;
+                // A trusted issuer's role mappings follow its tokens (applied once per token).
+                if let Some(issuer) = self.validator.trusted_issuer(&claims.iss)
+                    && !issuer.role_mappings.is_empty()
+                {
+                    let all_claims = serde_json::Value::Object(claims.other.clone());
+                    let grants = signin::mapped_memberships(&issuer.role_mappings, &all_claims);
+                    identity::sync_provider_memberships(&self.pool, user, &issuer.grant_source(), &grants)
+                        .await?;
+                }
+                user
             }
         };
         let principal = UserPrincipal {

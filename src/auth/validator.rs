@@ -47,6 +47,9 @@ pub struct VerifiedClaims {
     /// The session of one of our own session tokens.
     #[serde(default)]
     pub sid: Option<uuid::Uuid>,
+    /// Every other claim (for role mappings).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A verification key and the algorithm its JWK pins, if any.
@@ -155,6 +158,11 @@ impl TokenValidator {
         &self.local_issuer
     }
 
+    /// The configuration of a trusted external issuer.
+    pub fn trusted_issuer(&self, issuer: &str) -> Option<&TrustedIssuer> {
+        self.issuers.get(issuer).map(|i| &i.config)
+    }
+
     pub async fn validate(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let issuer = peek_issuer(token)?;
@@ -205,7 +213,7 @@ impl TokenValidator {
             let due = last.is_none_or(|t| t.elapsed() >= self.min_refresh);
             if due {
                 *last = Some(Instant::now());
-                match self.fetch_jwks(&issuer.config.jwks_url).await {
+                match self.fetch_jwks(&issuer.config).await {
                     Ok(keys) => {
                         if let Ok(mut guard) = issuer.keys.write() {
                             *guard = keys;
@@ -220,7 +228,24 @@ impl TokenValidator {
         issuer.keys.read().ok().and_then(|k| k.get(kid).cloned()).ok_or(TokenError::UnknownKid)
     }
 
-    async fn fetch_jwks(&self, url: &str) -> anyhow::Result<HashMap<String, KeyEntry>> {
+    /// The issuer's `jwks_uri`, by OpenID discovery; the document must name the same issuer.
+    async fn discover_jwks_url(&self, issuer: &str) -> anyhow::Result<String> {
+        #[derive(Deserialize)]
+        struct Discovery {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let doc: Discovery = self.http.get(url).send().await?.error_for_status()?.json().await?;
+        anyhow::ensure!(doc.issuer == issuer, "discovery names another issuer: {}", doc.issuer);
+        Ok(doc.jwks_uri)
+    }
+
+    async fn fetch_jwks(&self, issuer: &TrustedIssuer) -> anyhow::Result<HashMap<String, KeyEntry>> {
+        let url = match &issuer.jwks_url {
+            Some(url) => url.clone(),
+            None => self.discover_jwks_url(&issuer.issuer).await?,
+        };
         let response = self.http.get(url).send().await?.error_for_status()?;
         anyhow::ensure!(response.content_length().is_none_or(|n| n <= 1 << 20), "JWKS document too large");
         let body = response.bytes().await?;

@@ -153,21 +153,31 @@ async fn token_attacks_are_all_refused_with_the_same_answer() {
     assert_eq!(app.get("/api/v1/me", &valid).await.status(), StatusCode::OK);
 }
 
-/// A minimal JWKS endpoint that counts fetches.
+/// A minimal JWKS endpoint that counts fetches, with an OpenID discovery document naming it.
 async fn jwks_server() -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
     let server = actix_web::HttpServer::new(move || {
         let counter = counter.clone();
-        actix_web::App::new().route(
-            "/jwks.json",
-            actix_web::web::get().to(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async { actix_web::HttpResponse::Ok().content_type("application/json").body(JWKS) }
-            }),
-        )
+        let discovery = json!({"issuer": base, "jwks_uri": format!("{base}/jwks.json")});
+        actix_web::App::new()
+            .route(
+                "/jwks.json",
+                actix_web::web::get().to(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { actix_web::HttpResponse::Ok().content_type("application/json").body(JWKS) }
+                }),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                actix_web::web::get().to(move || {
+                    let doc = discovery.clone();
+                    async move { actix_web::HttpResponse::Ok().json(doc) }
+                }),
+            )
     })
     .workers(1)
     .listen(listener)
@@ -195,9 +205,10 @@ async fn a_trusted_issuers_tokens_are_verified_against_its_cached_jwks() {
         s.auth.jwks_min_refresh_secs = 1;
         s.auth.trusted_issuers = vec![TrustedIssuer {
             issuer: EXTERNAL_ISSUER.into(),
-            jwks_url,
+            jwks_url: Some(jwks_url),
             audience: None,
             algorithms: vec!["RS256".into()],
+            role_mappings: vec![],
         }];
     })
     .await;
@@ -261,4 +272,46 @@ async fn tokens_from_an_issuer_that_is_not_trusted_are_refused() {
         "untrusted issuer",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_trusted_issuer_found_by_discovery_maps_its_claims_to_roles() {
+    let (jwks_url, hits) = jwks_server().await;
+    let issuer = jwks_url.trim_end_matches("/jwks.json").to_owned();
+    let org = uuid::Uuid::new_v4();
+    let configured = issuer.clone();
+    let app = TestApp::spawn_with(move |s| {
+        s.auth.trusted_issuers = vec![TrustedIssuer {
+            issuer: configured,
+            jwks_url: None,
+            audience: None,
+            algorithms: vec!["RS256".into()],
+            role_mappings: vec![tenantry::config::RoleMapping {
+                claim: "groups".into(),
+                value: "acme-admins".into(),
+                organization_id: org,
+                role: tenantry::domain::Role::Admin,
+            }],
+        }];
+    })
+    .await;
+    app.rls_bypassing_admin
+        .execute("insert into organizations (id, name, slug) values ($1, 'Acme', 'acme')", &[&org])
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = |groups: Value, jti: &str| json!({"iss": issuer, "aud": AUDIENCE, "sub": "svc-1", "exp": now + 300, "nbf": now, "groups": groups, "jti": jti});
+
+    let admin = external_token("test-rsa-1", RSA_KEY, claims(json!(["acme-admins"]), "1"));
+    let orgs: Value = app.get("/api/v1/orgs", &admin).await.json().await.unwrap();
+    assert_eq!(orgs["items"][0]["id"], org.to_string());
+    assert_eq!(orgs["items"][0]["role"], "admin");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "keys found through discovery");
+
+    // A later token without the group takes the mapped membership away.
+    let plain = external_token("test-rsa-1", RSA_KEY, claims(json!([]), "2"));
+    let orgs: Value = app.get("/api/v1/orgs", &plain).await.json().await.unwrap();
+    assert_eq!(orgs["items"].as_array().unwrap().len(), 0);
+    assert_problem(app.get(&format!("/api/v1/orgs/{org}"), &plain).await, StatusCode::NOT_FOUND, "not_found")
+        .await;
 }
