@@ -173,6 +173,28 @@ impl TrustedIssuer {
     }
 }
 
+impl ProviderSettings {
+    /// A provider with only the required fields set (presets fill in the rest per `kind`).
+    pub fn new(name: &str, kind: ProviderKind, client_id: &str, redirect_uri: &str) -> ProviderSettings {
+        ProviderSettings {
+            name: name.into(),
+            kind,
+            display_name: None,
+            issuer: None,
+            base_url: None,
+            realm: None,
+            tenant: None,
+            api_url: None,
+            client_id: client_id.into(),
+            client_secret: None,
+            client_secret_file: None,
+            redirect_uri: redirect_uri.into(),
+            scopes: Vec::new(),
+            role_mappings: Vec::new(),
+        }
+    }
+}
+
 fn default_external_algorithms() -> Vec<String> {
     vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
 }

@@ -669,22 +669,7 @@ mod tests {
     #[test]
     fn presets_derive_their_issuers() {
         let settings = |kind, f: &dyn Fn(&mut ProviderSettings)| {
-            let mut p = ProviderSettings {
-                name: "p".into(),
-                kind,
-                display_name: None,
-                issuer: None,
-                base_url: None,
-                realm: None,
-                tenant: None,
-                api_url: None,
-                client_id: "c".into(),
-                client_secret: None,
-                client_secret_file: None,
-                redirect_uri: "http://localhost/cb".into(),
-                scopes: vec![],
-                role_mappings: vec![],
-            };
+            let mut p = ProviderSettings::new("p", kind, "c", "http://localhost/cb");
             f(&mut p);
             p
         };

@@ -63,20 +63,8 @@ fn start_provider(redirect_uri: &str) -> OpenIdProvider {
 
 fn provider_settings(name: &str, kind: ProviderKind, redirect_uri: String) -> ProviderSettings {
     ProviderSettings {
-        name: name.into(),
-        kind,
-        display_name: None,
-        issuer: None,
-        base_url: None,
-        realm: None,
-        tenant: None,
-        api_url: None,
-        client_id: "tenantry".into(),
         client_secret: Some(CLIENT_SECRET.to_owned().into()),
-        client_secret_file: None,
-        redirect_uri,
-        scopes: vec![],
-        role_mappings: vec![],
+        ..ProviderSettings::new(name, kind, "tenantry", &redirect_uri)
     }
 }
 
