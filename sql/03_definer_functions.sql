@@ -282,16 +282,35 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  insert into public.memberships (organization_id, user_id, role, granted_by_provider)
-  select o.org, p_user, o.role, p_provider
-  from unnest(p_orgs, p_roles) as o(org, role)
-  where exists (select 1 from public.organizations where id = o.org)
-  on conflict (organization_id, user_id) do update
-    set role = excluded.role
-    where memberships.granted_by_provider = p_provider;
-  delete from public.memberships m
-  where m.user_id = p_user and m.granted_by_provider = p_provider
-    and not (m.organization_id = any (p_orgs));
+  -- Each change is recorded in the organization's audit log, in this transaction.
+  with changed as (
+    insert into public.memberships (organization_id, user_id, role, granted_by_provider)
+    select o.org, p_user, o.role, p_provider
+    from unnest(p_orgs, p_roles) as o(org, role)
+    where exists (select 1 from public.organizations where id = o.org)
+    on conflict (organization_id, user_id) do update
+      set role = excluded.role
+      where memberships.granted_by_provider = p_provider and memberships.role <> excluded.role
+    returning organization_id, role, (xmax = 0) as inserted
+  )
+  insert into public.audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id,
+                                   outcome, details, prev_hash, hash)
+  select c.organization_id, gen_random_uuid(), 'system', p_user,
+         case when c.inserted then 'member.add' else 'member.update' end, 'user', p_user::text, 'allowed',
+         jsonb_build_object('role', c.role, 'granted_by_provider', p_provider), '\x', '\x'
+  from changed c;
+
+  with gone as (
+    delete from public.memberships m
+    where m.user_id = p_user and m.granted_by_provider = p_provider
+      and not (m.organization_id = any (p_orgs))
+    returning m.organization_id, m.role
+  )
+  insert into public.audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id,
+                                   outcome, details, prev_hash, hash)
+  select g.organization_id, gen_random_uuid(), 'system', p_user, 'member.remove', 'user', p_user::text, 'allowed',
+         jsonb_build_object('role', g.role, 'granted_by_provider', p_provider), '\x', '\x'
+  from gone g;
 end
 $$;
 

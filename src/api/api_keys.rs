@@ -11,10 +11,11 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::ApiJson;
+use super::audit::{AuditEntry, authorize, record};
+use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
-use super::{AppState, require, require_user};
+use super::{AppState, require_user};
 use crate::auth::Principal;
 use crate::auth::api_keys;
 use crate::auth::events::{SecurityEvent, emit};
@@ -99,6 +100,7 @@ fn key_from_row(row: &Row) -> ApiKeyResponse {
 pub async fn create_api_key(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
     body: ApiJson<CreateApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -112,7 +114,7 @@ pub async fn create_api_key(
         return Err(FieldError::new("expires_at", "must be in the future").into());
     }
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require(&membership, Permission::ApiKeysManage)?;
+    authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.create").await?;
     let mut scopes = body.scopes.clone();
     scopes.sort();
     scopes.dedup();
@@ -148,6 +150,10 @@ pub async fn create_api_key(
             ],
         )
         .await?;
+    let entry = AuditEntry::allowed("api_key.create", "api_key", key.id, &meta).with_details(
+        serde_json::json!({"name": name.as_str(), "scopes": scopes, "expires_at": body.expires_at}),
+    );
+    record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     emit(SecurityEvent::ApiKeyCreated { org, key: key.id, by: user.user_id });
     Ok(HttpResponse::Created()
@@ -173,6 +179,7 @@ pub async fn create_api_key(
 pub async fn list_api_keys(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<ApiKeyResponse>>, ApiError> {
@@ -186,7 +193,8 @@ pub async fn list_api_keys(
         &[&page.after, &page.fetch()],
     )
     .await?;
-    require(&membership.ok_or(ApiError::NotFound)?, Permission::ApiKeysManage)?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.list").await?;
     Ok(web::Json(Page::from_items(rows.iter().map(key_from_row).collect(), page, |k| k.id)))
 }
 
@@ -207,12 +215,13 @@ pub async fn list_api_keys(
 pub async fn delete_api_key(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<ApiKeyPath>,
 ) -> Result<HttpResponse, ApiError> {
     let user = require_user(&principal)?;
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require(&membership, Permission::ApiKeysManage)?;
+    authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.revoke").await?;
     let changed = tx
         .execute(
             "update api_keys set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2",
@@ -222,6 +231,7 @@ pub async fn delete_api_key(
     if changed != 1 {
         return Err(ApiError::NotFound);
     }
+    record(&mut tx, &principal, AuditEntry::allowed("api_key.revoke", "api_key", path.key_id, &meta)).await?;
     tx.commit().await?;
     emit(SecurityEvent::ApiKeyRevoked { org, key: path.key_id, by: user.user_id });
     Ok(HttpResponse::NoContent().finish())

@@ -162,3 +162,29 @@ fn field_of_query(message: &str) -> String {
         .or_else(|| field_of(message))
         .unwrap_or_else(|| "query".to_owned())
 }
+
+/// Who sent a request, for the audit log: peer address, user agent, request id.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+}
+
+impl FromRequest for RequestMeta {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<RequestMeta, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(500).collect());
+        std::future::ready(Ok(RequestMeta {
+            ip: req.peer_addr().map(|a| a.ip()),
+            user_agent,
+            request_id: crate::http::middleware::current_request_id(),
+        }))
+    }
+}

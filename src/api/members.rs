@@ -10,10 +10,11 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::ApiJson;
+use super::AppState;
+use super::audit::{AuditEntry, authorize, record};
+use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
-use super::{AppState, require};
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{Membership, OrgId, Permission, Role, UserId};
@@ -65,15 +66,18 @@ fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
     })
 }
 
-/// Touching an owner (making one, changing one, removing one) needs `owners:manage`.
-fn require_for_role_change(
+/// Touching an owner (making one, changing one, removing one) needs `owners:manage` as well.
+async fn authorize_role_change(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
     membership: &Membership,
-    from: Option<Role>,
-    to: Option<Role>,
+    change: (Option<Role>, Option<Role>),
+    action: &'static str,
 ) -> Result<(), ApiError> {
-    require(membership, Permission::MembersManage)?;
-    if from == Some(Role::Owner) || to == Some(Role::Owner) {
-        require(membership, Permission::OwnersManage)?;
+    authorize(state, principal, meta, membership, Permission::MembersManage, action).await?;
+    if change.0 == Some(Role::Owner) || change.1 == Some(Role::Owner) {
+        authorize(state, principal, meta, membership, Permission::OwnersManage, action).await?;
     }
     Ok(())
 }
@@ -99,6 +103,7 @@ const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, 
 pub async fn list_members(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<MemberResponse>>, ApiError> {
@@ -116,7 +121,8 @@ pub async fn list_members(
         &[org.as_uuid(), &page.after, &page.fetch()],
     )
     .await?;
-    require(&membership.ok_or(ApiError::NotFound)?, Permission::MembersRead)?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "member.list").await?;
     let items = rows.iter().map(member_from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(web::Json(Page::from_items(items, page, |m| m.user_id.0)))
 }
@@ -142,19 +148,24 @@ pub async fn list_members(
 pub async fn add_member(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
     body: ApiJson<AddMemberRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require_for_role_change(&membership, None, Some(body.role))?;
+    authorize_role_change(&state, &principal, &meta, &membership, (None, Some(body.role)), "member.add")
+        .await?;
     tx.execute(
         "insert into memberships (organization_id, user_id, role) values ($1, $2, $3)",
         &[org.as_uuid(), body.user_id.as_uuid(), &body.role.as_str()],
     )
     .await?;
     let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), body.user_id.as_uuid()]).await?;
+    let entry = AuditEntry::allowed("member.add", "user", body.user_id, &meta)
+        .with_details(serde_json::json!({"role": body.role}));
+    record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/members/{}", body.user_id)))
@@ -181,20 +192,25 @@ pub async fn add_member(
 pub async fn update_member(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<MemberPath>,
     body: ApiJson<UpdateMemberRequest>,
 ) -> Result<web::Json<MemberResponse>, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require(&membership, Permission::MembersManage)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.update").await?;
     let current = current_role(&mut tx, org, path.user_id).await?;
-    require_for_role_change(&membership, Some(current), Some(body.role))?;
+    let change = (Some(current), Some(body.role));
+    authorize_role_change(&state, &principal, &meta, &membership, change, "member.update").await?;
     tx.execute(
         "update memberships set role = $3 where organization_id = $1 and user_id = $2",
         &[org.as_uuid(), &path.user_id, &body.role.as_str()],
     )
     .await?;
     let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), &path.user_id]).await?;
+    let entry = AuditEntry::allowed("member.update", "user", path.user_id, &meta)
+        .with_details(serde_json::json!({"from": current, "to": body.role}));
+    record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(web::Json(member_from_row(&row)?))
 }
@@ -217,13 +233,20 @@ pub async fn update_member(
 pub async fn remove_member(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require(&membership, Permission::MembersManage)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.remove").await?;
     let current = current_role(&mut tx, org, path.user_id).await?;
-    require_for_role_change(&membership, Some(current), None)?;
+    authorize_role_change(&state, &principal, &meta, &membership, (Some(current), None), "member.remove")
+        .await?;
+    // Recorded first: a member removing themselves can no longer write in the organization's
+    // name afterwards. Either way the entry commits or rolls back with the removal.
+    let entry = AuditEntry::allowed("member.remove", "user", path.user_id, &meta)
+        .with_details(serde_json::json!({"role": current}));
+    record(&mut tx, &principal, entry).await?;
     tx.execute(
         "delete from memberships where organization_id = $1 and user_id = $2",
         &[org.as_uuid(), &path.user_id],

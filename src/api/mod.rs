@@ -3,6 +3,7 @@
 //! by utoipa-actix-web, so the OpenAPI document can never miss one.
 
 pub mod api_keys;
+pub mod audit;
 pub mod extract;
 pub mod health;
 pub mod me;
@@ -73,6 +74,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "workspaces", description = "Workspaces inside an organization"),
         (name = "api_keys", description = "Organization API keys for services"),
         (name = "auth", description = "Tokens and sessions"),
+        (name = "audit", description = "The organization's tamper-evident audit log"),
     )
 )]
 struct BaseDoc;
@@ -116,6 +118,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(workspaces::get_workspace)
         .service(workspaces::update_workspace)
         .service(workspaces::delete_workspace)
+        .service(audit::list_audit_events)
+        .service(audit::verify_audit_events)
         .service(api_keys::create_api_key)
         .service(api_keys::list_api_keys)
         .service(api_keys::delete_api_key)

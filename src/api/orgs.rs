@@ -10,9 +10,10 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::ApiJson;
+use super::audit::{AuditEntry, authorize, record};
+use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
-use super::{AppState, require, require_user};
+use super::{AppState, require_user};
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{DataMode, FieldError, Name, OrgId, Permission, Region, Role, Slug};
@@ -91,6 +92,7 @@ fn organization_from_row(row: &Row, role: Option<Role>) -> Result<OrganizationRe
 pub async fn create_organization(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     body: ApiJson<CreateOrganizationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -116,6 +118,11 @@ pub async fn create_organization(
             &[id.as_uuid()],
         )
         .await?;
+    tx.enter_org(id).await?;
+    let entry = AuditEntry::allowed("organization.create", "organization", id, &meta).with_details(
+        serde_json::json!({"name": name.as_str(), "slug": slug.as_str(), "region": region, "data_mode": data_mode}),
+    );
+    record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     let org = organization_from_row(&row, Some(Role::Owner))?;
     tracing::info!(org.id = %id, "organization created");
@@ -180,6 +187,7 @@ pub async fn list_organizations(
 pub async fn get_organization(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
 ) -> Result<web::Json<OrganizationResponse>, ApiError> {
     let org = OrgId(path.org_id);
@@ -193,7 +201,7 @@ pub async fn get_organization(
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
-    require(&membership, Permission::OrgRead)?;
+    authorize(&state, &principal, &meta, &membership, Permission::OrgRead, "organization.get").await?;
     let row = rows.first().ok_or(ApiError::NotFound)?;
     Ok(web::Json(organization_from_row(row, membership.role)?))
 }
@@ -218,6 +226,7 @@ pub async fn get_organization(
 pub async fn update_organization(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
     body: ApiJson<UpdateOrganizationRequest>,
 ) -> Result<web::Json<OrganizationResponse>, ApiError> {
@@ -229,7 +238,7 @@ pub async fn update_organization(
         return Err(FieldError::new("body", "at least one of name, slug, data_mode is required").into());
     }
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require(&membership, Permission::OrgUpdate)?;
+    authorize(&state, &principal, &meta, &membership, Permission::OrgUpdate, "organization.update").await?;
     let row = tx
         .query_found(
             "update organizations o set name = coalesce($2, o.name), slug = coalesce($3, o.slug), \
@@ -243,6 +252,10 @@ pub async fn update_organization(
             ],
         )
         .await?;
+    let entry = AuditEntry::allowed("organization.update", "organization", org, &meta).with_details(
+        serde_json::json!({"name": name.as_ref().map(Name::as_str), "slug": slug.as_ref().map(Slug::as_str), "data_mode": body.data_mode}),
+    );
+    record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(web::Json(organization_from_row(&row, membership.role)?))
 }
@@ -264,11 +277,16 @@ pub async fn update_organization(
 pub async fn delete_organization(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require(&membership, Permission::OrgDelete)?;
+    authorize(&state, &principal, &meta, &membership, Permission::OrgDelete, "organization.delete").await?;
+    // Recorded first: once the organization is gone, nothing can be written in its name. The
+    // log itself outlives it.
+    record(&mut tx, &principal, AuditEntry::allowed("organization.delete", "organization", org, &meta))
+        .await?;
     if tx.execute("delete from organizations where id = $1", &[org.as_uuid()]).await? != 1 {
         return Err(ApiError::NotFound);
     }

@@ -5,14 +5,16 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::ApiJson;
+use super::AppState;
+use super::audit::{AuditEntry, authorize, record};
+use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
-use super::{AppState, require};
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{Name, OrgId, Permission, Region, WorkspaceId};
@@ -82,6 +84,7 @@ fn workspace_from_row(row: &Row) -> Result<WorkspaceResponse, ApiError> {
 pub async fn list_workspaces(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<WorkspaceResponse>>, ApiError> {
@@ -95,7 +98,8 @@ pub async fn list_workspaces(
         &[&page.after, &page.fetch()],
     )
     .await?;
-    require(&membership.ok_or(ApiError::NotFound)?, Permission::WorkspacesRead)?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesRead, "workspace.list").await?;
     let items = rows.iter().map(workspace_from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(web::Json(Page::from_items(items, page, |w| w.id.0)))
 }
@@ -120,6 +124,7 @@ pub async fn list_workspaces(
 pub async fn create_workspace(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<OrgPath>,
     body: ApiJson<CreateWorkspaceRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -127,7 +132,8 @@ pub async fn create_workspace(
     let name = Name::parse("name", &body.name)?;
     let id = WorkspaceId::new();
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
-    require(&membership, Permission::WorkspacesWrite)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.create")
+        .await?;
     let row = tx
         .query_found(
             "insert into workspaces (organization_id, id, name, region) values ($1, $2, $3, $4) \
@@ -135,6 +141,13 @@ pub async fn create_workspace(
             &[org.as_uuid(), id.as_uuid(), &name.as_str(), &body.region.map(|r| r.as_str())],
         )
         .await?;
+    record(
+        &mut tx,
+        &principal,
+        AuditEntry::allowed("workspace.create", "workspace", id, &meta)
+            .with_details(json!({"name": name.as_str()})),
+    )
+    .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/workspaces/{id}")))
@@ -157,6 +170,7 @@ pub async fn create_workspace(
 pub async fn get_workspace(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<WorkspacePath>,
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let (membership, rows) = tenant::read(
@@ -168,7 +182,8 @@ pub async fn get_workspace(
         &[&path.org_id, &path.workspace_id],
     )
     .await?;
-    require(&membership.ok_or(ApiError::NotFound)?, Permission::WorkspacesRead)?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesRead, "workspace.get").await?;
     Ok(web::Json(workspace_from_row(rows.first().ok_or(ApiError::NotFound)?)?))
 }
 
@@ -192,13 +207,15 @@ pub async fn get_workspace(
 pub async fn update_workspace(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<WorkspacePath>,
     body: ApiJson<UpdateWorkspaceRequest>,
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let name = Name::parse("name", &body.name)?;
     let (mut tx, membership) =
         TenantTx::begin_org(&state.pool, principal.actor(), OrgId(path.org_id)).await?;
-    require(&membership, Permission::WorkspacesWrite)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.update")
+        .await?;
     let row = tx
         .query_found(
             "update workspaces set name = $3 where organization_id = $1 and id = $2 \
@@ -206,6 +223,9 @@ pub async fn update_workspace(
             &[&path.org_id, &path.workspace_id, &name.as_str()],
         )
         .await?;
+    let entry = AuditEntry::allowed("workspace.update", "workspace", path.workspace_id, &meta)
+        .with_details(json!({"name": name.as_str()}));
+    record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(web::Json(workspace_from_row(&row)?))
 }
@@ -227,11 +247,13 @@ pub async fn update_workspace(
 pub async fn delete_workspace(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<WorkspacePath>,
 ) -> Result<HttpResponse, ApiError> {
     let (mut tx, membership) =
         TenantTx::begin_org(&state.pool, principal.actor(), OrgId(path.org_id)).await?;
-    require(&membership, Permission::WorkspacesDelete)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesDelete, "workspace.delete")
+        .await?;
     let deleted = tx
         .execute(
             "delete from workspaces where organization_id = $1 and id = $2",
@@ -241,6 +263,12 @@ pub async fn delete_workspace(
     if deleted != 1 {
         return Err(ApiError::NotFound);
     }
+    record(
+        &mut tx,
+        &principal,
+        AuditEntry::allowed("workspace.delete", "workspace", path.workspace_id, &meta),
+    )
+    .await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -154,6 +154,28 @@ impl SigningKey {
         })
     }
 
+    /// A signed statement of an audit chain's head: anyone with our JWKS can check, later, that
+    /// the log they are shown still extends this exact head.
+    pub fn sign_checkpoint(
+        &self,
+        issuer: &str,
+        org: crate::domain::OrgId,
+        seq: i64,
+        hash: &str,
+    ) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("audit-checkpoint+jwt".into());
+        let claims = serde_json::json!({
+            "iss": issuer,
+            "sub": org.to_string(),
+            "seq": seq,
+            "hash": hash,
+            "iat": chrono::Utc::now().timestamp(),
+        });
+        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+    }
+
     fn sign(&self, claims: MintedClaims<'_>) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

@@ -24,6 +24,7 @@ const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
                            set_config('app.current_organization_id', $2, true), \
                            set_config('app.current_session_id', $3, true), \
                            set_config('app.current_api_key_id', $4, true)";
+const SET_ORG: &str = "select set_config('app.current_organization_id', $1, true)";
 const CURRENT_PRINCIPAL: &str = "select active, role, permissions from app.current_principal()";
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -98,6 +99,21 @@ impl TenantTx {
         };
         let membership = standing_from_row(org, &principal)?;
         Ok((tx, membership))
+    }
+
+    /// Moves a user-scope transaction into `org` (e.g. the organization it has just created),
+    /// re-checking the principal's standing there.
+    pub async fn enter_org(&mut self, org: OrgId) -> Result<Membership, DbError> {
+        let result = async {
+            let set = self.client().prepare_cached(SET_ORG).await?;
+            let principal = self.client().prepare_cached(CURRENT_PRINCIPAL).await?;
+            self.client().query_one(&set, &[&org.to_string()]).await?;
+            self.client().query_one(&principal, &[]).await
+        }
+        .await;
+        let row = self.track(result)?;
+        self.org = Some(org);
+        standing_from_row(Some(org), &row)?.ok_or(DbError::NotFound)
     }
 
     fn client(&self) -> &Object {

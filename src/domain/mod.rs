@@ -167,6 +167,7 @@ pub enum Permission {
     WorkspacesWrite,
     WorkspacesDelete,
     ApiKeysManage,
+    AuditRead,
 }
 
 impl Permission {
@@ -182,6 +183,7 @@ impl Permission {
             Permission::WorkspacesWrite => "workspaces:write",
             Permission::WorkspacesDelete => "workspaces:delete",
             Permission::ApiKeysManage => "api_keys:manage",
+            Permission::AuditRead => "audit:read",
         }
     }
 }

@@ -1,0 +1,22 @@
+-- The audit log. Apply as the owner, after migrations. Any principal of an organization may
+-- append to its log (so denied attempts are recorded too); reading needs audit:read. There is
+-- no UPDATE or DELETE grant, and triggers refuse both for every role anyway.
+begin;
+set local role tenantry_owner;
+
+revoke all on public.audit_events from tenantry_app;
+grant select, insert on public.audit_events to tenantry_app;
+grant select, insert on public.audit_events to tenantry_definer;
+grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.audit_events),
+  app.audit_canonical(public.audit_events) to tenantry_app;
+
+drop policy if exists audit_events_select on public.audit_events;
+create policy audit_events_select on public.audit_events for select to tenantry_app
+  using (organization_id = (select app.current_org_id())
+         and (select app.has_permission('audit:read')));
+
+drop policy if exists audit_events_insert on public.audit_events;
+create policy audit_events_insert on public.audit_events for insert to tenantry_app
+  with check (organization_id = (select app.current_org_id()));
+
+commit;

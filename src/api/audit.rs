@@ -1,0 +1,344 @@
+//! The audit log: recording (every mutation in its own transaction, every denied attempt), and
+//! reading, verifying and checkpointing an organization's hash chain. The chain itself (sequence,
+//! hashes, append-only) is enforced by PostgreSQL (migrations/V4__audit_log.sql).
+
+use actix_web::{get, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::extract::RequestMeta;
+use super::orgs::OrgPath;
+use super::pagination::MAX_LIMIT;
+use super::{AppState, require};
+use crate::auth::Principal;
+use crate::db::{DbError, TenantTx, tenant};
+use crate::domain::{FieldError, Membership, OrgId, Permission};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+/// One thing that happened, to be appended to the organization's log.
+pub struct AuditEntry<'a> {
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: Option<String>,
+    pub outcome: &'static str,
+    pub details: Value,
+    pub meta: &'a RequestMeta,
+}
+
+impl<'a> AuditEntry<'a> {
+    pub fn allowed(
+        action: &'static str,
+        target_type: &'static str,
+        target_id: impl ToString,
+        meta: &'a RequestMeta,
+    ) -> Self {
+        AuditEntry {
+            action,
+            target_type,
+            target_id: Some(target_id.to_string()),
+            outcome: "allowed",
+            details: Value::Object(Default::default()),
+            meta,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+fn actor_of(principal: &Principal) -> (&'static str, Uuid) {
+    match principal {
+        Principal::User(u) => ("user", u.user_id.0),
+        Principal::ApiKey(k) => ("api_key", k.key_id),
+    }
+}
+
+const INSERT: &str = "insert into audit_events (organization_id, id, actor_type, actor_id, action, target_type, \
+     target_id, outcome, ip, user_agent, request_id, details, prev_hash, hash) \
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, '\\x', '\\x')";
+
+/// Appends `entry` inside `tx`, so it commits or rolls back with the change it describes.
+pub async fn record(tx: &mut TenantTx, principal: &Principal, entry: AuditEntry<'_>) -> Result<(), DbError> {
+    let org =
+        tx.org().ok_or_else(|| DbError::Other(anyhow::anyhow!("audit entry outside an organization")))?;
+    let (actor_type, actor_id) = actor_of(principal);
+    tx.execute(
+        INSERT,
+        &[
+            org.as_uuid(),
+            &Uuid::now_v7(),
+            &actor_type,
+            &actor_id,
+            &entry.action,
+            &entry.target_type,
+            &entry.target_id,
+            &entry.outcome,
+            &entry.meta.ip,
+            &entry.meta.user_agent,
+            &entry.meta.request_id,
+            &entry.details,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The permission check of every handler: allowed, or a 403 that is recorded in the
+/// organization's log (in a transaction of its own, as nothing else happens).
+pub async fn authorize(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    membership: &Membership,
+    permission: Permission,
+    action: &'static str,
+) -> Result<(), ApiError> {
+    if require(membership, permission).is_ok() {
+        return Ok(());
+    }
+    let recorded = async {
+        let (mut tx, _) = TenantTx::begin_org(&state.pool, principal.actor(), membership.org_id).await?;
+        let entry = AuditEntry {
+            action,
+            target_type: "permission",
+            target_id: Some(permission.as_str().to_owned()),
+            outcome: "denied",
+            details: serde_json::json!({ "missing_permission": permission.as_str() }),
+            meta,
+        };
+        record(&mut tx, principal, entry).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "recording a denied attempt failed");
+    }
+    Err(ApiError::forbidden(permission))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventResponse {
+    pub seq: i64,
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    /// `user`, `api_key`, `platform_admin` or `system`.
+    pub actor_type: String,
+    pub actor_id: Option<Uuid>,
+    /// e.g. `workspace.create`, `member.update`.
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    /// `allowed`, `denied` or `failed`.
+    pub outcome: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub details: Value,
+    /// Hex SHA-256 of the previous entry's hash and this entry's canonical content.
+    pub hash: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEventResponse>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+    /// Only this action, e.g. `workspace.create`.
+    pub action: Option<String>,
+    /// Only entries by this user or API key.
+    pub actor_id: Option<Uuid>,
+    /// Only `allowed`, `denied` or `failed`.
+    pub outcome: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn event_from_row(row: &Row) -> AuditEventResponse {
+    AuditEventResponse {
+        seq: row.get("seq"),
+        id: row.get("id"),
+        occurred_at: row.get("occurred_at"),
+        actor_type: row.get("actor_type"),
+        actor_id: row.get("actor_id"),
+        action: row.get("action"),
+        target_type: row.get("target_type"),
+        target_id: row.get("target_id"),
+        outcome: row.get("outcome"),
+        ip: row.get("ip"),
+        user_agent: row.get("user_agent"),
+        request_id: row.get("request_id"),
+        details: row.get("details"),
+        hash: hex(&row.get::<_, Vec<u8>>("hash")),
+    }
+}
+
+/// Read the organization's audit log, oldest first (permission `audit:read`).
+#[utoipa::path(
+    tag = "audit",
+    params(OrgPath, AuditQuery),
+    responses(
+        (status = 200, description = "Audit entries", body = AuditPage),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission audit:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/audit-events")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_audit_events(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<OrgPath>,
+    query: web::Query<AuditQuery>,
+) -> Result<web::Json<AuditPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}")).into());
+    }
+    let after: i64 = match &query.cursor {
+        None => 0,
+        Some(c) => URL_SAFE_NO_PAD
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| FieldError::new("cursor", "is not a cursor from this API"))?,
+    };
+    if let Some(outcome) = &query.outcome
+        && !["allowed", "denied", "failed"].contains(&outcome.as_str())
+    {
+        return Err(FieldError::new("outcome", "must be allowed, denied or failed").into());
+    }
+    let org = OrgId(path.org_id);
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.actor(),
+        Some(org),
+        "select seq, id, occurred_at, actor_type, actor_id, action, target_type, target_id, outcome, \
+         host(ip) as ip, user_agent, request_id, details, hash from audit_events \
+         where organization_id = $1 and seq > $2 \
+           and ($3::text is null or action = $3) and ($4::uuid is null or actor_id = $4) \
+           and ($5::text is null or outcome = $5) \
+           and ($6::timestamptz is null or occurred_at >= $6) and ($7::timestamptz is null or occurred_at < $7) \
+         order by seq limit $8",
+        &[org.as_uuid(), &after, &query.action, &query.actor_id, &query.outcome, &query.since, &query.until, &(limit + 1)],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::AuditRead, "audit.read").await?;
+    let mut items: Vec<AuditEventResponse> = rows.iter().map(event_from_row).collect();
+    let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        items.last().map(|e| URL_SAFE_NO_PAD.encode(e.seq.to_string()))
+    } else {
+        None
+    };
+    Ok(web::Json(AuditPage { items, next_cursor }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainStatus {
+    /// True when every entry verifies.
+    pub intact: bool,
+    /// Entries in the chain.
+    pub entries: i64,
+    /// The last entry's sequence number and hash: a checkpoint to store elsewhere.
+    pub head_seq: i64,
+    pub head_hash: Option<String>,
+    /// The first entry that does not verify, and why (`sequence_gap`,
+    /// `previous_hash_mismatch`, `content_hash_mismatch`).
+    pub first_broken_seq: Option<i64>,
+    pub reason: Option<String>,
+    /// A JWS (our signing key) over organization, head sequence and hash, for off-site anchoring.
+    pub checkpoint: Option<String>,
+}
+
+/// Verify the organization's hash chain and return a signed checkpoint of its head
+/// (permission `audit:read`).
+#[utoipa::path(
+    tag = "audit",
+    params(OrgPath),
+    responses(
+        (status = 200, description = "Chain status", body = ChainStatus),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission audit:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/audit-events/verify")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn verify_audit_events(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<OrgPath>,
+) -> Result<web::Json<ChainStatus>, ApiError> {
+    let org = OrgId(path.org_id);
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.actor(),
+        Some(org),
+        "select (select count(*) from audit_events where organization_id = $1) as entries, \
+                h.seq as head_seq, h.hash as head_hash, v.seq as broken_seq, v.reason \
+         from (select 1) one \
+         left join lateral (select seq, hash from audit_events where organization_id = $1 \
+                            order by seq desc limit 1) h on true \
+         left join lateral app.audit_verify($1) v on true",
+        &[org.as_uuid()],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::AuditRead, "audit.verify").await?;
+    let row =
+        rows.first().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("verification returned no row")))?;
+    let head_seq: i64 = row.get::<_, Option<i64>>("head_seq").unwrap_or(0);
+    let head_hash = row.get::<_, Option<Vec<u8>>>("head_hash").map(|h| hex(&h));
+    let first_broken_seq: Option<i64> = row.get("broken_seq");
+    let checkpoint = match &head_hash {
+        Some(hash) => Some(
+            state
+                .keys
+                .current
+                .sign_checkpoint(&state.settings.auth.issuer, org, head_seq, hash)
+                .map_err(ApiError::Internal)?,
+        ),
+        None => None,
+    };
+    Ok(web::Json(ChainStatus {
+        intact: first_broken_seq.is_none(),
+        entries: row.get("entries"),
+        head_seq,
+        head_hash,
+        first_broken_seq,
+        reason: row.get("reason"),
+        checkpoint,
+    }))
+}
