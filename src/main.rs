@@ -44,10 +44,24 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// The audit log: `verify` checks every organization's hash chain (or one, with --org).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Print the effective settings (secrets redacted).
     Config,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify hash chains (TENANTRY_ADMIN_DATABASE_URL); exit 1 when one is broken.
+    Verify {
+        #[arg(long)]
+        org: Option<uuid::Uuid>,
+    },
 }
 
 fn init_tracing(settings: &Settings) {
@@ -154,6 +168,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 parse_ttl(&ttl)?,
             )?;
             println!("{token}");
+        }
+        Command::Audit { command: AuditCommand::Verify { org } } => {
+            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            let rows = client
+                .query(
+                    "select o.organization_id, count(*) as entries, v.seq as broken_seq, v.reason \
+                     from audit_events o left join lateral app.audit_verify(o.organization_id) v on true \
+                     where $1::uuid is null or o.organization_id = $1 \
+                     group by o.organization_id, v.seq, v.reason order by o.organization_id",
+                    &[&org],
+                )
+                .await?;
+            let mut broken = 0;
+            for row in &rows {
+                let id: uuid::Uuid = row.get("organization_id");
+                let entries: i64 = row.get("entries");
+                match row.get::<_, Option<i64>>("broken_seq") {
+                    None => println!("{id}  ok      {entries} entries"),
+                    Some(seq) => {
+                        broken += 1;
+                        let reason: String = row.get("reason");
+                        println!("{id}  BROKEN  at entry {seq}: {reason}");
+                    }
+                }
+            }
+            println!("tenantry audit verify: {} chain(s), {broken} broken", rows.len());
+            if broken > 0 {
+                return Ok(ExitCode::from(1));
+            }
         }
         Command::Openapi => print!("{}", tenantry::api::openapi_json()),
         Command::Config => println!("{}", settings.redacted_toml()),

@@ -1,6 +1,7 @@
 //! One integration-test binary (the crate links once). Each module reads as sentences.
 
 mod api_keys;
+mod audit;
 mod auth;
 mod catalog;
 mod cli;

@@ -206,6 +206,14 @@ async fn a_person_signs_in_through_a_real_openid_provider_and_uses_refreshes_and
         )
         .await;
     assert_eq!(granted, 1);
+    let audited = app
+        .raw_count(
+            "select count(*) from audit_events where organization_id = $1 and action = 'member.add' \
+             and actor_type = 'system' and details->>'granted_by_provider' = 'local'",
+            &[&MAPPED_ORG],
+        )
+        .await;
+    assert_eq!(audited, 1, "the mapped membership is in the organization's audit log");
 
     let sessions: Value = app.get("/api/v1/me/sessions", access).await.json().await.unwrap();
     assert_eq!(sessions["items"][0]["provider"], "local");
