@@ -314,6 +314,23 @@ begin
 end
 $$;
 
+-- Security events that belong to no organization (sign-in, refresh, logout, session
+-- revocation) go to the platform chain: the audit log of the nil organization id, which no
+-- tenant context can name. Callers run it in the transaction of the change it describes.
+create or replace function app.record_security_event(
+  p_actor_type text, p_actor_id uuid, p_action text, p_target_type text, p_target_id text,
+  p_outcome text, p_ip inet, p_user_agent text, p_request_id text, p_details jsonb)
+returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  insert into public.audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id,
+                                   outcome, ip, user_agent, request_id, details, prev_hash, hash)
+  values ('00000000-0000-0000-0000-000000000000', gen_random_uuid(), p_actor_type, p_actor_id, p_action,
+          p_target_type, p_target_id, p_outcome, p_ip, left(p_user_agent, 500), left(p_request_id, 100),
+          coalesce(p_details, '{}'), '\x', '\x')
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
 alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
@@ -329,6 +346,8 @@ alter function app.touch_api_key(uuid) owner to tenantry_definer;
 alter function app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz) owner to tenantry_definer;
 alter function app.take_login_attempt(bytea, timestamptz) owner to tenantry_definer;
 alter function app.sync_provider_memberships(uuid, text, uuid[], text[]) owner to tenantry_definer;
+alter function app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
+  owner to tenantry_definer;
 
 revoke all on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -336,7 +355,8 @@ revoke all on function app.current_org_id(), app.current_principal(), app.has_pe
   app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
   app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
   app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
-  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[])
+  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
+  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
   from public;
 grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -344,5 +364,6 @@ grant execute on function app.current_org_id(), app.current_principal(), app.has
   app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
   app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
   app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
-  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[])
+  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
+  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
   to tenantry_app;

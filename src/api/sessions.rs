@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
 use crate::auth::Principal;
@@ -115,7 +115,11 @@ const REVOKE_SESSION: &str = "update sessions set revoked_at = coalesce(revoked_
 )]
 #[post("/auth/logout")]
 #[tracing::instrument(skip_all)]
-pub async fn sign_out(state: web::Data<AppState>, principal: Principal) -> Result<HttpResponse, ApiError> {
+pub async fn sign_out(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+) -> Result<HttpResponse, ApiError> {
     let user = require_user(&principal)?;
     let session = user.session_id.ok_or(ApiError::BadRequest {
         code: "no_session",
@@ -123,9 +127,26 @@ pub async fn sign_out(state: web::Data<AppState>, principal: Principal) -> Resul
     })?;
     let mut tx = TenantTx::begin_user(&state.pool, principal.actor()).await?;
     tx.execute(REVOKE_SESSION, &[&session, &state.clock.now(), &"logout"]).await?;
+    record_session_event(&mut tx, user.user_id, session, "auth.logout", &meta).await?;
     tx.commit().await?;
     emit(SecurityEvent::Logout { user: user.user_id, session });
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Records a session event on the platform chain, in the transaction that made the change.
+async fn record_session_event(
+    tx: &mut TenantTx,
+    user: crate::domain::UserId,
+    session: Uuid,
+    action: &'static str,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    tx.execute(
+        "select app.record_security_event('user', $1, $2, 'session', $3, 'allowed', $4, $5, $6, '{}')",
+        &[user.as_uuid(), &action, &session.to_string(), &meta.ip, &meta.user_agent, &meta.request_id],
+    )
+    .await?;
+    Ok(())
 }
 
 fn session_from_row(row: &Row, current: Option<Uuid>) -> SessionResponse {
@@ -197,6 +218,7 @@ pub async fn list_sessions(
 pub async fn delete_session(
     state: web::Data<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     path: web::Path<SessionPath>,
 ) -> Result<HttpResponse, ApiError> {
     let user = require_user(&principal)?;
@@ -206,6 +228,7 @@ pub async fn delete_session(
     if changed != 1 {
         return Err(ApiError::NotFound);
     }
+    record_session_event(&mut tx, user.user_id, path.session_id, "auth.session_revoke", &meta).await?;
     tx.commit().await?;
     emit(SecurityEvent::SessionRevoked { user: user.user_id, session: path.session_id });
     Ok(HttpResponse::NoContent().finish())

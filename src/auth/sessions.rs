@@ -16,6 +16,7 @@ use super::clock::Clock;
 use super::events::{SecurityEvent, emit};
 use super::keys::SigningKeys;
 use crate::config::AuthSettings;
+use crate::db::identity::PlatformEvent;
 use crate::db::{DbError, identity};
 use crate::domain::UserId;
 
@@ -132,6 +133,12 @@ impl SessionService {
                 user_agent: context.user_agent,
                 ip: context.ip,
             },
+            &PlatformEvent {
+                ip: context.ip,
+                user_agent: context.user_agent.map(str::to_owned),
+                details: serde_json::json!({ "provider": context.provider }),
+                ..PlatformEvent::session(user, session, "auth.sign_in", "allowed")
+            },
         )
         .await?;
         emit(SecurityEvent::SignIn { user, session, provider: context.provider });
@@ -170,13 +177,16 @@ impl SessionService {
             return Err(SessionError::Reused);
         }
         if now >= state.absolute_expires_at || now >= state.idle_expires_at {
-            identity::end_session(&self.pool, state.session_id, "expired", now).await?;
+            let event =
+                PlatformEvent::session(state.user_id, state.session_id, "auth.session_expired", "denied");
+            identity::end_session(&self.pool, state.session_id, "expired", now, &event).await?;
             emit(SecurityEvent::SessionExpired { user: state.user_id, session: state.session_id });
             return Err(SessionError::Expired);
         }
         let next = new_refresh_token();
         let idle = (now + self.idle_timeout).min(state.absolute_expires_at);
-        if !identity::rotate_refresh_token(&self.pool, id, next.id, &next.hash, now, idle).await? {
+        let event = PlatformEvent::session(state.user_id, state.session_id, "auth.refresh", "allowed");
+        if !identity::rotate_refresh_token(&self.pool, id, next.id, &next.hash, now, idle, &event).await? {
             // Spent between our read and our write: a concurrent use of the same token.
             self.end_for_reuse(state.user_id, state.session_id, now).await?;
             return Err(SessionError::Reused);
@@ -191,7 +201,8 @@ impl SessionService {
         session: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(), SessionError> {
-        identity::end_session(&self.pool, session, "refresh_token_reuse", now).await?;
+        let event = PlatformEvent::session(user, session, "auth.refresh_token_reuse", "denied");
+        identity::end_session(&self.pool, session, "refresh_token_reuse", now, &event).await?;
         emit(SecurityEvent::RefreshTokenReuse { user, session });
         Ok(())
     }

@@ -449,6 +449,20 @@ impl SignInProviders {
                 SignInError::Database(_) => "database",
             };
             emit(SecurityEvent::SignInFailed { provider: name, reason });
+            let event = identity::PlatformEvent {
+                actor_type: "system",
+                actor_id: None,
+                action: "auth.sign_in_failed",
+                target_type: "provider",
+                target_id: Some(name.to_owned()),
+                outcome: "failed",
+                ip: None,
+                user_agent: None,
+                details: serde_json::json!({ "reason": reason }),
+            };
+            if let Err(e) = identity::record_event_alone(pool, &event).await {
+                tracing::error!(error = %e, "recording a failed sign-in failed");
+            }
         }
         result
     }

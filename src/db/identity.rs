@@ -38,27 +38,99 @@ pub struct NewSession<'a> {
     pub ip: Option<std::net::IpAddr>,
 }
 
-pub async fn start_session(pool: &Pool, s: &NewSession<'_>) -> Result<(), DbError> {
-    let client = pool.get().await?;
-    let stmt =
-        client.prepare_cached("select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)").await?;
+/// A security event for the platform chain of the audit log (events of no organization).
+pub struct PlatformEvent {
+    pub actor_type: &'static str,
+    pub actor_id: Option<Uuid>,
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: Option<String>,
+    pub outcome: &'static str,
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl PlatformEvent {
+    /// An event about one of `user`'s sessions.
+    pub fn session(
+        user: UserId,
+        session: Uuid,
+        action: &'static str,
+        outcome: &'static str,
+    ) -> PlatformEvent {
+        PlatformEvent {
+            actor_type: "user",
+            actor_id: Some(user.0),
+            action,
+            target_type: "session",
+            target_id: Some(session.to_string()),
+            outcome,
+            ip: None,
+            user_agent: None,
+            details: serde_json::json!({}),
+        }
+    }
+}
+
+const RECORD_EVENT: &str = "select app.record_security_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Appends `event` to the platform chain through `client` (a transaction, so it commits with
+/// the change it describes).
+pub async fn record_event(
+    client: &impl deadpool_postgres::GenericClient,
+    event: &PlatformEvent,
+) -> Result<(), DbError> {
+    let request_id = crate::http::middleware::current_request_id();
+    let stmt = client.prepare_cached(RECORD_EVENT).await?;
     client
         .execute(
             &stmt,
             &[
-                &s.id,
-                s.user.as_uuid(),
-                &s.provider,
-                &s.now,
-                &s.idle_expires_at,
-                &s.absolute_expires_at,
-                &s.refresh_token_id,
-                &s.refresh_token_hash,
-                &s.user_agent,
-                &s.ip,
+                &event.actor_type,
+                &event.actor_id,
+                &event.action,
+                &event.target_type,
+                &event.target_id,
+                &event.outcome,
+                &event.ip,
+                &event.user_agent,
+                &request_id,
+                &event.details,
             ],
         )
         .await?;
+    Ok(())
+}
+
+/// Records an event that accompanies no change (e.g. a failed sign-in).
+pub async fn record_event_alone(pool: &Pool, event: &PlatformEvent) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    record_event(&client, event).await
+}
+
+pub async fn start_session(pool: &Pool, s: &NewSession<'_>, event: &PlatformEvent) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let stmt = tx.prepare_cached("select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)").await?;
+    tx.execute(
+        &stmt,
+        &[
+            &s.id,
+            s.user.as_uuid(),
+            &s.provider,
+            &s.now,
+            &s.idle_expires_at,
+            &s.absolute_expires_at,
+            &s.refresh_token_id,
+            &s.refresh_token_hash,
+            &s.user_agent,
+            &s.ip,
+        ],
+    )
+    .await?;
+    record_event(&tx, event).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -86,7 +158,8 @@ pub async fn refresh_token_state(pool: &Pool, token: Uuid) -> Result<Option<Refr
     }))
 }
 
-/// Spends `old` and stores `new`; false when `old` was already spent.
+/// Spends `old` and stores `new`, recording `event` with it; false (and nothing recorded) when
+/// `old` was already spent.
 pub async fn rotate_refresh_token(
     pool: &Pool,
     old: Uuid,
@@ -94,22 +167,34 @@ pub async fn rotate_refresh_token(
     new_hash: &[u8],
     now: DateTime<Utc>,
     idle_expires_at: DateTime<Utc>,
+    event: &PlatformEvent,
 ) -> Result<bool, DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select app.rotate_refresh_token($1, $2, $3, $4, $5)").await?;
-    Ok(client.query_one(&stmt, &[&old, &new, &new_hash, &now, &idle_expires_at]).await?.get(0))
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let stmt = tx.prepare_cached("select app.rotate_refresh_token($1, $2, $3, $4, $5)").await?;
+    let rotated: bool = tx.query_one(&stmt, &[&old, &new, &new_hash, &now, &idle_expires_at]).await?.get(0);
+    if rotated {
+        record_event(&tx, event).await?;
+    }
+    tx.commit().await?;
+    Ok(rotated)
 }
 
-/// Ends a session for a reason the user did not choose (`refresh_token_reuse`, `expired`).
+/// Ends a session for a reason the user did not choose (`refresh_token_reuse`, `expired`),
+/// recording `event` with it.
 pub async fn end_session(
     pool: &Pool,
     session: Uuid,
     reason: &str,
     now: DateTime<Utc>,
+    event: &PlatformEvent,
 ) -> Result<(), DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select app.end_session($1, $2, $3)").await?;
-    client.execute(&stmt, &[&session, &reason, &now]).await?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let stmt = tx.prepare_cached("select app.end_session($1, $2, $3)").await?;
+    tx.execute(&stmt, &[&session, &reason, &now]).await?;
+    record_event(&tx, event).await?;
+    tx.commit().await?;
     Ok(())
 }
 

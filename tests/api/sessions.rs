@@ -14,6 +14,20 @@ async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
     .await
 }
 
+/// The platform chain of the audit log (events of no organization): actions in order, and
+/// whether the chain verifies.
+async fn platform_events(app: &TestApp) -> (Vec<String>, bool) {
+    let rows = app
+        .rls_bypassing_admin
+        .query("select action from audit_events where organization_id = '00000000-0000-0000-0000-000000000000' order by seq", &[])
+        .await
+        .unwrap();
+    let broken = app
+        .raw_count("select count(*) from app.audit_verify('00000000-0000-0000-0000-000000000000')", &[])
+        .await;
+    (rows.iter().map(|r| r.get(0)).collect(), broken == 0)
+}
+
 async fn session_row(app: &TestApp, session: uuid::Uuid) -> (Option<String>, bool) {
     let row = app
         .rls_bypassing_admin
@@ -74,6 +88,16 @@ async fn reusing_a_spent_refresh_token_revokes_the_whole_session() {
     for access in [pair.access_token.as_str(), next["access_token"].as_str().unwrap()] {
         assert_problem(app.get("/api/v1/me", access).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
+    let (actions, intact) = platform_events(&app).await;
+    assert_eq!(actions, vec!["auth.sign_in", "auth.refresh", "auth.refresh_token_reuse"]);
+    assert!(intact, "the platform chain verifies");
+    let actor = app
+        .raw_count(
+            "select count(*) from audit_events where actor_id = $1 and target_id = $2",
+            &[&alice.id, &pair.session_id.to_string()],
+        )
+        .await;
+    assert_eq!(actor, 3);
 }
 
 #[tokio::test]
@@ -156,6 +180,10 @@ async fn logout_ends_the_session_for_every_token_in_it() {
     // A token without a session has nothing to sign out of.
     let res = app.request(reqwest::Method::POST, "/api/v1/auth/logout", Some(&alice.token), None).await;
     assert_problem(res, StatusCode::BAD_REQUEST, "no_session").await;
+    assert_eq!(
+        platform_events(&app).await,
+        (vec!["auth.sign_in".to_owned(), "auth.logout".to_owned()], true)
+    );
 }
 
 #[tokio::test]

@@ -254,6 +254,14 @@ async fn a_replayed_or_unknown_state_is_refused() {
     assert_problem(callback(&app, &forged).await, StatusCode::BAD_REQUEST, "invalid_state").await;
     let missing = with_query_param(&url, "state", None);
     assert_problem(callback(&app, &missing).await, StatusCode::BAD_REQUEST, "invalid_state").await;
+    let failures = app
+        .raw_count(
+            "select count(*) from audit_events where action = 'auth.sign_in_failed' \
+             and details->>'reason' = 'invalid_state' and outcome = 'failed'",
+            &[],
+        )
+        .await;
+    assert_eq!(failures, 3, "failed sign-ins are recorded");
 }
 
 #[tokio::test]
