@@ -29,7 +29,7 @@ pub const ACME_ID: uuid::Uuid = uuid::Uuid::from_u128(0x0a00_0000_0000_4000_8000
 pub const USERS: &[DemoUser] = &[
     DemoUser { email: "alice@acme.test", memberships: "owner of Acme, viewer in Globex" },
     DemoUser { email: "bob@acme.test", memberships: "admin of Acme" },
-    DemoUser { email: "carol@acme.test", memberships: "member of Acme" },
+    DemoUser { email: "carol@acme.test", memberships: "editor in Acme" },
     DemoUser { email: "dave@acme.test", memberships: "viewer in Acme" },
     DemoUser { email: "erin@globex.test", memberships: "owner of Globex" },
 ];
@@ -43,7 +43,7 @@ const ORGS: &[DemoOrg] = &[
         owner: "alice@acme.test",
         members: &[
             ("bob@acme.test", Role::Admin),
-            ("carol@acme.test", Role::Member),
+            ("carol@acme.test", Role::Editor),
             ("dave@acme.test", Role::Viewer),
         ],
         workspaces: &["Production", "Staging"],

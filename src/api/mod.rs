@@ -10,6 +10,7 @@ pub mod me;
 pub mod members;
 pub mod orgs;
 pub mod pagination;
+pub mod permissions;
 pub mod sessions;
 pub mod signin;
 pub mod workspaces;
@@ -75,6 +76,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "api_keys", description = "Organization API keys for services"),
         (name = "auth", description = "Tokens and sessions"),
         (name = "audit", description = "The organization's tamper-evident audit log"),
+        (name = "roles", description = "Permissions and roles"),
     )
 )]
 struct BaseDoc;
@@ -104,6 +106,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::health)
         .service(health::ready)
         .service(me::get_me)
+        .service(permissions::list_permissions)
         .service(orgs::create_organization)
         .service(orgs::list_organizations)
         .service(orgs::get_organization)

@@ -214,16 +214,10 @@ fn claim_holds(claims: &Value, path: &str, value: &str) -> bool {
 /// The memberships the rules grant for these claims: one role per organization, the highest.
 pub fn mapped_memberships(rules: &[RoleMapping], claims: &Value) -> Vec<(uuid::Uuid, crate::domain::Role)> {
     use crate::domain::Role;
-    let rank = |r: &Role| match r {
-        Role::Owner => 3,
-        Role::Admin => 2,
-        Role::Member => 1,
-        Role::Viewer => 0,
-    };
     let mut best: HashMap<uuid::Uuid, Role> = HashMap::new();
     for rule in rules.iter().filter(|r| claim_holds(claims, &r.claim, &r.value)) {
         let entry = best.entry(rule.organization_id).or_insert(rule.role);
-        if rank(&rule.role) > rank(entry) {
+        if rule.role.rank() > entry.rank() {
             *entry = rule.role;
         }
     }

@@ -151,8 +151,32 @@ string_enum!(
 string_enum!(
     /// A built-in organization role. What each grants is defined once, in SQL
     /// (`builtin_role_permissions`), and read back with the membership on every request.
-    Role { Owner => "owner", Admin => "admin", Member => "member", Viewer => "viewer" }
+    Role {
+        Owner => "owner",
+        Admin => "admin",
+        Editor => "editor",
+        Approver => "approver",
+        Viewer => "viewer",
+        Auditor => "auditor",
+        BillingAdmin => "billing_admin",
+        IntegrationAdmin => "integration_admin",
+    }
 );
+
+impl Role {
+    /// owner > admin > editor > approver > the specialist roles > viewer. When several rules
+    /// grant roles in one organization, the highest wins (ties: the first).
+    pub fn rank(&self) -> u8 {
+        match self {
+            Role::Owner => 5,
+            Role::Admin => 4,
+            Role::Editor => 3,
+            Role::Approver => 2,
+            Role::Auditor | Role::BillingAdmin | Role::IntegrationAdmin => 1,
+            Role::Viewer => 0,
+        }
+    }
+}
 
 /// Named operation permissions, as in the `permissions` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

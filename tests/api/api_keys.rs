@@ -93,7 +93,7 @@ async fn scopes_must_be_permissions_the_creator_holds() {
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
     let admin = app.member(&org, "admin@acme.test", "admin").await;
-    let member = app.member(&org, "member@acme.test", "member").await;
+    let member = app.member(&org, "member@acme.test", "editor").await;
     let base = format!("/api/v1/orgs/{}/api-keys", org.id);
 
     let res = app

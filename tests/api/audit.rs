@@ -27,7 +27,7 @@ fn actions(events: &[Value]) -> Vec<(String, String)> {
 async fn every_mutation_is_recorded_with_its_actor_and_request() {
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
-    let carol = app.member(&org, "carol@acme.test", "member").await;
+    let carol = app.member(&org, "carol@acme.test", "editor").await;
     let ws = app.workspace(&org, "Production").await;
     let res = app
         .patch(
@@ -67,7 +67,7 @@ async fn every_mutation_is_recorded_with_its_actor_and_request() {
     assert_eq!(update["request_id"], request_id);
     assert_eq!(update["ip"], "127.0.0.1");
     assert_eq!(update["details"], json!({"name": "Prod"}));
-    assert_eq!(events[5]["details"], json!({"from": "member", "to": "viewer"}));
+    assert_eq!(events[5]["details"], json!({"from": "editor", "to": "viewer"}));
 
     // Filters.
     assert_eq!(

@@ -56,7 +56,7 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
 async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_random_ids() {
     let app = TestApp::spawn().await;
     let a: TestOrg = app.org_with_owner("org-a").await;
-    let a_member = app.member(&a, "member@org-a.test", "member").await;
+    let a_member = app.member(&a, "member@org-a.test", "editor").await;
     let a_workspace = app.workspace(&a, "A's workspace").await;
     let a_key = app.api_key(&a, &["workspaces:read"]).await.0;
     let b: TestOrg = app.org_with_owner("org-b").await;

@@ -93,7 +93,7 @@ async fn viewers_cannot_manage_members() {
 async fn adding_an_unknown_user_or_a_member_twice_is_refused() {
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
-    let carol = app.member(&org, "carol@acme.test", "member").await;
+    let carol = app.member(&org, "carol@acme.test", "editor").await;
     let members = format!("/api/v1/orgs/{}/members", org.id);
 
     let res = app
@@ -106,7 +106,7 @@ async fn adding_an_unknown_user_or_a_member_twice_is_refused() {
     assert_problem(res, StatusCode::CONFLICT, "already_member").await;
     assert_eq!(
         app.raw_count(
-            "select count(*) from memberships where user_id = $1 and role = 'member'",
+            "select count(*) from memberships where user_id = $1 and role = 'editor'",
             &[&carol.id]
         )
         .await,
@@ -149,7 +149,7 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
 async fn a_removed_member_loses_access_on_the_next_request() {
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
-    let carol = app.member(&org, "carol@acme.test", "member").await;
+    let carol = app.member(&org, "carol@acme.test", "editor").await;
     let workspaces = format!("/api/v1/orgs/{}/workspaces", org.id);
     assert_eq!(app.get(&workspaces, &carol.token).await.status(), StatusCode::OK);
 
@@ -164,7 +164,7 @@ async fn a_removed_member_loses_access_on_the_next_request() {
 async fn a_role_change_applies_on_the_next_request() {
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
-    let carol = app.member(&org, "carol@acme.test", "member").await;
+    let carol = app.member(&org, "carol@acme.test", "editor").await;
     let workspaces = format!("/api/v1/orgs/{}/workspaces", org.id);
     assert_eq!(
         app.post(&workspaces, &carol.token, &json!({"name": "one"})).await.status(),

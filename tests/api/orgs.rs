@@ -104,7 +104,7 @@ async fn admins_update_the_organization_and_members_get_403_naming_the_permissio
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
     let admin = app.member(&org, "admin@acme.test", "admin").await;
-    let member = app.member(&org, "member@acme.test", "member").await;
+    let member = app.member(&org, "member@acme.test", "editor").await;
     let path = format!("/api/v1/orgs/{}", org.id);
 
     let res = app.patch(&path, &member.token, &json!({"name": "Hijacked"})).await;

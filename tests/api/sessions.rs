@@ -223,7 +223,7 @@ async fn people_list_and_revoke_their_own_sessions_only() {
 async fn a_removed_member_loses_access_with_a_session_token_at_once() {
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
-    let carol = app.member(&org, "carol@acme.test", "member").await;
+    let carol = app.member(&org, "carol@acme.test", "editor").await;
     let session = app.sign_in(&carol).await;
     let path = format!("/api/v1/orgs/{}/workspaces", org.id);
     assert_eq!(app.get(&path, &session.access_token).await.status(), StatusCode::OK);

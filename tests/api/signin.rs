@@ -449,7 +449,7 @@ async fn github_sign_in_uses_the_numeric_id_verified_email_and_team_mapping() {
             claim: "teams".into(),
             value: "acme/platform".into(),
             organization_id: MAPPED_ORG,
-            role: Role::Member,
+            role: Role::Editor,
         }];
         s.auth.providers = vec![p];
     })
@@ -470,7 +470,7 @@ async fn github_sign_in_uses_the_numeric_id_verified_email_and_team_mapping() {
     assert_eq!(me["email"], "octo@example.test");
     let orgs: Value =
         app.get("/api/v1/orgs", tokens["access_token"].as_str().unwrap()).await.json().await.unwrap();
-    assert_eq!(orgs["items"][0]["role"], "member");
+    assert_eq!(orgs["items"][0]["role"], "editor");
     assert_eq!(exchanges.load(Ordering::SeqCst), 1);
 
     // A wrong verifier is refused by the token endpoint.

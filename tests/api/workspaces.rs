@@ -77,7 +77,7 @@ async fn duplicate_names_conflict_within_an_organization_only() {
 async fn each_role_gets_exactly_its_workspace_permissions() {
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("acme").await;
-    let member = app.member(&org, "member@acme.test", "member").await;
+    let member = app.member(&org, "member@acme.test", "editor").await;
     let viewer = app.member(&org, "viewer@acme.test", "viewer").await;
     let ws = app.workspace(&org, "Production").await;
     let base = format!("/api/v1/orgs/{}/workspaces", org.id);
