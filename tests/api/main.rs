@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod helpers;
 mod isolation;
+mod matrix;
 mod members;
 mod openapi;
 mod orgs;
