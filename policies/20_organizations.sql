@@ -9,7 +9,7 @@ revoke all on public.organizations, public.memberships, public.permissions,
 grant select, delete on public.organizations to tenantry_app;
 grant update (name, slug, data_mode) on public.organizations to tenantry_app;
 grant select, insert, delete on public.memberships to tenantry_app;
-grant update (role) on public.memberships to tenantry_app;
+grant update (role, custom_role_id) on public.memberships to tenantry_app;
 grant select on public.permissions, public.builtin_role_permissions to tenantry_app;
 
 grant select, insert on public.organizations, public.memberships to tenantry_definer;
@@ -45,7 +45,12 @@ drop policy if exists memberships_insert on public.memberships;
 create policy memberships_insert on public.memberships for insert to tenantry_app
   with check (organization_id = (select app.current_org_id())
               and (select app.has_permission('members:manage'))
-              and (role <> 'owner' or (select app.has_permission('owners:manage'))));
+              and (role <> 'owner' or (select app.has_permission('owners:manage')))
+              -- A custom role can be handed out only by someone holding all it grants.
+              and not exists (select 1 from public.role_permissions rp
+                              where rp.organization_id = memberships.organization_id
+                                and rp.role_id = memberships.custom_role_id
+                                and not app.has_permission(rp.permission)));
 
 drop policy if exists memberships_update on public.memberships;
 create policy memberships_update on public.memberships for update to tenantry_app
@@ -54,7 +59,12 @@ create policy memberships_update on public.memberships for update to tenantry_ap
          and (role <> 'owner' or (select app.has_permission('owners:manage'))))
   with check (organization_id = (select app.current_org_id())
               and (select app.has_permission('members:manage'))
-              and (role <> 'owner' or (select app.has_permission('owners:manage'))));
+              and (role <> 'owner' or (select app.has_permission('owners:manage')))
+              -- A custom role can be handed out only by someone holding all it grants.
+              and not exists (select 1 from public.role_permissions rp
+                              where rp.organization_id = memberships.organization_id
+                                and rp.role_id = memberships.custom_role_id
+                                and not app.has_permission(rp.permission)));
 
 drop policy if exists memberships_delete on public.memberships;
 create policy memberships_delete on public.memberships for delete to tenantry_app

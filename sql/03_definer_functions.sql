@@ -69,9 +69,15 @@ begin
   end if;
   if v_org is not null then
     select m.role,
-           coalesce((select array_agg(rp.permission order by rp.permission)
-                     from public.builtin_role_permissions rp
-                     where rp.role = m.role), '{}')
+           case when m.role = 'custom' then
+             coalesce((select array_agg(cp.permission order by cp.permission)
+                       from public.role_permissions cp
+                       where cp.organization_id = m.organization_id and cp.role_id = m.custom_role_id), '{}')
+           else
+             coalesce((select array_agg(rp.permission order by rp.permission)
+                       from public.builtin_role_permissions rp
+                       where rp.role = m.role), '{}')
+           end
       into role, permissions
     from public.memberships m
     where m.organization_id = v_org and m.user_id = app.current_user_id();
@@ -101,6 +107,14 @@ begin
     where m.organization_id = app.requested_org_id()
       and m.user_id = app.current_user_id()
       and rp.permission = has_permission.permission
+  ) or exists (
+    select 1
+    from public.memberships m
+    join public.role_permissions cp on cp.organization_id = m.organization_id and cp.role_id = m.custom_role_id
+    where m.organization_id = app.requested_org_id()
+      and m.user_id = app.current_user_id()
+      and m.role = 'custom'
+      and cp.permission = has_permission.permission
   );
 end
 $$;

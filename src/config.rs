@@ -319,6 +319,13 @@ impl Settings {
             );
             anyhow::ensure!(names.insert(p.name.clone()), "provider name {:?} is used twice", p.name);
         }
+        let mappings = self.auth.providers.iter().flat_map(|p| &p.role_mappings);
+        for m in mappings.chain(self.auth.trusted_issuers.iter().flat_map(|i| &i.role_mappings)) {
+            anyhow::ensure!(
+                m.role != crate::domain::Role::Custom,
+                "role_mappings can grant built-in roles only (not `custom`)"
+            );
+        }
         for issuer in &self.auth.trusted_issuers {
             for alg in &issuer.algorithms {
                 anyhow::ensure!(

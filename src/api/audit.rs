@@ -12,10 +12,10 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::AppState;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::pagination::MAX_LIMIT;
-use super::{AppState, require};
 use crate::auth::Principal;
 use crate::db::{DbError, TenantTx, tenant};
 use crate::domain::{FieldError, Membership, OrgId, Permission};
@@ -102,7 +102,19 @@ pub async fn authorize(
     permission: Permission,
     action: &'static str,
 ) -> Result<(), ApiError> {
-    if require(membership, permission).is_ok() {
+    authorize_named(state, principal, meta, membership, permission.as_str(), action).await
+}
+
+/// As `authorize`, for a permission named by data (e.g. one a custom role grants).
+pub async fn authorize_named(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+    membership: &Membership,
+    permission: &str,
+    action: &'static str,
+) -> Result<(), ApiError> {
+    if membership.permissions.iter().any(|p| p == permission) {
         return Ok(());
     }
     let recorded = async {
@@ -110,9 +122,9 @@ pub async fn authorize(
         let entry = AuditEntry {
             action,
             target_type: "permission",
-            target_id: Some(permission.as_str().to_owned()),
+            target_id: Some(permission.to_owned()),
             outcome: "denied",
-            details: serde_json::json!({ "missing_permission": permission.as_str() }),
+            details: serde_json::json!({ "missing_permission": permission }),
             meta,
         };
         record(&mut tx, principal, entry).await?;
@@ -122,7 +134,7 @@ pub async fn authorize(
     if let Err(e) = recorded {
         tracing::error!(error = %e, "recording a denied attempt failed");
     }
-    Err(ApiError::forbidden(permission))
+    Err(ApiError::Forbidden(permission.to_owned()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

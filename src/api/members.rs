@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::audit::{AuditEntry, authorize, record};
+use super::audit::{AuditEntry, authorize, authorize_named, record};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -36,6 +36,8 @@ pub struct MemberResponse {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub role: Role,
+    /// The organization's custom role, when `role` is `custom`.
+    pub custom_role_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -46,12 +48,56 @@ pub struct AddMemberRequest {
     /// An existing user's id (see `GET /api/v1/me`).
     pub user_id: UserId,
     pub role: Role,
+    /// Required when `role` is `custom`: one of the organization's roles.
+    pub custom_role_id: Option<Uuid>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMemberRequest {
     pub role: Role,
+    /// Required when `role` is `custom`: one of the organization's roles.
+    pub custom_role_id: Option<Uuid>,
+}
+
+/// `custom` comes with a custom role id, a built-in role without one.
+fn custom_role_of(role: Role, custom_role_id: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
+    match (role, custom_role_id) {
+        (Role::Custom, Some(id)) => Ok(Some(id)),
+        (Role::Custom, None) => {
+            Err(ApiError::invalid_field("custom_role_id", "is required for the custom role"))
+        }
+        (_, Some(_)) => Err(ApiError::invalid_field("custom_role_id", "is only for the custom role")),
+        (_, None) => Ok(None),
+    }
+}
+
+/// Handing out a custom role needs every permission it grants (as the policy also demands).
+async fn authorize_custom_role(
+    state: &AppState,
+    tx: &mut TenantTx,
+    principal: &Principal,
+    meta: &RequestMeta,
+    membership: &Membership,
+    custom_role: Option<Uuid>,
+    action: &'static str,
+) -> Result<(), ApiError> {
+    let Some(role_id) = custom_role else { return Ok(()) };
+    let org = membership.org_id;
+    tx.query_opt("select id from roles where organization_id = $1 and id = $2", &[org.as_uuid(), &role_id])
+        .await?
+        .ok_or_else(|| ApiError::invalid_field("custom_role_id", "no such role in this organization"))?;
+    let rows = tx
+        .query(
+            "select permission from role_permissions where organization_id = $1 and role_id = $2 order by permission",
+            &[org.as_uuid(), &role_id],
+        )
+        .await?;
+    for row in rows {
+        let permission: String = row.get(0);
+        authorize_named(state, principal, meta, membership, &permission, action).await?;
+    }
+    Ok(())
 }
 
 fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
@@ -61,6 +107,7 @@ fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
         display_name: row.get("display_name"),
         role: Role::from_db(row.get("role"))
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
+        custom_role_id: row.get("custom_role_id"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     })
@@ -82,7 +129,7 @@ async fn authorize_role_change(
     Ok(())
 }
 
-const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, m.created_at, m.updated_at \
+const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
      from memberships m join users u on u.id = m.user_id \
      where m.organization_id = $1 and m.user_id = $2";
 
@@ -115,7 +162,7 @@ pub async fn list_members(
         &state.pool,
         principal.actor(),
         Some(org),
-        "select m.user_id, u.email, u.display_name, m.role, m.created_at, m.updated_at \
+        "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
          from memberships m join users u on u.id = m.user_id \
          where m.organization_id = $1 and m.user_id > $2 order by m.user_id limit $3",
         &[org.as_uuid(), &page.after, &page.fetch()],
@@ -155,16 +202,18 @@ pub async fn add_member(
     let org = OrgId(path.org_id);
     let body = body.into_inner();
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let custom_role = custom_role_of(body.role, body.custom_role_id)?;
     authorize_role_change(&state, &principal, &meta, &membership, (None, Some(body.role)), "member.add")
         .await?;
+    authorize_custom_role(&state, &mut tx, &principal, &meta, &membership, custom_role, "member.add").await?;
     tx.execute(
-        "insert into memberships (organization_id, user_id, role) values ($1, $2, $3)",
-        &[org.as_uuid(), body.user_id.as_uuid(), &body.role.as_str()],
+        "insert into memberships (organization_id, user_id, role, custom_role_id) values ($1, $2, $3, $4)",
+        &[org.as_uuid(), body.user_id.as_uuid(), &body.role.as_str(), &custom_role],
     )
     .await?;
     let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), body.user_id.as_uuid()]).await?;
     let entry = AuditEntry::allowed("member.add", "user", body.user_id, &meta)
-        .with_details(serde_json::json!({"role": body.role}));
+        .with_details(serde_json::json!({"role": body.role, "custom_role_id": custom_role}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created()
@@ -200,16 +249,19 @@ pub async fn update_member(
     let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.update").await?;
     let current = current_role(&mut tx, org, path.user_id).await?;
+    let custom_role = custom_role_of(body.role, body.custom_role_id)?;
     let change = (Some(current), Some(body.role));
     authorize_role_change(&state, &principal, &meta, &membership, change, "member.update").await?;
+    authorize_custom_role(&state, &mut tx, &principal, &meta, &membership, custom_role, "member.update")
+        .await?;
     tx.execute(
-        "update memberships set role = $3 where organization_id = $1 and user_id = $2",
-        &[org.as_uuid(), &path.user_id, &body.role.as_str()],
+        "update memberships set role = $3, custom_role_id = $4 where organization_id = $1 and user_id = $2",
+        &[org.as_uuid(), &path.user_id, &body.role.as_str(), &custom_role],
     )
     .await?;
     let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), &path.user_id]).await?;
     let entry = AuditEntry::allowed("member.update", "user", path.user_id, &meta)
-        .with_details(serde_json::json!({"from": current, "to": body.role}));
+        .with_details(serde_json::json!({"from": current, "to": body.role, "custom_role_id": custom_role}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(web::Json(member_from_row(&row)?))

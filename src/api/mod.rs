@@ -11,6 +11,7 @@ pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod permissions;
+pub mod roles;
 pub mod sessions;
 pub mod signin;
 pub mod workspaces;
@@ -121,6 +122,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(workspaces::get_workspace)
         .service(workspaces::update_workspace)
         .service(workspaces::delete_workspace)
+        .service(roles::list_roles)
+        .service(roles::create_role)
+        .service(roles::update_role)
+        .service(roles::delete_role)
         .service(audit::list_audit_events)
         .service(audit::verify_audit_events)
         .service(api_keys::create_api_key)

@@ -68,13 +68,12 @@ pub async fn list_permissions(
             granted_to,
         });
     }
-    let builtin_roles = Role::ALL
-        .iter()
+    let builtin_roles = Role::builtin()
         .map(|role| BuiltinRoleResponse {
-            name: *role,
+            name: role,
             permissions: permissions
                 .iter()
-                .filter(|p| p.granted_to.contains(role))
+                .filter(|p| p.granted_to.contains(&role))
                 .map(|p| p.name.clone())
                 .collect(),
         })

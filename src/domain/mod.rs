@@ -160,10 +160,16 @@ string_enum!(
         Auditor => "auditor",
         BillingAdmin => "billing_admin",
         IntegrationAdmin => "integration_admin",
+        Custom => "custom",
     }
 );
 
 impl Role {
+    /// The built-in roles (everything but `custom`, which names one of the organization's roles).
+    pub fn builtin() -> impl Iterator<Item = Role> {
+        Role::ALL.iter().copied().filter(|r| *r != Role::Custom)
+    }
+
     /// owner > admin > editor > approver > the specialist roles > viewer. When several rules
     /// grant roles in one organization, the highest wins (ties: the first).
     pub fn rank(&self) -> u8 {
@@ -172,7 +178,7 @@ impl Role {
             Role::Admin => 4,
             Role::Editor => 3,
             Role::Approver => 2,
-            Role::Auditor | Role::BillingAdmin | Role::IntegrationAdmin => 1,
+            Role::Auditor | Role::BillingAdmin | Role::IntegrationAdmin | Role::Custom => 1,
             Role::Viewer => 0,
         }
     }
@@ -192,6 +198,7 @@ pub enum Permission {
     WorkspacesDelete,
     ApiKeysManage,
     AuditRead,
+    RolesManage,
 }
 
 impl Permission {
@@ -208,6 +215,7 @@ impl Permission {
             Permission::WorkspacesDelete => "workspaces:delete",
             Permission::ApiKeysManage => "api_keys:manage",
             Permission::AuditRead => "audit:read",
+            Permission::RolesManage => "roles:manage",
         }
     }
 }

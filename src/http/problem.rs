@@ -20,7 +20,7 @@ pub enum ApiError {
     #[error("sign-in failed")]
     SignInFailed,
     #[error("missing permission {0}")]
-    Forbidden(&'static str),
+    Forbidden(String),
     #[error("this operation needs a signed-in user, not an API key")]
     UserRequired,
     #[error("not found")]
@@ -41,7 +41,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn forbidden(permission: Permission) -> ApiError {
-        ApiError::Forbidden(permission.as_str())
+        ApiError::Forbidden(permission.as_str().to_owned())
     }
 
     pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
@@ -162,7 +162,7 @@ impl ResponseError for ApiError {
             code: self.code().to_owned(),
             request_id: super::middleware::current_request_id(),
             permission: match self {
-                ApiError::Forbidden(p) => Some((*p).to_owned()),
+                ApiError::Forbidden(p) => Some(p.clone()),
                 _ => None,
             },
             errors: match self {
@@ -208,6 +208,10 @@ impl From<DbError> for ApiError {
                     code: "name_taken",
                     detail: "A workspace with this name already exists in the organization.".into(),
                 },
+                Some("roles_name_key") => ApiError::Conflict {
+                    code: "name_taken",
+                    detail: "A role with this name already exists in the organization.".into(),
+                },
                 Some("memberships_pkey") => ApiError::Conflict {
                     code: "already_member",
                     detail: "The user is already a member of this organization.".into(),
@@ -216,6 +220,13 @@ impl From<DbError> for ApiError {
             },
             DbError::ForeignKeyViolation { constraint } => match constraint.as_deref() {
                 Some("memberships_user_id_fkey") => ApiError::invalid_field("user_id", "no such user"),
+                Some("memberships_custom_role_fkey") => ApiError::Conflict {
+                    code: "role_in_use",
+                    detail: "The role is assigned to members; give them another role first.".into(),
+                },
+                Some("role_permissions_permission_fkey") => {
+                    ApiError::invalid_field("permissions", "not a permission in the catalogue")
+                }
                 _ => ApiError::NotFound,
             },
             DbError::LastOwner => ApiError::Conflict {

@@ -67,7 +67,7 @@ async fn every_mutation_is_recorded_with_its_actor_and_request() {
     assert_eq!(update["request_id"], request_id);
     assert_eq!(update["ip"], "127.0.0.1");
     assert_eq!(update["details"], json!({"name": "Prod"}));
-    assert_eq!(events[5]["details"], json!({"from": "editor", "to": "viewer"}));
+    assert_eq!(events[5]["details"], json!({"from": "editor", "to": "viewer", "custom_role_id": null}));
 
     // Filters.
     assert_eq!(

@@ -316,6 +316,20 @@ impl TestApp {
         (body["id"].as_str().unwrap().parse().unwrap(), body["secret"].as_str().unwrap().to_owned())
     }
 
+    /// A custom role of `org` granting `permissions`, created by its owner.
+    pub async fn custom_role(&self, org: &TestOrg, name: &str, permissions: &[&str]) -> Uuid {
+        let res = self
+            .post(
+                &format!("/api/v1/orgs/{}/roles", org.id),
+                &org.owner.token,
+                &json!({"name": name, "permissions": permissions}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "creating role {name}");
+        let body: Value = res.json().await.unwrap();
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
     pub async fn workspace(&self, org: &TestOrg, name: &str) -> Uuid {
         let res = self
             .post(&format!("/api/v1/orgs/{}/workspaces", org.id), &org.owner.token, &json!({"name": name}))

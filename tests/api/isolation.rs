@@ -22,6 +22,10 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         ("POST", "/api/v1/orgs/{org_id}/api-keys") => {
             Some(json!({"name": "Pwned", "scopes": ["workspaces:read"]}))
         }
+        ("POST", "/api/v1/orgs/{org_id}/roles") => {
+            Some(json!({"name": "pwned", "permissions": ["org:read"]}))
+        }
+        ("PATCH", "/api/v1/orgs/{org_id}/roles/{role_id}") => Some(json!({"name": "pwned"})),
         _ => return None,
     };
     Some(body)
@@ -44,6 +48,8 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(m)::text from memberships m where organization_id = $1 order by user_id",
         "select row_to_json(w)::text from workspaces w where organization_id = $1 order by id",
         "select row_to_json(k)::text from api_keys k where organization_id = $1 order by id",
+        "select row_to_json(r)::text from roles r where organization_id = $1 order by id",
+        "select row_to_json(p)::text from role_permissions p where organization_id = $1 order by role_id, permission",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -59,6 +65,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_member = app.member(&a, "member@org-a.test", "editor").await;
     let a_workspace = app.workspace(&a, "A's workspace").await;
     let a_key = app.api_key(&a, &["workspaces:read"]).await.0;
+    let a_role = app.custom_role(&a, "a-role", &["org:read"]).await;
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
@@ -71,18 +78,21 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("workspace_id", a_workspace),
         ("user_id", a_member.id),
         ("key_id", a_key),
+        ("role_id", a_role),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
         ("workspace_id", Uuid::new_v4()),
         ("user_id", Uuid::new_v4()),
         ("key_id", Uuid::new_v4()),
+        ("role_id", Uuid::new_v4()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
         ("workspace_id", a_workspace),
         ("user_id", a_member.id),
         ("key_id", a_key),
+        ("role_id", a_role),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

@@ -13,6 +13,7 @@ mod matrix;
 mod members;
 mod openapi;
 mod orgs;
+mod roles;
 mod sessions;
 mod signin;
 mod workspaces;

@@ -18,6 +18,9 @@ struct Fixture {
     victim: TestUser,
     newcomer: TestUser,
     key: Uuid,
+    /// Custom roles: one to rename, one to delete.
+    role: Uuid,
+    doomed_role: Uuid,
 }
 
 struct Operation {
@@ -136,6 +139,38 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "list_roles",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/roles", f.org.id),
+            body: none,
+            permission: "members:read",
+            changed: None,
+        },
+        Operation {
+            id: "create_role",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/roles", f.org.id),
+            body: |_| Some(json!({"name": "matrix-role", "permissions": ["org:read"]})),
+            permission: "roles:manage",
+            changed: Some("select count(*) from roles where organization_id = $1 and name = 'matrix-role'"),
+        },
+        Operation {
+            id: "update_role",
+            method: Method::PATCH,
+            path: |f| format!("/api/v1/orgs/{}/roles/{}", f.org.id, f.role),
+            body: |_| Some(json!({"name": "renamed-role"})),
+            permission: "roles:manage",
+            changed: Some("select count(*) from roles where organization_id = $1 and name = 'renamed-role'"),
+        },
+        Operation {
+            id: "delete_role",
+            method: Method::DELETE,
+            path: |f| format!("/api/v1/orgs/{}/roles/{}", f.org.id, f.doomed_role),
+            body: none,
+            permission: "roles:manage",
+            changed: Some("select 1 - count(*) from roles where organization_id = $1 and name = 'doomed'"),
+        },
+        Operation {
             id: "list_audit_events",
             method: Method::GET,
             path: |f| format!("/api/v1/orgs/{}/audit-events", f.org.id),
@@ -195,7 +230,9 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let victim = app.member(&org, &format!("victim@{slug}.test"), "viewer").await;
     let newcomer = app.user(&format!("newcomer@{slug}.test")).await;
     let key = app.api_key(&org, &["org:read"]).await.0;
-    Fixture { org, actor, workspace, victim, newcomer, key }
+    let role = app.custom_role(&org, "fixture", &["org:read"]).await;
+    let doomed_role = app.custom_role(&org, "doomed", &["org:read"]).await;
+    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role }
 }
 
 #[tokio::test]

@@ -1,0 +1,351 @@
+//! Custom roles: an organization's own named sets of catalogue permissions, assigned to members
+//! as `role: custom` + `custom_role_id`. Managing them needs `roles:manage`, and nobody can put
+//! into a role a permission they do not hold (checked here for a 403, and by the policies).
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::audit::{AuditEntry, authorize, authorize_named, record};
+use super::extract::{ApiJson, RequestMeta};
+use super::orgs::OrgPath;
+use super::pagination::{Page, PageQuery};
+use super::{AppState, require_user};
+use crate::auth::Principal;
+use crate::db::{TenantTx, tenant};
+use crate::domain::{FieldError, Membership, OrgId, Permission};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RolePath {
+    /// Organization id.
+    pub org_id: Uuid,
+    /// Custom role id.
+    pub role_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub permissions: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleRequest {
+    /// Lowercase letters, digits, `_` and `-`; unique in the organization.
+    #[schema(example = "release-manager")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Catalogue permissions (see `GET /api/v1/permissions`), each one you hold.
+    #[schema(example = json!(["workspaces:read", "workflows:publish"]))]
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRoleRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Replaces the role's permissions; members holding it get the new set on their next request.
+    pub permissions: Option<Vec<String>>,
+}
+
+fn role_from_row(row: &Row) -> RoleResponse {
+    RoleResponse {
+        id: row.get("id"),
+        name: row.get("name"),
+        description: row.get("description"),
+        permissions: row.get("permissions"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+const SELECT_ROLE: &str = "select r.id, r.name, r.description, r.created_at, r.updated_at, \
+     array(select p.permission from role_permissions p \
+           where p.organization_id = r.organization_id and p.role_id = r.id order by p.permission) as permissions \
+     from roles r where r.organization_id = $1 and r.id = $2";
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=50).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new("name", "use 1-50 lowercase letters, digits, _ or -").into())
+    }
+}
+
+fn valid_description(description: Option<&str>) -> Result<(), ApiError> {
+    match description {
+        Some(d) if d.chars().count() > 500 => {
+            Err(FieldError::new("description", "at most 500 characters").into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every permission must exist in the catalogue (422) and be held by the caller (403, recorded).
+async fn checked_permissions(
+    state: &AppState,
+    tx: &mut TenantTx,
+    principal: &Principal,
+    meta: &RequestMeta,
+    membership: &Membership,
+    requested: &[String],
+    action: &'static str,
+) -> Result<Vec<String>, ApiError> {
+    let mut permissions = requested.to_vec();
+    permissions.sort();
+    permissions.dedup();
+    if permissions.is_empty() {
+        return Err(FieldError::new("permissions", "at least one permission is required").into());
+    }
+    let known = tx.query("select name from permissions where name = any($1)", &[&permissions]).await?;
+    let known: Vec<String> = known.iter().map(|r| r.get(0)).collect();
+    let unknown: Vec<FieldError> = requested
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !known.contains(p))
+        .map(|(i, p)| FieldError::new(format!("permissions[{i}]"), format!("{p:?} is not in the catalogue")))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::Validation(unknown));
+    }
+    for permission in &permissions {
+        authorize_named(state, principal, meta, membership, permission, action).await?;
+    }
+    Ok(permissions)
+}
+
+async fn replace_permissions(
+    tx: &mut TenantTx,
+    org: OrgId,
+    role: Uuid,
+    permissions: &[String],
+) -> Result<(), ApiError> {
+    tx.execute(
+        "delete from role_permissions where organization_id = $1 and role_id = $2",
+        &[org.as_uuid(), &role],
+    )
+    .await?;
+    tx.execute(
+        "insert into role_permissions (organization_id, role_id, permission) select $1, $2, unnest($3::text[])",
+        &[org.as_uuid(), &role, &permissions],
+    )
+    .await?;
+    Ok(())
+}
+
+/// List the organization's custom roles (permission `members:read`).
+#[utoipa::path(
+    tag = "roles",
+    params(OrgPath, PageQuery),
+    responses(
+        (status = 200, description = "Custom roles", body = Page<RoleResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/roles")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_roles(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<OrgPath>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<RoleResponse>>, ApiError> {
+    let page = query.parse()?;
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select r.id, r.name, r.description, r.created_at, r.updated_at, \
+         array(select p.permission from role_permissions p \
+               where p.organization_id = r.organization_id and p.role_id = r.id order by p.permission) as permissions \
+         from roles r where r.id > $1 order by r.id limit $2",
+        &[&page.after, &page.fetch()],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "role.list").await?;
+    Ok(web::Json(Page::from_items(rows.iter().map(role_from_row).collect(), page, |r| r.id)))
+}
+
+/// Create a custom role (permission `roles:manage`, and every permission it lists).
+#[utoipa::path(
+    tag = "roles",
+    params(OrgPath),
+    request_body = CreateRoleRequest,
+    responses(
+        (status = 201, description = "Created", body = RoleResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing roles:manage, or a listed permission you do not hold", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/roles")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn create_role(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<OrgPath>,
+    body: ApiJson<CreateRoleRequest>,
+) -> Result<HttpResponse, ApiError> {
+    require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    valid_name(&body.name)?;
+    valid_description(body.description.as_deref())?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.create").await?;
+    let permissions = checked_permissions(
+        &state,
+        &mut tx,
+        &principal,
+        &meta,
+        &membership,
+        &body.permissions,
+        "role.create",
+    )
+    .await?;
+    let id = Uuid::now_v7();
+    tx.execute(
+        "insert into roles (organization_id, id, name, description) values ($1, $2, $3, $4)",
+        &[org.as_uuid(), &id, &body.name, &body.description.clone().unwrap_or_default()],
+    )
+    .await?;
+    replace_permissions(&mut tx, org, id, &permissions).await?;
+    let row = tx.query_found(SELECT_ROLE, &[org.as_uuid(), &id]).await?;
+    let entry = AuditEntry::allowed("role.create", "role", id, &meta)
+        .with_details(serde_json::json!({"name": body.name, "permissions": permissions}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/roles/{id}")))
+        .json(role_from_row(&row)))
+}
+
+/// Change a custom role (permission `roles:manage`); members holding it are affected at once.
+#[utoipa::path(
+    tag = "roles",
+    params(RolePath),
+    request_body = UpdateRoleRequest,
+    responses(
+        (status = 200, description = "Updated", body = RoleResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing roles:manage, or a listed permission you do not hold", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such role", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/orgs/{org_id}/roles/{role_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn update_role(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<RolePath>,
+    body: ApiJson<UpdateRoleRequest>,
+) -> Result<web::Json<RoleResponse>, ApiError> {
+    require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    if let Some(name) = &body.name {
+        valid_name(name)?;
+    }
+    valid_description(body.description.as_deref())?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.update").await?;
+    let changed = tx
+        .execute(
+            "update roles set name = coalesce($3, name), description = coalesce($4, description) \
+             where organization_id = $1 and id = $2",
+            &[org.as_uuid(), &path.role_id, &body.name, &body.description],
+        )
+        .await?;
+    if changed != 1 {
+        return Err(ApiError::NotFound);
+    }
+    let permissions = match &body.permissions {
+        Some(requested) => {
+            let permissions = checked_permissions(
+                &state,
+                &mut tx,
+                &principal,
+                &meta,
+                &membership,
+                requested,
+                "role.update",
+            )
+            .await?;
+            replace_permissions(&mut tx, org, path.role_id, &permissions).await?;
+            Some(permissions)
+        }
+        None => None,
+    };
+    let row = tx.query_found(SELECT_ROLE, &[org.as_uuid(), &path.role_id]).await?;
+    let entry = AuditEntry::allowed("role.update", "role", path.role_id, &meta).with_details(
+        serde_json::json!({"name": body.name, "description": body.description, "permissions": permissions}),
+    );
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(web::Json(role_from_row(&row)))
+}
+
+/// Delete a custom role that no member holds (permission `roles:manage`).
+#[utoipa::path(
+    tag = "roles",
+    params(RolePath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission roles:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such role", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The role is assigned to members", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/orgs/{org_id}/roles/{role_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn delete_role(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<RolePath>,
+) -> Result<HttpResponse, ApiError> {
+    require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.delete").await?;
+    let deleted = tx
+        .execute("delete from roles where organization_id = $1 and id = $2", &[org.as_uuid(), &path.role_id])
+        .await?;
+    if deleted != 1 {
+        return Err(ApiError::NotFound);
+    }
+    record(&mut tx, &principal, AuditEntry::allowed("role.delete", "role", path.role_id, &meta)).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
