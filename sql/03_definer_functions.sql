@@ -345,6 +345,47 @@ as $$
           coalesce(p_details, '{}'), '\x', '\x')
 $$;
 
+-- Accept an invitation for the current user: it must exist with this secret, be neither
+-- expired, revoked nor used. Adds the membership and records it in the organization's audit
+-- log, in this transaction. Errors: TY010 unknown, TY011 expired, TY012 revoked, TY013 used.
+create or replace function app.accept_invitation(
+  p_invitation uuid, p_token_hash bytea, p_ip inet, p_user_agent text, p_request_id text)
+returns uuid
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := app.current_user_id();
+  v public.invitations;
+begin
+  if v_user is null then
+    raise exception 'no current user' using errcode = '42501';
+  end if;
+  select * into v from public.invitations i
+  where i.id = p_invitation and i.token_hash = p_token_hash
+  for update;
+  if not found then
+    raise exception 'unknown invitation' using errcode = 'TY010';
+  elsif v.revoked_at is not null then
+    raise exception 'invitation revoked' using errcode = 'TY012';
+  elsif v.accepted_at is not null then
+    raise exception 'invitation already used' using errcode = 'TY013';
+  elsif v.expires_at <= now() then
+    raise exception 'invitation expired' using errcode = 'TY011';
+  end if;
+  insert into public.memberships (organization_id, user_id, role, custom_role_id)
+  values (v.organization_id, v_user, v.role, v.custom_role_id);
+  update public.invitations set accepted_at = now(), accepted_by = v_user
+  where organization_id = v.organization_id and id = v.id;
+  insert into public.audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id,
+                                   outcome, ip, user_agent, request_id, details, prev_hash, hash)
+  values (v.organization_id, gen_random_uuid(), 'user', v_user, 'invitation.accept', 'invitation', v.id::text,
+          'allowed', p_ip, left(p_user_agent, 500), left(p_request_id, 100),
+          jsonb_build_object('role', v.role, 'custom_role_id', v.custom_role_id), '\x', '\x');
+  return v.organization_id;
+end
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
 alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
@@ -362,6 +403,7 @@ alter function app.take_login_attempt(bytea, timestamptz) owner to tenantry_defi
 alter function app.sync_provider_memberships(uuid, text, uuid[], text[]) owner to tenantry_definer;
 alter function app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
   owner to tenantry_definer;
+alter function app.accept_invitation(uuid, bytea, inet, text, text) owner to tenantry_definer;
 
 revoke all on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -370,7 +412,8 @@ revoke all on function app.current_org_id(), app.current_principal(), app.has_pe
   app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
   app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
   app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
-  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
+  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
+  app.accept_invitation(uuid, bytea, inet, text, text)
   from public;
 grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -379,5 +422,6 @@ grant execute on function app.current_org_id(), app.current_principal(), app.has
   app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
   app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
   app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
-  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
+  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
+  app.accept_invitation(uuid, bytea, inet, text, text)
   to tenantry_app;

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod extract;
 pub mod health;
+pub mod invitations;
 pub mod me;
 pub mod members;
 pub mod orgs;
@@ -122,6 +123,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(workspaces::get_workspace)
         .service(workspaces::update_workspace)
         .service(workspaces::delete_workspace)
+        .service(invitations::create_invitation)
+        .service(invitations::list_invitations)
+        .service(invitations::delete_invitation)
+        .service(invitations::accept_invitation)
         .service(roles::list_roles)
         .service(roles::create_role)
         .service(roles::update_role)

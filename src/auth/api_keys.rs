@@ -52,6 +52,32 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
+/// An opaque credential: `<prefix><id: 32 hex>_<secret: 64 hex>`. Only SHA-256 of the secret
+/// is stored; the id finds the stored hash. Used for refresh tokens and invitation tokens.
+pub struct OpaqueToken {
+    pub id: Uuid,
+    pub hash: [u8; 32],
+    /// Shown once; never stored or logged.
+    pub plaintext: String,
+}
+
+pub fn new_opaque(prefix: &str) -> OpaqueToken {
+    let id = Uuid::new_v4();
+    let secret = random_bytes::<32>();
+    OpaqueToken { id, hash: sha256(&secret), plaintext: format!("{prefix}{}_{}", id.simple(), hex(&secret)) }
+}
+
+/// Parses an opaque credential with `prefix`; `None` for anything malformed.
+pub fn parse_opaque(prefix: &str, token: &str) -> Option<(Uuid, [u8; 32])> {
+    let rest = token.strip_prefix(prefix)?;
+    let (id, secret) = rest.split_once('_')?;
+    if id.len() != 32 || secret.len() != 64 {
+        return None;
+    }
+    let id = Uuid::from_slice(&unhex(id)?).ok()?;
+    Some((id, sha256(&unhex(secret)?)))
+}
+
 pub fn generate() -> GeneratedKey {
     let id = Uuid::now_v7(); // time-ordered, so keys list in creation order
     let secret = random_bytes::<32>();

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use super::api_keys::{hashes_equal, random_bytes, sha256};
+use super::api_keys::{OpaqueToken, hashes_equal, new_opaque, parse_opaque};
 use super::clock::Clock;
 use super::events::{SecurityEvent, emit};
 use super::keys::SigningKeys;
@@ -21,6 +21,7 @@ use crate::db::{DbError, identity};
 use crate::domain::UserId;
 
 const PREFIX: &str = "tnty_rt_";
+#[cfg(test)]
 const LEN: usize = PREFIX.len() + 32 + 1 + 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,32 +50,12 @@ pub struct TokenPair {
     pub session_id: Uuid,
 }
 
-struct NewRefreshToken {
-    id: Uuid,
-    hash: [u8; 32],
-    plaintext: String,
-}
-
-fn new_refresh_token() -> NewRefreshToken {
-    let id = Uuid::new_v4();
-    let secret = random_bytes::<32>();
-    let secret_hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    NewRefreshToken { id, hash: sha256(&secret), plaintext: format!("{PREFIX}{}_{secret_hex}", id.simple()) }
+fn new_refresh_token() -> OpaqueToken {
+    new_opaque(PREFIX)
 }
 
 fn parse_refresh_token(token: &str) -> Option<(Uuid, [u8; 32])> {
-    if token.len() != LEN || !token.starts_with(PREFIX) || !token.is_ascii() {
-        return None;
-    }
-    let (id, secret) = token[PREFIX.len()..].split_once('_')?;
-    let id = Uuid::try_parse(id).ok()?;
-    let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if secret.len() != 64 || !is_hex(secret) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..64).step_by(2).map(|i| u8::from_str_radix(&secret[i..i + 2], 16).ok()).collect();
-    Some((id, sha256(&bytes?)))
+    parse_opaque(PREFIX, token)
 }
 
 pub struct SessionService {

@@ -31,6 +31,9 @@ pub enum DbError {
     LastOwner,
     #[error("row-level security policy violation")]
     PolicyViolation,
+    /// An invitation that cannot be accepted: `unknown`, `expired`, `revoked` or `used`.
+    #[error("invitation {0}")]
+    Invitation(&'static str),
     #[error(transparent)]
     Other(anyhow::Error),
 }
@@ -51,6 +54,10 @@ impl From<tokio_postgres::Error> for DbError {
         let code = db.code();
         match code.code() {
             LAST_OWNER => return DbError::LastOwner,
+            "TY010" => return DbError::Invitation("unknown"),
+            "TY011" => return DbError::Invitation("expired"),
+            "TY012" => return DbError::Invitation("revoked"),
+            "TY013" => return DbError::Invitation("used"),
             c if c.starts_with("08") => return DbError::Unavailable(db.message().to_owned()),
             _ => {}
         }
@@ -134,6 +141,7 @@ impl DbError {
             DbError::ForeignKeyViolation { .. } => "foreign key violation",
             DbError::LastOwner => "last owner",
             DbError::PolicyViolation => "policy violation",
+            DbError::Invitation(_) => "invitation",
             DbError::Other(_) => "error",
         }
     }

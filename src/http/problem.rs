@@ -27,6 +27,8 @@ pub enum ApiError {
     NotFound,
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },
+    #[error("gone: {code}")]
+    Gone { code: &'static str, detail: String },
     #[error("invalid request body")]
     BadRequest { code: &'static str, detail: String },
     #[error("validation failed")]
@@ -56,7 +58,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UserRequired => "user_required",
             ApiError::NotFound => "not_found",
-            ApiError::Conflict { code, .. } => code,
+            ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
             ApiError::BadRequest { code, .. } => code,
             ApiError::Validation(_) => "validation_failed",
             ApiError::PayloadTooLarge => "payload_too_large",
@@ -71,6 +73,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::UserRequired => "Forbidden",
             ApiError::NotFound => "Not Found",
             ApiError::Conflict { .. } => "Conflict",
+            ApiError::Gone { .. } => "Gone",
             ApiError::BadRequest { .. } => "Bad Request",
             ApiError::Validation(_) => "Unprocessable Content",
             ApiError::PayloadTooLarge => "Content Too Large",
@@ -91,7 +94,9 @@ impl ApiError {
             ApiError::Forbidden(p) => format!("This operation requires the permission {p}."),
             ApiError::UserRequired => "This operation needs a signed-in user; API keys cannot use it.".into(),
             ApiError::NotFound => "The resource does not exist or you do not have access to it.".into(),
-            ApiError::Conflict { detail, .. } | ApiError::BadRequest { detail, .. } => detail.clone(),
+            ApiError::Conflict { detail, .. }
+            | ApiError::BadRequest { detail, .. }
+            | ApiError::Gone { detail, .. } => detail.clone(),
             ApiError::Validation(errors) => {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
                 format!("Invalid value for: {}.", fields.join(", "))
@@ -139,6 +144,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) | ApiError::UserRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -234,6 +240,17 @@ impl From<DbError> for ApiError {
                 detail: "An organization must keep at least one owner.".into(),
             },
             DbError::PolicyViolation => ApiError::NotFound,
+            DbError::Invitation("expired") => {
+                ApiError::Gone { code: "invitation_expired", detail: "This invitation has expired.".into() }
+            }
+            DbError::Invitation("revoked") => {
+                ApiError::Gone { code: "invitation_revoked", detail: "This invitation was revoked.".into() }
+            }
+            DbError::Invitation("used") => ApiError::Conflict {
+                code: "invitation_used",
+                detail: "This invitation has already been accepted.".into(),
+            },
+            DbError::Invitation(_) => ApiError::NotFound,
             DbError::Other(cause) => ApiError::Internal(cause),
         }
     }

@@ -316,6 +316,20 @@ impl TestApp {
         (body["id"].as_str().unwrap().parse().unwrap(), body["secret"].as_str().unwrap().to_owned())
     }
 
+    /// An invitation to `org` created by its owner: (id, token).
+    pub async fn invitation(&self, org: &TestOrg, email: &str, role: &str) -> (Uuid, String) {
+        let res = self
+            .post(
+                &format!("/api/v1/orgs/{}/invitations", org.id),
+                &org.owner.token,
+                &json!({"email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "inviting {email}");
+        let body: Value = res.json().await.unwrap();
+        (body["id"].as_str().unwrap().parse().unwrap(), body["token"].as_str().unwrap().to_owned())
+    }
+
     /// A custom role of `org` granting `permissions`, created by its owner.
     pub async fn custom_role(&self, org: &TestOrg, name: &str, permissions: &[&str]) -> Uuid {
         let res = self

@@ -22,6 +22,9 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         ("POST", "/api/v1/orgs/{org_id}/api-keys") => {
             Some(json!({"name": "Pwned", "scopes": ["workspaces:read"]}))
         }
+        ("POST", "/api/v1/orgs/{org_id}/invitations") => {
+            Some(json!({"email": "pwned@example.test", "role": "admin"}))
+        }
         ("POST", "/api/v1/orgs/{org_id}/roles") => {
             Some(json!({"name": "pwned", "permissions": ["org:read"]}))
         }
@@ -49,6 +52,7 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(w)::text from workspaces w where organization_id = $1 order by id",
         "select row_to_json(k)::text from api_keys k where organization_id = $1 order by id",
         "select row_to_json(r)::text from roles r where organization_id = $1 order by id",
+        "select row_to_json(i)::text from invitations i where organization_id = $1 order by id",
         "select row_to_json(p)::text from role_permissions p where organization_id = $1 order by role_id, permission",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
@@ -66,6 +70,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_workspace = app.workspace(&a, "A's workspace").await;
     let a_key = app.api_key(&a, &["workspaces:read"]).await.0;
     let a_role = app.custom_role(&a, "a-role", &["org:read"]).await;
+    let a_invitation = app.invitation(&a, "someone@example.test", "viewer").await.0;
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
@@ -79,6 +84,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("user_id", a_member.id),
         ("key_id", a_key),
         ("role_id", a_role),
+        ("invitation_id", a_invitation),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -86,6 +92,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("user_id", Uuid::new_v4()),
         ("key_id", Uuid::new_v4()),
         ("role_id", Uuid::new_v4()),
+        ("invitation_id", Uuid::new_v4()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -93,6 +100,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("user_id", a_member.id),
         ("key_id", a_key),
         ("role_id", a_role),
+        ("invitation_id", a_invitation),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

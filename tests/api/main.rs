@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod invitations;
 mod isolation;
 mod matrix;
 mod members;

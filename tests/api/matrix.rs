@@ -21,6 +21,7 @@ struct Fixture {
     /// Custom roles: one to rename, one to delete.
     role: Uuid,
     doomed_role: Uuid,
+    invitation: Uuid,
 }
 
 struct Operation {
@@ -139,6 +140,34 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "list_invitations",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/invitations", f.org.id),
+            body: none,
+            permission: "members:manage",
+            changed: None,
+        },
+        Operation {
+            id: "create_invitation",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/invitations", f.org.id),
+            body: |_| Some(json!({"email": "matrix@example.test", "role": "viewer"})),
+            permission: "members:manage",
+            changed: Some(
+                "select count(*) from invitations where organization_id = $1 and email = 'matrix@example.test'",
+            ),
+        },
+        Operation {
+            id: "delete_invitation",
+            method: Method::DELETE,
+            path: |f| format!("/api/v1/orgs/{}/invitations/{}", f.org.id, f.invitation),
+            body: none,
+            permission: "members:manage",
+            changed: Some(
+                "select count(*) from invitations where organization_id = $1 and revoked_at is not null",
+            ),
+        },
+        Operation {
             id: "list_roles",
             method: Method::GET,
             path: |f| format!("/api/v1/orgs/{}/roles", f.org.id),
@@ -232,7 +261,8 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let key = app.api_key(&org, &["org:read"]).await.0;
     let role = app.custom_role(&org, "fixture", &["org:read"]).await;
     let doomed_role = app.custom_role(&org, "doomed", &["org:read"]).await;
-    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role }
+    let invitation = app.invitation(&org, "fixture@example.test", "viewer").await.0;
+    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role, invitation }
 }
 
 #[tokio::test]

@@ -1,0 +1,30 @@
+-- Invitations. Apply as the owner, after migrations. Managing them needs members:manage (an
+-- owner invitation also owners:manage); accepting goes through app.accept_invitation().
+begin;
+set local role tenantry_owner;
+
+revoke all on public.invitations from tenantry_app;
+grant select, insert on public.invitations to tenantry_app;
+grant update (revoked_at) on public.invitations to tenantry_app;
+grant select, update (accepted_at, accepted_by) on public.invitations to tenantry_definer;
+
+drop policy if exists invitations_select on public.invitations;
+create policy invitations_select on public.invitations for select to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
+
+drop policy if exists invitations_insert on public.invitations;
+create policy invitations_insert on public.invitations for insert to tenantry_app
+  with check (organization_id = (select app.current_org_id())
+              and (select app.has_permission('members:manage'))
+              and (role <> 'owner' or (select app.has_permission('owners:manage')))
+              and not exists (select 1 from public.role_permissions rp
+                              where rp.organization_id = invitations.organization_id
+                                and rp.role_id = invitations.custom_role_id
+                                and not app.has_permission(rp.permission)));
+
+drop policy if exists invitations_update on public.invitations;
+create policy invitations_update on public.invitations for update to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')))
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
+
+commit;

@@ -1,0 +1,309 @@
+//! Invitations: an organization invites an email address with a role; the invitee signs in and
+//! accepts with the single-use token (shown once at creation, stored only as SHA-256). Expired,
+//! revoked and used invitations are refused clearly. Delivering the token (email) is the
+//! caller's: tenantry returns it and never logs it.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::audit::{AuditEntry, authorize, authorize_named, record};
+use super::extract::{ApiJson, RequestMeta};
+use super::orgs::OrgPath;
+use super::pagination::{Page, PageQuery};
+use super::{AppState, require_user};
+use crate::auth::Principal;
+use crate::auth::api_keys::{new_opaque, parse_opaque};
+use crate::db::{TenantTx, tenant};
+use crate::domain::{FieldError, OrgId, Permission, Role, UserId};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+const PREFIX: &str = "tnty_inv_";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct InvitationPath {
+    /// Organization id.
+    pub org_id: Uuid,
+    /// Invitation id.
+    pub invitation_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitationRequest {
+    #[schema(example = "new.hire@example.com")]
+    pub email: String,
+    pub role: Role,
+    /// Required when `role` is `custom`.
+    pub custom_role_id: Option<Uuid>,
+    /// Hours until the invitation expires: 1 to 720 (default 168, a week).
+    pub expires_in_hours: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitationRequest {
+    /// The token from the invitation.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationResponse {
+    pub id: Uuid,
+    pub organization_id: OrgId,
+    pub email: String,
+    pub role: Role,
+    pub custom_role_id: Option<Uuid>,
+    pub invited_by: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub accepted_by: Option<UserId>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedInvitationResponse {
+    #[serde(flatten)]
+    pub invitation: InvitationResponse,
+    /// Send this to the invitee; it is shown only now.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedInvitationResponse {
+    pub organization_id: OrgId,
+}
+
+fn invitation_from_row(row: &Row) -> Result<InvitationResponse, ApiError> {
+    Ok(InvitationResponse {
+        id: row.get("id"),
+        organization_id: OrgId(row.get("organization_id")),
+        email: row.get("email"),
+        role: Role::from_db(row.get("role"))
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
+        custom_role_id: row.get("custom_role_id"),
+        invited_by: row.get::<_, Option<Uuid>>("invited_by").map(UserId),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        accepted_at: row.get("accepted_at"),
+        accepted_by: row.get::<_, Option<Uuid>>("accepted_by").map(UserId),
+        revoked_at: row.get("revoked_at"),
+    })
+}
+
+fn normalized_email(raw: &str) -> Result<String, ApiError> {
+    let email = raw.trim().to_lowercase();
+    let ok = email.len() <= 320
+        && !email.chars().any(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if ok { Ok(email) } else { Err(FieldError::new("email", "is not an email address").into()) }
+}
+
+/// Invite someone (permission `members:manage`; an owner invitation also `owners:manage`, a
+/// custom role every permission it grants).
+#[utoipa::path(
+    tag = "members",
+    params(OrgPath),
+    request_body = CreateInvitationRequest,
+    responses(
+        (status = 201, description = "Created; `token` is shown only in this response", body = CreatedInvitationResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/invitations")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn create_invitation(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<OrgPath>,
+    body: ApiJson<CreateInvitationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    let email = normalized_email(&body.email)?;
+    let hours = body.expires_in_hours.unwrap_or(168);
+    if !(1..=720).contains(&hours) {
+        return Err(FieldError::new("expires_in_hours", "must be between 1 and 720").into());
+    }
+    let custom_role = match (body.role, body.custom_role_id) {
+        (Role::Custom, Some(id)) => Some(id),
+        (Role::Custom, None) => {
+            return Err(FieldError::new("custom_role_id", "is required for the custom role").into());
+        }
+        (_, Some(_)) => return Err(FieldError::new("custom_role_id", "is only for the custom role").into()),
+        (_, None) => None,
+    };
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.create").await?;
+    if body.role == Role::Owner {
+        authorize(&state, &principal, &meta, &membership, Permission::OwnersManage, "invitation.create")
+            .await?;
+    }
+    if let Some(role_id) = custom_role {
+        let rows = tx
+            .query(
+                "select permission from role_permissions where organization_id = $1 and role_id = $2",
+                &[org.as_uuid(), &role_id],
+            )
+            .await?;
+        for row in rows {
+            let permission: String = row.get(0);
+            authorize_named(&state, &principal, &meta, &membership, &permission, "invitation.create").await?;
+        }
+    }
+    let token = new_opaque(PREFIX);
+    let expires_at = Utc::now() + Duration::hours(hours);
+    let row = tx
+        .query_found(
+            "insert into invitations (organization_id, id, email, role, custom_role_id, token_hash, invited_by, expires_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8) \
+             returning organization_id, id, email, role, custom_role_id, invited_by, created_at, expires_at, \
+                       accepted_at, accepted_by, revoked_at",
+            &[
+                org.as_uuid(),
+                &token.id,
+                &email,
+                &body.role.as_str(),
+                &custom_role,
+                &token.hash.as_slice(),
+                user.user_id.as_uuid(),
+                &expires_at,
+            ],
+        )
+        .await?;
+    let entry = AuditEntry::allowed("invitation.create", "invitation", token.id, &meta)
+        .with_details(serde_json::json!({"email": email, "role": body.role, "custom_role_id": custom_role}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/invitations/{}", token.id)))
+        .json(CreatedInvitationResponse { invitation: invitation_from_row(&row)?, token: token.plaintext }))
+}
+
+/// List the organization's invitations (permission `members:manage`).
+#[utoipa::path(
+    tag = "members",
+    params(OrgPath, PageQuery),
+    responses(
+        (status = 200, description = "Invitations", body = Page<InvitationResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/invitations")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_invitations(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<OrgPath>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<InvitationResponse>>, ApiError> {
+    let page = query.parse()?;
+    let (membership, rows) = tenant::read(
+        &state.pool,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select organization_id, id, email, role, custom_role_id, invited_by, created_at, expires_at, \
+                accepted_at, accepted_by, revoked_at \
+         from invitations where id > $1 order by id limit $2",
+        &[&page.after, &page.fetch()],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.list").await?;
+    let items = rows.iter().map(invitation_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(web::Json(Page::from_items(items, page, |i| i.id)))
+}
+
+/// Revoke an invitation (permission `members:manage`).
+#[utoipa::path(
+    tag = "members",
+    params(InvitationPath),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such invitation", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/orgs/{org_id}/invitations/{invitation_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn delete_invitation(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<InvitationPath>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.revoke").await?;
+    let changed = tx
+        .execute(
+            "update invitations set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2",
+            &[org.as_uuid(), &path.invitation_id],
+        )
+        .await?;
+    if changed != 1 {
+        return Err(ApiError::NotFound);
+    }
+    record(
+        &mut tx,
+        &principal,
+        AuditEntry::allowed("invitation.revoke", "invitation", path.invitation_id, &meta),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Accept an invitation as the signed-in user: you become a member with the invited role.
+#[utoipa::path(
+    tag = "members",
+    request_body = AcceptInvitationRequest,
+    responses(
+        (status = 200, description = "Accepted", body = AcceptedInvitationResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "API keys cannot accept invitations", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such invitation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already accepted, or already a member", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired or revoked", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/invitations/accept")]
+#[tracing::instrument(skip_all)]
+pub async fn accept_invitation(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    body: ApiJson<AcceptInvitationRequest>,
+) -> Result<web::Json<AcceptedInvitationResponse>, ApiError> {
+    require_user(&principal)?;
+    let (id, hash) = parse_opaque(PREFIX, body.token.trim()).ok_or(ApiError::NotFound)?;
+    let mut tx = TenantTx::begin_user(&state.pool, principal.actor()).await?;
+    let row = tx
+        .query_found(
+            "select app.accept_invitation($1, $2, $3, $4, $5)",
+            &[&id, &hash.as_slice(), &meta.ip, &meta.user_agent, &meta.request_id],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(web::Json(AcceptedInvitationResponse { organization_id: OrgId(row.get(0)) }))
+}
