@@ -27,7 +27,7 @@ fn every_operation_is_named_documented_and_secured() {
             assert!(
                 [
                     "list_", "get_", "create_", "update_", "delete_", "add_", "remove_", "refresh_", "sign_",
-                    "verify_", "health", "ready"
+                    "accept_", "verify_", "health", "ready"
                 ]
                 .iter()
                 .any(|p| id.starts_with(p)),
