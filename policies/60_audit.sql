@@ -7,6 +7,8 @@ set local role tenantry_owner;
 revoke all on public.audit_events from tenantry_app;
 grant select, insert on public.audit_events to tenantry_app;
 grant select, insert on public.audit_events to tenantry_definer;
+-- Data mode (migrations/V8): the enforcing trigger runs as whoever writes.
+grant execute on function app.organization_data_mode(uuid) to tenantry_app;
 grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.audit_events),
   app.audit_canonical(public.audit_events) to tenantry_app;
 

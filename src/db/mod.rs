@@ -34,6 +34,9 @@ pub enum DbError {
     /// An invitation that cannot be accepted: `unknown`, `expired`, `revoked` or `used`.
     #[error("invitation {0}")]
     Invitation(&'static str),
+    /// Content sent for an organization whose data mode is `metadata_only`.
+    #[error("content not allowed in metadata_only mode")]
+    ContentNotAllowed,
     #[error(transparent)]
     Other(anyhow::Error),
 }
@@ -54,6 +57,7 @@ impl From<tokio_postgres::Error> for DbError {
         let code = db.code();
         match code.code() {
             LAST_OWNER => return DbError::LastOwner,
+            "TY020" => return DbError::ContentNotAllowed,
             "TY010" => return DbError::Invitation("unknown"),
             "TY011" => return DbError::Invitation("expired"),
             "TY012" => return DbError::Invitation("revoked"),
@@ -142,6 +146,7 @@ impl DbError {
             DbError::LastOwner => "last owner",
             DbError::PolicyViolation => "policy violation",
             DbError::Invitation(_) => "invitation",
+            DbError::ContentNotAllowed => "content not allowed",
             DbError::Other(_) => "error",
         }
     }

@@ -251,6 +251,10 @@ impl From<DbError> for ApiError {
                 detail: "This invitation has already been accepted.".into(),
             },
             DbError::Invitation(_) => ApiError::NotFound,
+            DbError::ContentNotAllowed => ApiError::Conflict {
+                code: "data_mode_forbids_content",
+                detail: "This organization's data mode is metadata_only: content is not stored.".into(),
+            },
             DbError::Other(cause) => ApiError::Internal(cause),
         }
     }
