@@ -38,3 +38,12 @@ as $$ select nullif(pg_catalog.current_setting('app.current_api_key_id', true), 
 revoke all on function app.current_session_id(), app.current_api_key_id() from public;
 grant execute on function app.current_session_id(), app.current_api_key_id()
   to tenantry_app, tenantry_definer;
+
+-- The region this server instance serves, set by the server in every transaction. Policies give
+-- access only to organizations of this region; without it, none (fail closed).
+create or replace function app.current_region() returns text
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_region', true), '') $$;
+
+revoke all on function app.current_region() from public;
+grant execute on function app.current_region() to tenantry_app, tenantry_definer;

@@ -20,6 +20,11 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- Only organizations homed in this instance's region exist here.
+  if not exists (select 1 from public.organizations o
+                 where o.id = app.requested_org_id() and o.region = app.current_region()) then
+    return null;
+  end if;
   if app.current_api_key_id() is not null then
     return (select k.organization_id
             from public.api_keys k
@@ -38,9 +43,23 @@ $$;
 -- The principal of this request, checked in the same round trip as BEGIN:
 --   active       false when its session is revoked or its API key revoked or expired (-> 401);
 --   role         the user's role in the requested organization (NULL for an API key);
---   permissions  what it may do there (NULL: not a member, or the key is for another org).
+--   permissions  what it may do there (NULL: not a member, or the key is for another org);
+--   home_region  set when the principal belongs to the organization but it lives in another
+--                region than this instance's: the server answers 421 naming it, with no data.
 drop function if exists app.current_membership();
-create or replace function app.current_principal(out active boolean, out role text, out permissions text[])
+-- (Replaced only when its shape is outdated, so re-applying this file never drops it under a
+-- running server.)
+do $drop$
+begin
+  if to_regprocedure('app.current_principal()') is not null
+     and not exists (select 1 from pg_proc p where p.oid = to_regprocedure('app.current_principal()')
+                     and 'home_region' = any (p.proargnames)) then
+    drop function app.current_principal();
+  end if;
+end
+$drop$;
+create or replace function app.current_principal(
+  out active boolean, out role text, out permissions text[], out home_region text)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -48,8 +67,10 @@ declare
   v_key uuid := app.current_api_key_id();
   v_session uuid := app.current_session_id();
   v_org uuid := app.requested_org_id();
+  v_region text;
 begin
   active := true;
+  select o.region into v_region from public.organizations o where o.id = v_org;
   if v_session is not null then
     active := exists (select 1 from public.sessions s
                       where s.id = v_session and s.user_id = app.current_user_id()
@@ -63,6 +84,9 @@ begin
     where k.id = v_key;
     active := coalesce(active, false);
     if not active then
+      permissions := null;
+    elsif permissions is not null and v_region is distinct from app.current_region() then
+      home_region := v_region;
       permissions := null;
     end if;
     return;
@@ -81,6 +105,11 @@ begin
       into role, permissions
     from public.memberships m
     where m.organization_id = v_org and m.user_id = app.current_user_id();
+    if permissions is not null and v_region is distinct from app.current_region() then
+      home_region := v_region;
+      role := null;
+      permissions := null;
+    end if;
   end if;
 end
 $$;
@@ -91,6 +120,9 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  if app.current_org_id() is null then
+    return false; -- not a member, another region, or no context
+  end if;
   if app.current_api_key_id() is not null then
     return exists (
       select 1 from public.api_keys k

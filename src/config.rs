@@ -30,6 +30,8 @@ pub struct Settings {
     pub environment: Environment,
     /// Address the HTTP server binds.
     pub listen: String,
+    /// The region this instance serves; organizations homed elsewhere answer 421 here.
+    pub region: crate::domain::Region,
     /// The app role's connection URL (NOSUPERUSER NOBYPASSRLS; never the owner).
     #[serde(serialize_with = "redacted")]
     pub database_url: Option<SecretString>,
@@ -211,6 +213,7 @@ impl Default for Settings {
         Settings {
             environment: Environment::Development,
             listen: "127.0.0.1:8080".into(),
+            region: crate::domain::Region::Us,
             database_url: None,
             admin_database_url: None,
             pool_size: 16,
@@ -245,6 +248,7 @@ const NOT_SETTINGS: &[&str] = &["config", "log", "database_url_file", "admin_dat
 const KNOWN_KEYS: &[&str] = &[
     "environment",
     "listen",
+    "region",
     "database_url",
     "database_url_file",
     "admin_database_url",

@@ -79,6 +79,11 @@ pub async fn run(pool: &Pool, issuer: &str) -> anyhow::Result<()> {
     }
     for org in ORGS {
         let owner = ids[org.owner];
+        // Each demo organization is written in its own region's context.
+        let region = crate::domain::Region::from_db(org.region)
+            .ok_or_else(|| anyhow::anyhow!("bad demo region {}", org.region))?;
+        let db = crate::db::Db { pool: pool.clone(), region };
+        let pool = &db;
         let mut tx = TenantTx::begin_user(pool, Actor::user(owner)).await?;
         let existing = tx.query_opt("select id from organizations where slug = $1", &[&org.slug]).await?;
         if existing.is_some() {

@@ -59,8 +59,9 @@ impl Application {
         let workers =
             settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let max_body = settings.max_body_bytes;
+        let db = db::Db { pool, region: settings.region };
         let state = web::Data::new(AppState {
-            pool,
+            db,
             auth,
             sessions,
             sign_in,

@@ -9,6 +9,7 @@ begin
   execute 'set local role tenantry_app';
   perform set_config('app.current_user_id', coalesce(p_user::text, ''), true);
   perform set_config('app.current_organization_id', coalesce(p_org::text, ''), true);
+  perform set_config('app.current_region', 'us', true);
   perform set_config('app.current_session_id', coalesce(p_session::text, ''), true);
   perform set_config('app.current_api_key_id', coalesce(p_key::text, ''), true);
   execute p_query into n;

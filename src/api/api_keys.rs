@@ -113,7 +113,7 @@ pub async fn create_api_key(
     {
         return Err(FieldError::new("expires_at", "must be in the future").into());
     }
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.create").await?;
     let mut scopes = body.scopes.clone();
     scopes.sort();
@@ -185,7 +185,7 @@ pub async fn list_api_keys(
 ) -> Result<web::Json<Page<ApiKeyResponse>>, ApiError> {
     let page = query.parse()?;
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
         "select organization_id, id, name, scopes, created_by, created_at, expires_at, last_used_at, revoked_at \
@@ -220,7 +220,7 @@ pub async fn delete_api_key(
 ) -> Result<HttpResponse, ApiError> {
     let user = require_user(&principal)?;
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.revoke").await?;
     let changed = tx
         .execute(

@@ -118,7 +118,7 @@ pub async fn authorize_named(
         return Ok(());
     }
     let recorded = async {
-        let (mut tx, _) = TenantTx::begin_org(&state.pool, principal.actor(), membership.org_id).await?;
+        let (mut tx, _) = TenantTx::begin_org(&state.db, principal.actor(), membership.org_id).await?;
         let entry = AuditEntry {
             action,
             target_type: "permission",
@@ -250,7 +250,7 @@ pub async fn list_audit_events(
     }
     let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(org),
         "select seq, id, occurred_at, actor_type, actor_id, action, target_type, target_id, outcome, \
@@ -315,7 +315,7 @@ pub async fn verify_audit_events(
 ) -> Result<web::Json<ChainStatus>, ApiError> {
     let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(org),
         "select (select count(*) from audit_events where organization_id = $1) as entries, \

@@ -87,7 +87,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 async fn evaluate(state: &AppState) -> ReadinessResponse {
     let fail = |detail: String| CheckResult { ok: false, detail };
-    let checks = match check::readiness(&state.pool).await {
+    let checks = match check::readiness(&state.db).await {
         Err(e) => ReadinessChecks {
             database: fail(format!("unreachable: {}", e.kind())),
             migrations: fail("unknown".into()),

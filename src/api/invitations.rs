@@ -145,7 +145,7 @@ pub async fn create_invitation(
         (_, Some(_)) => return Err(FieldError::new("custom_role_id", "is only for the custom role").into()),
         (_, None) => None,
     };
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.create").await?;
     if body.role == Role::Owner {
         authorize(&state, &principal, &meta, &membership, Permission::OwnersManage, "invitation.create")
@@ -216,7 +216,7 @@ pub async fn list_invitations(
 ) -> Result<web::Json<Page<InvitationResponse>>, ApiError> {
     let page = query.parse()?;
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
         "select organization_id, id, email, role, custom_role_id, invited_by, created_at, expires_at, \
@@ -252,7 +252,7 @@ pub async fn delete_invitation(
     path: web::Path<InvitationPath>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.revoke").await?;
     let changed = tx
         .execute(
@@ -297,7 +297,7 @@ pub async fn accept_invitation(
 ) -> Result<web::Json<AcceptedInvitationResponse>, ApiError> {
     require_user(&principal)?;
     let (id, hash) = parse_opaque(PREFIX, body.token.trim()).ok_or(ApiError::NotFound)?;
-    let mut tx = TenantTx::begin_user(&state.pool, principal.actor()).await?;
+    let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
     let row = tx
         .query_found(
             "select app.accept_invitation($1, $2, $3, $4, $5)",

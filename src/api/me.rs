@@ -39,7 +39,7 @@ pub async fn get_me(
 ) -> Result<web::Json<MeResponse>, ApiError> {
     require_user(&principal)?;
     let (_, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         None,
         "select u.id, u.issuer, u.subject, u.email, u.display_name, \

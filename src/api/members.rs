@@ -159,7 +159,7 @@ pub async fn list_members(
     // organization_id is filtered here because the policy also shows the caller's own
     // memberships in other organizations; isolation itself is the policy's job.
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(org),
         "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
@@ -201,7 +201,7 @@ pub async fn add_member(
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     let custom_role = custom_role_of(body.role, body.custom_role_id)?;
     authorize_role_change(&state, &principal, &meta, &membership, (None, Some(body.role)), "member.add")
         .await?;
@@ -246,7 +246,7 @@ pub async fn update_member(
     body: ApiJson<UpdateMemberRequest>,
 ) -> Result<web::Json<MemberResponse>, ApiError> {
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.update").await?;
     let current = current_role(&mut tx, org, path.user_id).await?;
     let custom_role = custom_role_of(body.role, body.custom_role_id)?;
@@ -289,7 +289,7 @@ pub async fn remove_member(
     path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.remove").await?;
     let current = current_role(&mut tx, org, path.user_id).await?;
     authorize_role_change(&state, &principal, &meta, &membership, (Some(current), None), "member.remove")

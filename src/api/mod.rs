@@ -20,7 +20,6 @@ pub mod workspaces;
 use std::sync::Arc;
 
 use actix_web::web;
-use deadpool_postgres::Pool;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt as _;
@@ -37,7 +36,7 @@ use crate::http::ApiError;
 
 /// Everything a handler may use. No globals: this travels in actix's app data.
 pub struct AppState {
-    pub pool: Pool,
+    pub db: crate::db::Db,
     pub auth: Authenticator,
     pub sessions: SessionService,
     pub sign_in: SignInProviders,

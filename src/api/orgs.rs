@@ -47,7 +47,7 @@ pub struct CreateOrganizationRequest {
     pub name: String,
     #[schema(example = "acme")]
     pub slug: String,
-    /// Home region (default `us`).
+    /// Home region; defaults to the serving instance's, and must be it (else 421).
     pub region: Option<Region>,
     /// Default `metadata_only`: content is never stored unless set to `full`.
     pub data_mode: Option<DataMode>,
@@ -101,11 +101,15 @@ pub async fn create_organization(
     let slug = Slug::parse("slug", &body.slug).map_err(|e| errors.push(e)).ok();
     let (Some(name), Some(slug)) = (name, slug) else { return Err(ApiError::Validation(errors)) };
     let id = OrgId::new();
-    let region = body.region.unwrap_or(Region::Us);
+    // An organization is created in the region of the instance that serves it.
+    let region = body.region.unwrap_or(state.db.region);
+    if region != state.db.region {
+        return Err(ApiError::Misdirected(region.as_str().to_owned()));
+    }
     let data_mode = body.data_mode.unwrap_or(DataMode::MetadataOnly);
 
     require_user(&principal)?;
-    let mut tx = TenantTx::begin_user(&state.pool, principal.actor()).await?;
+    let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
     tx.query_found(
         "select app.create_organization($1, $2, $3, $4, $5)",
         &[id.as_uuid(), &name.as_str(), &slug.as_str(), &region.as_str(), &data_mode.as_str()],
@@ -150,7 +154,7 @@ pub async fn list_organizations(
     require_user(&principal)?;
     let page = query.parse()?;
     let (_, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         None,
         "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, m.role \
@@ -192,7 +196,7 @@ pub async fn get_organization(
 ) -> Result<web::Json<OrganizationResponse>, ApiError> {
     let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(org),
         "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at \
@@ -237,7 +241,7 @@ pub async fn update_organization(
     if name.is_none() && slug.is_none() && body.data_mode.is_none() {
         return Err(FieldError::new("body", "at least one of name, slug, data_mode is required").into());
     }
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::OrgUpdate, "organization.update").await?;
     let row = tx
         .query_found(
@@ -281,7 +285,7 @@ pub async fn delete_organization(
     path: web::Path<OrgPath>,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::OrgDelete, "organization.delete").await?;
     // Recorded first: once the organization is gone, nothing can be written in its name. The
     // log itself outlives it.

@@ -48,7 +48,7 @@ pub async fn list_permissions(
     principal: Principal,
 ) -> Result<web::Json<PermissionCatalogue>, ApiError> {
     let (_, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         None,
         "select p.name, p.description, \

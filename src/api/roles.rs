@@ -174,7 +174,7 @@ pub async fn list_roles(
 ) -> Result<web::Json<Page<RoleResponse>>, ApiError> {
     let page = query.parse()?;
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
         "select r.id, r.name, r.description, r.created_at, r.updated_at, \
@@ -217,7 +217,7 @@ pub async fn create_role(
     let org = OrgId(path.org_id);
     valid_name(&body.name)?;
     valid_description(body.description.as_deref())?;
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.create").await?;
     let permissions = checked_permissions(
         &state,
@@ -276,7 +276,7 @@ pub async fn update_role(
         valid_name(name)?;
     }
     valid_description(body.description.as_deref())?;
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.update").await?;
     let changed = tx
         .execute(
@@ -337,7 +337,7 @@ pub async fn delete_role(
 ) -> Result<HttpResponse, ApiError> {
     require_user(&principal)?;
     let org = OrgId(path.org_id);
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.delete").await?;
     let deleted = tx
         .execute("delete from roles where organization_id = $1 and id = $2", &[org.as_uuid(), &path.role_id])

@@ -125,7 +125,7 @@ pub async fn sign_out(
         code: "no_session",
         detail: "This token does not belong to a session; nothing to sign out of.".into(),
     })?;
-    let mut tx = TenantTx::begin_user(&state.pool, principal.actor()).await?;
+    let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
     tx.execute(REVOKE_SESSION, &[&session, &state.clock.now(), &"logout"]).await?;
     record_session_event(&mut tx, user.user_id, session, "auth.logout", &meta).await?;
     tx.commit().await?;
@@ -188,7 +188,7 @@ pub async fn list_sessions(
     let user = require_user(&principal)?;
     let page = query.parse()?;
     let (_, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         None,
         "select id, provider, created_at, last_refreshed_at, idle_expires_at, absolute_expires_at, \
@@ -222,7 +222,7 @@ pub async fn delete_session(
     path: web::Path<SessionPath>,
 ) -> Result<HttpResponse, ApiError> {
     let user = require_user(&principal)?;
-    let mut tx = TenantTx::begin_user(&state.pool, principal.actor()).await?;
+    let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
     let changed =
         tx.execute(REVOKE_SESSION, &[&path.session_id, &state.clock.now(), &"revoked_by_user"]).await?;
     if changed != 1 {

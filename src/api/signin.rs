@@ -82,7 +82,7 @@ pub async fn sign_in_start(
     let hint = query.login_hint.as_deref().filter(|h| h.len() <= 320);
     let url = state
         .sign_in
-        .login(&state.pool, &path.provider, query.redirect_to.as_deref(), hint)
+        .login(&state.db, &path.provider, query.redirect_to.as_deref(), hint)
         .await
         .map_err(sign_in_error)?;
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, url)).finish())
@@ -111,7 +111,7 @@ pub async fn sign_in_callback(
     query: web::Query<CallbackParams>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let done = state.sign_in.callback(&state.pool, &path.provider, &query).await.map_err(sign_in_error)?;
+    let done = state.sign_in.callback(&state.db, &path.provider, &query).await.map_err(sign_in_error)?;
     let user_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let ip = request.peer_addr().map(|a| a.ip());
     let context = SignInContext { provider: &done.provider, user_agent, ip };

@@ -90,7 +90,7 @@ pub async fn list_workspaces(
 ) -> Result<web::Json<Page<WorkspaceResponse>>, ApiError> {
     let page = query.parse()?;
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
         "select organization_id, id, name, region, created_at, updated_at from workspaces \
@@ -131,7 +131,7 @@ pub async fn create_workspace(
     let org = OrgId(path.org_id);
     let name = Name::parse("name", &body.name)?;
     let id = WorkspaceId::new();
-    let (mut tx, membership) = TenantTx::begin_org(&state.pool, principal.actor(), org).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.create")
         .await?;
     let row = tx
@@ -174,7 +174,7 @@ pub async fn get_workspace(
     path: web::Path<WorkspacePath>,
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let (membership, rows) = tenant::read(
-        &state.pool,
+        &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
         "select organization_id, id, name, region, created_at, updated_at from workspaces \
@@ -212,8 +212,7 @@ pub async fn update_workspace(
     body: ApiJson<UpdateWorkspaceRequest>,
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let name = Name::parse("name", &body.name)?;
-    let (mut tx, membership) =
-        TenantTx::begin_org(&state.pool, principal.actor(), OrgId(path.org_id)).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.update")
         .await?;
     let row = tx
@@ -250,8 +249,7 @@ pub async fn delete_workspace(
     meta: RequestMeta,
     path: web::Path<WorkspacePath>,
 ) -> Result<HttpResponse, ApiError> {
-    let (mut tx, membership) =
-        TenantTx::begin_org(&state.pool, principal.actor(), OrgId(path.org_id)).await?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkspacesDelete, "workspace.delete")
         .await?;
     let deleted = tx

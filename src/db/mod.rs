@@ -19,6 +19,9 @@ pub use tenant::{Actor, TenantTx};
 pub enum DbError {
     #[error("not found")]
     NotFound,
+    /// The organization exists for this principal but lives in another region.
+    #[error("organization homed in region {0}")]
+    Misdirected(String),
     #[error("the principal's session or key is no longer active")]
     Unauthenticated,
     #[error("database unavailable: {0}")]
@@ -100,6 +103,21 @@ impl From<PoolError> for DbError {
     }
 }
 
+/// The app pool and the region this instance serves: every tenant transaction sets the region
+/// transaction-locally, and the policies admit only organizations homed there.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: Pool,
+    pub region: crate::domain::Region,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
+
 /// The app role's pool. `Fast` recycling is safe because every checkout runs inside a
 /// transaction that is committed or rolled back before the connection is returned, and the
 /// context settings are transaction-local.
@@ -139,6 +157,7 @@ impl DbError {
     pub fn kind(&self) -> &'static str {
         match self {
             DbError::NotFound => "not found",
+            DbError::Misdirected(_) => "misdirected",
             DbError::Unauthenticated => "unauthenticated",
             DbError::Unavailable(_) => "unavailable",
             DbError::UniqueViolation { .. } => "unique violation",

@@ -11,21 +11,22 @@
 //! - Every transaction checks its principal in the database (`app.current_principal()`): a
 //!   revoked session or API key is refused on its next request, whatever a cache believes.
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use futures_util::future;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{Db, DbError};
 use crate::domain::{Membership, OrgId, Role, UserId};
 
 const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
                            set_config('app.current_organization_id', $2, true), \
                            set_config('app.current_session_id', $3, true), \
-                           set_config('app.current_api_key_id', $4, true)";
+                           set_config('app.current_api_key_id', $4, true), \
+                           set_config('app.current_region', $5, true)";
 const SET_ORG: &str = "select set_config('app.current_organization_id', $1, true)";
-const CURRENT_PRINCIPAL: &str = "select active, role, permissions from app.current_principal()";
+const CURRENT_PRINCIPAL: &str = "select active, role, permissions, home_region from app.current_principal()";
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -61,21 +62,21 @@ pub struct TenantTx {
 impl TenantTx {
     /// A transaction in the caller's own scope (no organization): their user row, their
     /// memberships and sessions, organizations they belong to.
-    pub async fn begin_user(pool: &Pool, actor: Actor) -> Result<TenantTx, DbError> {
+    pub async fn begin_user(pool: &Db, actor: Actor) -> Result<TenantTx, DbError> {
         let (tx, _) = Self::begin(pool, actor, None).await?;
         Ok(tx)
     }
 
     /// A transaction inside `org`. Not a member (or no such organization): `NotFound`, the same
     /// answer either way.
-    pub async fn begin_org(pool: &Pool, actor: Actor, org: OrgId) -> Result<(TenantTx, Membership), DbError> {
+    pub async fn begin_org(pool: &Db, actor: Actor, org: OrgId) -> Result<(TenantTx, Membership), DbError> {
         let (tx, membership) = Self::begin(pool, actor, Some(org)).await?;
         let membership = membership.ok_or(DbError::NotFound)?;
         Ok((tx, membership))
     }
 
     async fn begin(
-        pool: &Pool,
+        pool: &Db,
         actor: Actor,
         org: Option<OrgId>,
     ) -> Result<(TenantTx, Option<Membership>), DbError> {
@@ -89,7 +90,8 @@ impl TenantTx {
             // join3 polls in order, so the three messages leave in one write: one round trip.
             let (begin, context, principal) = future::join3(
                 client.batch_execute("BEGIN"),
-                client.query_one(&set_context, &[&user, &org_text, &session, &api_key]),
+                client
+                    .query_one(&set_context, &[&user, &org_text, &session, &api_key, &pool.region.as_str()]),
                 client.query_one(&principal_stmt, &[]),
             )
             .await;
@@ -201,6 +203,9 @@ fn standing_from_row(org: Option<OrgId>, row: &Row) -> Result<Option<Membership>
     if !row.get::<_, bool>("active") {
         return Err(DbError::Unauthenticated);
     }
+    if let Some(region) = row.get::<_, Option<String>>("home_region") {
+        return Err(DbError::Misdirected(region));
+    }
     let (Some(org), Some(permissions)) = (org, row.get::<_, Option<Vec<String>>>("permissions")) else {
         return Ok(None);
     };
@@ -219,7 +224,7 @@ fn standing_from_row(org: Option<OrgId>, row: &Row) -> Result<Option<Membership>
 /// success, so the statement's own result is what counts). For reads only: writes must check
 /// each statement before committing.
 pub async fn read(
-    pool: &Pool,
+    pool: &Db,
     actor: Actor,
     org: Option<OrgId>,
     sql: &'static str,
@@ -236,7 +241,8 @@ pub async fn read(
         let ((begin, context), (principal, rows, commit)) = future::join(
             future::join(
                 client.batch_execute("BEGIN"),
-                client.query_one(&set_context, &[&user, &org_text, &session, &api_key]),
+                client
+                    .query_one(&set_context, &[&user, &org_text, &session, &api_key, &pool.region.as_str()]),
             ),
             future::join3(
                 client.query_one(&principal_stmt, &[]),

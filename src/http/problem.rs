@@ -25,6 +25,8 @@ pub enum ApiError {
     UserRequired,
     #[error("not found")]
     NotFound,
+    #[error("misdirected: organization in region {0}")]
+    Misdirected(String),
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },
     #[error("gone: {code}")]
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UserRequired => "user_required",
             ApiError::NotFound => "not_found",
+            ApiError::Misdirected(_) => "misdirected_region",
             ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
             ApiError::BadRequest { code, .. } => code,
             ApiError::Validation(_) => "validation_failed",
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => "Unauthorized",
             ApiError::Forbidden(_) | ApiError::UserRequired => "Forbidden",
             ApiError::NotFound => "Not Found",
+            ApiError::Misdirected(_) => "Misdirected Request",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Gone { .. } => "Gone",
             ApiError::BadRequest { .. } => "Bad Request",
@@ -94,6 +98,11 @@ impl ApiError {
             ApiError::Forbidden(p) => format!("This operation requires the permission {p}."),
             ApiError::UserRequired => "This operation needs a signed-in user; API keys cannot use it.".into(),
             ApiError::NotFound => "The resource does not exist or you do not have access to it.".into(),
+            ApiError::Misdirected(region) => {
+                format!(
+                    "This organization lives in region {region}; send its requests to the {region} endpoint."
+                )
+            }
             ApiError::Conflict { detail, .. }
             | ApiError::BadRequest { detail, .. }
             | ApiError::Gone { detail, .. } => detail.clone(),
@@ -124,6 +133,9 @@ pub struct Problem {
     /// The missing permission (403 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
+    /// The organization's home region (421 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Invalid fields (422 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<ProblemField>>,
@@ -143,6 +155,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Forbidden(_) | ApiError::UserRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -169,6 +182,10 @@ impl ResponseError for ApiError {
             request_id: super::middleware::current_request_id(),
             permission: match self {
                 ApiError::Forbidden(p) => Some(p.clone()),
+                _ => None,
+            },
+            region: match self {
+                ApiError::Misdirected(region) => Some(region.clone()),
                 _ => None,
             },
             errors: match self {
@@ -200,6 +217,7 @@ impl From<DbError> for ApiError {
     fn from(err: DbError) -> ApiError {
         match err {
             DbError::NotFound => ApiError::NotFound,
+            DbError::Misdirected(region) => ApiError::Misdirected(region),
             DbError::Unauthenticated => ApiError::Unauthorized,
             DbError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");

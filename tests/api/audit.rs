@@ -129,7 +129,8 @@ async fn the_log_is_append_only_for_the_app_and_for_the_owner() {
     let db = connect(&app_url(&app.database)).await;
     db.batch_execute("begin").await.unwrap();
     db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true)",
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
+         set_config('app.current_region', 'us', true)",
         &[&org.owner.id.to_string(), &org.id.to_string()],
     )
     .await

@@ -181,7 +181,11 @@ impl TestApp {
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         capture_logs();
-        let database = fresh_database().await;
+        Self::spawn_on(fresh_database().await, configure).await
+    }
+
+    /// Another server instance on an existing test database (e.g. another region's).
+    pub async fn spawn_on(database: String, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = std::env::temp_dir().join(format!("tenantry-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let key_file = dir.join("signing-key.pem");

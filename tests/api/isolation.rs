@@ -175,7 +175,8 @@ async fn without_a_context_the_app_role_sees_nothing_and_writes_nothing() {
     // Naming an organization is not enough: the user must be a member of it.
     db.batch_execute("begin").await.unwrap();
     db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true)",
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
+         set_config('app.current_region', 'us', true)",
         &[&b.owner.id.to_string(), &a.id.to_string()],
     )
     .await
@@ -197,7 +198,8 @@ async fn without_a_context_the_app_role_sees_nothing_and_writes_nothing() {
     // Transaction-local settings do not survive the transaction.
     db.batch_execute("begin").await.unwrap();
     db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true)",
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
+         set_config('app.current_region', 'us', true)",
         &[&a.owner.id.to_string(), &a.id.to_string()],
     )
     .await

@@ -14,6 +14,7 @@ mod matrix;
 mod members;
 mod openapi;
 mod orgs;
+mod regions;
 mod roles;
 mod sessions;
 mod signin;

@@ -341,7 +341,8 @@ async fn a_direct_write_without_the_permission_is_refused_by_the_policies() {
     let db = crate::helpers::connect(&crate::helpers::app_url(&app.database)).await;
     db.batch_execute("begin").await.unwrap();
     db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true)",
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
+         set_config('app.current_region', 'us', true)",
         &[&viewer.id.to_string(), &org.id.to_string()],
     )
     .await
@@ -356,7 +357,8 @@ async fn a_direct_write_without_the_permission_is_refused_by_the_policies() {
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
     db.batch_execute("rollback; begin").await.unwrap();
     db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true)",
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
+         set_config('app.current_region', 'us', true)",
         &[&viewer.id.to_string(), &org.id.to_string()],
     )
     .await

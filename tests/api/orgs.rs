@@ -5,7 +5,7 @@ use crate::helpers::{TestApp, assert_problem};
 
 #[tokio::test]
 async fn creating_an_organization_makes_the_caller_its_owner() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|s| s.region = tenantry::domain::Region::Eu).await;
     let alice = app.user("alice@example.test").await;
 
     let res = app

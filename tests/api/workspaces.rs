@@ -5,7 +5,7 @@ use crate::helpers::{TestApp, assert_problem};
 
 #[tokio::test]
 async fn a_workspace_defaults_to_its_organizations_region() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|s| s.region = tenantry::domain::Region::Eu).await;
     let owner = app.user("owner@eu.test").await;
     let res = app
         .post("/api/v1/orgs", &owner.token, &json!({"name": "EU", "slug": "eu-org", "region": "eu"}))
