@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: throughput and latency of GET /api/v1/orgs/{org}/workspaces (RLS, pipelined tenant
 # transaction) against pgbench running the equivalent SQL transaction on the same database:
-#   BEGIN; set_config(user, org, session, key); principal check; SELECT ... LIMIT 21; COMMIT
+#   BEGIN; set_config(user, org, session, key, region); principal check; SELECT ... LIMIT 21; COMMIT
 # Both use 100 organizations in rotation. Prints req/s, p50/p99 and the HTTP/pgbench ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,8 +96,8 @@ echo "== SQL: pgbench -c16 -j2 -T${DURATION} -M prepared, the same transaction a
 cat > $OUT/list.sql <<SQL
 \set n random(1, $HOT)
 BEGIN;
-select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true);
-select active, role, permissions from app.current_principal();
+select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true);
+select active, role, permissions, home_region from app.current_principal();
 select organization_id, id, name, region, created_at, updated_at from workspaces where id > '00000000-0000-0000-0000-000000000000' order by id limit 21;
 COMMIT;
 SQL

@@ -22,7 +22,8 @@ as $$
 begin
   -- Only organizations homed in this instance's region exist here.
   if not exists (select 1 from public.organizations o
-                 where o.id = app.requested_org_id() and o.region = app.current_region()) then
+                 where o.id = app.requested_org_id() and o.region = app.current_region()
+                   and o.suspended_at is null) then
     return null;
   end if;
   if app.current_api_key_id() is not null then
@@ -53,13 +54,13 @@ do $drop$
 begin
   if to_regprocedure('app.current_principal()') is not null
      and not exists (select 1 from pg_proc p where p.oid = to_regprocedure('app.current_principal()')
-                     and 'home_region' = any (p.proargnames)) then
+                     and 'suspended' = any (p.proargnames)) then
     drop function app.current_principal();
   end if;
 end
 $drop$;
 create or replace function app.current_principal(
-  out active boolean, out role text, out permissions text[], out home_region text)
+  out active boolean, out role text, out permissions text[], out home_region text, out suspended boolean)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -68,9 +69,11 @@ declare
   v_session uuid := app.current_session_id();
   v_org uuid := app.requested_org_id();
   v_region text;
+  v_suspended timestamptz;
 begin
   active := true;
-  select o.region into v_region from public.organizations o where o.id = v_org;
+  suspended := false;
+  select o.region, o.suspended_at into v_region, v_suspended from public.organizations o where o.id = v_org;
   if v_session is not null then
     active := exists (select 1 from public.sessions s
                       where s.id = v_session and s.user_id = app.current_user_id()
@@ -87,6 +90,9 @@ begin
       permissions := null;
     elsif permissions is not null and v_region is distinct from app.current_region() then
       home_region := v_region;
+      permissions := null;
+    elsif permissions is not null and v_suspended is not null then
+      suspended := true;
       permissions := null;
     end if;
     return;
@@ -107,6 +113,10 @@ begin
     where m.organization_id = v_org and m.user_id = app.current_user_id();
     if permissions is not null and v_region is distinct from app.current_region() then
       home_region := v_region;
+      role := null;
+      permissions := null;
+    elsif permissions is not null and v_suspended is not null then
+      suspended := true;
       role := null;
       permissions := null;
     end if;
@@ -418,6 +428,70 @@ begin
 end
 $$;
 
+-- Platform administration: each function checks that the current user is a platform admin,
+-- does one thing, and records it on the platform chain (and the organization's chain).
+create or replace function app.is_platform_admin() returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select exists (select 1 from public.platform_admins a where a.user_id = app.current_user_id()) $$;
+
+create or replace function app.admin_list_organizations(p_after uuid, p_limit int)
+returns table (id uuid, name text, slug text, region text, data_mode text, suspended_at timestamptz,
+               created_at timestamptz, members bigint)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not app.is_platform_admin() then
+    raise exception 'not a platform admin' using errcode = '42501';
+  end if;
+  return query
+    select o.id, o.name, o.slug, o.region, o.data_mode, o.suspended_at, o.created_at,
+           (select count(*) from public.memberships m where m.organization_id = o.id)
+    from public.organizations o where o.id > p_after order by o.id limit p_limit;
+end
+$$;
+
+-- p_action: 'suspend', 'reactivate' or 'move_region' (with p_region).
+create or replace function app.admin_change_organization(
+  p_org uuid, p_action text, p_region text, p_ip inet, p_user_agent text, p_request_id text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_admin uuid := app.current_user_id();
+  v_changed int;
+  v_details jsonb;
+begin
+  if not app.is_platform_admin() then
+    raise exception 'not a platform admin' using errcode = '42501';
+  end if;
+  if p_action = 'suspend' then
+    update public.organizations set suspended_at = coalesce(suspended_at, now()) where id = p_org;
+  elsif p_action = 'reactivate' then
+    update public.organizations set suspended_at = null where id = p_org;
+  elsif p_action = 'move_region' and p_region in ('us', 'eu') then
+    update public.organizations set region = p_region where id = p_org;
+  else
+    raise exception 'unknown admin action %', p_action using errcode = '22023';
+  end if;
+  get diagnostics v_changed = row_count;
+  if v_changed = 0 then
+    return false;
+  end if;
+  v_details := jsonb_build_object('action', p_action, 'region', p_region);
+  insert into public.audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id,
+                                   outcome, ip, user_agent, request_id, details, prev_hash, hash)
+  values (p_org, gen_random_uuid(), 'platform_admin', v_admin, 'organization.' || p_action, 'organization',
+          p_org::text, 'allowed', p_ip, left(p_user_agent, 500), left(p_request_id, 100), v_details, '\x', '\x'),
+         ('00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'platform_admin', v_admin,
+          'organization.' || p_action, 'organization', p_org::text, 'allowed', p_ip, left(p_user_agent, 500),
+          left(p_request_id, 100), v_details, '\x', '\x');
+  return true;
+end
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
 alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
@@ -436,6 +510,9 @@ alter function app.sync_provider_memberships(uuid, text, uuid[], text[]) owner t
 alter function app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
   owner to tenantry_definer;
 alter function app.accept_invitation(uuid, bytea, inet, text, text) owner to tenantry_definer;
+alter function app.is_platform_admin() owner to tenantry_definer;
+alter function app.admin_list_organizations(uuid, int) owner to tenantry_definer;
+alter function app.admin_change_organization(uuid, text, text, inet, text, text) owner to tenantry_definer;
 
 revoke all on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -445,7 +522,8 @@ revoke all on function app.current_org_id(), app.current_principal(), app.has_pe
   app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
   app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
-  app.accept_invitation(uuid, bytea, inet, text, text)
+  app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
+  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text)
   from public;
 grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -455,5 +533,6 @@ grant execute on function app.current_org_id(), app.current_principal(), app.has
   app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
   app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
-  app.accept_invitation(uuid, bytea, inet, text, text)
+  app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
+  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text)
   to tenantry_app;

@@ -49,10 +49,35 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Platform admins (TENANTRY_ADMIN_DATABASE_URL): grant or revoke by issuer + subject.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Print the effective settings (secrets redacted).
     Config,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Make the user with this identity a platform admin (creating the user if new).
+    Grant {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Remove a platform admin.
+    Revoke {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        subject: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +221,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("tenantry audit verify: {} chain(s), {broken} broken", rows.len());
             if broken > 0 {
                 return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Admin { command } => {
+            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            match command {
+                AdminCommand::Grant { issuer, subject, note } => {
+                    client
+                        .execute(
+                            "insert into platform_admins (user_id, note) \
+                             select app.provision_user($1, $2, null, null), $3 on conflict (user_id) do nothing",
+                            &[&issuer, &subject, &note],
+                        )
+                        .await?;
+                    println!("platform admin: {issuer} {subject}");
+                }
+                AdminCommand::Revoke { issuer, subject } => {
+                    let n = client
+                        .execute(
+                            "delete from platform_admins a using users u \
+                             where u.id = a.user_id and u.issuer = $1 and u.subject = $2",
+                            &[&issuer, &subject],
+                        )
+                        .await?;
+                    println!("revoked {n} platform admin(s)");
+                }
             }
         }
         Command::Openapi => print!("{}", tenantry::api::openapi_json()),

@@ -2,6 +2,7 @@
 //! OpenAPI annotations, request/response types and SQL. Routes are collected from the handlers
 //! by utoipa-actix-web, so the OpenAPI document can never miss one.
 
+pub mod admin;
 pub mod api_keys;
 pub mod audit;
 pub mod extract;
@@ -78,6 +79,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "auth", description = "Tokens and sessions"),
         (name = "audit", description = "The organization's tamper-evident audit log"),
         (name = "roles", description = "Permissions and roles"),
+        (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]
 struct BaseDoc;
@@ -122,6 +124,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(workspaces::get_workspace)
         .service(workspaces::update_workspace)
         .service(workspaces::delete_workspace)
+        .service(admin::list_all_organizations)
+        .service(admin::suspend_organization)
+        .service(admin::reactivate_organization)
+        .service(admin::update_organization_region)
+        .service(admin::get_system_health)
         .service(invitations::create_invitation)
         .service(invitations::list_invitations)
         .service(invitations::delete_invitation)

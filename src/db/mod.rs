@@ -19,6 +19,12 @@ pub use tenant::{Actor, TenantTx};
 pub enum DbError {
     #[error("not found")]
     NotFound,
+    /// The organization is suspended by a platform admin.
+    #[error("organization suspended")]
+    Suspended,
+    /// A narrow function refused the caller (e.g. not a platform admin).
+    #[error("permission denied")]
+    PermissionDenied,
     /// The organization exists for this principal but lives in another region.
     #[error("organization homed in region {0}")]
     Misdirected(String),
@@ -74,6 +80,8 @@ impl From<tokio_postgres::Error> for DbError {
             DbError::ForeignKeyViolation { constraint }
         } else if *code == SqlState::INSUFFICIENT_PRIVILEGE && db.message().contains("row-level security") {
             DbError::PolicyViolation
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE && db.message() == "not a platform admin" {
+            DbError::PermissionDenied
         } else if [
             SqlState::QUERY_CANCELED,
             SqlState::ADMIN_SHUTDOWN,
@@ -158,6 +166,8 @@ impl DbError {
         match self {
             DbError::NotFound => "not found",
             DbError::Misdirected(_) => "misdirected",
+            DbError::Suspended => "suspended",
+            DbError::PermissionDenied => "permission denied",
             DbError::Unauthenticated => "unauthenticated",
             DbError::Unavailable(_) => "unavailable",
             DbError::UniqueViolation { .. } => "unique violation",

@@ -26,7 +26,8 @@ const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
                            set_config('app.current_api_key_id', $4, true), \
                            set_config('app.current_region', $5, true)";
 const SET_ORG: &str = "select set_config('app.current_organization_id', $1, true)";
-const CURRENT_PRINCIPAL: &str = "select active, role, permissions, home_region from app.current_principal()";
+const CURRENT_PRINCIPAL: &str =
+    "select active, role, permissions, home_region, suspended from app.current_principal()";
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -205,6 +206,9 @@ fn standing_from_row(org: Option<OrgId>, row: &Row) -> Result<Option<Membership>
     }
     if let Some(region) = row.get::<_, Option<String>>("home_region") {
         return Err(DbError::Misdirected(region));
+    }
+    if row.get::<_, Option<bool>>("suspended") == Some(true) {
+        return Err(DbError::Suspended);
     }
     let (Some(org), Some(permissions)) = (org, row.get::<_, Option<Vec<String>>>("permissions")) else {
         return Ok(None);

@@ -27,6 +27,8 @@ pub enum ApiError {
     NotFound,
     #[error("misdirected: organization in region {0}")]
     Misdirected(String),
+    #[error("organization suspended")]
+    Suspended,
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },
     #[error("gone: {code}")]
@@ -61,6 +63,7 @@ impl ApiError {
             ApiError::UserRequired => "user_required",
             ApiError::NotFound => "not_found",
             ApiError::Misdirected(_) => "misdirected_region",
+            ApiError::Suspended => "organization_suspended",
             ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
             ApiError::BadRequest { code, .. } => code,
             ApiError::Validation(_) => "validation_failed",
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::UserRequired => "Forbidden",
             ApiError::NotFound => "Not Found",
             ApiError::Misdirected(_) => "Misdirected Request",
+            ApiError::Suspended => "Forbidden",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Gone { .. } => "Gone",
             ApiError::BadRequest { .. } => "Bad Request",
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::Forbidden(p) => format!("This operation requires the permission {p}."),
             ApiError::UserRequired => "This operation needs a signed-in user; API keys cannot use it.".into(),
             ApiError::NotFound => "The resource does not exist or you do not have access to it.".into(),
+            ApiError::Suspended => "This organization is suspended; contact the platform's support.".into(),
             ApiError::Misdirected(region) => {
                 format!(
                     "This organization lives in region {region}; send its requests to the {region} endpoint."
@@ -156,6 +161,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) | ApiError::UserRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::Suspended => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -218,6 +224,8 @@ impl From<DbError> for ApiError {
         match err {
             DbError::NotFound => ApiError::NotFound,
             DbError::Misdirected(region) => ApiError::Misdirected(region),
+            DbError::Suspended => ApiError::Suspended,
+            DbError::PermissionDenied => ApiError::Forbidden("platform:admin".into()),
             DbError::Unauthenticated => ApiError::Unauthorized,
             DbError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");

@@ -1,5 +1,6 @@
 //! One integration-test binary (the crate links once). Each module reads as sentences.
 
+mod admin;
 mod api_keys;
 mod audit;
 mod auth;

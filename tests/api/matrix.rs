@@ -286,7 +286,8 @@ async fn every_route_answers_every_built_in_role_according_to_the_catalogue() {
     let ops = operations();
     let doc = app.served_openapi().await;
     for (path, item) in doc["paths"].as_object().unwrap() {
-        if !path.contains("{org_id}") {
+        // Platform routes are not governed by organization roles (see admin.rs).
+        if !path.contains("{org_id}") || path.starts_with("/api/v1/admin/") {
             continue;
         }
         for op in item.as_object().unwrap().values() {

@@ -26,8 +26,21 @@ fn every_operation_is_named_documented_and_secured() {
             assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
             assert!(
                 [
-                    "list_", "get_", "create_", "update_", "delete_", "add_", "remove_", "refresh_", "sign_",
-                    "accept_", "verify_", "health", "ready"
+                    "list_",
+                    "get_",
+                    "create_",
+                    "update_",
+                    "delete_",
+                    "add_",
+                    "remove_",
+                    "refresh_",
+                    "sign_",
+                    "suspend_",
+                    "reactivate_",
+                    "accept_",
+                    "verify_",
+                    "health",
+                    "ready"
                 ]
                 .iter()
                 .any(|p| id.starts_with(p)),
