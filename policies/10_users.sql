@@ -6,7 +6,7 @@ set local role tenantry_owner;
 revoke all on public.users from tenantry_app;
 grant select on public.users to tenantry_app;
 grant update (display_name) on public.users to tenantry_app;
-grant select, insert, update on public.users to tenantry_definer;
+grant select, insert, update, delete on public.users to tenantry_definer;
 
 drop policy if exists users_select on public.users;
 create policy users_select on public.users for select to tenantry_app

@@ -492,6 +492,37 @@ begin
 end
 $$;
 
+-- GDPR erasure of the current user: their user row (and with it memberships, sessions and
+-- refresh tokens; invitations and API keys keep no link to them). Refused while they are the
+-- last owner of an organization (TY001, with the organizations in the detail). Audit entries keep
+-- only the now-dangling user id. Recorded on the platform chain.
+create or replace function app.erase_current_user(p_ip inet, p_user_agent text, p_request_id text)
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := app.current_user_id();
+  v_orgs text;
+begin
+  if v_user is null then
+    raise exception 'no current user' using errcode = '42501';
+  end if;
+  select string_agg(m.organization_id::text, ',') into v_orgs
+  from public.memberships m
+  where m.user_id = v_user and m.role = 'owner'
+    and not exists (select 1 from public.memberships o
+                    where o.organization_id = m.organization_id and o.role = 'owner' and o.user_id <> v_user);
+  if v_orgs is not null then
+    raise exception 'the last owner of an organization cannot be erased'
+      using errcode = 'TY001', detail = v_orgs;
+  end if;
+  delete from public.users where id = v_user;
+  perform app.record_security_event('user', v_user, 'user.erase', 'user', v_user::text, 'allowed',
+                                    p_ip, p_user_agent, p_request_id, '{}');
+end
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
 alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
@@ -511,6 +542,7 @@ alter function app.record_security_event(text, uuid, text, text, text, text, ine
   owner to tenantry_definer;
 alter function app.accept_invitation(uuid, bytea, inet, text, text) owner to tenantry_definer;
 alter function app.is_platform_admin() owner to tenantry_definer;
+alter function app.erase_current_user(inet, text, text) owner to tenantry_definer;
 alter function app.admin_list_organizations(uuid, int) owner to tenantry_definer;
 alter function app.admin_change_organization(uuid, text, text, inet, text, text) owner to tenantry_definer;
 
@@ -523,7 +555,8 @@ revoke all on function app.current_org_id(), app.current_principal(), app.has_pe
   app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
   app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
-  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text)
+  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
+  app.erase_current_user(inet, text, text)
   from public;
 grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -534,5 +567,6 @@ grant execute on function app.current_org_id(), app.current_principal(), app.has
   app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
   app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
-  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text)
+  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
+  app.erase_current_user(inet, text, text)
   to tenantry_app;

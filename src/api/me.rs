@@ -1,11 +1,13 @@
 //! The caller: their user record, as provisioned from their token.
 
-use actix_web::{get, web};
+use actix_web::{HttpResponse, delete, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::extract::RequestMeta;
 use super::{AppState, require_user};
 use crate::auth::Principal;
+use crate::db::TenantTx;
 use crate::db::tenant;
 use crate::domain::UserId;
 use crate::http::ApiError;
@@ -57,4 +59,31 @@ pub async fn get_me(
         display_name: row.get("display_name"),
         organization_count: row.get("organization_count"),
     }))
+}
+
+/// Erase the caller (GDPR): their user record, memberships and sessions, in one transaction.
+/// Refused while they are the last owner of an organization: transfer or delete it first.
+#[utoipa::path(
+    tag = "me",
+    responses(
+        (status = 204, description = "Erased; every token of this user stops working"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "API keys cannot be erased this way", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The last owner of an organization", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/me")]
+#[tracing::instrument(skip_all)]
+pub async fn delete_me(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+) -> Result<HttpResponse, ApiError> {
+    require_user(&principal)?;
+    let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
+    tx.execute("select app.erase_current_user($1, $2, $3)", &[&meta.ip, &meta.user_agent, &meta.request_id])
+        .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -109,6 +109,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::health)
         .service(health::ready)
         .service(me::get_me)
+        .service(me::delete_me)
         .service(permissions::list_permissions)
         .service(orgs::create_organization)
         .service(orgs::list_organizations)

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod invitations;
 mod isolation;
+mod lifecycle;
 mod matrix;
 mod members;
 mod openapi;

@@ -1,0 +1,99 @@
+//! Tenant data lifecycle: deleting an organization removes every row it owns (checked through
+//! the catalog, table by table); erasing a user removes their personal data (GDPR), refused
+//! while they are the last owner somewhere.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{TestApp, assert_problem};
+
+#[tokio::test]
+async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let other = app.org_with_owner("other").await;
+    for o in [&org, &other] {
+        app.member(o, &format!("m@{}.test", o.id.simple()), "viewer").await;
+        app.workspace(o, "Production").await;
+        app.api_key(o, &["org:read"]).await;
+        app.custom_role(o, "reader", &["org:read"]).await;
+        app.invitation(o, "x@example.test", "viewer").await;
+    }
+
+    let res = app.delete(&format!("/api/v1/orgs/{}", org.id), &org.owner.token).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    let tables = app
+        .rls_bypassing_admin
+        .query(
+            "select c.oid::regclass::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             join pg_attribute a on a.attrelid = c.oid and a.attname = 'organization_id' and not a.attisdropped \
+             where c.relkind = 'r' and n.nspname = 'public' order by 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for row in tables {
+        let table: String = row.get(0);
+        let gone = app
+            .raw_count(&format!("select count(*) from {table} where organization_id = $1"), &[&org.id])
+            .await;
+        let kept = app
+            .raw_count(&format!("select count(*) from {table} where organization_id = $1"), &[&other.id])
+            .await;
+        if table == "audit_events" {
+            // The log is kept on purpose: it outlives what it describes.
+            assert!(gone > 0 && kept > 0, "audit chains are kept");
+            continue;
+        }
+        assert_eq!(gone, 0, "{table} still holds rows of the deleted organization");
+        assert!(kept > 0, "{table}: the other organization's rows are untouched");
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} tenant tables checked");
+    assert_eq!(app.raw_count("select count(*) from organizations where id = $1", &[&org.id]).await, 0);
+}
+
+#[tokio::test]
+async fn a_user_erases_themselves_unless_they_are_the_last_owner_somewhere() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let carol = app.member(&org, "carol@acme.test", "editor").await;
+    let session = app.sign_in(&carol).await;
+
+    // The owner cannot leave the organization ownerless.
+    let res = app.delete("/api/v1/me", &org.owner.token).await;
+    assert_problem(res, StatusCode::CONFLICT, "last_owner").await;
+    assert_eq!(app.raw_count("select count(*) from users where id = $1", &[&org.owner.id]).await, 1);
+
+    let res = app.delete("/api/v1/me", &session.access_token).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    for (table, column) in [("users", "id"), ("memberships", "user_id"), ("sessions", "user_id")] {
+        let sql = format!("select count(*) from {table} where {column} = $1");
+        assert_eq!(app.raw_count(&sql, &[&carol.id]).await, 0, "{table} still holds the erased user");
+    }
+    assert_problem(
+        app.get("/api/v1/me", &session.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let erased = app
+        .raw_count(
+            "select count(*) from audit_events where action = 'user.erase' and actor_id = $1",
+            &[&carol.id],
+        )
+        .await;
+    assert_eq!(erased, 1);
+
+    // With a second owner, the first may go.
+    let second = app.member(&org, "second@acme.test", "owner").await;
+    assert_eq!(app.delete("/api/v1/me", &org.owner.token).await.status(), StatusCode::NO_CONTENT);
+    let owners = app
+        .raw_count(
+            "select count(*) from memberships where organization_id = $1 and role = 'owner' and user_id = $2",
+            &[&org.id, &second.id],
+        )
+        .await;
+    assert_eq!(owners, 1, "the second owner remains");
+}
