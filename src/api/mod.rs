@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod exports;
 pub mod extract;
 pub mod health;
 pub mod invitations;
@@ -130,6 +131,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(admin::reactivate_organization)
         .service(admin::update_organization_region)
         .service(admin::get_system_health)
+        .service(exports::create_export)
+        .service(exports::get_export_file)
         .service(invitations::create_invitation)
         .service(invitations::list_invitations)
         .service(invitations::delete_invitation)

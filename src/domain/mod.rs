@@ -199,6 +199,7 @@ pub enum Permission {
     ApiKeysManage,
     AuditRead,
     RolesManage,
+    OrgExport,
 }
 
 impl Permission {
@@ -216,6 +217,7 @@ impl Permission {
             Permission::ApiKeysManage => "api_keys:manage",
             Permission::AuditRead => "audit:read",
             Permission::RolesManage => "roles:manage",
+            Permission::OrgExport => "org:export",
         }
     }
 }

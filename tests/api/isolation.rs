@@ -13,7 +13,7 @@ use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, connect, without
 /// A valid body for every write route, keyed by "METHOD path-template".
 fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Value>> {
     let body = match (method.as_str(), template) {
-        ("GET" | "DELETE", _) => None,
+        ("GET" | "DELETE", _) | ("POST", "/api/v1/orgs/{org_id}/exports") => None,
         ("PATCH", "/api/v1/orgs/{org_id}") => Some(json!({"name": "Pwned"})),
         ("POST", "/api/v1/orgs/{org_id}/members") => Some(json!({"user_id": b_user, "role": "admin"})),
         ("PATCH", "/api/v1/orgs/{org_id}/members/{user_id}") => Some(json!({"role": "viewer"})),
@@ -35,7 +35,7 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
 }
 
 fn fill(template: &str, ids: &BTreeMap<&str, Uuid>) -> String {
-    let mut path = template.to_owned();
+    let mut path = template.replace("{table}", "workspaces");
     for (name, id) in ids {
         path = path.replace(&format!("{{{name}}}"), &id.to_string());
     }
@@ -53,6 +53,7 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(k)::text from api_keys k where organization_id = $1 order by id",
         "select row_to_json(r)::text from roles r where organization_id = $1 order by id",
         "select row_to_json(i)::text from invitations i where organization_id = $1 order by id",
+        "select row_to_json(e)::text from exports e where organization_id = $1 order by id",
         "select row_to_json(p)::text from role_permissions p where organization_id = $1 order by role_id, permission",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
@@ -71,6 +72,10 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_key = app.api_key(&a, &["workspaces:read"]).await.0;
     let a_role = app.custom_role(&a, "a-role", &["org:read"]).await;
     let a_invitation = app.invitation(&a, "someone@example.test", "viewer").await.0;
+    let res = app
+        .request(Method::POST, &format!("/api/v1/orgs/{}/exports", a.id), Some(&a.owner.token), None)
+        .await;
+    let a_export: Uuid = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
@@ -85,6 +90,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("key_id", a_key),
         ("role_id", a_role),
         ("invitation_id", a_invitation),
+        ("export_id", a_export),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -93,6 +99,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("key_id", Uuid::new_v4()),
         ("role_id", Uuid::new_v4()),
         ("invitation_id", Uuid::new_v4()),
+        ("export_id", Uuid::new_v4()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -101,6 +108,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("key_id", a_key),
         ("role_id", a_role),
         ("invitation_id", a_invitation),
+        ("export_id", a_export),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

@@ -22,6 +22,7 @@ struct Fixture {
     role: Uuid,
     doomed_role: Uuid,
     invitation: Uuid,
+    export: Uuid,
 }
 
 struct Operation {
@@ -137,6 +138,26 @@ fn operations() -> Vec<Operation> {
             permission: "api_keys:manage",
             changed: Some(
                 "select count(*) from api_keys where organization_id = $1 and revoked_at is not null",
+            ),
+        },
+        Operation {
+            id: "get_export_file",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/exports/{}/workspaces", f.org.id, f.export),
+            body: none,
+            permission: "org:export",
+            changed: None,
+        },
+        Operation {
+            id: "create_export",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/exports", f.org.id),
+            body: none,
+            permission: "org:export",
+            // The fixture's export is one allowed export entry; an allowed call adds a second.
+            changed: Some(
+                "select count(*) - 1 from audit_events where organization_id = $1 \
+                 and action = 'organization.export' and outcome = 'allowed'",
             ),
         },
         Operation {
@@ -262,7 +283,12 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let role = app.custom_role(&org, "fixture", &["org:read"]).await;
     let doomed_role = app.custom_role(&org, "doomed", &["org:read"]).await;
     let invitation = app.invitation(&org, "fixture@example.test", "viewer").await.0;
-    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role, invitation }
+    let res = app
+        .request(Method::POST, &format!("/api/v1/orgs/{}/exports", org.id), Some(&org.owner.token), None)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let export = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role, invitation, export }
 }
 
 #[tokio::test]

@@ -1,0 +1,18 @@
+-- Exports. Apply as the owner, after migrations. Creating and reading them needs org:export.
+begin;
+set local role tenantry_owner;
+
+revoke all on public.exports, public.export_files from tenantry_app;
+grant select, insert, delete on public.exports, public.export_files to tenantry_app;
+
+drop policy if exists exports_all on public.exports;
+create policy exports_all on public.exports for all to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')))
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')));
+
+drop policy if exists export_files_all on public.export_files;
+create policy export_files_all on public.export_files for all to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')))
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')));
+
+commit;
