@@ -8,7 +8,7 @@ grant update (name) on public.workspaces to tenantry_app;
 
 drop policy if exists workspaces_select on public.workspaces;
 create policy workspaces_select on public.workspaces for select to tenantry_app
-  using (organization_id = (select app.current_org_id()));
+  using (organization_id = (select app.current_org_id()) and ((select not app.workspace_restricted()) or id in (select app.allowed_workspace_ids())));
 
 drop policy if exists workspaces_insert on public.workspaces;
 create policy workspaces_insert on public.workspaces for insert to tenantry_app
@@ -18,13 +18,30 @@ create policy workspaces_insert on public.workspaces for insert to tenantry_app
 drop policy if exists workspaces_update on public.workspaces;
 create policy workspaces_update on public.workspaces for update to tenantry_app
   using (organization_id = (select app.current_org_id())
-         and (select app.has_permission('workspaces:write')))
+         and (select app.has_permission('workspaces:write')) and ((select not app.workspace_restricted()) or id in (select app.allowed_workspace_ids())))
   with check (organization_id = (select app.current_org_id())
               and (select app.has_permission('workspaces:write')));
 
 drop policy if exists workspaces_delete on public.workspaces;
 create policy workspaces_delete on public.workspaces for delete to tenantry_app
   using (organization_id = (select app.current_org_id())
-         and (select app.has_permission('workspaces:delete')));
+         and (select app.has_permission('workspaces:delete')) and ((select not app.workspace_restricted()) or id in (select app.allowed_workspace_ids())));
+
+-- Workspace restrictions of members: visible to the organization, managed with members:manage.
+revoke all on public.member_workspaces from tenantry_app;
+grant select, insert, delete on public.member_workspaces to tenantry_app;
+grant select on public.member_workspaces to tenantry_definer;
+
+drop policy if exists member_workspaces_select on public.member_workspaces;
+create policy member_workspaces_select on public.member_workspaces for select to tenantry_app
+  using (organization_id = (select app.current_org_id()));
+
+drop policy if exists member_workspaces_insert on public.member_workspaces;
+create policy member_workspaces_insert on public.member_workspaces for insert to tenantry_app
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
+
+drop policy if exists member_workspaces_delete on public.member_workspaces;
+create policy member_workspaces_delete on public.member_workspaces for delete to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
 
 commit;

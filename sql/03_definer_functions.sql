@@ -523,6 +523,30 @@ begin
 end
 $$;
 
+-- Workspace restrictions: is the current user restricted to specific workspaces of the
+-- organization in context, and to which? Policies use both through (select ...), so each is
+-- evaluated once per statement (plpgsql, for cached plans); later workspace-scoped resources
+-- use the same pair.
+create or replace function app.workspace_restricted() returns boolean
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return exists (select 1 from public.member_workspaces mw
+                 where mw.organization_id = app.requested_org_id() and mw.user_id = app.current_user_id());
+end
+$$;
+
+create or replace function app.allowed_workspace_ids() returns setof uuid
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return query select mw.workspace_id from public.member_workspaces mw
+               where mw.organization_id = app.requested_org_id() and mw.user_id = app.current_user_id();
+end
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
 alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
@@ -543,6 +567,8 @@ alter function app.record_security_event(text, uuid, text, text, text, text, ine
 alter function app.accept_invitation(uuid, bytea, inet, text, text) owner to tenantry_definer;
 alter function app.is_platform_admin() owner to tenantry_definer;
 alter function app.erase_current_user(inet, text, text) owner to tenantry_definer;
+alter function app.workspace_restricted() owner to tenantry_definer;
+alter function app.allowed_workspace_ids() owner to tenantry_definer;
 alter function app.admin_list_organizations(uuid, int) owner to tenantry_definer;
 alter function app.admin_change_organization(uuid, text, text, inet, text, text) owner to tenantry_definer;
 
@@ -556,7 +582,7 @@ revoke all on function app.current_org_id(), app.current_principal(), app.has_pe
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
   app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
   app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
-  app.erase_current_user(inet, text, text)
+  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids()
   from public;
 grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -568,5 +594,5 @@ grant execute on function app.current_org_id(), app.current_principal(), app.has
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
   app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
   app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
-  app.erase_current_user(inet, text, text)
+  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids()
   to tenantry_app;

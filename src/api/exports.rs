@@ -45,6 +45,11 @@ pub const TABLES: &[(&str, &str)] = &[
         "select row_to_json(t)::text from (select * from roles where organization_id = $1 order by id) t",
     ),
     (
+        "member_workspaces",
+        "select row_to_json(t)::text from (select * from member_workspaces where organization_id = $1 \
+         order by user_id, workspace_id) t",
+    ),
+    (
         "role_permissions",
         "select row_to_json(t)::text from (select * from role_permissions where organization_id = $1 \
          order by role_id, permission) t",

@@ -3,7 +3,7 @@
 //! any change that would leave an organization without an owner (409 `last_owner`).
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
@@ -316,4 +316,121 @@ async fn current_role(tx: &mut TenantTx, org: OrgId, user: Uuid) -> Result<Role,
         )
         .await?;
     Role::from_db(row.get("role")).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberWorkspacesRequest {
+    /// The only workspaces the member may see and work in; empty removes the restriction.
+    pub workspace_ids: Vec<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberWorkspacesResponse {
+    pub user_id: UserId,
+    /// False: the member works in every workspace of the organization.
+    pub restricted: bool,
+    pub workspace_ids: Vec<Uuid>,
+}
+
+const MEMBER_WORKSPACES: &str = "select workspace_id from member_workspaces \
+     where organization_id = $1 and user_id = $2 order by workspace_id";
+
+/// A member's workspace restriction (permission `members:read`).
+#[utoipa::path(
+    tag = "members",
+    params(MemberPath),
+    responses(
+        (status = 200, description = "The restriction", body = MemberWorkspacesResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such member", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/members/{user_id}/workspaces")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_member_workspaces(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<MemberPath>,
+) -> Result<web::Json<MemberWorkspacesResponse>, ApiError> {
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "member.get_workspaces")
+        .await?;
+    current_role(&mut tx, org, path.user_id).await?;
+    let rows = tx.query(MEMBER_WORKSPACES, &[org.as_uuid(), &path.user_id]).await?;
+    tx.commit().await?;
+    let workspace_ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(web::Json(MemberWorkspacesResponse {
+        user_id: UserId(path.user_id),
+        restricted: !workspace_ids.is_empty(),
+        workspace_ids,
+    }))
+}
+
+/// Restrict a member to specific workspaces, or lift the restriction (permission `members:manage`).
+#[utoipa::path(
+    tag = "members",
+    params(MemberPath),
+    request_body = MemberWorkspacesRequest,
+    responses(
+        (status = 200, description = "The new restriction", body = MemberWorkspacesResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[put("/orgs/{org_id}/members/{user_id}/workspaces")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn update_member_workspaces(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<MemberPath>,
+    body: ApiJson<MemberWorkspacesRequest>,
+) -> Result<web::Json<MemberWorkspacesResponse>, ApiError> {
+    let org = OrgId(path.org_id);
+    let mut ids = body.workspace_ids.clone();
+    ids.sort();
+    ids.dedup();
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.update_workspaces")
+        .await?;
+    current_role(&mut tx, org, path.user_id).await?;
+    let known = tx
+        .query(
+            "select id from workspaces where organization_id = $1 and id = any($2)",
+            &[org.as_uuid(), &ids],
+        )
+        .await?;
+    if known.len() != ids.len() {
+        return Err(ApiError::invalid_field(
+            "workspace_ids",
+            "contains a workspace that does not exist here",
+        ));
+    }
+    tx.execute(
+        "delete from member_workspaces where organization_id = $1 and user_id = $2",
+        &[org.as_uuid(), &path.user_id],
+    )
+    .await?;
+    tx.execute(
+        "insert into member_workspaces (organization_id, user_id, workspace_id) select $1, $2, unnest($3::uuid[])",
+        &[org.as_uuid(), &path.user_id, &ids],
+    )
+    .await?;
+    let entry = AuditEntry::allowed("member.update_workspaces", "user", path.user_id, &meta)
+        .with_details(serde_json::json!({"workspace_ids": ids}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(web::Json(MemberWorkspacesResponse {
+        user_id: UserId(path.user_id),
+        restricted: !ids.is_empty(),
+        workspace_ids: ids,
+    }))
 }

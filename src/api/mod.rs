@@ -121,6 +121,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(members::add_member)
         .service(members::update_member)
         .service(members::remove_member)
+        .service(members::get_member_workspaces)
+        .service(members::update_member_workspaces)
         .service(workspaces::list_workspaces)
         .service(workspaces::create_workspace)
         .service(workspaces::get_workspace)

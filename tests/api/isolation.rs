@@ -22,6 +22,7 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         ("POST", "/api/v1/orgs/{org_id}/api-keys") => {
             Some(json!({"name": "Pwned", "scopes": ["workspaces:read"]}))
         }
+        ("PUT", "/api/v1/orgs/{org_id}/members/{user_id}/workspaces") => Some(json!({"workspace_ids": []})),
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
         }

@@ -12,8 +12,17 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
     let org = app.org_with_owner("acme").await;
     let other = app.org_with_owner("other").await;
     for o in [&org, &other] {
-        app.member(o, &format!("m@{}.test", o.id.simple()), "viewer").await;
-        app.workspace(o, "Production").await;
+        let member = app.member(o, &format!("m@{}.test", o.id.simple()), "viewer").await;
+        let ws = app.workspace(o, "Production").await;
+        let res = app
+            .request(
+                reqwest::Method::PUT,
+                &format!("/api/v1/orgs/{}/members/{}/workspaces", o.id, member.id),
+                Some(&o.owner.token),
+                Some(&serde_json::json!({"workspace_ids": [ws]})),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
         app.api_key(o, &["org:read"]).await;
         app.custom_role(o, "reader", &["org:read"]).await;
         app.invitation(o, "x@example.test", "viewer").await;

@@ -141,6 +141,22 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "get_member_workspaces",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/members/{}/workspaces", f.org.id, f.victim.id),
+            body: none,
+            permission: "members:read",
+            changed: None,
+        },
+        Operation {
+            id: "update_member_workspaces",
+            method: Method::PUT,
+            path: |f| format!("/api/v1/orgs/{}/members/{}/workspaces", f.org.id, f.victim.id),
+            body: |f| Some(json!({"workspace_ids": [f.workspace]})),
+            permission: "members:manage",
+            changed: Some("select count(*) from member_workspaces where organization_id = $1"),
+        },
+        Operation {
             id: "get_export_file",
             method: Method::GET,
             path: |f| format!("/api/v1/orgs/{}/exports/{}/workspaces", f.org.id, f.export),

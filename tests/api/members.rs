@@ -185,3 +185,66 @@ async fn a_role_change_applies_on_the_next_request() {
     assert_eq!(body["permission"], "workspaces:write");
     assert_eq!(app.raw_count("select count(*) from workspaces", &[]).await, 1);
 }
+
+#[tokio::test]
+async fn a_member_restricted_to_some_workspaces_sees_and_touches_only_those() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let carol = app.member(&org, "carol@acme.test", "editor").await;
+    let one = app.workspace(&org, "One").await;
+    let two = app.workspace(&org, "Two").await;
+    let restriction = format!("/api/v1/orgs/{}/members/{}/workspaces", org.id, carol.id);
+    let base = format!("/api/v1/orgs/{}/workspaces", org.id);
+
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            &restriction,
+            Some(&org.owner.token),
+            Some(&json!({"workspace_ids": [one]})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["restricted"], true);
+
+    let list: Value = app.get(&base, &carol.token).await.json().await.unwrap();
+    let ids: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![one.to_string()]);
+    assert_problem(app.get(&format!("{base}/{two}"), &carol.token).await, StatusCode::NOT_FOUND, "not_found")
+        .await;
+    let res = app.patch(&format!("{base}/{two}"), &carol.token, &json!({"name": "Mine now"})).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(app.raw_count("select count(*) from workspaces where name = 'Mine now'", &[]).await, 0);
+    assert_eq!(
+        app.patch(&format!("{base}/{one}"), &carol.token, &json!({"name": "One!"})).await.status(),
+        StatusCode::OK
+    );
+    // The owner is not restricted.
+    let list: Value = app.get(&base, &org.owner.token).await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+
+    // Unknown workspaces are refused; an empty list lifts the restriction.
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            &restriction,
+            Some(&org.owner.token),
+            Some(&json!({"workspace_ids": [uuid::Uuid::new_v4()]})),
+        )
+        .await;
+    let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "workspace_ids");
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            &restriction,
+            Some(&org.owner.token),
+            Some(&json!({"workspace_ids": []})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let list: Value = app.get(&base, &carol.token).await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+}
