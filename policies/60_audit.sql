@@ -7,6 +7,9 @@ set local role tenantry_owner;
 revoke all on public.audit_events from tenantry_app;
 grant select, insert on public.audit_events to tenantry_app;
 grant select, insert on public.audit_events to tenantry_definer;
+-- Only for re-sealing an anonymised chain (app.anonymise_organization_audit).
+grant update (actor_id, ip, user_agent, request_id, details, target_id, prev_hash, hash)
+  on public.audit_events to tenantry_definer;
 -- Data mode (migrations/V8): the enforcing trigger runs as whoever writes.
 grant execute on function app.organization_data_mode(uuid) to tenantry_app;
 grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.audit_events),

@@ -547,6 +547,49 @@ begin
 end
 $$;
 
+-- Anonymise the audit chain of a deleted organization: actors, addresses, user agents, request
+-- ids, people as targets and details are removed; the chain is re-sealed and the rewrite itself
+-- is appended. Refused while the organization exists.
+create or replace function app.anonymise_organization_audit(p_org uuid) returns bigint
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_prev bytea := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
+  v_row public.audit_events;
+  v_count bigint := 0;
+begin
+  if exists (select 1 from public.organizations where id = p_org) then
+    raise exception 'organization still exists' using errcode = '42501';
+  end if;
+  perform set_config('app.audit_rewrite', p_org::text, true);
+  for v_row in select * from public.audit_events where organization_id = p_org order by seq loop
+    v_row.actor_id := null;
+    v_row.ip := null;
+    v_row.user_agent := null;
+    v_row.request_id := null;
+    v_row.details := '{}';
+    if v_row.target_type in ('user', 'invitation', 'session') then
+      v_row.target_id := null;
+    end if;
+    v_row.prev_hash := v_prev;
+    v_row.hash := app.audit_hash(v_prev, v_row);
+    update public.audit_events a
+    set actor_id = null, ip = null, user_agent = null, request_id = null, details = '{}',
+        target_id = v_row.target_id, prev_hash = v_row.prev_hash, hash = v_row.hash
+    where a.organization_id = p_org and a.seq = v_row.seq;
+    v_prev := v_row.hash;
+    v_count := v_count + 1;
+  end loop;
+  perform set_config('app.audit_rewrite', '', true);
+  insert into public.audit_events (organization_id, id, actor_type, action, target_type, target_id, outcome,
+                                   details, prev_hash, hash)
+  values (p_org, gen_random_uuid(), 'system', 'audit.anonymise', 'organization', p_org::text, 'allowed',
+          jsonb_build_object('entries', v_count), '\x', '\x');
+  return v_count;
+end
+$$;
+
 alter function app.current_org_id() owner to tenantry_definer;
 alter function app.current_principal() owner to tenantry_definer;
 alter function app.has_permission(text) owner to tenantry_definer;
@@ -568,6 +611,7 @@ alter function app.accept_invitation(uuid, bytea, inet, text, text) owner to ten
 alter function app.is_platform_admin() owner to tenantry_definer;
 alter function app.erase_current_user(inet, text, text) owner to tenantry_definer;
 alter function app.workspace_restricted() owner to tenantry_definer;
+alter function app.anonymise_organization_audit(uuid) owner to tenantry_definer;
 alter function app.allowed_workspace_ids() owner to tenantry_definer;
 alter function app.admin_list_organizations(uuid, int) owner to tenantry_definer;
 alter function app.admin_change_organization(uuid, text, text, inet, text, text) owner to tenantry_definer;
@@ -582,7 +626,8 @@ revoke all on function app.current_org_id(), app.current_principal(), app.has_pe
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
   app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
   app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
-  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids()
+  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids(),
+  app.anonymise_organization_audit(uuid)
   from public;
 grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
   app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
@@ -594,5 +639,6 @@ grant execute on function app.current_org_id(), app.current_principal(), app.has
   app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
   app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
   app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
-  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids()
+  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids(),
+  app.anonymise_organization_audit(uuid)
   to tenantry_app;

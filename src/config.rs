@@ -16,6 +16,16 @@ pub enum Environment {
     Production,
 }
 
+/// What happens to a deleted organization's audit chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditRetention {
+    /// Kept as it is (the default).
+    Keep,
+    /// Personal data removed, chain re-sealed.
+    Anonymise,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -32,6 +42,8 @@ pub struct Settings {
     pub listen: String,
     /// The region this instance serves; organizations homed elsewhere answer 421 here.
     pub region: crate::domain::Region,
+    /// A deleted organization's audit chain: `keep` or `anonymise`.
+    pub audit_on_organization_delete: AuditRetention,
     /// The app role's connection URL (NOSUPERUSER NOBYPASSRLS; never the owner).
     #[serde(serialize_with = "redacted")]
     pub database_url: Option<SecretString>,
@@ -214,6 +226,7 @@ impl Default for Settings {
             environment: Environment::Development,
             listen: "127.0.0.1:8080".into(),
             region: crate::domain::Region::Us,
+            audit_on_organization_delete: AuditRetention::Keep,
             database_url: None,
             admin_database_url: None,
             pool_size: 16,
@@ -249,6 +262,7 @@ const KNOWN_KEYS: &[&str] = &[
     "environment",
     "listen",
     "region",
+    "audit_on_organization_delete",
     "database_url",
     "database_url_file",
     "admin_database_url",

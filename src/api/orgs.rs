@@ -294,6 +294,9 @@ pub async fn delete_organization(
     if tx.execute("delete from organizations where id = $1", &[org.as_uuid()]).await? != 1 {
         return Err(ApiError::NotFound);
     }
+    if state.settings.audit_on_organization_delete == crate::config::AuditRetention::Anonymise {
+        tx.query_found("select app.anonymise_organization_audit($1)", &[org.as_uuid()]).await?;
+    }
     tx.commit().await?;
     tracing::info!("organization deleted");
     Ok(HttpResponse::NoContent().finish())

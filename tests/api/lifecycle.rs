@@ -198,3 +198,51 @@ async fn the_export_covers_every_tenant_table() {
         assert!(exported.contains(&table.as_str()), "add {table} to the organization export");
     }
 }
+
+#[tokio::test]
+async fn a_deleted_organizations_audit_chain_is_kept_or_anonymised_as_configured() {
+    for anonymise in [false, true] {
+        let app = TestApp::spawn_with(|s| {
+            if anonymise {
+                s.audit_on_organization_delete = tenantry::config::AuditRetention::Anonymise;
+            }
+        })
+        .await;
+        let org = app.org_with_owner("acme").await;
+        app.member(&org, "carol@acme.test", "editor").await;
+        app.workspace(&org, "Production").await;
+        let entries =
+            app.raw_count("select count(*) from audit_events where organization_id = $1", &[&org.id]).await;
+
+        let res = app.delete(&format!("/api/v1/orgs/{}", org.id), &org.owner.token).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+        let personal = app
+            .raw_count(
+                "select count(*) from audit_events where organization_id = $1 \
+                 and action <> 'audit.anonymise' \
+                 and (actor_id is not null or ip is not null or user_agent is not null or details <> '{}')",
+                &[&org.id],
+            )
+            .await;
+        let total =
+            app.raw_count("select count(*) from audit_events where organization_id = $1", &[&org.id]).await;
+        let broken = app.raw_count("select count(*) from app.audit_verify($1)", &[&org.id]).await;
+        assert_eq!(broken, 0, "the chain verifies (anonymise: {anonymise})");
+        if anonymise {
+            assert_eq!(personal, 0, "no personal data is left");
+            assert_eq!(total, entries + 2, "entries kept, plus the deletion and the anonymisation");
+            let last = app
+                .raw_count(
+                    "select count(*) from audit_events where organization_id = $1 and action = 'audit.anonymise' \
+                     and seq = (select max(seq) from audit_events where organization_id = $1)",
+                    &[&org.id],
+                )
+                .await;
+            assert_eq!(last, 1);
+        } else {
+            assert!(personal > 0, "kept as it was");
+            assert_eq!(total, entries + 1, "plus the deletion");
+        }
+    }
+}
