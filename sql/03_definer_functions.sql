@@ -590,55 +590,41 @@ begin
 end
 $$;
 
-alter function app.current_org_id() owner to tenantry_definer;
-alter function app.current_principal() owner to tenantry_definer;
-alter function app.has_permission(text) owner to tenantry_definer;
-alter function app.provision_user(text, text, text, text) owner to tenantry_definer;
-alter function app.create_organization(uuid, text, text, text, text) owner to tenantry_definer;
-alter function app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet)
-  owner to tenantry_definer;
-alter function app.refresh_token_state(uuid) owner to tenantry_definer;
-alter function app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz) owner to tenantry_definer;
-alter function app.end_session(uuid, text, timestamptz) owner to tenantry_definer;
-alter function app.find_api_key(uuid) owner to tenantry_definer;
-alter function app.touch_api_key(uuid) owner to tenantry_definer;
-alter function app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz) owner to tenantry_definer;
-alter function app.take_login_attempt(bytea, timestamptz) owner to tenantry_definer;
-alter function app.sync_provider_memberships(uuid, text, uuid[], text[]) owner to tenantry_definer;
-alter function app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)
-  owner to tenantry_definer;
-alter function app.accept_invitation(uuid, bytea, inet, text, text) owner to tenantry_definer;
-alter function app.is_platform_admin() owner to tenantry_definer;
-alter function app.erase_current_user(inet, text, text) owner to tenantry_definer;
-alter function app.workspace_restricted() owner to tenantry_definer;
-alter function app.anonymise_organization_audit(uuid) owner to tenantry_definer;
-alter function app.allowed_workspace_ids() owner to tenantry_definer;
-alter function app.admin_list_organizations(uuid, int) owner to tenantry_definer;
-alter function app.admin_change_organization(uuid, text, text, inet, text, text) owner to tenantry_definer;
 
-revoke all on function app.current_org_id(), app.current_principal(), app.has_permission(text),
-  app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
-  app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet),
-  app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
-  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
-  app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
-  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
-  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
-  app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
-  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
-  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids(),
-  app.anonymise_organization_audit(uuid)
-  from public;
-grant execute on function app.current_org_id(), app.current_principal(), app.has_permission(text),
-  app.provision_user(text, text, text, text), app.create_organization(uuid, text, text, text, text),
-  app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet),
-  app.refresh_token_state(uuid), app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz),
-  app.end_session(uuid, text, timestamptz), app.find_api_key(uuid), app.touch_api_key(uuid),
-  app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz),
-  app.take_login_attempt(bytea, timestamptz), app.sync_provider_memberships(uuid, text, uuid[], text[]),
-  app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb),
-  app.accept_invitation(uuid, bytea, inet, text, text), app.is_platform_admin(),
-  app.admin_list_organizations(uuid, int), app.admin_change_organization(uuid, text, text, inet, text, text),
-  app.erase_current_user(inet, text, text), app.workspace_restricted(), app.allowed_workspace_ids(),
-  app.anonymise_organization_audit(uuid)
-  to tenantry_app;
+-- One list of every function above: owned by the definer, callable by nobody by default, and by
+-- the app role explicitly.
+do $grants$
+declare
+  v_function text;
+begin
+  foreach v_function in array array[
+    'app.current_org_id()',
+    'app.current_principal()',
+    'app.has_permission(text)',
+    'app.provision_user(text, text, text, text)',
+    'app.create_organization(uuid, text, text, text, text)',
+    'app.start_session(uuid, uuid, text, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet)',
+    'app.refresh_token_state(uuid)',
+    'app.rotate_refresh_token(uuid, uuid, bytea, timestamptz, timestamptz)',
+    'app.end_session(uuid, text, timestamptz)',
+    'app.find_api_key(uuid)',
+    'app.touch_api_key(uuid)',
+    'app.create_login_attempt(bytea, text, text, text, text, timestamptz, timestamptz)',
+    'app.take_login_attempt(bytea, timestamptz)',
+    'app.sync_provider_memberships(uuid, text, uuid[], text[])',
+    'app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)',
+    'app.accept_invitation(uuid, bytea, inet, text, text)',
+    'app.is_platform_admin()',
+    'app.admin_list_organizations(uuid, int)',
+    'app.admin_change_organization(uuid, text, text, inet, text, text)',
+    'app.erase_current_user(inet, text, text)',
+    'app.workspace_restricted()',
+    'app.allowed_workspace_ids()',
+    'app.anonymise_organization_audit(uuid)'
+  ] loop
+    execute format('alter function %s owner to tenantry_definer', v_function);
+    execute format('revoke all on function %s from public', v_function);
+    execute format('grant execute on function %s to tenantry_app', v_function);
+  end loop;
+end
+$grants$;

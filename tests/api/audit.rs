@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestOrg, admin_url, app_url, assert_problem, connect};
+use crate::helpers::{TestApp, TestOrg, admin_url, app_url, assert_problem, connect, set_context};
 
 async fn audit(app: &TestApp, org: &TestOrg, query: &str) -> Vec<Value> {
     let res =
@@ -128,13 +128,7 @@ async fn the_log_is_append_only_for_the_app_and_for_the_owner() {
     let org = app.org_with_owner("acme").await;
     let db = connect(&app_url(&app.database)).await;
     db.batch_execute("begin").await.unwrap();
-    db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
-         set_config('app.current_region', 'us', true)",
-        &[&org.owner.id.to_string(), &org.id.to_string()],
-    )
-    .await
-    .unwrap();
+    set_context(&db, org.owner.id, org.id).await;
     let err = db.execute("update audit_events set action = 'x.y'", &[]).await.expect_err("no update grant");
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
     db.batch_execute("rollback").await.unwrap();

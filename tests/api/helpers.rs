@@ -78,6 +78,18 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// Inside an open transaction on an app-role connection: act as `user` in `org` (region `us`),
+/// as the server would.
+pub async fn set_context(db: &Client, user: Uuid, org: Uuid) {
+    db.execute(
+        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
+         set_config('app.current_region', 'us', true)",
+        &[&user.to_string(), &org.to_string()],
+    )
+    .await
+    .unwrap();
+}
+
 /// The migrated template, created once per test run (stale databases of earlier runs dropped).
 async fn template() -> &'static str {
     TEMPLATE

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, connect, without_request_id};
+use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, connect, set_context, without_request_id};
 
 /// A valid body for every write route, keyed by "METHOD path-template".
 fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Value>> {
@@ -198,13 +198,7 @@ async fn without_a_context_the_app_role_sees_nothing_and_writes_nothing() {
 
     // Naming an organization is not enough: the user must be a member of it.
     db.batch_execute("begin").await.unwrap();
-    db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
-         set_config('app.current_region', 'us', true)",
-        &[&b.owner.id.to_string(), &a.id.to_string()],
-    )
-    .await
-    .unwrap();
+    set_context(&db, b.owner.id, a.id).await;
     let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "B's owner with A's organization in context");
     assert_eq!(db.execute("update workspaces set name = 'x'", &[]).await.unwrap(), 0);
@@ -221,13 +215,7 @@ async fn without_a_context_the_app_role_sees_nothing_and_writes_nothing() {
 
     // Transaction-local settings do not survive the transaction.
     db.batch_execute("begin").await.unwrap();
-    db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
-         set_config('app.current_region', 'us', true)",
-        &[&a.owner.id.to_string(), &a.id.to_string()],
-    )
-    .await
-    .unwrap();
+    set_context(&db, a.owner.id, a.id).await;
     let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
     assert_eq!(n, 1, "the owner sees their workspace inside the transaction");
     db.batch_execute("commit").await.unwrap();

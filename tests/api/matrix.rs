@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestOrg, TestUser, assert_problem};
+use crate::helpers::{TestApp, TestOrg, TestUser, assert_problem, set_context};
 
 /// The objects one role's run acts on.
 struct Fixture {
@@ -383,13 +383,7 @@ async fn a_direct_write_without_the_permission_is_refused_by_the_policies() {
     let ws = app.workspace(&org, "Production").await;
     let db = crate::helpers::connect(&crate::helpers::app_url(&app.database)).await;
     db.batch_execute("begin").await.unwrap();
-    db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
-         set_config('app.current_region', 'us', true)",
-        &[&viewer.id.to_string(), &org.id.to_string()],
-    )
-    .await
-    .unwrap();
+    set_context(&db, viewer.id, org.id).await;
     let err = db
         .execute(
             "insert into workspaces (organization_id, name, region) values ($1, 'sneaky', 'us')",
@@ -399,13 +393,7 @@ async fn a_direct_write_without_the_permission_is_refused_by_the_policies() {
         .expect_err("insert without workspaces:write");
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
     db.batch_execute("rollback; begin").await.unwrap();
-    db.execute(
-        "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
-         set_config('app.current_region', 'us', true)",
-        &[&viewer.id.to_string(), &org.id.to_string()],
-    )
-    .await
-    .unwrap();
+    set_context(&db, viewer.id, org.id).await;
     assert_eq!(db.execute("update workspaces set name = 'sneaky' where id = $1", &[&ws]).await.unwrap(), 0);
     assert_eq!(db.execute("delete from workspaces where id = $1", &[&ws]).await.unwrap(), 0);
     assert_eq!(db.execute("update organizations set name = 'sneaky'", &[]).await.unwrap(), 0);
