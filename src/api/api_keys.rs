@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, record};
+use super::audit::{AuditEntry, authorize, authorize_in, record};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -114,7 +114,8 @@ pub async fn create_api_key(
         return Err(FieldError::new("expires_at", "must be in the future").into());
     }
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.create").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.create")
+        .await?;
     let mut scopes = body.scopes.clone();
     scopes.sort();
     scopes.dedup();
@@ -221,7 +222,8 @@ pub async fn delete_api_key(
     let user = require_user(&principal)?;
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.revoke").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.revoke")
+        .await?;
     let changed = tx
         .execute(
             "update api_keys set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, record};
+use super::audit::{AuditEntry, authorize, authorize_in, record};
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::{AppState, require_user};
@@ -122,7 +122,8 @@ pub async fn create_export(
     let user = require_user(&principal)?;
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::OrgExport, "organization.export").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::OrgExport, "organization.export")
+        .await?;
     tx.execute("delete from exports where organization_id = $1", &[org.as_uuid()]).await?;
     let id = Uuid::now_v7();
     tx.execute(

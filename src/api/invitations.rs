@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, authorize_named, record};
+use super::audit::{AuditEntry, authorize, authorize_in, authorize_named_in, record};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -146,9 +146,10 @@ pub async fn create_invitation(
         (_, None) => None,
     };
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.create").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "invitation.create")
+        .await?;
     if body.role == Role::Owner {
-        authorize(&state, &principal, &meta, &membership, Permission::OwnersManage, "invitation.create")
+        authorize_in(&mut tx, &principal, &meta, &membership, Permission::OwnersManage, "invitation.create")
             .await?;
     }
     if let Some(role_id) = custom_role {
@@ -160,7 +161,8 @@ pub async fn create_invitation(
             .await?;
         for row in rows {
             let permission: String = row.get(0);
-            authorize_named(&state, &principal, &meta, &membership, &permission, "invitation.create").await?;
+            authorize_named_in(&mut tx, &principal, &meta, &membership, &permission, "invitation.create")
+                .await?;
         }
     }
     let token = new_opaque(PREFIX);
@@ -253,7 +255,8 @@ pub async fn delete_invitation(
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.revoke").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "invitation.revoke")
+        .await?;
     let changed = tx
         .execute(
             "update invitations set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2",

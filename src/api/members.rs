@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::audit::{AuditEntry, authorize, authorize_named, record};
+use super::audit::{AuditEntry, authorize, authorize_in, authorize_named_in, record};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -74,7 +74,6 @@ fn custom_role_of(role: Role, custom_role_id: Option<Uuid>) -> Result<Option<Uui
 
 /// Handing out a custom role needs every permission it grants (as the policy also demands).
 async fn authorize_custom_role(
-    state: &AppState,
     tx: &mut TenantTx,
     principal: &Principal,
     meta: &RequestMeta,
@@ -95,7 +94,7 @@ async fn authorize_custom_role(
         .await?;
     for row in rows {
         let permission: String = row.get(0);
-        authorize_named(state, principal, meta, membership, &permission, action).await?;
+        authorize_named_in(tx, principal, meta, membership, &permission, action).await?;
     }
     Ok(())
 }
@@ -115,16 +114,16 @@ fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
 
 /// Touching an owner (making one, changing one, removing one) needs `owners:manage` as well.
 async fn authorize_role_change(
-    state: &AppState,
+    tx: &mut TenantTx,
     principal: &Principal,
     meta: &RequestMeta,
     membership: &Membership,
     change: (Option<Role>, Option<Role>),
     action: &'static str,
 ) -> Result<(), ApiError> {
-    authorize(state, principal, meta, membership, Permission::MembersManage, action).await?;
+    authorize_in(tx, principal, meta, membership, Permission::MembersManage, action).await?;
     if change.0 == Some(Role::Owner) || change.1 == Some(Role::Owner) {
-        authorize(state, principal, meta, membership, Permission::OwnersManage, action).await?;
+        authorize_in(tx, principal, meta, membership, Permission::OwnersManage, action).await?;
     }
     Ok(())
 }
@@ -203,9 +202,9 @@ pub async fn add_member(
     let body = body.into_inner();
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     let custom_role = custom_role_of(body.role, body.custom_role_id)?;
-    authorize_role_change(&state, &principal, &meta, &membership, (None, Some(body.role)), "member.add")
+    authorize_role_change(&mut tx, &principal, &meta, &membership, (None, Some(body.role)), "member.add")
         .await?;
-    authorize_custom_role(&state, &mut tx, &principal, &meta, &membership, custom_role, "member.add").await?;
+    authorize_custom_role(&mut tx, &principal, &meta, &membership, custom_role, "member.add").await?;
     tx.execute(
         "insert into memberships (organization_id, user_id, role, custom_role_id) values ($1, $2, $3, $4)",
         &[org.as_uuid(), body.user_id.as_uuid(), &body.role.as_str(), &custom_role],
@@ -247,13 +246,12 @@ pub async fn update_member(
 ) -> Result<web::Json<MemberResponse>, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.update").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "member.update").await?;
     let current = current_role(&mut tx, org, path.user_id).await?;
     let custom_role = custom_role_of(body.role, body.custom_role_id)?;
     let change = (Some(current), Some(body.role));
-    authorize_role_change(&state, &principal, &meta, &membership, change, "member.update").await?;
-    authorize_custom_role(&state, &mut tx, &principal, &meta, &membership, custom_role, "member.update")
-        .await?;
+    authorize_role_change(&mut tx, &principal, &meta, &membership, change, "member.update").await?;
+    authorize_custom_role(&mut tx, &principal, &meta, &membership, custom_role, "member.update").await?;
     tx.execute(
         "update memberships set role = $3, custom_role_id = $4 where organization_id = $1 and user_id = $2",
         &[org.as_uuid(), &path.user_id, &body.role.as_str(), &custom_role],
@@ -290,9 +288,9 @@ pub async fn remove_member(
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.remove").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "member.remove").await?;
     let current = current_role(&mut tx, org, path.user_id).await?;
-    authorize_role_change(&state, &principal, &meta, &membership, (Some(current), None), "member.remove")
+    authorize_role_change(&mut tx, &principal, &meta, &membership, (Some(current), None), "member.remove")
         .await?;
     // Recorded first: a member removing themselves can no longer write in the organization's
     // name afterwards. Either way the entry commits or rolls back with the removal.
@@ -358,7 +356,7 @@ pub async fn get_member_workspaces(
 ) -> Result<web::Json<MemberWorkspacesResponse>, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "member.get_workspaces")
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersRead, "member.get_workspaces")
         .await?;
     current_role(&mut tx, org, path.user_id).await?;
     let rows = tx.query(MEMBER_WORKSPACES, &[org.as_uuid(), &path.user_id]).await?;
@@ -399,8 +397,15 @@ pub async fn update_member_workspaces(
     ids.sort();
     ids.dedup();
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "member.update_workspaces")
-        .await?;
+    authorize_in(
+        &mut tx,
+        &principal,
+        &meta,
+        &membership,
+        Permission::MembersManage,
+        "member.update_workspaces",
+    )
+    .await?;
     current_role(&mut tx, org, path.user_id).await?;
     let known = tx
         .query(

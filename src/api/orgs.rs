@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, record};
+use super::audit::{AuditEntry, authorize, authorize_in, record};
 use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
@@ -242,7 +242,8 @@ pub async fn update_organization(
         return Err(FieldError::new("body", "at least one of name, slug, data_mode is required").into());
     }
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::OrgUpdate, "organization.update").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::OrgUpdate, "organization.update")
+        .await?;
     let row = tx
         .query_found(
             "update organizations o set name = coalesce($2, o.name), slug = coalesce($3, o.slug), \
@@ -286,7 +287,8 @@ pub async fn delete_organization(
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::OrgDelete, "organization.delete").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::OrgDelete, "organization.delete")
+        .await?;
     // Recorded first: once the organization is gone, nothing can be written in its name. The
     // log itself outlives it.
     record(&mut tx, &principal, AuditEntry::allowed("organization.delete", "organization", org, &meta))

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, authorize_named, record};
+use super::audit::{AuditEntry, authorize, authorize_in, authorize_named_in, record};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -100,7 +100,6 @@ fn valid_description(description: Option<&str>) -> Result<(), ApiError> {
 
 /// Every permission must exist in the catalogue (422) and be held by the caller (403, recorded).
 async fn checked_permissions(
-    state: &AppState,
     tx: &mut TenantTx,
     principal: &Principal,
     meta: &RequestMeta,
@@ -126,7 +125,7 @@ async fn checked_permissions(
         return Err(ApiError::Validation(unknown));
     }
     for permission in &permissions {
-        authorize_named(state, principal, meta, membership, permission, action).await?;
+        authorize_named_in(tx, principal, meta, membership, permission, action).await?;
     }
     Ok(permissions)
 }
@@ -218,17 +217,10 @@ pub async fn create_role(
     valid_name(&body.name)?;
     valid_description(body.description.as_deref())?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.create").await?;
-    let permissions = checked_permissions(
-        &state,
-        &mut tx,
-        &principal,
-        &meta,
-        &membership,
-        &body.permissions,
-        "role.create",
-    )
-    .await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::RolesManage, "role.create").await?;
+    let permissions =
+        checked_permissions(&mut tx, &principal, &meta, &membership, &body.permissions, "role.create")
+            .await?;
     let id = Uuid::now_v7();
     tx.execute(
         "insert into roles (organization_id, id, name, description) values ($1, $2, $3, $4)",
@@ -277,7 +269,7 @@ pub async fn update_role(
     }
     valid_description(body.description.as_deref())?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.update").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::RolesManage, "role.update").await?;
     let changed = tx
         .execute(
             "update roles set name = coalesce($3, name), description = coalesce($4, description) \
@@ -290,16 +282,9 @@ pub async fn update_role(
     }
     let permissions = match &body.permissions {
         Some(requested) => {
-            let permissions = checked_permissions(
-                &state,
-                &mut tx,
-                &principal,
-                &meta,
-                &membership,
-                requested,
-                "role.update",
-            )
-            .await?;
+            let permissions =
+                checked_permissions(&mut tx, &principal, &meta, &membership, requested, "role.update")
+                    .await?;
             replace_permissions(&mut tx, org, path.role_id, &permissions).await?;
             Some(permissions)
         }
@@ -338,7 +323,7 @@ pub async fn delete_role(
     require_user(&principal)?;
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::RolesManage, "role.delete").await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::RolesManage, "role.delete").await?;
     let deleted = tx
         .execute("delete from roles where organization_id = $1 and id = $2", &[org.as_uuid(), &path.role_id])
         .await?;

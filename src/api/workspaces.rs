@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::audit::{AuditEntry, authorize, record};
+use super::audit::{AuditEntry, authorize, authorize_in, record};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -132,7 +132,7 @@ pub async fn create_workspace(
     let name = Name::parse("name", &body.name)?;
     let id = WorkspaceId::new();
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.create")
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.create")
         .await?;
     let row = tx
         .query_found(
@@ -213,7 +213,7 @@ pub async fn update_workspace(
 ) -> Result<web::Json<WorkspaceResponse>, ApiError> {
     let name = Name::parse("name", &body.name)?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.update")
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.update")
         .await?;
     let row = tx
         .query_found(
@@ -250,7 +250,7 @@ pub async fn delete_workspace(
     path: web::Path<WorkspacePath>,
 ) -> Result<HttpResponse, ApiError> {
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
-    authorize(&state, &principal, &meta, &membership, Permission::WorkspacesDelete, "workspace.delete")
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkspacesDelete, "workspace.delete")
         .await?;
     let deleted = tx
         .execute(

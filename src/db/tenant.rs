@@ -167,6 +167,17 @@ impl TenantTx {
         self.track(result)
     }
 
+    /// Commits without consuming the transaction (it is finished afterwards; using it again
+    /// panics). For an early return that must still commit, such as recording a denial.
+    pub async fn commit_in_place(&mut self) -> Result<(), DbError> {
+        if self.poisoned {
+            return Err(DbError::Other(anyhow::anyhow!("refusing to commit a failed transaction")));
+        }
+        self.client().batch_execute("COMMIT").await?;
+        self.client = None;
+        Ok(())
+    }
+
     /// Commits; deferred constraints (such as "keep an owner") report here.
     pub async fn commit(mut self) -> Result<(), DbError> {
         if self.poisoned {

@@ -248,3 +248,30 @@ async fn verify_returns_a_checkpoint_signed_with_our_published_key() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}  ok      2 entries", org.id)));
 }
+
+#[tokio::test]
+async fn a_denied_write_is_recorded_even_with_a_single_pooled_connection() {
+    // The denial is written in the handler's own transaction: recording it must not need a
+    // second connection while the first is held.
+    let app = TestApp::spawn_with(|s| {
+        s.pool_size = 1;
+        s.pool_timeout_ms = 500;
+    })
+    .await;
+    let org = app.org_with_owner("acme").await;
+    let viewer = app.member(&org, "viewer@acme.test", "viewer").await;
+    for name in ["a", "b", "c"] {
+        let res = app
+            .post(&format!("/api/v1/orgs/{}/workspaces", org.id), &viewer.token, &json!({"name": name}))
+            .await;
+        assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let denied = app
+        .raw_count(
+            "select count(*) from audit_events where organization_id = $1 and outcome = 'denied' and actor_id = $2",
+            &[&org.id, &viewer.id],
+        )
+        .await;
+    assert_eq!(denied, 3);
+    assert_eq!(app.raw_count("select count(*) from workspaces", &[]).await, 0);
+}
