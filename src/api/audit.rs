@@ -104,9 +104,9 @@ fn denial<'a>(permission: &str, action: &'static str, meta: &'a RequestMeta) -> 
 }
 
 /// The permission check of the handlers that write: allowed, or a 403 recorded in the
-/// organization's log in the handler's own transaction, which is then committed (nothing has
-/// been written before the check; holding one connection while asking for another could starve
-/// the pool under load).
+/// organization's log in the handler's own transaction, which is then committed. So every check
+/// must come before the handler's first write. (Holding one connection while asking for another
+/// could starve the pool under load.)
 pub async fn authorize_in(
     tx: &mut TenantTx,
     principal: &Principal,

@@ -270,6 +270,13 @@ pub async fn update_role(
     valid_description(body.description.as_deref())?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::RolesManage, "role.update").await?;
+    // Every check before any write: a denial commits only its own audit entry.
+    let permissions = match &body.permissions {
+        Some(requested) => Some(
+            checked_permissions(&mut tx, &principal, &meta, &membership, requested, "role.update").await?,
+        ),
+        None => None,
+    };
     let changed = tx
         .execute(
             "update roles set name = coalesce($3, name), description = coalesce($4, description) \
@@ -280,16 +287,9 @@ pub async fn update_role(
     if changed != 1 {
         return Err(ApiError::NotFound);
     }
-    let permissions = match &body.permissions {
-        Some(requested) => {
-            let permissions =
-                checked_permissions(&mut tx, &principal, &meta, &membership, requested, "role.update")
-                    .await?;
-            replace_permissions(&mut tx, org, path.role_id, &permissions).await?;
-            Some(permissions)
-        }
-        None => None,
-    };
+    if let Some(permissions) = &permissions {
+        replace_permissions(&mut tx, org, path.role_id, permissions).await?;
+    }
     let row = tx.query_found(SELECT_ROLE, &[org.as_uuid(), &path.role_id]).await?;
     let entry = AuditEntry::allowed("role.update", "role", path.role_id, &meta).with_details(
         serde_json::json!({"name": body.name, "description": body.description, "permissions": permissions}),

@@ -122,3 +122,24 @@ async fn a_role_in_use_cannot_be_deleted() {
     let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], "custom_role_id");
 }
+
+#[tokio::test]
+async fn a_refused_role_change_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let admin = app.member(&org, "admin@acme.test", "admin").await;
+    let role = app.custom_role(&org, "reader", &["org:read"]).await;
+
+    // Renaming is allowed, but adding org:delete (which admins lack) is not: nothing changes.
+    let res = app
+        .patch(
+            &format!("/api/v1/orgs/{}/roles/{role}", org.id),
+            &admin.token,
+            &json!({"name": "renamed", "permissions": ["org:read", "org:delete"]}),
+        )
+        .await;
+    let body = assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(body["permission"], "org:delete");
+    assert_eq!(app.raw_count("select count(*) from roles where name = 'reader'", &[]).await, 1);
+    assert_eq!(app.raw_count("select count(*) from role_permissions", &[]).await, 1);
+}
