@@ -591,6 +591,34 @@ end
 $$;
 
 
+-- Publish a workflow's validated draft as its next version (workflows:publish). The row lock
+-- on the workflow serializes concurrent publishes: versions are consecutive, never duplicated.
+-- Returns the version, or NULL when there is no such (unarchived, visible) workflow.
+create or replace function app.publish_workflow(p_workflow uuid, p_definition text, p_spec jsonb)
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_org uuid := app.current_org_id();
+  v_version integer;
+begin
+  if v_org is null or not app.has_permission('workflows:publish') then
+    raise exception 'new row violates row-level security policy for table "workflow_versions"' using errcode = '42501';
+  end if;
+  update public.workflows w set latest_version = w.latest_version + 1
+  where w.organization_id = v_org and w.id = p_workflow and w.archived_at is null
+    and (not app.workspace_restricted() or w.workspace_id in (select app.allowed_workspace_ids()))
+  returning w.latest_version into v_version;
+  if v_version is null then
+    return null;
+  end if;
+  insert into public.workflow_versions (organization_id, workflow_id, version, definition, spec, published_by)
+  values (v_org, p_workflow, v_version, p_definition, p_spec, app.current_user_id());
+  return v_version;
+end
+$$;
+
 -- One list of every function above: owned by the definer, callable by nobody by default, and by
 -- the app role explicitly.
 do $grants$
@@ -620,7 +648,8 @@ begin
     'app.erase_current_user(inet, text, text)',
     'app.workspace_restricted()',
     'app.allowed_workspace_ids()',
-    'app.anonymise_organization_audit(uuid)'
+    'app.anonymise_organization_audit(uuid)',
+    'app.publish_workflow(uuid, text, jsonb)'
   ] loop
     execute format('alter function %s owner to tenantry_definer', v_function);
     execute format('revoke all on function %s from public', v_function);

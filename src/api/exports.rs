@@ -45,6 +45,15 @@ pub const TABLES: &[(&str, &str)] = &[
         "select row_to_json(t)::text from (select * from roles where organization_id = $1 order by id) t",
     ),
     (
+        "workflows",
+        "select row_to_json(t)::text from (select * from workflows where organization_id = $1 order by id) t",
+    ),
+    (
+        "workflow_versions",
+        "select row_to_json(t)::text from (select * from workflow_versions where organization_id = $1 \
+         order by workflow_id, version) t",
+    ),
+    (
         "member_workspaces",
         "select row_to_json(t)::text from (select * from member_workspaces where organization_id = $1 \
          order by user_id, workspace_id) t",

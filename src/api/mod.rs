@@ -17,6 +17,7 @@ pub mod permissions;
 pub mod roles;
 pub mod sessions;
 pub mod signin;
+pub mod workflows;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "audit", description = "The organization's tamper-evident audit log"),
         (name = "roles", description = "Permissions and roles"),
         (name = "admin", description = "Platform administration (platform admins only)"),
+        (name = "workflows", description = "Workflows, their drafts and immutable published versions"),
     )
 )]
 struct BaseDoc;
@@ -128,6 +130,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(workspaces::get_workspace)
         .service(workspaces::update_workspace)
         .service(workspaces::delete_workspace)
+        .service(workflows::create_workflow)
+        .service(workflows::list_workflows)
+        .service(workflows::get_workflow)
+        .service(workflows::update_workflow)
+        .service(workflows::archive_workflow)
+        .service(workflows::create_workflow_version)
+        .service(workflows::list_workflow_versions)
+        .service(workflows::get_workflow_version)
         .service(admin::list_all_organizations)
         .service(admin::suspend_organization)
         .service(admin::reactivate_organization)

@@ -43,6 +43,9 @@ pub enum DbError {
     /// An invitation that cannot be accepted: `unknown`, `expired`, `revoked` or `used`.
     #[error("invitation {0}")]
     Invitation(&'static str),
+    /// A change to something the database keeps immutable (a published workflow version).
+    #[error("immutable")]
+    Immutable,
     /// Content sent for an organization whose data mode is `metadata_only`.
     #[error("content not allowed in metadata_only mode")]
     ContentNotAllowed,
@@ -67,6 +70,7 @@ impl From<tokio_postgres::Error> for DbError {
         match code.code() {
             LAST_OWNER => return DbError::LastOwner,
             "TY020" => return DbError::ContentNotAllowed,
+            "TY030" => return DbError::Immutable,
             "TY010" => return DbError::Invitation("unknown"),
             "TY011" => return DbError::Invitation("expired"),
             "TY012" => return DbError::Invitation("revoked"),
@@ -176,6 +180,7 @@ impl DbError {
             DbError::PolicyViolation => "policy violation",
             DbError::Invitation(_) => "invitation",
             DbError::ContentNotAllowed => "content not allowed",
+            DbError::Immutable => "immutable",
             DbError::Other(_) => "error",
         }
     }

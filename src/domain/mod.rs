@@ -200,6 +200,9 @@ pub enum Permission {
     AuditRead,
     RolesManage,
     OrgExport,
+    WorkflowsRead,
+    WorkflowsWrite,
+    WorkflowsPublish,
 }
 
 impl Permission {
@@ -218,6 +221,9 @@ impl Permission {
             Permission::AuditRead => "audit:read",
             Permission::RolesManage => "roles:manage",
             Permission::OrgExport => "org:export",
+            Permission::WorkflowsRead => "workflows:read",
+            Permission::WorkflowsWrite => "workflows:write",
+            Permission::WorkflowsPublish => "workflows:publish",
         }
     }
 }

@@ -236,6 +236,10 @@ impl From<DbError> for ApiError {
                     code: "slug_taken",
                     detail: "An organization with this slug already exists.".into(),
                 },
+                Some("workflows_name_key") => ApiError::Conflict {
+                    code: "name_taken",
+                    detail: "A workflow with this name already exists in the workspace.".into(),
+                },
                 Some("workspaces_name_key") => ApiError::Conflict {
                     code: "name_taken",
                     detail: "A workspace with this name already exists in the organization.".into(),
@@ -277,6 +281,10 @@ impl From<DbError> for ApiError {
                 detail: "This invitation has already been accepted.".into(),
             },
             DbError::Invitation(_) => ApiError::NotFound,
+            DbError::Immutable => ApiError::Conflict {
+                code: "immutable",
+                detail: "Published versions cannot be changed; publish a new one.".into(),
+            },
             DbError::ContentNotAllowed => ApiError::Conflict {
                 code: "data_mode_forbids_content",
                 detail: "This organization's data mode is metadata_only: content is not stored.".into(),

@@ -332,6 +332,22 @@ impl TestApp {
         (body["id"].as_str().unwrap().parse().unwrap(), body["secret"].as_str().unwrap().to_owned())
     }
 
+    /// A workflow in `workspace`, created and published once (version 1) by the owner.
+    pub async fn workflow(&self, org: &TestOrg, workspace: Uuid) -> Uuid {
+        let base = format!("/api/v1/orgs/{}/workspaces/{workspace}/workflows", org.id);
+        let definition = "steps:\n  - id: fetch\n    uses: http.get\n";
+        let res = self
+            .post(&base, &org.owner.token, &json!({"name": "fixture-wf", "definition": definition}))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "creating a workflow");
+        let id: Uuid = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+        let res = self
+            .request(reqwest::Method::POST, &format!("{base}/{id}/publish"), Some(&org.owner.token), None)
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "publishing a workflow");
+        id
+    }
+
     /// An invitation to `org` created by its owner: (id, token).
     pub async fn invitation(&self, org: &TestOrg, email: &str, role: &str) -> (Uuid, String) {
         let res = self

@@ -23,6 +23,14 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
             Some(json!({"name": "Pwned", "scopes": ["workspaces:read"]}))
         }
         ("PUT", "/api/v1/orgs/{org_id}/members/{user_id}/workspaces") => Some(json!({"workspace_ids": []})),
+        ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows") => {
+            Some(json!({"name": "pwned", "definition": "steps:\n  - id: a\n    uses: x\n"}))
+        }
+        ("PATCH", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}") => {
+            Some(json!({"name": "pwned"}))
+        }
+        ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/publish")
+        | ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/archive") => None,
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
         }
@@ -36,7 +44,7 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
 }
 
 fn fill(template: &str, ids: &BTreeMap<&str, Uuid>) -> String {
-    let mut path = template.replace("{table}", "workspaces");
+    let mut path = template.replace("{table}", "workspaces").replace("{version}", "1");
     for (name, id) in ids {
         path = path.replace(&format!("{{{name}}}"), &id.to_string());
     }
@@ -55,6 +63,8 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(r)::text from roles r where organization_id = $1 order by id",
         "select row_to_json(i)::text from invitations i where organization_id = $1 order by id",
         "select row_to_json(e)::text from exports e where organization_id = $1 order by id",
+        "select row_to_json(w)::text from workflows w where organization_id = $1 order by id",
+        "select row_to_json(v)::text from workflow_versions v where organization_id = $1 order by workflow_id, version",
         "select row_to_json(p)::text from role_permissions p where organization_id = $1 order by role_id, permission",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
@@ -73,6 +83,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_key = app.api_key(&a, &["workspaces:read"]).await.0;
     let a_role = app.custom_role(&a, "a-role", &["org:read"]).await;
     let a_invitation = app.invitation(&a, "someone@example.test", "viewer").await.0;
+    let a_workflow = app.workflow(&a, a_workspace).await;
     let res = app
         .request(Method::POST, &format!("/api/v1/orgs/{}/exports", a.id), Some(&a.owner.token), None)
         .await;
@@ -92,6 +103,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("role_id", a_role),
         ("invitation_id", a_invitation),
         ("export_id", a_export),
+        ("workflow_id", a_workflow),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -101,6 +113,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("role_id", Uuid::new_v4()),
         ("invitation_id", Uuid::new_v4()),
         ("export_id", Uuid::new_v4()),
+        ("workflow_id", Uuid::new_v4()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -110,6 +123,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("role_id", a_role),
         ("invitation_id", a_invitation),
         ("export_id", a_export),
+        ("workflow_id", a_workflow),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;
@@ -143,10 +157,12 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
             let res = app
                 .request(method.clone(), &fill(template, &a_ids), Some(&b.owner.token), body.as_ref())
                 .await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method} {template} with A's ids");
             let cross = without_request_id(assert_problem(res, StatusCode::NOT_FOUND, "not_found").await);
             let res = app
                 .request(method.clone(), &fill(template, &random), Some(&b.owner.token), body.as_ref())
                 .await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method} {template} with random ids");
             let nowhere = without_request_id(assert_problem(res, StatusCode::NOT_FOUND, "not_found").await);
             assert_eq!(cross, nowhere, "{method} {template}: A's ids must look like random ids");
 
@@ -155,6 +171,11 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
                 let res = app
                     .request(method.clone(), &fill(template, &mixed), Some(&b.owner.token), body.as_ref())
                     .await;
+                assert_eq!(
+                    res.status(),
+                    StatusCode::NOT_FOUND,
+                    "{method} {template} in B with A's object ids"
+                );
                 let own_org =
                     without_request_id(assert_problem(res, StatusCode::NOT_FOUND, "not_found").await);
                 assert_eq!(own_org, nowhere, "{method} {template} in B with A's object ids");

@@ -14,6 +14,7 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
     for o in [&org, &other] {
         let member = app.member(o, &format!("m@{}.test", o.id.simple()), "viewer").await;
         let ws = app.workspace(o, "Production").await;
+        app.workflow(o, ws).await;
         let res = app
             .request(
                 reqwest::Method::PUT,

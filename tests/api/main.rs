@@ -20,4 +20,5 @@ mod regions;
 mod roles;
 mod sessions;
 mod signin;
+mod workflows;
 mod workspaces;

@@ -23,6 +23,7 @@ struct Fixture {
     doomed_role: Uuid,
     invitation: Uuid,
     export: Uuid,
+    workflow: Uuid,
 }
 
 struct Operation {
@@ -138,6 +139,98 @@ fn operations() -> Vec<Operation> {
             permission: "api_keys:manage",
             changed: Some(
                 "select count(*) from api_keys where organization_id = $1 and revoked_at is not null",
+            ),
+        },
+        Operation {
+            id: "list_workflows",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/workflows", f.org.id, f.workspace),
+            body: none,
+            permission: "workflows:read",
+            changed: None,
+        },
+        Operation {
+            id: "create_workflow",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/workflows", f.org.id, f.workspace),
+            body: |_| Some(json!({"name": "matrix-wf", "definition": "steps:\n  - id: a\n    uses: x\n"})),
+            permission: "workflows:write",
+            changed: Some("select count(*) from workflows where organization_id = $1 and name = 'matrix-wf'"),
+        },
+        Operation {
+            id: "get_workflow",
+            method: Method::GET,
+            path: |f| {
+                format!("/api/v1/orgs/{}/workspaces/{}/workflows/{}", f.org.id, f.workspace, f.workflow)
+            },
+            body: none,
+            permission: "workflows:read",
+            changed: None,
+        },
+        Operation {
+            id: "update_workflow",
+            method: Method::PATCH,
+            path: |f| {
+                format!("/api/v1/orgs/{}/workspaces/{}/workflows/{}", f.org.id, f.workspace, f.workflow)
+            },
+            body: |_| Some(json!({"name": "renamed-wf"})),
+            permission: "workflows:write",
+            changed: Some(
+                "select count(*) from workflows where organization_id = $1 and name = 'renamed-wf'",
+            ),
+        },
+        Operation {
+            id: "create_workflow_version",
+            method: Method::POST,
+            path: |f| {
+                format!(
+                    "/api/v1/orgs/{}/workspaces/{}/workflows/{}/publish",
+                    f.org.id, f.workspace, f.workflow
+                )
+            },
+            body: none,
+            permission: "workflows:publish",
+            changed: Some("select count(*) - 1 from workflow_versions where organization_id = $1"),
+        },
+        Operation {
+            id: "list_workflow_versions",
+            method: Method::GET,
+            path: |f| {
+                format!(
+                    "/api/v1/orgs/{}/workspaces/{}/workflows/{}/versions",
+                    f.org.id, f.workspace, f.workflow
+                )
+            },
+            body: none,
+            permission: "workflows:read",
+            changed: None,
+        },
+        Operation {
+            id: "get_workflow_version",
+            method: Method::GET,
+            path: |f| {
+                format!(
+                    "/api/v1/orgs/{}/workspaces/{}/workflows/{}/versions/1",
+                    f.org.id, f.workspace, f.workflow
+                )
+            },
+            body: none,
+            permission: "workflows:read",
+            changed: None,
+        },
+        Operation {
+            id: "archive_workflow",
+            method: Method::POST,
+            path: |f| {
+                format!(
+                    "/api/v1/orgs/{}/workspaces/{}/workflows/{}/archive",
+                    f.org.id, f.workspace, f.workflow
+                )
+            },
+            body: none,
+            permission: "workflows:write",
+            changed: Some(
+                "select count(*) from workflows where organization_id = $1 and archived_at is not null",
             ),
         },
         Operation {
@@ -304,7 +397,8 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let export = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
-    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role, invitation, export }
+    let workflow = app.workflow(&org, workspace).await;
+    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role, invitation, export, workflow }
 }
 
 #[tokio::test]

@@ -1,0 +1,35 @@
+-- Workflows. Apply as the owner, after migrations. Reading needs workflows:read, drafts
+-- workflows:write; versions are created only by app.publish_workflow() (workflows:publish) and
+-- never changed. A member restricted to some workspaces sees only their workflows.
+begin;
+set local role tenantry_owner;
+
+revoke all on public.workflows, public.workflow_versions from tenantry_app;
+grant select, insert on public.workflows to tenantry_app;
+grant update (name, draft, archived_at) on public.workflows to tenantry_app;
+grant select on public.workflow_versions to tenantry_app;
+grant select, update (latest_version) on public.workflows to tenantry_definer;
+grant select, insert on public.workflow_versions to tenantry_definer;
+
+drop policy if exists workflows_select on public.workflows;
+create policy workflows_select on public.workflows for select to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:read'))
+         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+
+drop policy if exists workflows_insert on public.workflows;
+create policy workflows_insert on public.workflows for insert to tenantry_app
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:write'))
+              and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+
+drop policy if exists workflows_update on public.workflows;
+create policy workflows_update on public.workflows for update to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:write'))
+         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())))
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:write')));
+
+drop policy if exists workflow_versions_select on public.workflow_versions;
+create policy workflow_versions_select on public.workflow_versions for select to tenantry_app
+  using (organization_id = (select app.current_org_id())
+         and workflow_id in (select w.id from public.workflows w));
+
+commit;

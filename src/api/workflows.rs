@@ -1,0 +1,576 @@
+//! Workflows: a YAML definition edited as a draft, published as immutable versions 1, 2, 3, ...
+//! The draft is parsed and validated on every write (errors name the line, column and field);
+//! publishing goes through `app.publish_workflow`, which numbers versions without gaps under
+//! concurrency; the database refuses any change to a published version.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::audit::{AuditEntry, authorize, authorize_in, record};
+use super::extract::{ApiJson, RequestMeta};
+use super::pagination::{Page, PageQuery};
+use super::workspaces::WorkspacePath;
+use super::{AppState, require_user};
+use crate::auth::Principal;
+use crate::db::{TenantTx, tenant};
+use crate::domain::{FieldError, Name, OrgId, Permission, UserId};
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+
+/// The shape a workflow definition must have.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub id: String,
+    pub uses: String,
+    #[serde(default)]
+    pub with: Option<Value>,
+    #[serde(default)]
+    pub needs: Vec<String>,
+}
+
+fn is_identifier(s: &str, extra: &[u8]) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+}
+
+/// Parses and validates a YAML definition; errors name the field and, for YAML and shape
+/// errors, the line and column.
+pub fn parse_definition(source: &str) -> Result<WorkflowSpec, FieldError> {
+    if source.len() > 262_144 {
+        return Err(FieldError::new("definition", "is larger than 256 KiB"));
+    }
+    let de = serde_norway::Deserializer::from_str(source);
+    let spec: WorkflowSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "definition".to_owned()
+        } else {
+            format!("definition.{path}")
+        };
+        let inner = e.into_inner();
+        let message = match inner.location() {
+            Some(at) => format!("line {}, column {}: {inner}", at.line(), at.column()),
+            None => inner.to_string(),
+        };
+        FieldError::new(field, message)
+    })?;
+    if spec.steps.is_empty() {
+        return Err(FieldError::new("definition.steps", "at least one step is required"));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        if !is_identifier(&step.id, b"_-") {
+            return Err(FieldError::new(
+                format!("definition.steps[{i}].id"),
+                "use 1-64 lowercase letters, digits, _ or -",
+            ));
+        }
+        if seen.contains(&step.id.as_str()) {
+            return Err(FieldError::new(
+                format!("definition.steps[{i}].id"),
+                format!("{:?} is used twice", step.id),
+            ));
+        }
+        if !is_identifier(&step.uses, b"_-.") {
+            return Err(FieldError::new(
+                format!("definition.steps[{i}].uses"),
+                "is not an action name (e.g. http.get)",
+            ));
+        }
+        if let Some(missing) = step.needs.iter().find(|n| !seen.contains(&n.as_str())) {
+            return Err(FieldError::new(
+                format!("definition.steps[{i}].needs"),
+                format!("{missing:?} is not an earlier step"),
+            ));
+        }
+        seen.push(&step.id);
+    }
+    Ok(spec)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkflowPath {
+    pub org_id: Uuid,
+    pub workspace_id: Uuid,
+    pub workflow_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct VersionPath {
+    pub org_id: Uuid,
+    pub workspace_id: Uuid,
+    pub workflow_id: Uuid,
+    /// Version number, from 1.
+    pub version: i32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkflowRequest {
+    pub name: String,
+    /// The YAML definition: `steps: [{id, uses, with?, needs?}]`, optional `description`.
+    #[schema(
+        example = "steps:\n  - id: fetch\n    uses: http.get\n    with: {url: \"https://example.com\"}\n"
+    )]
+    pub definition: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkflowRequest {
+    pub name: Option<String>,
+    pub definition: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowResponse {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub name: String,
+    /// The draft's YAML.
+    pub definition: String,
+    /// 0 until first published.
+    pub latest_version: i32,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionResponse {
+    pub workflow_id: Uuid,
+    pub version: i32,
+    pub definition: String,
+    /// The validated definition as JSON.
+    pub spec: Value,
+    pub published_by: Option<UserId>,
+    pub published_at: DateTime<Utc>,
+}
+
+fn workflow_from_row(row: &Row) -> WorkflowResponse {
+    WorkflowResponse {
+        id: row.get("id"),
+        workspace_id: row.get("workspace_id"),
+        name: row.get("name"),
+        definition: row.get("draft"),
+        latest_version: row.get("latest_version"),
+        archived_at: row.get("archived_at"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+fn version_from_row(row: &Row) -> VersionResponse {
+    VersionResponse {
+        workflow_id: row.get("workflow_id"),
+        version: row.get("version"),
+        definition: row.get("definition"),
+        spec: row.get("spec"),
+        published_by: row.get::<_, Option<Uuid>>("published_by").map(UserId),
+        published_at: row.get("published_at"),
+    }
+}
+
+/// Create a workflow with a draft definition (permission `workflows:write`).
+#[utoipa::path(
+    tag = "workflows",
+    params(WorkspacePath),
+    request_body = CreateWorkflowRequest,
+    responses(
+        (status = 201, description = "Created", body = WorkflowResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid definition (line, column and field named)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/workspaces/{workspace_id}/workflows")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn create_workflow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WorkspacePath>,
+    body: ApiJson<CreateWorkflowRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let name = Name::parse("name", &body.name)?;
+    parse_definition(&body.definition)?;
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsWrite, "workflow.create")
+        .await?;
+    let id = Uuid::now_v7();
+    let created_by = principal.as_user().map(|u| u.user_id.0);
+    let row = tx
+        .query_found(
+            "insert into workflows (organization_id, workspace_id, id, name, draft, created_by) \
+             values ($1, $2, $3, $4, $5, $6) \
+             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at",
+            &[org.as_uuid(), &path.workspace_id, &id, &name.as_str(), &body.definition, &created_by],
+        )
+        .await?;
+    let entry = AuditEntry::allowed("workflow.create", "workflow", id, &meta)
+        .with_details(serde_json::json!({"name": name.as_str(), "workspace_id": path.workspace_id}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/orgs/{org}/workspaces/{}/workflows/{id}", path.workspace_id),
+        ))
+        .json(workflow_from_row(&row)))
+}
+
+/// List a workspace's workflows (permission `workflows:read`).
+#[utoipa::path(
+    tag = "workflows",
+    params(WorkspacePath, PageQuery),
+    responses(
+        (status = 200, description = "Workflows", body = Page<WorkflowResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/workspaces/{workspace_id}/workflows")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_workflows(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WorkspacePath>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<WorkflowResponse>>, ApiError> {
+    let page = query.parse()?;
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        // Driven by the workspace: no workspace (anyone's) is no row at all, hence a 404; an
+        // empty workspace is one row of NULLs, hence an empty page.
+        "select w.id, w.workspace_id, w.name, w.draft, w.latest_version, w.archived_at, w.created_at, w.updated_at \
+         from workspaces s left join lateral ( \
+           select * from workflows f where f.organization_id = s.organization_id and f.workspace_id = s.id \
+             and f.id > $3 order by f.id limit $4) w on true \
+         where s.organization_id = $1 and s.id = $2",
+        &[&path.org_id, &path.workspace_id, &page.after, &page.fetch()],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.list").await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let items =
+        rows.iter().filter(|r| r.get::<_, Option<Uuid>>("id").is_some()).map(workflow_from_row).collect();
+    Ok(web::Json(Page::from_items(items, page, |w| w.id)))
+}
+
+/// Get a workflow and its draft (permission `workflows:read`).
+#[utoipa::path(
+    tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 200, description = "The workflow", body = WorkflowResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_workflow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WorkflowPath>,
+) -> Result<web::Json<WorkflowResponse>, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at from workflows \
+         where organization_id = $1 and workspace_id = $2 and id = $3",
+        &[&path.org_id, &path.workspace_id, &path.workflow_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.get").await?;
+    Ok(web::Json(workflow_from_row(rows.first().ok_or(ApiError::NotFound)?)))
+}
+
+/// Edit a workflow's name or draft (permission `workflows:write`); archived workflows are frozen.
+#[utoipa::path(
+    tag = "workflows",
+    params(WorkflowPath),
+    request_body = UpdateWorkflowRequest,
+    responses(
+        (status = 200, description = "Updated", body = WorkflowResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such (unarchived) workflow", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid definition (line, column and field named)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn update_workflow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WorkflowPath>,
+    body: ApiJson<UpdateWorkflowRequest>,
+) -> Result<web::Json<WorkflowResponse>, ApiError> {
+    let name = body.name.as_deref().map(|n| Name::parse("name", n)).transpose()?;
+    if let Some(definition) = &body.definition {
+        parse_definition(definition)?;
+    }
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsWrite, "workflow.update")
+        .await?;
+    let row = tx
+        .query_found(
+            "update workflows set name = coalesce($4, name), draft = coalesce($5, draft) \
+             where organization_id = $1 and workspace_id = $2 and id = $3 and archived_at is null \
+             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at",
+            &[
+                &path.org_id,
+                &path.workspace_id,
+                &path.workflow_id,
+                &name.as_ref().map(Name::as_str),
+                &body.definition,
+            ],
+        )
+        .await?;
+    let entry = AuditEntry::allowed("workflow.update", "workflow", path.workflow_id, &meta)
+        .with_details(serde_json::json!({"name": name.as_ref().map(Name::as_str), "definition_changed": body.definition.is_some()}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(web::Json(workflow_from_row(&row)))
+}
+
+/// Archive a workflow: it can no longer be edited or published (permission `workflows:write`).
+#[utoipa::path(
+    tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 200, description = "Archived", body = WorkflowResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:write", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/archive")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn archive_workflow(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WorkflowPath>,
+) -> Result<web::Json<WorkflowResponse>, ApiError> {
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsWrite, "workflow.archive")
+        .await?;
+    let row = tx
+        .query_found(
+            "update workflows set archived_at = coalesce(archived_at, now()) \
+             where organization_id = $1 and workspace_id = $2 and id = $3 \
+             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at",
+            &[&path.org_id, &path.workspace_id, &path.workflow_id],
+        )
+        .await?;
+    record(&mut tx, &principal, AuditEntry::allowed("workflow.archive", "workflow", path.workflow_id, &meta))
+        .await?;
+    tx.commit().await?;
+    Ok(web::Json(workflow_from_row(&row)))
+}
+
+/// Publish the draft as the next immutable version (permission `workflows:publish`).
+#[utoipa::path(
+    tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 201, description = "Published", body = VersionResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:publish", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such (unarchived) workflow", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The draft does not validate", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/publish")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn create_workflow_version(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WorkflowPath>,
+) -> Result<HttpResponse, ApiError> {
+    require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsPublish, "workflow.publish")
+        .await?;
+    let draft: String = tx
+        .query_found(
+            "select draft from workflows where organization_id = $1 and workspace_id = $2 and id = $3",
+            &[org.as_uuid(), &path.workspace_id, &path.workflow_id],
+        )
+        .await?
+        .get(0);
+    let spec = parse_definition(&draft)?;
+    let spec = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.into()))?;
+    let row = tx
+        .query_found("select app.publish_workflow($1, $2, $3)", &[&path.workflow_id, &draft, &spec])
+        .await?;
+    let version: i32 = row.get::<_, Option<i32>>(0).ok_or(ApiError::NotFound)?;
+    let row = tx
+        .query_found(
+            "select workflow_id, version, definition, spec, published_by, published_at from workflow_versions \
+             where organization_id = $1 and workflow_id = $2 and version = $3",
+            &[org.as_uuid(), &path.workflow_id, &version],
+        )
+        .await?;
+    let entry = AuditEntry::allowed("workflow.publish", "workflow", path.workflow_id, &meta)
+        .with_details(serde_json::json!({"version": version}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!(
+                "/api/v1/orgs/{org}/workspaces/{}/workflows/{}/versions/{version}",
+                path.workspace_id, path.workflow_id
+            ),
+        ))
+        .json(version_from_row(&row)))
+}
+
+/// List a workflow's published versions (permission `workflows:read`).
+#[utoipa::path(
+    tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 200, description = "Versions, oldest first", body = Vec<VersionResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/versions")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_workflow_versions(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WorkflowPath>,
+) -> Result<web::Json<Vec<VersionResponse>>, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        // Driven by the workflow, as above: a missing workflow is a 404, not an empty list.
+        "select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at \
+         from workflows w left join lateral ( \
+           select * from workflow_versions x where x.organization_id = w.organization_id and x.workflow_id = w.id \
+           order by x.version limit 1000) v on true \
+         where w.organization_id = $1 and w.workspace_id = $2 and w.id = $3",
+        &[&path.org_id, &path.workspace_id, &path.workflow_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.list_versions")
+        .await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let versions = rows.iter().filter(|r| r.get::<_, Option<i32>>("version").is_some()).map(version_from_row);
+    Ok(web::Json(versions.collect()))
+}
+
+/// Get one published version (permission `workflows:read`).
+#[utoipa::path(
+    tag = "workflows",
+    params(VersionPath),
+    responses(
+        (status = 200, description = "The version", body = VersionResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission workflows:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/versions/{version}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_workflow_version(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<VersionPath>,
+) -> Result<web::Json<VersionResponse>, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at \
+         from workflow_versions v join workflows w on w.organization_id = v.organization_id and w.id = v.workflow_id \
+         where v.organization_id = $1 and w.workspace_id = $2 and v.workflow_id = $3 and v.version = $4",
+        &[&path.org_id, &path.workspace_id, &path.workflow_id, &path.version],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.get_version")
+        .await?;
+    Ok(web::Json(version_from_row(rows.first().ok_or(ApiError::NotFound)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_validated_with_line_and_field() {
+        let good = "description: demo\nsteps:\n  - id: fetch\n    uses: http.get\n  - id: summarize\n    uses: llm.chat\n    needs: [fetch]\n";
+        assert_eq!(parse_definition(good).unwrap().steps.len(), 2);
+
+        let err = parse_definition("steps:\n  - id: a\n    uses: [unclosed\n").unwrap_err();
+        assert!(err.message.contains("line"), "{err:?}");
+        let err = parse_definition("steps:\n  - id: a\n").unwrap_err();
+        assert_eq!(err.field, "definition.steps[0]");
+        assert!(err.message.contains("missing field `uses`") && err.message.contains("line 2"), "{err:?}");
+        let err = parse_definition("steps:\n  - id: a\n    uses: x\n    colour: red\n").unwrap_err();
+        assert!(err.field.starts_with("definition.steps[0]"), "{err:?}");
+        let err = parse_definition("steps: []\n").unwrap_err();
+        assert_eq!(err.field, "definition.steps");
+        let err = parse_definition("steps:\n  - id: a\n    uses: x\n  - id: a\n    uses: y\n").unwrap_err();
+        assert_eq!(err.field, "definition.steps[1].id");
+        let err = parse_definition("steps:\n  - id: b\n    uses: x\n    needs: [later]\n").unwrap_err();
+        assert_eq!(err.field, "definition.steps[0].needs");
+    }
+}
