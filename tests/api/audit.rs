@@ -218,15 +218,7 @@ async fn verify_returns_a_checkpoint_signed_with_our_published_key() {
     assert_eq!(status["entries"], 2);
     assert_eq!(status["head_seq"], 2);
 
-    let jwks: Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.public_json("/.well-known/jwks.json").await;
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);

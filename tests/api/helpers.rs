@@ -279,11 +279,16 @@ impl TestApp {
         self.request(Method::DELETE, path, Some(token), None).await
     }
 
+    /// A public (unauthenticated) JSON document; the request must succeed.
+    pub async fn public_json(&self, path: &str) -> Value {
+        let res = self.http.get(format!("{}{path}", self.address)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "GET {path}");
+        res.json().await.unwrap()
+    }
+
     /// The OpenAPI document as the running server serves it.
     pub async fn served_openapi(&self) -> Value {
-        let res = self.http.get(format!("{}/api/v1/openapi.json", self.address)).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        res.json().await.unwrap()
+        self.public_json("/api/v1/openapi.json").await
     }
 
     /// A signed-in user (provisioned through `GET /me`, as a first request would).

@@ -241,15 +241,7 @@ async fn the_jwks_publishes_current_and_retired_keys_and_both_verify() {
     let old_key_file = old.key_file.clone();
     let app = TestApp::spawn_with(|s| s.auth.previous_signing_key_files = vec![old_key_file]).await;
 
-    let jwks: Value = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.public_json("/.well-known/jwks.json").await;
     let kids: Vec<&str> =
         jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
     assert_eq!(kids, vec![app.kid.as_str(), old.kid.as_str()]);

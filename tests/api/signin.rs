@@ -168,15 +168,7 @@ async fn next_id_token(op: &OpenIdProvider, claims: Value) {
 #[tokio::test]
 async fn a_person_signs_in_through_a_real_openid_provider_and_uses_refreshes_and_ends_the_session() {
     let SignInRig { app, op } = rig().await;
-    let providers: Value = app
-        .http
-        .get(format!("{}/api/v1/auth/providers", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let providers = app.public_json("/api/v1/auth/providers").await;
     assert_eq!(
         providers,
         json!([{"name": "local", "kind": "oidc", "display_name": "local", "login_url": "/api/v1/auth/local/login"}])
