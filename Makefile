@@ -106,7 +106,11 @@ run: build
 	  cat .tenantry/demo-tokens.txt; echo; \
 	  echo "Try: curl -H \"Authorization: Bearer \$$TOKEN\" http://$$addr/api/v1/orgs"; echo; \
 	}
-	@$(ENV_SETUP) TENANTRY_CONFIG=$${TENANTRY_CONFIG:-.tenantry/tenantry.toml} exec $(BIN) serve
+	@$(ENV_SETUP) export TENANTRY_CONFIG=$${TENANTRY_CONFIG:-.tenantry/tenantry.toml}; \
+	  $(BIN) worker > .tenantry/worker.log 2>&1 & worker=$$!; \
+	  echo "  Worker:       executing workflow runs (log: .tenantry/worker.log)"; \
+	  trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(BIN) serve
 
 openapi: build
 	@$(BIN) openapi > openapi/openapi.json

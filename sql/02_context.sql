@@ -47,3 +47,11 @@ as $$ select nullif(pg_catalog.current_setting('app.current_region', true), '') 
 
 revoke all on function app.current_region() from public;
 grant execute on function app.current_region() to tenantry_app, tenantry_definer;
+
+-- A worker's claim on one workflow run (app.claim_next_run() issues it), set transaction-locally
+-- like the other settings. Policies admit its run's organization while the claim holds.
+create or replace function app.current_run_claim() returns uuid
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_run_claim', true), '')::uuid $$;
+revoke all on function app.current_run_claim() from public;
+grant execute on function app.current_run_claim() to tenantry_app, tenantry_definer;

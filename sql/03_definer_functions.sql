@@ -26,6 +26,14 @@ begin
                    and o.suspended_at is null) then
     return null;
   end if;
+  -- A worker: the organization of the run it holds the claim on, while that run is running.
+  if app.current_run_claim() is not null then
+    return (select r.organization_id
+            from public.workflow_runs r
+            where r.claim_token = app.current_run_claim()
+              and r.organization_id = app.requested_org_id()
+              and r.status = 'running');
+  end if;
   if app.current_api_key_id() is not null then
     return (select k.organization_id
             from public.api_keys k
@@ -74,6 +82,18 @@ begin
   active := true;
   suspended := false;
   select o.region, o.suspended_at into v_region, v_suspended from public.organizations o where o.id = v_org;
+  -- A worker holding a run's claim: active while the run is running under that claim (a cancel
+  -- or a re-claim ends it), with the two permissions running a workflow needs.
+  if app.current_run_claim() is not null then
+    select r.organization_id = v_org into active
+    from public.workflow_runs r
+    where r.claim_token = app.current_run_claim() and r.status = 'running';
+    active := coalesce(active, false);
+    if active and v_region is not distinct from app.current_region() and v_suspended is null then
+      permissions := array['runs:execute', 'workflows:read'];
+    end if;
+    return;
+  end if;
   if v_session is not null then
     active := exists (select 1 from public.sessions s
                       where s.id = v_session and s.user_id = app.current_user_id()
@@ -132,6 +152,9 @@ as $$
 begin
   if app.current_org_id() is null then
     return false; -- not a member, another region, or no context
+  end if;
+  if app.current_run_claim() is not null then
+    return permission in ('runs:execute', 'workflows:read');
   end if;
   if app.current_api_key_id() is not null then
     return exists (
@@ -619,6 +642,90 @@ begin
 end
 $$;
 
+-- The run a worker holds the claim on (NULL for everyone else). The run policies compare with it.
+create or replace function app.current_run_id() returns uuid
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if app.current_run_claim() is null then
+    return null;
+  end if;
+  return (select r.id from public.workflow_runs r
+          where r.claim_token = app.current_run_claim() and r.organization_id = app.current_org_id()
+            and r.status = 'running');
+end
+$$;
+
+-- The queue. Claims the oldest claimable run of this region: a running run whose lease ran out
+-- (its worker died or stalled), else the oldest queued one. FOR UPDATE SKIP LOCKED makes claims
+-- exclusive without blocking: concurrent workers each get a different run, or none. A run that
+-- has used up its attempts fails instead. Returns ids and a fresh claim token only, never
+-- content: the worker reads the run under the organization's RLS context, with the token.
+create or replace function app.claim_next_run(
+  p_region text, p_worker text, p_lease_seconds integer, p_max_attempts integer)
+returns table (organization_id uuid, run_id uuid, claim_token uuid, attempt integer)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+  v_org uuid;
+  v_run uuid;
+  v_attempts integer;
+begin
+  loop
+    select r.organization_id, r.id, r.attempts into v_org, v_run, v_attempts
+    from public.workflow_runs r
+    where r.status = 'running' and r.lease_expires_at < now()
+      and exists (select 1 from public.organizations o
+                  where o.id = r.organization_id and o.region = p_region and o.suspended_at is null)
+    order by r.lease_expires_at
+    limit 1
+    for update of r skip locked;
+    if not found then
+      select r.organization_id, r.id, r.attempts into v_org, v_run, v_attempts
+      from public.workflow_runs r
+      where r.status = 'queued'
+        and exists (select 1 from public.organizations o
+                    where o.id = r.organization_id and o.region = p_region and o.suspended_at is null)
+      order by r.created_at
+      limit 1
+      for update of r skip locked;
+    end if;
+    if not found then
+      return;
+    end if;
+    if v_attempts >= p_max_attempts then
+      update public.workflow_runs r set status = 'failed', error_code = 'lease_expired'
+      where r.organization_id = v_org and r.id = v_run;
+      continue;
+    end if;
+    return query
+      update public.workflow_runs r
+      set status = 'running', claim_token = gen_random_uuid(), claimed_by = left(p_worker, 200),
+          lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+          attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
+      where r.organization_id = v_org and r.id = v_run
+      returning r.organization_id, r.id, r.claim_token, r.attempts;
+    return;
+  end loop;
+end
+$$;
+
+-- A worker renews its claim while a run executes. False when the claim is gone (the run was
+-- cancelled, or re-claimed after the lease ran out): the worker then abandons the run.
+create or replace function app.renew_run_claim(p_claim uuid, p_lease_seconds integer) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  update public.workflow_runs r set lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+  where r.claim_token = p_claim and r.status = 'running';
+  return found;
+end
+$$;
+
 -- One list of every function above: owned by the definer, callable by nobody by default, and by
 -- the app role explicitly.
 do $grants$
@@ -647,6 +754,9 @@ begin
     'app.admin_change_organization(uuid, text, text, inet, text, text)',
     'app.erase_current_user(inet, text, text)',
     'app.workspace_restricted()',
+    'app.current_run_id()',
+    'app.claim_next_run(text, text, integer, integer)',
+    'app.renew_run_claim(uuid, integer)',
     'app.allowed_workspace_ids()',
     'app.anonymise_organization_audit(uuid)',
     'app.publish_workflow(uuid, text, jsonb)'

@@ -60,6 +60,37 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub worker: WorkerSettings,
+}
+
+/// `tenantry worker`: how it drains the run queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Runs processed at once by one worker process.
+    pub concurrency: usize,
+    /// How long a claim lasts without renewal; a worker renews it every third of this. A run
+    /// whose worker died is re-claimed after it ran out.
+    pub lease_secs: u32,
+    /// Claims per run before it is failed with `lease_expired`.
+    pub max_attempts: u32,
+    /// Longest a run may execute.
+    pub run_timeout_secs: u64,
+    /// How often an idle worker looks for work without a notification.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 4,
+            lease_secs: 60,
+            max_attempts: 3,
+            run_timeout_secs: 600,
+            poll_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,6 +281,7 @@ impl Default for Settings {
                 allowed_redirects: Vec::new(),
                 login_attempt_ttl_secs: 600,
             },
+            worker: WorkerSettings::default(),
         }
     }
 }
@@ -273,6 +305,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max_body_bytes",
     "log_format",
     "auth",
+    "worker",
     "config",
     "log",
 ];
@@ -326,6 +359,12 @@ impl Settings {
             "auth.session_idle_timeout_secs cannot exceed auth.session_absolute_timeout_secs"
         );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
+        anyhow::ensure!(self.worker.concurrency >= 1, "worker.concurrency must be at least 1");
+        anyhow::ensure!(
+            (3..=3600).contains(&self.worker.lease_secs),
+            "worker.lease_secs must be between 3 and 3600"
+        );
+        anyhow::ensure!(self.worker.max_attempts >= 1, "worker.max_attempts must be at least 1");
         let mut names = std::collections::HashSet::new();
         for p in &self.auth.providers {
             anyhow::ensure!(

@@ -9,3 +9,4 @@ pub mod domain;
 pub mod http;
 pub mod seed;
 pub mod startup;
+pub mod worker;

@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (TENANTRY_DATABASE_URL, TENANTRY_LISTEN).
     Serve,
+    /// Execute queued workflow runs (TENANTRY_DATABASE_URL, TENANTRY_WORKER__*) until Ctrl-C.
+    Worker,
     /// Apply sql/, migrations and policies/ (TENANTRY_ADMIN_DATABASE_URL). Idempotent.
     Migrate,
     /// Verify the catalog: roles, RLS, policies, keys, definer functions, views.
@@ -127,6 +129,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = tenantry::startup::Application::build(settings).await?;
             tracing::info!(%listen, port = app.port(), "serving; Swagger UI at /swagger-ui/");
             app.run_until_stopped().await?;
+        }
+        Command::Worker => {
+            let url = settings.require_database_url()?.to_owned();
+            let pool = tenantry::db::app_pool(
+                &url,
+                settings.worker.concurrency + 2,
+                std::time::Duration::from_millis(settings.pool_timeout_ms),
+            )?;
+            tenantry::db::check::refuse_privileged_app_role(&pool).await?;
+            let db = tenantry::db::Db { pool, region: settings.region };
+            tracing::info!(concurrency = settings.worker.concurrency, region = %settings.region, "worker started");
+            let worker = tenantry::worker::Worker::new(db, settings.worker.clone());
+            worker
+                .run_until(&url, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
         }
         Command::Migrate => {
             tenantry::db::migrate::run(settings.require_admin_database_url()?).await?;

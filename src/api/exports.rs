@@ -54,6 +54,13 @@ pub const TABLES: &[(&str, &str)] = &[
          order by workflow_id, version) t",
     ),
     (
+        "workflow_runs",
+        "select row_to_json(t)::text from (select organization_id, workspace_id, id, workflow_id, version, status, \
+         input, output, input_bytes, output_bytes, error_code, failed_step, error_message, attempts, created_by, \
+         created_by_api_key, created_at, started_at, finished_at from workflow_runs where organization_id = $1 \
+         order by id) t",
+    ),
+    (
         "member_workspaces",
         "select row_to_json(t)::text from (select * from member_workspaces where organization_id = $1 \
          order by user_id, workspace_id) t",

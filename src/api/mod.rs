@@ -15,6 +15,7 @@ pub mod orgs;
 pub mod pagination;
 pub mod permissions;
 pub mod roles;
+pub mod runs;
 pub mod sessions;
 pub mod signin;
 pub mod workflows;
@@ -83,6 +84,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "roles", description = "Permissions and roles"),
         (name = "admin", description = "Platform administration (platform admins only)"),
         (name = "workflows", description = "Workflows, their drafts and immutable published versions"),
+        (name = "runs", description = "Workflow runs: queued, executed by `tenantry worker`, cancellable"),
     )
 )]
 struct BaseDoc;
@@ -138,6 +140,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(workflows::create_workflow_version)
         .service(workflows::list_workflow_versions)
         .service(workflows::get_workflow_version)
+        .service(runs::start_run)
+        .service(runs::list_runs)
+        .service(runs::get_run)
+        .service(runs::cancel_run)
         .service(admin::list_all_organizations)
         .service(admin::suspend_organization)
         .service(admin::reactivate_organization)

@@ -51,8 +51,8 @@ impl Principal {
     /// The database context this principal acts under.
     pub fn actor(&self) -> Actor {
         match self {
-            Principal::User(u) => Actor { user: Some(u.user_id), session: u.session_id, api_key: None },
-            Principal::ApiKey(k) => Actor { user: None, session: None, api_key: Some(k.key_id) },
+            Principal::User(u) => Actor { user: Some(u.user_id), session: u.session_id, ..Actor::default() },
+            Principal::ApiKey(k) => Actor { api_key: Some(k.key_id), ..Actor::default() },
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod identity;
 pub mod migrate;
+pub mod queue;
 pub mod tenant;
 
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub enum DbError {
     /// A change to something the database keeps immutable (a published workflow version).
     #[error("immutable")]
     Immutable,
+    /// A workflow run moved in a way its state machine refuses (e.g. cancelling a finished run).
+    #[error("illegal run transition")]
+    IllegalTransition,
     /// Content sent for an organization whose data mode is `metadata_only`.
     #[error("content not allowed in metadata_only mode")]
     ContentNotAllowed,
@@ -71,6 +75,7 @@ impl From<tokio_postgres::Error> for DbError {
             LAST_OWNER => return DbError::LastOwner,
             "TY020" => return DbError::ContentNotAllowed,
             "TY030" => return DbError::Immutable,
+            "TY031" => return DbError::IllegalTransition,
             "TY010" => return DbError::Invitation("unknown"),
             "TY011" => return DbError::Invitation("expired"),
             "TY012" => return DbError::Invitation("revoked"),
@@ -181,6 +186,7 @@ impl DbError {
             DbError::Invitation(_) => "invitation",
             DbError::ContentNotAllowed => "content not allowed",
             DbError::Immutable => "immutable",
+            DbError::IllegalTransition => "illegal transition",
             DbError::Other(_) => "error",
         }
     }

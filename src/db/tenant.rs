@@ -24,33 +24,41 @@ const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
                            set_config('app.current_organization_id', $2, true), \
                            set_config('app.current_session_id', $3, true), \
                            set_config('app.current_api_key_id', $4, true), \
-                           set_config('app.current_region', $5, true)";
+                           set_config('app.current_region', $5, true), \
+                           set_config('app.current_run_claim', $6, true)";
 const SET_ORG: &str = "select set_config('app.current_organization_id', $1, true)";
 const CURRENT_PRINCIPAL: &str =
     "select active, role, permissions, home_region, suspended from app.current_principal()";
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-/// Who a transaction acts for: a user (with the session their token belongs to, if any) or an
-/// API key. It becomes the transaction-local context the policies read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who a transaction acts for: a user (with the session their token belongs to, if any), an API
+/// key, or a worker holding the claim on one workflow run. It becomes the transaction-local
+/// context the policies read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Actor {
     pub user: Option<UserId>,
     pub session: Option<Uuid>,
     pub api_key: Option<Uuid>,
+    pub run_claim: Option<Uuid>,
 }
 
 impl Actor {
     pub fn user(user: UserId) -> Actor {
-        Actor { user: Some(user), session: None, api_key: None }
+        Actor { user: Some(user), ..Actor::default() }
     }
 
-    /// The four context values, as the text `set_config` takes ('' for none).
-    fn context(&self, org: Option<OrgId>) -> [String; 4] {
+    /// A worker, with the claim token `app.claim_next_run()` gave it.
+    pub fn worker(claim: Uuid) -> Actor {
+        Actor { run_claim: Some(claim), ..Actor::default() }
+    }
+
+    /// The context values, as the text `set_config` takes ('' for none).
+    fn context(&self, org: Option<OrgId>) -> [String; 5] {
         fn text(v: Option<impl ToString>) -> String {
             v.map(|v| v.to_string()).unwrap_or_default()
         }
-        [text(self.user), text(org), text(self.session), text(self.api_key)]
+        [text(self.user), text(org), text(self.session), text(self.api_key), text(self.run_claim)]
     }
 }
 
@@ -85,14 +93,16 @@ impl TenantTx {
         let set_context = client.prepare_cached(SET_CONTEXT).await?;
         let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
         let tx = TenantTx { client: Some(client), poisoned: false, org };
-        let [user, org_text, session, api_key] = actor.context(org);
+        let [user, org_text, session, api_key, run_claim] = actor.context(org);
         let principal = {
             let client = tx.client();
             // join3 polls in order, so the three messages leave in one write: one round trip.
             let (begin, context, principal) = future::join3(
                 client.batch_execute("BEGIN"),
-                client
-                    .query_one(&set_context, &[&user, &org_text, &session, &api_key, &pool.region.as_str()]),
+                client.query_one(
+                    &set_context,
+                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim],
+                ),
                 client.query_one(&principal_stmt, &[]),
             )
             .await;
@@ -250,14 +260,16 @@ pub async fn read(
     let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
     let query_stmt = client.prepare_cached(sql).await?;
     let mut tx = TenantTx { client: Some(client), poisoned: false, org };
-    let [user, org_text, session, api_key] = actor.context(org);
+    let [user, org_text, session, api_key, run_claim] = actor.context(org);
     let (principal, rows) = {
         let client = tx.client();
         let ((begin, context), (principal, rows, commit)) = future::join(
             future::join(
                 client.batch_execute("BEGIN"),
-                client
-                    .query_one(&set_context, &[&user, &org_text, &session, &api_key, &pool.region.as_str()]),
+                client.query_one(
+                    &set_context,
+                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim],
+                ),
             ),
             future::join3(
                 client.query_one(&principal_stmt, &[]),

@@ -203,6 +203,10 @@ pub enum Permission {
     WorkflowsRead,
     WorkflowsWrite,
     WorkflowsPublish,
+    RunsExecute,
+    ProviderKeysManage,
+    FlagsRead,
+    FlagsWrite,
 }
 
 impl Permission {
@@ -224,6 +228,10 @@ impl Permission {
             Permission::WorkflowsRead => "workflows:read",
             Permission::WorkflowsWrite => "workflows:write",
             Permission::WorkflowsPublish => "workflows:publish",
+            Permission::RunsExecute => "runs:execute",
+            Permission::ProviderKeysManage => "provider_keys:manage",
+            Permission::FlagsRead => "flags:read",
+            Permission::FlagsWrite => "flags:write",
         }
     }
 }

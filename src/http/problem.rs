@@ -285,6 +285,9 @@ impl From<DbError> for ApiError {
                 code: "immutable",
                 detail: "Published versions cannot be changed; publish a new one.".into(),
             },
+            DbError::IllegalTransition => {
+                ApiError::Conflict { code: "run_finished", detail: "The run has already finished.".into() }
+            }
             DbError::ContentNotAllowed => ApiError::Conflict {
                 code: "data_mode_forbids_content",
                 detail: "This organization's data mode is metadata_only: content is not stored.".into(),

@@ -338,6 +338,14 @@ impl TestApp {
     }
 
     /// A workflow in `workspace`, created and published once (version 1) by the owner.
+    /// A queued run of `workflow` (published), started by the owner.
+    pub async fn run(&self, org: &TestOrg, workspace: Uuid, workflow: Uuid) -> Uuid {
+        let path = format!("/api/v1/orgs/{}/workspaces/{workspace}/workflows/{workflow}/runs", org.id);
+        let res = self.post(&path, &org.owner.token, &json!({"input": {"fixture": true}})).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "starting a run");
+        res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap()
+    }
+
     pub async fn workflow(&self, org: &TestOrg, workspace: Uuid) -> Uuid {
         let base = format!("/api/v1/orgs/{}/workspaces/{workspace}/workflows", org.id);
         let definition = "steps:\n  - id: fetch\n    uses: http.get\n";

@@ -30,7 +30,11 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
             Some(json!({"name": "pwned"}))
         }
         ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/publish")
-        | ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/archive") => None,
+        | ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/archive")
+        | ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/runs/{run_id}/cancel") => None,
+        ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/runs") => {
+            Some(json!({"input": {"pwned": true}}))
+        }
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
         }
@@ -66,6 +70,8 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(w)::text from workflows w where organization_id = $1 order by id",
         "select row_to_json(v)::text from workflow_versions v where organization_id = $1 order by workflow_id, version",
         "select row_to_json(p)::text from role_permissions p where organization_id = $1 order by role_id, permission",
+        "select row_to_json(r)::text from workflow_runs r where organization_id = $1 order by id",
+        "select row_to_json(i)::text from workflow_run_inputs i where organization_id = $1 order by run_id",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -84,6 +90,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_role = app.custom_role(&a, "a-role", &["org:read"]).await;
     let a_invitation = app.invitation(&a, "someone@example.test", "viewer").await.0;
     let a_workflow = app.workflow(&a, a_workspace).await;
+    let a_run = app.run(&a, a_workspace, a_workflow).await;
     let res = app
         .request(Method::POST, &format!("/api/v1/orgs/{}/exports", a.id), Some(&a.owner.token), None)
         .await;
@@ -104,6 +111,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("invitation_id", a_invitation),
         ("export_id", a_export),
         ("workflow_id", a_workflow),
+        ("run_id", a_run),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -114,6 +122,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("invitation_id", Uuid::new_v4()),
         ("export_id", Uuid::new_v4()),
         ("workflow_id", Uuid::new_v4()),
+        ("run_id", Uuid::new_v4()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -124,6 +133,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("invitation_id", a_invitation),
         ("export_id", a_export),
         ("workflow_id", a_workflow),
+        ("run_id", a_run),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

@@ -14,7 +14,8 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
     for o in [&org, &other] {
         let member = app.member(o, &format!("m@{}.test", o.id.simple()), "viewer").await;
         let ws = app.workspace(o, "Production").await;
-        app.workflow(o, ws).await;
+        let workflow = app.workflow(o, ws).await;
+        app.run(o, ws, workflow).await;
         let res = app
             .request(
                 reqwest::Method::PUT,
@@ -188,11 +189,14 @@ async fn the_export_covers_every_tenant_table() {
         .query(
             "select c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
              join pg_attribute a on a.attrelid = c.oid and a.attname = 'organization_id' and not a.attisdropped \
-             where c.relkind = 'r' and n.nspname = 'public' and c.relname not in ('exports', 'export_files')",
+             where c.relkind = 'r' and n.nspname = 'public' \
+               and c.relname not in ('exports', 'export_files', 'workflow_run_inputs')",
             &[],
         )
         .await
         .unwrap();
+    // Not exported: workflow_run_inputs holds a queued run's input for its worker only (in `full`
+    // mode the same input is on the exported run) and is deleted when the run finishes.
     let exported: Vec<&str> = tenantry::api::exports::TABLES.iter().map(|(t, _)| *t).collect();
     for row in rows {
         let table: String = row.get(0);

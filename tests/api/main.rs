@@ -18,6 +18,7 @@ mod openapi;
 mod orgs;
 mod regions;
 mod roles;
+mod runs;
 mod sessions;
 mod signin;
 mod workflows;

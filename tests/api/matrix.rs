@@ -24,6 +24,7 @@ struct Fixture {
     invitation: Uuid,
     export: Uuid,
     workflow: Uuid,
+    run: Uuid,
 }
 
 struct Operation {
@@ -219,6 +220,42 @@ fn operations() -> Vec<Operation> {
             changed: None,
         },
         Operation {
+            id: "start_run",
+            method: Method::POST,
+            path: |f| {
+                format!("/api/v1/orgs/{}/workspaces/{}/workflows/{}/runs", f.org.id, f.workspace, f.workflow)
+            },
+            body: |_| Some(json!({"input": {"n": 1}})),
+            permission: "runs:execute",
+            changed: Some("select count(*) - 1 from workflow_runs where organization_id = $1"),
+        },
+        Operation {
+            id: "list_runs",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/runs", f.org.id, f.workspace),
+            body: none,
+            permission: "workflows:read",
+            changed: None,
+        },
+        Operation {
+            id: "get_run",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/runs/{}", f.org.id, f.workspace, f.run),
+            body: none,
+            permission: "workflows:read",
+            changed: None,
+        },
+        Operation {
+            id: "cancel_run",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/runs/{}/cancel", f.org.id, f.workspace, f.run),
+            body: none,
+            permission: "runs:execute",
+            changed: Some(
+                "select count(*) from workflow_runs where organization_id = $1 and status = 'cancelled'",
+            ),
+        },
+        Operation {
             id: "archive_workflow",
             method: Method::POST,
             path: |f| {
@@ -398,7 +435,21 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     assert_eq!(res.status(), StatusCode::CREATED);
     let export = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
     let workflow = app.workflow(&org, workspace).await;
-    Fixture { org, actor, workspace, victim, newcomer, key, role, doomed_role, invitation, export, workflow }
+    let run = app.run(&org, workspace, workflow).await;
+    Fixture {
+        org,
+        actor,
+        workspace,
+        victim,
+        newcomer,
+        key,
+        role,
+        doomed_role,
+        invitation,
+        export,
+        workflow,
+        run,
+    }
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ fn every_operation_is_named_documented_and_secured() {
                     "sign_",
                     "suspend_",
                     "archive_",
+                    "start_",
+                    "cancel_",
                     "reactivate_",
                     "accept_",
                     "verify_",

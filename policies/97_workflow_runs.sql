@@ -1,0 +1,61 @@
+-- Workflow runs. Apply as the owner, after migrations. Reading needs workflows:read; starting
+-- and cancelling need runs:execute. A worker (app.current_run_claim() set) sees and finishes only
+-- the run it holds the claim on, and only it can read that run's transient input. The claim
+-- token column is not readable by the app role at all. Transitions are checked by the
+-- workflow_runs_transition trigger whoever writes.
+begin;
+set local role tenantry_owner;
+
+revoke all on public.workflow_runs, public.workflow_run_inputs from tenantry_app;
+grant select (organization_id, workspace_id, id, workflow_id, version, status, input, output, input_bytes,
+              output_bytes, error_code, failed_step, error_message, attempts, claimed_by, lease_expires_at,
+              created_by, created_by_api_key, created_at, started_at, finished_at)
+  on public.workflow_runs to tenantry_app;
+grant insert (organization_id, workspace_id, id, workflow_id, version, input, input_bytes, created_by,
+              created_by_api_key)
+  on public.workflow_runs to tenantry_app;
+grant update (status, output, output_bytes, error_code, failed_step, error_message, finished_at)
+  on public.workflow_runs to tenantry_app;
+grant select, insert on public.workflow_run_inputs to tenantry_app;
+grant select, update on public.workflow_runs to tenantry_definer;
+grant select, delete on public.workflow_run_inputs to tenantry_definer;
+
+drop policy if exists workflow_runs_select on public.workflow_runs;
+create policy workflow_runs_select on public.workflow_runs for select to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:read'))
+         and ((select app.current_run_claim()) is null or id = (select app.current_run_id()))
+         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+
+-- Only a published version of a live workflow in the same workspace can be started.
+drop policy if exists workflow_runs_insert on public.workflow_runs;
+create policy workflow_runs_insert on public.workflow_runs for insert to tenantry_app
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute'))
+              and (select app.current_run_claim()) is null
+              and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids()))
+              and exists (select 1 from public.workflows w
+                          where w.organization_id = workflow_runs.organization_id
+                            and w.id = workflow_runs.workflow_id
+                            and w.workspace_id = workflow_runs.workspace_id
+                            and w.archived_at is null));
+
+drop policy if exists workflow_runs_update on public.workflow_runs;
+create policy workflow_runs_update on public.workflow_runs for update to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute'))
+         and ((select app.current_run_claim()) is null or id = (select app.current_run_id()))
+         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())))
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute')));
+
+drop policy if exists workflow_run_inputs_select on public.workflow_run_inputs;
+create policy workflow_run_inputs_select on public.workflow_run_inputs for select to tenantry_app
+  using (organization_id = (select app.current_org_id()) and run_id = (select app.current_run_id()));
+
+-- Written with its run, by whoever may start runs there.
+drop policy if exists workflow_run_inputs_insert on public.workflow_run_inputs;
+create policy workflow_run_inputs_insert on public.workflow_run_inputs for insert to tenantry_app
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute'))
+              and (select app.current_run_claim()) is null
+              and exists (select 1 from public.workflow_runs r
+                          where r.organization_id = workflow_run_inputs.organization_id
+                            and r.id = workflow_run_inputs.run_id and r.status = 'queued'));
+
+commit;

@@ -1,0 +1,46 @@
+//! The workflow run queue, seen from a worker: claim the next run, renew the claim while it
+//! executes. Both are narrow definer functions; everything else a worker does runs in a
+//! `TenantTx` acting as `Actor::worker(claim)`, under the run's organization's policies.
+
+use uuid::Uuid;
+
+use super::{Db, DbError};
+use crate::domain::OrgId;
+
+/// A run this worker now holds. The token is its only authority over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub org: OrgId,
+    pub run_id: Uuid,
+    pub token: Uuid,
+    pub attempt: i32,
+}
+
+/// Claims the oldest claimable run of this region (`FOR UPDATE SKIP LOCKED`): none when the
+/// queue is empty.
+pub async fn claim_next_run(
+    db: &Db,
+    worker: &str,
+    lease_secs: u32,
+    max_attempts: u32,
+) -> Result<Option<Claim>, DbError> {
+    let client = db.get().await?;
+    let stmt = client.prepare_cached("select * from app.claim_next_run($1, $2, $3, $4)").await?;
+    let lease = i32::try_from(lease_secs).unwrap_or(i32::MAX);
+    let attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+    let row = client.query_opt(&stmt, &[&db.region.as_str(), &worker, &lease, &attempts]).await?;
+    Ok(row.map(|row| Claim {
+        org: OrgId(row.get("organization_id")),
+        run_id: row.get("run_id"),
+        token: row.get("claim_token"),
+        attempt: row.get("attempt"),
+    }))
+}
+
+/// Extends the claim's lease; false when the claim is gone (cancelled, or re-claimed).
+pub async fn renew_run_claim(db: &Db, token: Uuid, lease_secs: u32) -> Result<bool, DbError> {
+    let client = db.get().await?;
+    let stmt = client.prepare_cached("select app.renew_run_claim($1, $2)").await?;
+    let lease = i32::try_from(lease_secs).unwrap_or(i32::MAX);
+    Ok(client.query_one(&stmt, &[&token, &lease]).await?.get(0))
+}

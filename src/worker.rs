@@ -1,0 +1,291 @@
+//! `tenantry worker`: drains the workflow run queue. Each run is claimed with
+//! `app.claim_next_run()` (exclusive: `FOR UPDATE SKIP LOCKED`), then read and finished in
+//! transactions acting as `Actor::worker(claim)`, so the run's own organization's policies decide
+//! what the worker sees, exactly as for a request. Nothing is held open while a run executes; the
+//! claim is renewed every third of its lease, and a renewal that fails (the run was cancelled or
+//! re-claimed) abandons the run and discards its result.
+//!
+//! Actions a step may use: `core.echo` (returns its `with`, or the run's input), `core.fail`
+//! (fails with `with.message`), `core.sleep` (waits `with.ms`, at most 10 minutes). Anything
+//! else fails the run with `unknown_action`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::api::workflows::WorkflowSpec;
+use crate::config::WorkerSettings;
+use crate::db::queue::{self, Claim};
+use crate::db::{Actor, Db, DbError, TenantTx};
+
+/// Why a run failed: a machine-readable code always, the step and a message (content) if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: &'static str,
+    pub step: Option<String>,
+    pub message: String,
+}
+
+impl Failure {
+    fn at(code: &'static str, step: &str, message: impl Into<String>) -> Failure {
+        Failure { code, step: Some(step.to_owned()), message: message.into() }
+    }
+}
+
+/// What became of a claimed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// Cancelled or re-claimed while it ran: nothing was written.
+    Abandoned,
+}
+
+/// Runs a definition's steps in order (a step's `needs` are always earlier steps). The output is
+/// each step's output by step id.
+pub async fn execute(spec: &WorkflowSpec, input: &Value) -> Result<Value, Failure> {
+    let mut outputs = Map::new();
+    for step in &spec.steps {
+        let output = match step.uses.as_str() {
+            "core.echo" => step.with.clone().unwrap_or_else(|| input.clone()),
+            "core.fail" => {
+                let message = step.with.as_ref().and_then(|w| w.get("message")).and_then(Value::as_str);
+                return Err(Failure::at("step_failed", &step.id, message.unwrap_or("the step failed")));
+            }
+            "core.sleep" => {
+                let ms = step.with.as_ref().and_then(|w| w.get("ms")).and_then(Value::as_u64);
+                let Some(ms) = ms.filter(|ms| *ms <= 600_000) else {
+                    return Err(Failure::at("invalid_step", &step.id, "with.ms must be 0 to 600000"));
+                };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                serde_json::json!({ "slept_ms": ms })
+            }
+            other => {
+                return Err(Failure::at("unknown_action", &step.id, format!("no action named {other:?}")));
+            }
+        };
+        outputs.insert(step.id.clone(), output);
+    }
+    Ok(Value::Object(outputs))
+}
+
+pub struct Worker {
+    db: Db,
+    settings: WorkerSettings,
+    name: String,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(db: Db, settings: WorkerSettings) -> Worker {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let name = format!("{host}:{}", std::process::id());
+        Worker { db, settings, name, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Claims and processes one run; `None` when the queue is empty.
+    pub async fn run_once(&self) -> Result<Option<(Claim, Outcome)>, DbError> {
+        let Some(claim) =
+            queue::claim_next_run(&self.db, &self.name, self.settings.lease_secs, self.settings.max_attempts)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let outcome = self.process(claim).await?;
+        Ok(Some((claim, outcome)))
+    }
+
+    async fn process(&self, claim: Claim) -> Result<Outcome, DbError> {
+        let actor = Actor::worker(claim.token);
+        let loaded = async {
+            let (mut tx, _) = TenantTx::begin_org(&self.db, actor, claim.org).await?;
+            let row = tx
+                .query_found(
+                    "select v.spec, i.input, o.data_mode = 'full' as full_mode \
+                     from workflow_runs r \
+                     join workflow_versions v on v.organization_id = r.organization_id \
+                       and v.workflow_id = r.workflow_id and v.version = r.version \
+                     join organizations o on o.id = r.organization_id \
+                     left join workflow_run_inputs i on i.organization_id = r.organization_id and i.run_id = r.id \
+                     where r.organization_id = $1 and r.id = $2",
+                    &[claim.org.as_uuid(), &claim.run_id],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok::<_, DbError>(row)
+        }
+        .await;
+        let row = match loaded {
+            Ok(row) => row,
+            // Cancelled between the claim and now: the claim no longer admits the worker.
+            Err(DbError::Unauthenticated | DbError::NotFound) => return Ok(Outcome::Abandoned),
+            Err(e) => return Err(e),
+        };
+        let full_mode: bool = row.get("full_mode");
+        let input: Value = row.get::<_, Option<Value>>("input").unwrap_or(Value::Null);
+        let result = match serde_json::from_value::<WorkflowSpec>(row.get("spec")) {
+            Ok(spec) => match self.execute_while_claimed(&claim, &spec, &input).await? {
+                Some(result) => result,
+                None => return Ok(Outcome::Abandoned),
+            },
+            Err(e) => Err(Failure { code: "invalid_definition", step: None, message: e.to_string() }),
+        };
+        self.finish(&claim, result, full_mode).await
+    }
+
+    /// Executes while renewing the claim; `None` if the claim was lost.
+    async fn execute_while_claimed(
+        &self,
+        claim: &Claim,
+        spec: &WorkflowSpec,
+        input: &Value,
+    ) -> Result<Option<Result<Value, Failure>>, DbError> {
+        let execution = execute(spec, input);
+        tokio::pin!(execution);
+        let timeout = tokio::time::sleep(Duration::from_secs(self.settings.run_timeout_secs));
+        tokio::pin!(timeout);
+        let every = Duration::from_millis(u64::from(self.settings.lease_secs) * 1000 / 3);
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut execution => return Ok(Some(result)),
+                _ = &mut timeout => {
+                    return Ok(Some(Err(Failure { code: "timeout", step: None, message: "the run took too long".into() })));
+                }
+                _ = renew.tick() => {
+                    if !queue::renew_run_claim(&self.db, claim.token, self.settings.lease_secs).await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        claim: &Claim,
+        result: Result<Value, Failure>,
+        full_mode: bool,
+    ) -> Result<Outcome, DbError> {
+        let (status, output, output_bytes, failure) = match result {
+            Ok(output) => {
+                let bytes = serde_json::to_vec(&output).map_or(0, |b| b.len());
+                ("succeeded", Some(output), Some(i32::try_from(bytes).unwrap_or(i32::MAX)), None)
+            }
+            Err(failure) => ("failed", None, None, Some(failure)),
+        };
+        // Content only in full mode; the database would refuse it otherwise (TY020).
+        let output = output.filter(|_| full_mode);
+        let code = failure.as_ref().map(|f| f.code);
+        let step = failure.as_ref().and_then(|f| f.step.clone());
+        let message = failure.filter(|_| full_mode).map(|f| f.message.chars().take(2000).collect::<String>());
+        let written = async {
+            let (mut tx, _) = TenantTx::begin_org(&self.db, Actor::worker(claim.token), claim.org).await?;
+            let n = tx
+                .execute(
+                    "update workflow_runs set status = $3, output = $4, output_bytes = $5, error_code = $6, \
+                     failed_step = $7, error_message = $8 where organization_id = $1 and id = $2",
+                    &[
+                        claim.org.as_uuid(),
+                        &claim.run_id,
+                        &status,
+                        &output,
+                        &output_bytes,
+                        &code,
+                        &step,
+                        &message,
+                    ],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok::<_, DbError>(n)
+        }
+        .await;
+        match written {
+            Ok(1) if status == "succeeded" => Ok(Outcome::Succeeded),
+            Ok(1) => Ok(Outcome::Failed),
+            Ok(_) | Err(DbError::Unauthenticated | DbError::NotFound) => Ok(Outcome::Abandoned),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `concurrency` loops until `shutdown` completes, then lets runs in flight finish.
+    /// Idle loops wake on a notification from new runs, or every poll interval.
+    pub async fn run_until(
+        self,
+        database_url: &str,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let worker = Arc::new(self);
+        let listener = tokio::spawn(listen(database_url.to_owned(), worker.wake.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut loops = Vec::new();
+        for _ in 0..worker.settings.concurrency {
+            let worker = worker.clone();
+            let mut stop = stop_rx.clone();
+            loops.push(tokio::spawn(async move {
+                let poll = Duration::from_millis(worker.settings.poll_interval_ms);
+                while !*stop.borrow() {
+                    match worker.run_once().await {
+                        Ok(Some((claim, outcome))) => {
+                            tracing::info!(org.id = %claim.org, run.id = %claim.run_id, attempt = claim.attempt, ?outcome, "run processed");
+                        }
+                        Ok(None) => {
+                            tokio::select! {
+                                _ = worker.wake.notified() => {}
+                                _ = tokio::time::sleep(poll) => {}
+                                _ = stop.changed() => {}
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "worker: database error; retrying");
+                            tokio::time::sleep(poll).await;
+                        }
+                    }
+                }
+            }));
+        }
+        shutdown.await;
+        tracing::info!("worker stopping; letting runs in flight finish");
+        let _ = stop_tx.send(true);
+        for handle in loops {
+            let _ = handle.await;
+        }
+        listener.abort();
+        Ok(())
+    }
+}
+
+/// LISTEN on `tenantry_runs` and wake idle loops; reconnects after a lost connection. Polling
+/// covers the gaps, so a missed notification only delays a run by one poll interval.
+async fn listen(url: String, wake: Arc<Notify>) {
+    loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listening = client.batch_execute("LISTEN tenantry_runs");
+                tokio::pin!(listening);
+                let mut subscribed = false;
+                loop {
+                    tokio::select! {
+                        done = &mut listening, if !subscribed => {
+                            if done.is_err() { break; }
+                            subscribed = true;
+                        }
+                        message = messages.next() => match message {
+                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_waiters(),
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => break,
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "worker: cannot LISTEN for new runs; polling"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
