@@ -62,6 +62,55 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
+    #[serde(default)]
+    pub provider_keys: ProviderKeySettings,
+}
+
+/// Bring-your-own provider keys: the master keys that wrap each organization's data key, and
+/// the live check against providers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderKeySettings {
+    /// Master keys as `VERSION:BASE64` entries (comma or newline separated). Overrides the file.
+    #[serde(serialize_with = "redacted")]
+    pub master_keys: Option<SecretString>,
+    /// A file of `VERSION:BASE64` lines (mode 0600). Created with a random version 1 in
+    /// development when missing; required in production.
+    pub master_keys_file: PathBuf,
+    pub openai_base_url: String,
+    pub anthropic_base_url: String,
+    /// Timeout of one live check, DNS included.
+    pub live_check_timeout_ms: u64,
+    /// Let live checks reach loopback and private addresses over http (tests only).
+    pub allow_private_addresses: bool,
+}
+
+impl Default for ProviderKeySettings {
+    fn default() -> Self {
+        ProviderKeySettings {
+            master_keys: None,
+            master_keys_file: PathBuf::from(".tenantry/master-keys"),
+            openai_base_url: "https://api.openai.com".into(),
+            anthropic_base_url: "https://api.anthropic.com".into(),
+            live_check_timeout_ms: 5000,
+            allow_private_addresses: false,
+        }
+    }
+}
+
+impl Settings {
+    /// The master keys: from `provider_keys.master_keys`, else the key file (generated in
+    /// development when missing).
+    pub fn master_keys(&self) -> anyhow::Result<crate::crypto::MasterKeys> {
+        match &self.provider_keys.master_keys {
+            Some(keys) => crate::crypto::MasterKeys::parse(keys.expose_secret())
+                .map_err(|e| anyhow::anyhow!("provider_keys.master_keys: {e}")),
+            None => crate::crypto::MasterKeys::load_or_generate(
+                &self.provider_keys.master_keys_file,
+                self.environment == Environment::Development,
+            ),
+        }
+    }
 }
 
 /// `tenantry worker`: how it drains the run queue.
@@ -282,6 +331,7 @@ impl Default for Settings {
                 login_attempt_ttl_secs: 600,
             },
             worker: WorkerSettings::default(),
+            provider_keys: ProviderKeySettings::default(),
         }
     }
 }
@@ -306,6 +356,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_format",
     "auth",
     "worker",
+    "provider_keys",
     "config",
     "log",
 ];
@@ -365,6 +416,10 @@ impl Settings {
             "worker.lease_secs must be between 3 and 3600"
         );
         anyhow::ensure!(self.worker.max_attempts >= 1, "worker.max_attempts must be at least 1");
+        anyhow::ensure!(
+            !(self.provider_keys.allow_private_addresses && self.environment == Environment::Production),
+            "provider_keys.allow_private_addresses is for tests and cannot be used in production"
+        );
         let mut names = std::collections::HashSet::new();
         for p in &self.auth.providers {
             anyhow::ensure!(

@@ -4,9 +4,11 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod providers;
 pub mod seed;
 pub mod startup;
 pub mod worker;

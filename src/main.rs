@@ -56,6 +56,12 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Master keys for provider keys: `new-master` adds a version to the key file,
+    /// `rotate-master` re-wraps every data key with the newest (TENANTRY_ADMIN_DATABASE_URL).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Print the effective settings (secrets redacted).
@@ -79,6 +85,18 @@ enum AdminCommand {
         issuer: String,
         #[arg(long)]
         subject: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Append a new random master key version to provider_keys.master_keys_file.
+    NewMaster,
+    /// Re-wrap every organization's data key with the newest master key, while servers serve.
+    RotateMaster {
+        /// Data keys per query.
+        #[arg(long, default_value_t = 500)]
+        batch: i32,
     },
 }
 
@@ -265,6 +283,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?;
                     println!("revoked {n} platform admin(s)");
                 }
+            }
+        }
+        Command::Keys { command: KeysCommand::NewMaster } => {
+            let path = &settings.provider_keys.master_keys_file;
+            let version = tenantry::crypto::MasterKeys::add_version_to_file(path)?;
+            println!("added master key version {version} to {}", path.display());
+            println!("deploy the file to every server and worker, then run `tenantry keys rotate-master`");
+        }
+        Command::Keys { command: KeysCommand::RotateMaster { batch } } => {
+            anyhow::ensure!(batch >= 1, "--batch must be at least 1");
+            let keys = settings.master_keys()?;
+            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            let rewrapped = tenantry::db::rotation::rotate_master(&client, &keys, batch).await?;
+            println!("re-wrapped {rewrapped} data key(s) with master key version {}", keys.current_version());
+            let remaining = tenantry::db::rotation::remaining(&client, keys.current_version()).await?;
+            anyhow::ensure!(
+                remaining == 0,
+                "{remaining} data key(s) are still under an older version; run it again"
+            );
+            let retired: Vec<i32> =
+                keys.versions().into_iter().filter(|v| *v != keys.current_version()).collect();
+            if !retired.is_empty() {
+                println!("versions {retired:?} wrap nothing now and can be removed from the key file");
             }
         }
         Command::Openapi => print!("{}", tenantry::api::openapi_json()),

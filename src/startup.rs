@@ -49,6 +49,7 @@ impl Application {
         )?;
         db::check::refuse_privileged_app_role(&pool).await?;
         let keys = signing_keys(&settings)?;
+        let master_keys = Arc::new(settings.master_keys()?);
         let validator = TokenValidator::new(&settings.auth, keys.clone())?;
         let sessions = SessionService::new(pool.clone(), keys.clone(), &settings.auth, clock.clone());
         let sign_in = SignInProviders::new(&settings.auth, clock.clone())?;
@@ -69,6 +70,7 @@ impl Application {
             clock,
             settings: Arc::new(settings),
             readiness: Default::default(),
+            master_keys,
         });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));

@@ -61,6 +61,13 @@ pub const TABLES: &[(&str, &str)] = &[
          order by id) t",
     ),
     (
+        // Which keys exist, never their ciphertext: it is useless outside this deployment.
+        "provider_keys",
+        "select row_to_json(t)::text from (select organization_id, workspace_id, provider, key_suffix, endpoint, \
+         last_verified_at, created_by, created_at, updated_at from provider_keys where organization_id = $1 \
+         order by workspace_id, provider) t",
+    ),
+    (
         "member_workspaces",
         "select row_to_json(t)::text from (select * from member_workspaces where organization_id = $1 \
          order by user_id, workspace_id) t",

@@ -14,6 +14,7 @@ pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod permissions;
+pub mod provider_keys;
 pub mod roles;
 pub mod runs;
 pub mod sessions;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub readiness: health::ReadinessCache,
+    /// Wrap and unwrap organizations' data keys (provider keys).
+    pub master_keys: Arc<crate::crypto::MasterKeys>,
 }
 
 /// The handler-side permission check, made before any write so the caller gets a 403 naming
@@ -84,6 +87,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "roles", description = "Permissions and roles"),
         (name = "admin", description = "Platform administration (platform admins only)"),
         (name = "workflows", description = "Workflows, their drafts and immutable published versions"),
+        (name = "provider_keys", description = "Bring-your-own LLM provider keys, encrypted, shown masked"),
         (name = "runs", description = "Workflow runs: queued, executed by `tenantry worker`, cancellable"),
     )
 )]
@@ -144,6 +148,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(runs::list_runs)
         .service(runs::get_run)
         .service(runs::cancel_run)
+        .service(provider_keys::list_provider_keys)
+        .service(provider_keys::get_provider_key)
+        .service(provider_keys::put_provider_key)
+        .service(provider_keys::delete_provider_key)
+        .service(provider_keys::verify_provider_key)
         .service(admin::list_all_organizations)
         .service(admin::suspend_organization)
         .service(admin::reactivate_organization)

@@ -8,17 +8,59 @@ use crate::domain::{OrgId, UserId};
 
 #[derive(Debug, Clone, Copy)]
 pub enum SecurityEvent<'a> {
-    SignIn { user: UserId, session: Uuid, provider: &'a str },
-    SignInFailed { provider: &'a str, reason: &'a str },
-    SessionRefreshed { user: UserId, session: Uuid },
-    RefreshTokenReuse { user: UserId, session: Uuid },
-    RefreshFailed { reason: &'a str },
-    SessionExpired { user: UserId, session: Uuid },
-    Logout { user: UserId, session: Uuid },
-    SessionRevoked { user: UserId, session: Uuid },
-    ApiKeyCreated { org: OrgId, key: Uuid, by: UserId },
-    ApiKeyRevoked { org: OrgId, key: Uuid, by: UserId },
-    ApiKeyRefused { reason: &'a str },
+    SignIn {
+        user: UserId,
+        session: Uuid,
+        provider: &'a str,
+    },
+    SignInFailed {
+        provider: &'a str,
+        reason: &'a str,
+    },
+    SessionRefreshed {
+        user: UserId,
+        session: Uuid,
+    },
+    RefreshTokenReuse {
+        user: UserId,
+        session: Uuid,
+    },
+    RefreshFailed {
+        reason: &'a str,
+    },
+    SessionExpired {
+        user: UserId,
+        session: Uuid,
+    },
+    Logout {
+        user: UserId,
+        session: Uuid,
+    },
+    SessionRevoked {
+        user: UserId,
+        session: Uuid,
+    },
+    ApiKeyCreated {
+        org: OrgId,
+        key: Uuid,
+        by: UserId,
+    },
+    ApiKeyRevoked {
+        org: OrgId,
+        key: Uuid,
+        by: UserId,
+    },
+    ApiKeyRefused {
+        reason: &'a str,
+    },
+    /// A stored provider key (or its organization's data key) did not decrypt: tampering,
+    /// corruption, or a master key missing from this process.
+    ProviderKeyUnreadable {
+        org: OrgId,
+        workspace: Uuid,
+        provider: &'a str,
+        reason: &'a str,
+    },
 }
 
 impl SecurityEvent<'_> {
@@ -35,6 +77,7 @@ impl SecurityEvent<'_> {
             SecurityEvent::ApiKeyCreated { .. } => "api_key.created",
             SecurityEvent::ApiKeyRevoked { .. } => "api_key.revoked",
             SecurityEvent::ApiKeyRefused { .. } => "api_key.refused",
+            SecurityEvent::ProviderKeyUnreadable { .. } => "provider_key.unreadable",
         }
     }
 }
@@ -62,6 +105,9 @@ pub fn emit(event: SecurityEvent<'_>) {
         }
         SecurityEvent::ApiKeyCreated { org, key, by } | SecurityEvent::ApiKeyRevoked { org, key, by } => {
             tracing::info!(target: "tenantry::security", event = name, org.id = %org, api_key.id = %key, user.id = %by)
+        }
+        SecurityEvent::ProviderKeyUnreadable { org, workspace, provider, reason } => {
+            tracing::error!(target: "tenantry::security", event = name, org.id = %org, workspace.id = %workspace, provider, reason)
         }
     }
 }

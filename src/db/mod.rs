@@ -6,6 +6,7 @@ pub mod check;
 pub mod identity;
 pub mod migrate;
 pub mod queue;
+pub mod rotation;
 pub mod tenant;
 
 use std::time::Duration;

@@ -41,6 +41,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("service unavailable")]
     Unavailable,
+    /// An upstream we call (e.g. an LLM provider checking a key) failed or did not answer.
+    #[error("bad gateway: {code}")]
+    BadGateway { code: &'static str, detail: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unavailable => "unavailable",
+            ApiError::BadGateway { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::Validation(_) => "Unprocessable Content",
             ApiError::PayloadTooLarge => "Content Too Large",
             ApiError::Unavailable => "Service Unavailable",
+            ApiError::BadGateway { .. } => "Bad Gateway",
             ApiError::Internal(_) => "Internal Server Error",
         }
     }
@@ -110,7 +115,8 @@ impl ApiError {
             }
             ApiError::Conflict { detail, .. }
             | ApiError::BadRequest { detail, .. }
-            | ApiError::Gone { detail, .. } => detail.clone(),
+            | ApiError::Gone { detail, .. }
+            | ApiError::BadGateway { detail, .. } => detail.clone(),
             ApiError::Validation(errors) => {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
                 format!("Invalid value for: {}.", fields.join(", "))
@@ -168,6 +174,7 @@ impl ResponseError for ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -202,6 +202,7 @@ impl TestApp {
         std::fs::create_dir_all(&dir).unwrap();
         let key_file = dir.join("signing-key.pem");
         let mut settings = test_settings(&database, key_file.clone());
+        settings.provider_keys.master_keys_file = dir.join("master-keys");
         configure(&mut settings);
         let key = tenantry::auth::keys::SigningKey::load_or_generate(&key_file, true).unwrap();
         let clock = Arc::new(OffsetClock::default());
@@ -223,6 +224,33 @@ impl TestApp {
             state,
             _key_dir: Arc::new(TempDir(dir)),
         }
+    }
+
+    /// Another instance on this database that accepts this instance's tokens (same signing key),
+    /// configured differently: another server of the same deployment.
+    pub async fn sibling(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let key_file = self.key_file.clone();
+        TestApp::spawn_on(self.database.clone(), move |s| {
+            s.auth.signing_key_file = key_file;
+            configure(s);
+        })
+        .await
+    }
+
+    /// The master key file this instance generated (unless configured otherwise).
+    pub fn master_keys_file(&self) -> std::path::PathBuf {
+        self.key_file.with_file_name("master-keys")
+    }
+
+    /// Stores a provider key for `workspace` as the owner; returns the plaintext key.
+    pub async fn provider_key(&self, org: &TestOrg, workspace: Uuid) -> String {
+        let key = format!("sk-proj-{}", Uuid::new_v4().simple());
+        let path = format!("/api/v1/orgs/{}/workspaces/{workspace}/provider-keys/openai", org.id);
+        let res = self
+            .request(reqwest::Method::PUT, &path, Some(&org.owner.token), Some(&json!({"api_key": key})))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "storing a provider key");
+        key
     }
 
     /// Signs arbitrary claims with the server's own key (for token-attack tests).

@@ -35,6 +35,10 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/workflows/{workflow_id}/runs") => {
             Some(json!({"input": {"pwned": true}}))
         }
+        ("PUT", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/provider-keys/{provider}") => {
+            Some(json!({"api_key": "sk-proj-pwned0123456789abcdefghijklmn"}))
+        }
+        ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/provider-keys/{provider}/verify") => None,
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
         }
@@ -48,7 +52,8 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
 }
 
 fn fill(template: &str, ids: &BTreeMap<&str, Uuid>) -> String {
-    let mut path = template.replace("{table}", "workspaces").replace("{version}", "1");
+    let mut path =
+        template.replace("{table}", "workspaces").replace("{version}", "1").replace("{provider}", "openai");
     for (name, id) in ids {
         path = path.replace(&format!("{{{name}}}"), &id.to_string());
     }
@@ -72,6 +77,8 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(p)::text from role_permissions p where organization_id = $1 order by role_id, permission",
         "select row_to_json(r)::text from workflow_runs r where organization_id = $1 order by id",
         "select row_to_json(i)::text from workflow_run_inputs i where organization_id = $1 order by run_id",
+        "select row_to_json(p)::text from provider_keys p where organization_id = $1 order by workspace_id, provider",
+        "select row_to_json(k)::text from organization_data_keys k where organization_id = $1",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -91,6 +98,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_invitation = app.invitation(&a, "someone@example.test", "viewer").await.0;
     let a_workflow = app.workflow(&a, a_workspace).await;
     let a_run = app.run(&a, a_workspace, a_workflow).await;
+    app.provider_key(&a, a_workspace).await;
     let res = app
         .request(Method::POST, &format!("/api/v1/orgs/{}/exports", a.id), Some(&a.owner.token), None)
         .await;

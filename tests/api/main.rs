@@ -16,6 +16,7 @@ mod matrix;
 mod members;
 mod openapi;
 mod orgs;
+mod provider_keys;
 mod regions;
 mod roles;
 mod runs;

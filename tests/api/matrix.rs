@@ -256,6 +256,55 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "put_provider_key",
+            method: Method::PUT,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/provider-keys/anthropic", f.org.id, f.workspace),
+            body: |_| Some(json!({"api_key": "sk-ant-api03-matrix0123456789abcdefghij"})),
+            permission: "provider_keys:manage",
+            changed: Some(
+                "select count(*) from provider_keys where organization_id = $1 and provider = 'anthropic'",
+            ),
+        },
+        Operation {
+            id: "list_provider_keys",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/provider-keys", f.org.id, f.workspace),
+            body: none,
+            permission: "provider_keys:manage",
+            changed: None,
+        },
+        Operation {
+            id: "get_provider_key",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/provider-keys/openai", f.org.id, f.workspace),
+            body: none,
+            permission: "provider_keys:manage",
+            changed: None,
+        },
+        Operation {
+            id: "verify_provider_key",
+            method: Method::POST,
+            path: |f| {
+                format!(
+                    "/api/v1/orgs/{}/workspaces/{}/provider-keys/openai/verify?live_check=false",
+                    f.org.id, f.workspace
+                )
+            },
+            body: none,
+            permission: "provider_keys:manage",
+            changed: None,
+        },
+        Operation {
+            id: "delete_provider_key",
+            method: Method::DELETE,
+            path: |f| format!("/api/v1/orgs/{}/workspaces/{}/provider-keys/openai", f.org.id, f.workspace),
+            body: none,
+            permission: "provider_keys:manage",
+            changed: Some(
+                "select 1 - count(*) from provider_keys where organization_id = $1 and provider = 'openai'",
+            ),
+        },
+        Operation {
             id: "archive_workflow",
             method: Method::POST,
             path: |f| {
@@ -436,6 +485,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let export = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
     let workflow = app.workflow(&org, workspace).await;
     let run = app.run(&org, workspace, workflow).await;
+    app.provider_key(&org, workspace).await;
     Fixture {
         org,
         actor,

@@ -38,6 +38,7 @@ fn every_operation_is_named_documented_and_secured() {
                     "suspend_",
                     "archive_",
                     "start_",
+                    "put_",
                     "cancel_",
                     "reactivate_",
                     "accept_",

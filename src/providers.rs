@@ -1,0 +1,277 @@
+//! LLM providers whose keys tenants bring: the key formats we accept and the optional live check
+//! against the provider. The live check is an outbound request to a URL partly chosen by a tenant
+//! (Azure's endpoint), so it is hardened against SSRF: https only, the host is resolved once and
+//! every address must be public (no loopback, private, link-local, ...), the connection is pinned
+//! to those addresses (no DNS rebinding), redirects are not followed, and it times out. Neither
+//! the key nor the provider's answer ever appears in an error or a log line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::ProviderKeySettings;
+use crate::domain::FieldError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Openai,
+    AzureOpenai,
+    Anthropic,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Openai => "openai",
+            Provider::AzureOpenai => "azure_openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+
+    pub fn from_db(text: &str) -> Option<Provider> {
+        match text {
+            "openai" => Some(Provider::Openai),
+            "azure_openai" => Some(Provider::AzureOpenai),
+            "anthropic" => Some(Provider::Anthropic),
+            _ => None,
+        }
+    }
+
+    /// Checks the key's shape. Messages describe the expected format, never the value.
+    pub fn validate_key(self, key: &str) -> Result<(), FieldError> {
+        let token_chars = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = match self {
+            Provider::Openai => {
+                key.starts_with("sk-")
+                    && !key.starts_with("sk-ant-")
+                    && (20..=256).contains(&key.len())
+                    && token_chars(key)
+            }
+            Provider::Anthropic => {
+                key.starts_with("sk-ant-") && (30..=256).contains(&key.len()) && token_chars(key)
+            }
+            Provider::AzureOpenai => {
+                (32..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric())
+            }
+        };
+        if ok {
+            return Ok(());
+        }
+        let expected = match self {
+            Provider::Openai => "an OpenAI key: sk-... (20 to 256 letters, digits, - or _)",
+            Provider::Anthropic => "an Anthropic key: sk-ant-... (30 to 256 letters, digits, - or _)",
+            Provider::AzureOpenai => "an Azure OpenAI key: 32 to 128 letters and digits",
+        };
+        Err(FieldError::new("api_key", format!("is not {expected}")))
+    }
+
+    /// Azure needs its resource endpoint (https://NAME.openai.azure.com); the others take none.
+    pub fn validate_endpoint(self, endpoint: Option<&str>) -> Result<Option<String>, FieldError> {
+        match (self, endpoint) {
+            (Provider::AzureOpenai, None) => Err(FieldError::new("endpoint", "is required for azure_openai")),
+            (Provider::AzureOpenai, Some(text)) => {
+                let url = url::Url::parse(text).map_err(|_| FieldError::new("endpoint", "is not a URL"))?;
+                let plain = url.scheme() == "https"
+                    && url.host_str().is_some()
+                    && url.username().is_empty()
+                    && url.password().is_none()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && matches!(url.path(), "" | "/")
+                    && text.len() <= 500;
+                if !plain {
+                    return Err(FieldError::new(
+                        "endpoint",
+                        "must be https://HOST[:PORT] with no path or query",
+                    ));
+                }
+                Ok(Some(url.as_str().trim_end_matches('/').to_owned()))
+            }
+            (_, Some(_)) => Err(FieldError::new("endpoint", "is only for azure_openai")),
+            (_, None) => Ok(None),
+        }
+    }
+}
+
+/// The last four characters, shown as `…abcd`: enough to recognise a key, never more.
+pub fn key_suffix(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveCheckError {
+    /// The target is not allowed (a private address, plain http, ...).
+    #[error("refused: {0}")]
+    Refused(&'static str),
+    /// No usable answer: timeout, connection failure, a redirect or an unexpected status.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// Is this address on the public internet? Everything else is refused for live checks.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 198 && (18..20).contains(&b)) // benchmarking
+                || a >= 240) // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (first == 0x0064 && v6.segments()[1] == 0xff9b)) // NAT64 (maps to IPv4)
+        }
+    }
+}
+
+/// Asks the provider whether it accepts `key`: `Ok(true)` accepted, `Ok(false)` rejected (401 or
+/// 403).
+pub async fn live_check(
+    settings: &ProviderKeySettings,
+    provider: Provider,
+    key: &SecretString,
+    endpoint: Option<&str>,
+) -> Result<bool, LiveCheckError> {
+    let target = match provider {
+        Provider::Openai => format!("{}/v1/models", settings.openai_base_url.trim_end_matches('/')),
+        Provider::Anthropic => format!("{}/v1/models", settings.anthropic_base_url.trim_end_matches('/')),
+        Provider::AzureOpenai => format!(
+            "{}/openai/models?api-version=2024-10-21",
+            endpoint.ok_or(LiveCheckError::Refused("no endpoint"))?.trim_end_matches('/')
+        ),
+    };
+    let url = url::Url::parse(&target).map_err(|_| LiveCheckError::Refused("not a URL"))?;
+    let allow_private = settings.allow_private_addresses;
+    if url.scheme() != "https" && !(allow_private && url.scheme() == "http") {
+        return Err(LiveCheckError::Refused("https is required"));
+    }
+    let host = url.host_str().ok_or(LiveCheckError::Refused("no host"))?.to_owned();
+    let port = url.port_or_known_default().ok_or(LiveCheckError::Refused("no port"))?;
+    let timeout = Duration::from_millis(settings.live_check_timeout_ms);
+    let lookup_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(timeout, tokio::net::lookup_host((lookup_host.as_str(), port)))
+            .await
+            .map_err(|_| LiveCheckError::Unreachable("DNS lookup timed out".into()))?
+            .map_err(|_| LiveCheckError::Unreachable("the host name does not resolve".into()))?
+            .collect();
+    if addrs.is_empty() {
+        return Err(LiveCheckError::Unreachable("the host name does not resolve".into()));
+    }
+    if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err(LiveCheckError::Refused("the host resolves to a private or local address"));
+    }
+    // Connect only to the addresses just checked: a second lookup could answer differently.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .resolve_to_addrs(&lookup_host, &addrs)
+        .build()
+        .map_err(|_| LiveCheckError::Unreachable("cannot build an HTTP client".into()))?;
+    let request = client.get(url);
+    let request = match provider {
+        Provider::Openai => request.bearer_auth(key.expose_secret()),
+        Provider::Anthropic => {
+            request.header("x-api-key", key.expose_secret()).header("anthropic-version", "2023-06-01")
+        }
+        Provider::AzureOpenai => request.header("api-key", key.expose_secret()),
+    };
+    let response = request.send().await.map_err(|e| {
+        LiveCheckError::Unreachable(if e.is_timeout() {
+            format!("no answer within {} ms", timeout.as_millis())
+        } else {
+            "the connection failed".into()
+        })
+    })?;
+    let status = response.status();
+    match status.as_u16() {
+        200..=299 => Ok(true),
+        401 | 403 => Ok(false),
+        300..=399 => Err(LiveCheckError::Unreachable("the provider answered with a redirect".into())),
+        other => Err(LiveCheckError::Unreachable(format!("the provider answered HTTP {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_formats_are_checked_without_echoing_the_key() {
+        assert!(Provider::Openai.validate_key("sk-proj-abcdefghijklmnopqrstuvwxyz0123").is_ok());
+        let err = Provider::Openai.validate_key("pk-not-a-key-but-quite-long-123").unwrap_err();
+        assert!(!err.message.contains("pk-not"), "{err:?}");
+        assert!(Provider::Openai.validate_key("sk-ant-api03-abcdefghijklmnopqrstuvwxyz").is_err());
+        assert!(Provider::Openai.validate_key("sk-short").is_err());
+        assert!(Provider::Openai.validate_key("sk-abcdefghijklmnopqrstuvwxyz 0123").is_err());
+        assert!(Provider::Anthropic.validate_key("sk-ant-api03-abcdefghijklmnopqrstuvwxyz").is_ok());
+        assert!(Provider::AzureOpenai.validate_key("0123456789abcdef0123456789abcdef").is_ok());
+        assert!(Provider::AzureOpenai.validate_key("0123456789abcdef-0123456789abcdef").is_err());
+        assert_eq!(key_suffix("sk-abcdefgh1234"), "1234");
+    }
+
+    #[test]
+    fn endpoints_are_plain_https_hosts_for_azure_only() {
+        assert_eq!(
+            Provider::AzureOpenai
+                .validate_endpoint(Some("https://acme.openai.azure.com/"))
+                .unwrap()
+                .as_deref(),
+            Some("https://acme.openai.azure.com")
+        );
+        for bad in
+            ["http://acme.openai.azure.com", "https://u:p@acme.example", "https://acme.example/x?y=1", "nope"]
+        {
+            assert!(Provider::AzureOpenai.validate_endpoint(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(Provider::AzureOpenai.validate_endpoint(None).is_err());
+        assert!(Provider::Openai.validate_endpoint(Some("https://api.example")).is_err());
+    }
+
+    #[test]
+    fn only_public_addresses_pass() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "104.18.6.192", "2606:4700::6810:1"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+}
