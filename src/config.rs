@@ -81,6 +81,8 @@ pub struct ProviderKeySettings {
     pub anthropic_base_url: String,
     /// Timeout of one live check, DNS included.
     pub live_check_timeout_ms: u64,
+    /// Timeout of one `llm.chat` call from a worker.
+    pub chat_timeout_ms: u64,
     /// Let live checks reach loopback and private addresses over http (tests only).
     pub allow_private_addresses: bool,
 }
@@ -93,6 +95,7 @@ impl Default for ProviderKeySettings {
             openai_base_url: "https://api.openai.com".into(),
             anthropic_base_url: "https://api.anthropic.com".into(),
             live_check_timeout_ms: 5000,
+            chat_timeout_ms: 120_000,
             allow_private_addresses: false,
         }
     }

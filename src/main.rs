@@ -158,7 +158,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tenantry::db::check::refuse_privileged_app_role(&pool).await?;
             let db = tenantry::db::Db { pool, region: settings.region };
             tracing::info!(concurrency = settings.worker.concurrency, region = %settings.region, "worker started");
-            let worker = tenantry::worker::Worker::new(db, settings.worker.clone());
+            let master_keys = std::sync::Arc::new(settings.master_keys()?);
+            let worker = tenantry::worker::Worker::new(db, settings.worker.clone())
+                .with_providers(settings.provider_keys.clone(), master_keys);
             worker
                 .run_until(&url, async {
                     let _ = tokio::signal::ctrl_c().await;

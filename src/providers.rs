@@ -147,6 +147,66 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// A client that can reach only `url`'s host, at addresses checked once and pinned, with no
+/// redirects and the configured timeout.
+async fn pinned_client(
+    settings: &ProviderKeySettings,
+    target: &str,
+    timeout: Duration,
+) -> Result<(reqwest::Client, url::Url), LiveCheckError> {
+    let url = url::Url::parse(target).map_err(|_| LiveCheckError::Refused("not a URL"))?;
+    let allow_private = settings.allow_private_addresses;
+    if url.scheme() != "https" && !(allow_private && url.scheme() == "http") {
+        return Err(LiveCheckError::Refused("https is required"));
+    }
+    let host = url.host_str().ok_or(LiveCheckError::Refused("no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = url.port_or_known_default().ok_or(LiveCheckError::Refused("no port"))?;
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| LiveCheckError::Unreachable("DNS lookup timed out".into()))?
+            .map_err(|_| LiveCheckError::Unreachable("the host name does not resolve".into()))?
+            .collect();
+    if addrs.is_empty() {
+        return Err(LiveCheckError::Unreachable("the host name does not resolve".into()));
+    }
+    if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err(LiveCheckError::Refused("the host resolves to a private or local address"));
+    }
+    // Connect only to the addresses just checked: a second lookup could answer differently.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .resolve_to_addrs(&host, &addrs)
+        .build()
+        .map_err(|_| LiveCheckError::Unreachable("cannot build an HTTP client".into()))?;
+    Ok((client, url))
+}
+
+fn authenticate(
+    provider: Provider,
+    request: reqwest::RequestBuilder,
+    key: &SecretString,
+) -> reqwest::RequestBuilder {
+    match provider {
+        Provider::Openai => request.bearer_auth(key.expose_secret()),
+        Provider::Anthropic => {
+            request.header("x-api-key", key.expose_secret()).header("anthropic-version", "2023-06-01")
+        }
+        Provider::AzureOpenai => request.header("api-key", key.expose_secret()),
+    }
+}
+
+fn send_error(e: &reqwest::Error, timeout: Duration) -> LiveCheckError {
+    LiveCheckError::Unreachable(if e.is_timeout() {
+        format!("no answer within {} ms", timeout.as_millis())
+    } else {
+        "the connection failed".into()
+    })
+}
+
 /// Asks the provider whether it accepts `key`: `Ok(true)` accepted, `Ok(false)` rejected (401 or
 /// 403).
 pub async fn live_check(
@@ -163,57 +223,67 @@ pub async fn live_check(
             endpoint.ok_or(LiveCheckError::Refused("no endpoint"))?.trim_end_matches('/')
         ),
     };
-    let url = url::Url::parse(&target).map_err(|_| LiveCheckError::Refused("not a URL"))?;
-    let allow_private = settings.allow_private_addresses;
-    if url.scheme() != "https" && !(allow_private && url.scheme() == "http") {
-        return Err(LiveCheckError::Refused("https is required"));
-    }
-    let host = url.host_str().ok_or(LiveCheckError::Refused("no host"))?.to_owned();
-    let port = url.port_or_known_default().ok_or(LiveCheckError::Refused("no port"))?;
     let timeout = Duration::from_millis(settings.live_check_timeout_ms);
-    let lookup_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let addrs: Vec<SocketAddr> =
-        tokio::time::timeout(timeout, tokio::net::lookup_host((lookup_host.as_str(), port)))
-            .await
-            .map_err(|_| LiveCheckError::Unreachable("DNS lookup timed out".into()))?
-            .map_err(|_| LiveCheckError::Unreachable("the host name does not resolve".into()))?
-            .collect();
-    if addrs.is_empty() {
-        return Err(LiveCheckError::Unreachable("the host name does not resolve".into()));
-    }
-    if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
-        return Err(LiveCheckError::Refused("the host resolves to a private or local address"));
-    }
-    // Connect only to the addresses just checked: a second lookup could answer differently.
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .resolve_to_addrs(&lookup_host, &addrs)
-        .build()
-        .map_err(|_| LiveCheckError::Unreachable("cannot build an HTTP client".into()))?;
-    let request = client.get(url);
-    let request = match provider {
-        Provider::Openai => request.bearer_auth(key.expose_secret()),
-        Provider::Anthropic => {
-            request.header("x-api-key", key.expose_secret()).header("anthropic-version", "2023-06-01")
-        }
-        Provider::AzureOpenai => request.header("api-key", key.expose_secret()),
-    };
-    let response = request.send().await.map_err(|e| {
-        LiveCheckError::Unreachable(if e.is_timeout() {
-            format!("no answer within {} ms", timeout.as_millis())
-        } else {
-            "the connection failed".into()
-        })
-    })?;
-    let status = response.status();
-    match status.as_u16() {
+    let (client, url) = pinned_client(settings, &target, timeout).await?;
+    let response =
+        authenticate(provider, client.get(url), key).send().await.map_err(|e| send_error(&e, timeout))?;
+    match response.status().as_u16() {
         200..=299 => Ok(true),
         401 | 403 => Ok(false),
         300..=399 => Err(LiveCheckError::Unreachable("the provider answered with a redirect".into())),
         other => Err(LiveCheckError::Unreachable(format!("the provider answered HTTP {other}"))),
     }
+}
+
+/// One chat completion: `prompt` as the user's message to `model`; returns the answer's text.
+/// The worker's `llm.chat` step, with the workspace's own key.
+pub async fn chat(
+    settings: &ProviderKeySettings,
+    provider: Provider,
+    key: &SecretString,
+    endpoint: Option<&str>,
+    model: &str,
+    prompt: &str,
+) -> Result<String, LiveCheckError> {
+    let messages = serde_json::json!([{"role": "user", "content": prompt}]);
+    let (target, body) = match provider {
+        Provider::Openai => (
+            format!("{}/v1/chat/completions", settings.openai_base_url.trim_end_matches('/')),
+            serde_json::json!({"model": model, "messages": messages}),
+        ),
+        Provider::Anthropic => (
+            format!("{}/v1/messages", settings.anthropic_base_url.trim_end_matches('/')),
+            serde_json::json!({"model": model, "max_tokens": 1024, "messages": messages}),
+        ),
+        Provider::AzureOpenai => (
+            format!(
+                "{}/openai/deployments/{}/chat/completions?api-version=2024-10-21",
+                endpoint.ok_or(LiveCheckError::Refused("no endpoint"))?.trim_end_matches('/'),
+                url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>()
+            ),
+            serde_json::json!({"messages": messages}),
+        ),
+    };
+    let timeout = Duration::from_millis(settings.chat_timeout_ms);
+    let (client, url) = pinned_client(settings, &target, timeout).await?;
+    let response = authenticate(provider, client.post(url), key)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| send_error(&e, timeout))?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(LiveCheckError::Unreachable(format!("the provider answered HTTP {status}")));
+    }
+    let answer: serde_json::Value =
+        response.json().await.map_err(|_| LiveCheckError::Unreachable("the answer is not JSON".into()))?;
+    let text = match provider {
+        Provider::Anthropic => answer.pointer("/content/0/text"),
+        Provider::Openai | Provider::AzureOpenai => answer.pointer("/choices/0/message/content"),
+    };
+    text.and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| LiveCheckError::Unreachable("the answer has no text".into()))
 }
 
 #[cfg(test)]

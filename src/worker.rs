@@ -6,9 +6,13 @@
 //! re-claimed) abandons the run and discards its result.
 //!
 //! Actions a step may use: `core.echo` (returns its `with`, or the run's input), `core.fail`
-//! (fails with `with.message`), `core.sleep` (waits `with.ms`, at most 10 minutes). Anything
-//! else fails the run with `unknown_action`.
+//! (fails with `with.message`), `core.sleep` (waits `with.ms`, at most 10 minutes) and
+//! `llm.chat` (`with: {provider, model, prompt?}`; the prompt defaults to the input's `prompt`),
+//! which calls the provider with the workspace's own key. Keys are decrypted when the run is
+//! loaded, only for the providers its steps use, and dropped when it ends. Anything else fails
+//! the run with `unknown_action`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +21,15 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::api::workflows::WorkflowSpec;
-use crate::config::WorkerSettings;
+use secrecy::SecretString;
+
+use crate::api::workflows::{Step, WorkflowSpec};
+use crate::config::{ProviderKeySettings, WorkerSettings};
+use crate::crypto::MasterKeys;
 use crate::db::queue::{self, Claim};
 use crate::db::{Actor, Db, DbError, TenantTx};
+use crate::domain::OrgId;
+use crate::providers::{self, Provider};
 
 /// Why a run failed: a machine-readable code always, the step and a message (content) if known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +54,72 @@ pub enum Outcome {
     Abandoned,
 }
 
+/// What `llm.chat` steps need: where providers are, and the run's workspace's keys (decrypted).
+pub struct Providers<'a> {
+    pub settings: &'a ProviderKeySettings,
+    pub keys: HashMap<Provider, (SecretString, Option<String>)>,
+}
+
+/// The providers a definition's `llm.chat` steps name (unknown names fail at that step).
+fn providers_used(spec: &WorkflowSpec) -> Vec<Provider> {
+    let mut used: Vec<Provider> = spec
+        .steps
+        .iter()
+        .filter(|s| s.uses == "llm.chat")
+        .filter_map(|s| s.with.as_ref()?.get("provider")?.as_str().and_then(Provider::from_db))
+        .collect();
+    used.sort_by_key(|p| p.as_str());
+    used.dedup();
+    used
+}
+
+async fn llm_chat(step: &Step, input: &Value, providers: Option<&Providers<'_>>) -> Result<Value, Failure> {
+    let with = step.with.as_ref();
+    let field = |name: &str| with.and_then(|w| w.get(name)).and_then(Value::as_str);
+    let Some(provider) = field("provider").and_then(Provider::from_db) else {
+        return Err(Failure::at(
+            "invalid_step",
+            &step.id,
+            "with.provider must be openai, azure_openai or anthropic",
+        ));
+    };
+    let Some(model) = field("model").filter(|m| !m.is_empty() && m.len() <= 200) else {
+        return Err(Failure::at("invalid_step", &step.id, "with.model is required"));
+    };
+    let Some(prompt) = field("prompt").or_else(|| input.get("prompt").and_then(Value::as_str)) else {
+        return Err(Failure::at(
+            "invalid_step",
+            &step.id,
+            "with.prompt, or a prompt in the input, is required",
+        ));
+    };
+    let Some(providers) = providers else {
+        return Err(Failure::at(
+            "provider_unavailable",
+            &step.id,
+            "this worker has no provider configuration",
+        ));
+    };
+    let Some((key, endpoint)) = providers.keys.get(&provider) else {
+        return Err(Failure::at(
+            "provider_key_missing",
+            &step.id,
+            format!("the workspace has no {} key", provider.as_str()),
+        ));
+    };
+    let text = providers::chat(providers.settings, provider, key, endpoint.as_deref(), model, prompt)
+        .await
+        .map_err(|e| Failure::at("provider_failed", &step.id, e.to_string()))?;
+    Ok(serde_json::json!({ "text": text }))
+}
+
 /// Runs a definition's steps in order (a step's `needs` are always earlier steps). The output is
 /// each step's output by step id.
-pub async fn execute(spec: &WorkflowSpec, input: &Value) -> Result<Value, Failure> {
+pub async fn execute(
+    spec: &WorkflowSpec,
+    input: &Value,
+    providers: Option<&Providers<'_>>,
+) -> Result<Value, Failure> {
     let mut outputs = Map::new();
     for step in &spec.steps {
         let output = match step.uses.as_str() {
@@ -64,6 +136,7 @@ pub async fn execute(spec: &WorkflowSpec, input: &Value) -> Result<Value, Failur
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 serde_json::json!({ "slept_ms": ms })
             }
+            "llm.chat" => llm_chat(step, input, providers).await?,
             other => {
                 return Err(Failure::at("unknown_action", &step.id, format!("no action named {other:?}")));
             }
@@ -76,6 +149,7 @@ pub async fn execute(spec: &WorkflowSpec, input: &Value) -> Result<Value, Failur
 pub struct Worker {
     db: Db,
     settings: WorkerSettings,
+    providers: Option<(ProviderKeySettings, Arc<MasterKeys>)>,
     name: String,
     wake: Arc<Notify>,
 }
@@ -84,7 +158,13 @@ impl Worker {
     pub fn new(db: Db, settings: WorkerSettings) -> Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let name = format!("{host}:{}", std::process::id());
-        Worker { db, settings, name, wake: Arc::new(Notify::new()) }
+        Worker { db, settings, providers: None, name, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Lets `llm.chat` steps call providers with the workspaces' own keys.
+    pub fn with_providers(mut self, settings: ProviderKeySettings, master_keys: Arc<MasterKeys>) -> Worker {
+        self.providers = Some((settings, master_keys));
+        self
     }
 
     /// Claims and processes one run; `None` when the queue is empty.
@@ -105,7 +185,7 @@ impl Worker {
             let (mut tx, _) = TenantTx::begin_org(&self.db, actor, claim.org).await?;
             let row = tx
                 .query_found(
-                    "select v.spec, i.input, o.data_mode = 'full' as full_mode \
+                    "select r.workspace_id, v.spec, i.input, o.data_mode = 'full' as full_mode \
                      from workflow_runs r \
                      join workflow_versions v on v.organization_id = r.organization_id \
                        and v.workflow_id = r.workflow_id and v.version = r.version \
@@ -115,26 +195,68 @@ impl Worker {
                     &[claim.org.as_uuid(), &claim.run_id],
                 )
                 .await?;
+            let spec = serde_json::from_value::<WorkflowSpec>(row.get("spec"));
+            let keys = match (&spec, &self.providers) {
+                (Ok(spec), Some((_, master_keys))) => {
+                    self.decrypt_keys(&mut tx, master_keys, claim.org, row.get("workspace_id"), spec).await?
+                }
+                _ => Ok(HashMap::new()),
+            };
             tx.commit().await?;
-            Ok::<_, DbError>(row)
+            Ok::<_, DbError>((row, spec, keys))
         }
         .await;
-        let row = match loaded {
-            Ok(row) => row,
+        let (row, spec, keys) = match loaded {
+            Ok(loaded) => loaded,
             // Cancelled between the claim and now: the claim no longer admits the worker.
             Err(DbError::Unauthenticated | DbError::NotFound) => return Ok(Outcome::Abandoned),
             Err(e) => return Err(e),
         };
         let full_mode: bool = row.get("full_mode");
         let input: Value = row.get::<_, Option<Value>>("input").unwrap_or(Value::Null);
-        let result = match serde_json::from_value::<WorkflowSpec>(row.get("spec")) {
-            Ok(spec) => match self.execute_while_claimed(&claim, &spec, &input).await? {
-                Some(result) => result,
-                None => return Ok(Outcome::Abandoned),
-            },
-            Err(e) => Err(Failure { code: "invalid_definition", step: None, message: e.to_string() }),
+        let result = match (spec, keys) {
+            (Ok(spec), Ok(keys)) => {
+                let providers = self.providers.as_ref().map(|(settings, _)| Providers { settings, keys });
+                match self.execute_while_claimed(&claim, &spec, &input, providers.as_ref()).await? {
+                    Some(result) => result,
+                    None => return Ok(Outcome::Abandoned),
+                }
+            }
+            (Err(e), _) => Err(Failure { code: "invalid_definition", step: None, message: e.to_string() }),
+            (_, Err(failure)) => Err(failure),
         };
         self.finish(&claim, result, full_mode).await
+    }
+
+    /// The workspace's keys for the providers the definition uses. A key that cannot be
+    /// decrypted fails the run (the security event is logged where decryption failed).
+    async fn decrypt_keys(
+        &self,
+        tx: &mut TenantTx,
+        master_keys: &MasterKeys,
+        org: OrgId,
+        workspace: uuid::Uuid,
+        spec: &WorkflowSpec,
+    ) -> Result<Result<HashMap<Provider, (SecretString, Option<String>)>, Failure>, DbError> {
+        let mut keys = HashMap::new();
+        for provider in providers_used(spec) {
+            match crate::api::provider_keys::decrypt_for_use(tx, master_keys, org, workspace, provider).await
+            {
+                Ok(Some(key)) => {
+                    keys.insert(provider, key);
+                }
+                Ok(None) => {}
+                Err(crate::http::ApiError::NotFound) => {}
+                Err(_) => {
+                    return Ok(Err(Failure {
+                        code: "provider_key_unreadable",
+                        step: None,
+                        message: format!("the workspace's {} key cannot be decrypted", provider.as_str()),
+                    }));
+                }
+            }
+        }
+        Ok(Ok(keys))
     }
 
     /// Executes while renewing the claim; `None` if the claim was lost.
@@ -143,8 +265,9 @@ impl Worker {
         claim: &Claim,
         spec: &WorkflowSpec,
         input: &Value,
+        providers: Option<&Providers<'_>>,
     ) -> Result<Option<Result<Value, Failure>>, DbError> {
-        let execution = execute(spec, input);
+        let execution = execute(spec, input, providers);
         tokio::pin!(execution);
         let timeout = tokio::time::sleep(Duration::from_secs(self.settings.run_timeout_secs));
         tokio::pin!(timeout);

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tenantry::auth::clock::OffsetClock;
 use tenantry::config::Settings;
 use tenantry::startup::Application;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
@@ -464,4 +465,78 @@ pub fn without_request_id(mut body: Value) -> Value {
         obj.remove("request_id");
     }
     body
+}
+
+/// A stand-in LLM provider on loopback: `/v1/models` answers 200 to the good key and 401 to any
+/// other; `POST /v1/chat/completions` (good key) answers `stub answer to: <prompt>`; under
+/// `/redirect` it redirects; under `/slow` it never answers.
+pub struct StubProvider {
+    pub url: String,
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub async fn stub_provider(good_key: String) -> StubProvider {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let good_key = good_key.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head_len = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head = String::from_utf8_lossy(&buffer[..head_len]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buffer.len() < head_len + length {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body: Value = serde_json::from_slice(&buffer[head_len..]).unwrap_or(Value::Null);
+                let request = head;
+                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let key = good_key.to_ascii_lowercase();
+                let authorized = request.contains(&format!("authorization: bearer {key}\r\n"))
+                    || request.contains(&format!("x-api-key: {key}\r\n"))
+                    || request.contains(&format!("api-key: {key}\r\n"));
+                let response = if path.starts_with("/slow") {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                } else if path.starts_with("/redirect") {
+                    "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n"
+                        .to_owned()
+                } else if authorized && path.starts_with("/v1/chat/completions") {
+                    let prompt =
+                        body.pointer("/messages/0/content").and_then(Value::as_str).unwrap_or_default();
+                    let answer = json!({"choices": [{"message": {"role": "assistant", "content": format!("stub answer to: {prompt}")}}]})
+                        .to_string();
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    )
+                } else if authorized {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"data\":[]}".to_owned()
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_owned()
+                };
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    StubProvider { url, requests }
 }

@@ -3,65 +3,14 @@
 //! new master key while reads go on.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestOrg, admin_url, assert_problem, captured_logs};
-
-/// A stand-in provider on loopback: `/v1/models` answers 200 to the good key and 401 to any
-/// other; under `/redirect` it redirects; under `/slow` it never answers.
-struct StubProvider {
-    url: String,
-    requests: Arc<AtomicUsize>,
-}
-
-async fn stub_provider(good_key: String) -> StubProvider {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counter = requests.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let good_key = good_key.clone();
-            tokio::spawn(async move {
-                let mut buffer = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let request = String::from_utf8_lossy(&buffer).to_ascii_lowercase();
-                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
-                let key = good_key.to_ascii_lowercase();
-                let authorized = request.contains(&format!("authorization: bearer {key}\r\n"))
-                    || request.contains(&format!("x-api-key: {key}\r\n"))
-                    || request.contains(&format!("api-key: {key}\r\n"));
-                let response = if path.starts_with("/slow") {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    return;
-                } else if path.starts_with("/redirect") {
-                    "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n"
-                        .to_owned()
-                } else if authorized {
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"data\":[]}".to_owned()
-                } else {
-                    "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_owned()
-                };
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    StubProvider { url, requests }
-}
+use crate::helpers::{TestApp, TestOrg, admin_url, assert_problem, captured_logs, stub_provider};
 
 fn key_path(org: &TestOrg, workspace: Uuid, provider: &str) -> String {
     format!("/api/v1/orgs/{}/workspaces/{workspace}/provider-keys/{provider}", org.id)

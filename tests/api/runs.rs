@@ -11,7 +11,7 @@ use tenantry::config::WorkerSettings;
 use tenantry::db::Db;
 use tenantry::worker::{Outcome, Worker};
 
-use crate::helpers::{TestApp, TestOrg, app_url, assert_problem};
+use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, stub_provider};
 
 fn worker_db(app: &TestApp, pool_size: usize) -> Db {
     let pool = tenantry::db::app_pool(&app_url(&app.database), pool_size, Duration::from_secs(5)).unwrap();
@@ -383,4 +383,51 @@ async fn a_worker_claim_is_confined_to_its_run_in_the_database() {
     assert_eq!((runs, inputs), (1, 1), "its own run and input, not the other queued run of A");
     assert_eq!(seen(b.id, claim.token).await, (0, 0, 0, 0), "nothing of B");
     assert_eq!(seen(a.id, Uuid::new_v4()).await, (0, 0, 0, 0), "a made-up claim sees nothing");
+}
+
+#[tokio::test]
+async fn an_llm_step_calls_the_provider_with_the_workspaces_own_key() {
+    let good = "sk-proj-WorkspaceKey0123456789abcdefgh".to_owned();
+    let stub = stub_provider(good.clone()).await;
+    let url = stub.url.clone();
+    let app = TestApp::spawn_with(|s| {
+        s.provider_keys.openai_base_url = url;
+        s.provider_keys.allow_private_addresses = true;
+    })
+    .await;
+    let org = app.org_with_owner("acme").await;
+    set_full_mode(&app, &org).await;
+    let ws = app.workspace(&org, "Production").await;
+    let keyless = app.workspace(&org, "No key").await;
+    let res = app
+        .request(
+            Method::PUT,
+            &format!("/api/v1/orgs/{}/workspaces/{ws}/provider-keys/openai", org.id),
+            Some(&org.owner.token),
+            Some(&json!({"api_key": good})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let definition =
+        "steps:\n  - id: ask\n    uses: llm.chat\n    with: {provider: openai, model: gpt-4o-mini}\n";
+    let (_, url) = published(&app, &org, ws, definition).await;
+    let (_, keyless_url) = published(&app, &org, keyless, definition).await;
+
+    let settings = app.state.settings.provider_keys.clone();
+    let master_keys = app.state.master_keys.clone();
+    let worker = worker(&app, WorkerSettings::default()).with_providers(settings, master_keys);
+    let run = start(&app, &org, &url, json!({"prompt": "what is RLS?"})).await;
+    let (_, outcome) = worker.run_once().await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::Succeeded);
+    let run = get_run(&app, &org, ws, run["id"].as_str().unwrap()).await;
+    assert_eq!(run["output"], json!({"ask": {"text": "stub answer to: what is RLS?"}}));
+    assert!(stub.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // Another workspace's key is not used: that workspace has none.
+    let run = start(&app, &org, &keyless_url, json!({"prompt": "hi"})).await;
+    let (_, outcome) = worker.run_once().await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let run = get_run(&app, &org, keyless, run["id"].as_str().unwrap()).await;
+    assert_eq!(run["error"]["code"], "provider_key_missing");
+    assert_eq!(run["error"]["step"], "ask");
 }
