@@ -104,7 +104,43 @@ SQL
 rm -f $OUT/pgbench_log*
 (cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U tenantry_app -c 16 -j 2 -T $DURATION -M prepared -l --log-prefix=pgbench_log -f list.sql bench > pgbench.txt 2>&1)
 
-python3 - "$OUT" "$RSS_KB" <<'PY'
+echo "== flags: 20 platform flags, each of the $HOT organizations configures 10 (percentages, allow/deny lists)"
+psql "$ADMIN/bench" -q <<SQL
+insert into feature_flags (key, description, default_enabled, kill_switch)
+  select 'flag-' || f, 'bench flag ' || f, f % 3 = 0, f = 20 from generate_series(1, 20) f;
+insert into organization_flags (organization_id, flag_key, enabled, rollout_percentage, allow_users, deny_users)
+  select md5('org' || n)::uuid, 'flag-' || f, case when f % 5 = 0 then true end, (f * 7) % 101,
+         array[md5('user' || n)::uuid], array[gen_random_uuid()]
+  from generate_series(1, $HOT) n, generate_series(1, 10) f;
+SQL
+# The same tokens, on POST /orgs/{org}/flags/evaluate; every response's Server-Timing (the time
+# spent in the server, database included) goes to a file per wrk thread.
+sed -e 's#/workspaces?limit=20#/flags/evaluate#' -e "s#wrk.format('GET'#wrk.format('POST'#" $OUT/requests.lua \
+  | sed '/^response = function/,$d' > $OUT/flags.lua
+cat >> $OUT/flags.lua <<LUA
+threads = {}
+setup = function(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+local timings
+response = function(status, headers, body)
+  if status ~= 200 then error("unexpected status " .. status) end
+  if not timings then timings = io.open("$OUT/flags-timing-" .. id .. ".txt", "w") end
+  local t = headers["server-timing"] or headers["Server-Timing"]
+  if t then timings:write(t:match("dur=([%d.]+)"), "\n") end
+end
+LUA
+for c in 8 $CONNS; do
+  rm -f $OUT/flags-timing-*.txt
+  echo "== flags: wrk -t2 -c$c -d${DURATION}s POST /orgs/{org}/flags/evaluate (after a 3 s warm-up)"
+  wrk -t2 -c$c -d3s -s $OUT/flags.lua "http://127.0.0.1:$HTTP_PORT" >/dev/null
+  rm -f $OUT/flags-timing-*.txt
+  wrk -t2 -c$c -d${DURATION}s --latency -s $OUT/flags.lua "http://127.0.0.1:$HTTP_PORT" > $OUT/flags-wrk-c$c.txt
+  cat $OUT/flags-timing-*.txt > $OUT/flags-server-c$c.txt
+done
+
+python3 - "$OUT" "$RSS_KB" "$CONNS" <<'PY'
 import glob, re, sys
 out, rss = sys.argv[1], int(sys.argv[2])
 wrk = open(f"{out}/wrk.txt").read()
@@ -124,4 +160,18 @@ print(f"| HTTP GET /orgs/{{org}}/workspaces (wrk -c64, 2 workers, pool 16)  | {r
 print(f"| pgbench, same SQL transaction (-c16 -j2, prepared)             | {tps:8.0f} tx/s  | {pct(0.50):5.2f} ms | {pct(0.99):5.2f} ms |")
 print(f"\nratio HTTP / pgbench: {rps / tps:.2f}   server peak RSS: {rss / 1024:.1f} MiB   "
       f"HTTP errors: {errors.group(1) if errors else 0}")
+print()
+print("| flags: POST /orgs/{org}/flags/evaluate (20 flags) | throughput   | client p50 | client p99 | server p50 | server p99 | server p99.9 |")
+print("|----------------------------------------------------|--------------|------------|------------|------------|------------|--------------|")
+for c in (8, int(sys.argv[3])):
+    w = open(f"{out}/flags-wrk-c{c}.txt").read()
+    frps = float(re.search(r"Requests/sec:\s+([\d.]+)", w).group(1))
+    def fms(label):
+        v, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", w).groups()
+        return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    t = sorted(float(x) for x in open(f"{out}/flags-server-c{c}.txt") if x.strip())
+    q = lambda p: t[min(len(t) - 1, int(len(t) * p))]
+    ferr = re.search(r"Non-2xx or 3xx responses: (\d+)", w)
+    print(f"| wrk -t2 -c{c:<3} (2 workers, pool 16, {len(t)} samples)     | {frps:8.0f} req/s | {fms(50):7.3f} ms | {fms(99):7.3f} ms | "
+          f"{q(0.5):7.3f} ms | {q(0.99):7.3f} ms | {q(0.999):9.3f} ms |" + (f" errors: {ferr.group(1)}" if ferr else ""))
 PY

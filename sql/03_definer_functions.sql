@@ -726,6 +726,75 @@ begin
 end
 $$;
 
+-- Platform feature flags (platform admins only): create or change a flag, and target one
+-- organization. Each change is audited in the platform's chain (and a targeting also in the
+-- organization's).
+create or replace function app.admin_put_flag(
+  p_key text, p_description text, p_default boolean, p_kill_switch boolean,
+  p_ip inet, p_user_agent text, p_request_id text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_created boolean;
+begin
+  if not app.is_platform_admin() then
+    raise exception 'not a platform admin' using errcode = '42501';
+  end if;
+  insert into public.feature_flags (key, description, default_enabled, kill_switch)
+  values (p_key, coalesce(p_description, ''), coalesce(p_default, false), coalesce(p_kill_switch, false))
+  on conflict (key) do update
+    set description = coalesce(p_description, feature_flags.description),
+        default_enabled = coalesce(p_default, feature_flags.default_enabled),
+        kill_switch = coalesce(p_kill_switch, feature_flags.kill_switch)
+  returning (xmax = 0) into v_created;
+  insert into public.audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id,
+                                   outcome, ip, user_agent, request_id, details, prev_hash, hash)
+  values ('00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'platform_admin', app.current_user_id(),
+          case when v_created then 'flag.create' else 'flag.update' end, 'feature_flag', p_key, 'allowed', p_ip,
+          left(p_user_agent, 500), left(p_request_id, 100),
+          jsonb_build_object('default_enabled', p_default, 'kill_switch', p_kill_switch,
+                             'description_changed', p_description is not null), '\x', '\x');
+  return v_created;
+end
+$$;
+
+-- p_enabled NULL removes the targeting. False when the flag or organization does not exist.
+create or replace function app.admin_target_flag(
+  p_key text, p_org uuid, p_enabled boolean, p_ip inet, p_user_agent text, p_request_id text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_details jsonb := jsonb_build_object('flag', p_key, 'enabled', p_enabled);
+begin
+  if not app.is_platform_admin() then
+    raise exception 'not a platform admin' using errcode = '42501';
+  end if;
+  if not exists (select 1 from public.feature_flags f where f.key = p_key)
+     or not exists (select 1 from public.organizations o where o.id = p_org) then
+    return false;
+  end if;
+  if p_enabled is null then
+    delete from public.feature_flag_targets t where t.organization_id = p_org and t.flag_key = p_key;
+  else
+    insert into public.feature_flag_targets (organization_id, flag_key, enabled, created_by)
+    values (p_org, p_key, p_enabled, app.current_user_id())
+    on conflict (organization_id, flag_key) do update set enabled = excluded.enabled;
+  end if;
+  insert into public.audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id,
+                                   outcome, ip, user_agent, request_id, details, prev_hash, hash)
+  values (p_org, gen_random_uuid(), 'platform_admin', app.current_user_id(), 'flag.target', 'feature_flag', p_key,
+          'allowed', p_ip, left(p_user_agent, 500), left(p_request_id, 100), v_details, '\x', '\x'),
+         ('00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'platform_admin', app.current_user_id(),
+          'flag.target', 'organization', p_org::text, 'allowed', p_ip, left(p_user_agent, 500),
+          left(p_request_id, 100), v_details, '\x', '\x');
+  return true;
+end
+$$;
+
 -- One list of every function above: owned by the definer, callable by nobody by default, and by
 -- the app role explicitly.
 do $grants$
@@ -759,7 +828,9 @@ begin
     'app.renew_run_claim(uuid, integer)',
     'app.allowed_workspace_ids()',
     'app.anonymise_organization_audit(uuid)',
-    'app.publish_workflow(uuid, text, jsonb)'
+    'app.publish_workflow(uuid, text, jsonb)',
+    'app.admin_put_flag(text, text, boolean, boolean, inet, text, text)',
+    'app.admin_target_flag(text, uuid, boolean, inet, text, text)'
   ] loop
     execute format('alter function %s owner to tenantry_definer', v_function);
     execute format('revoke all on function %s from public', v_function);

@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod flags;
 pub mod http;
 pub mod providers;
 pub mod seed;

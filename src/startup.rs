@@ -50,6 +50,17 @@ impl Application {
         db::check::refuse_privileged_app_role(&pool).await?;
         let keys = signing_keys(&settings)?;
         let master_keys = Arc::new(settings.master_keys()?);
+        let flags = Arc::new(crate::flags::FlagCache::default());
+        {
+            // Every server listens for flag changes made anywhere (other servers, platform admins).
+            let (on_connect, on_message) = (flags.clone(), flags.clone());
+            tokio::spawn(db::notify::listen(
+                settings.require_database_url()?.to_owned(),
+                "tenantry_flags",
+                move || on_connect.invalidate(None),
+                move |payload| on_message.on_notification(payload),
+            ));
+        }
         let validator = TokenValidator::new(&settings.auth, keys.clone())?;
         let sessions = SessionService::new(pool.clone(), keys.clone(), &settings.auth, clock.clone());
         let sign_in = SignInProviders::new(&settings.auth, clock.clone())?;
@@ -71,6 +82,7 @@ impl Application {
             settings: Arc::new(settings),
             readiness: Default::default(),
             master_keys,
+            flags,
         });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));

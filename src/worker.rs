@@ -16,10 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
 
 use secrecy::SecretString;
 
@@ -344,7 +342,14 @@ impl Worker {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let worker = Arc::new(self);
-        let listener = tokio::spawn(listen(database_url.to_owned(), worker.wake.clone()));
+        // Idle loops wake on a new run; polling covers missed notifications.
+        let wake = worker.wake.clone();
+        let listener = tokio::spawn(crate::db::notify::listen(
+            database_url.to_owned(),
+            "tenantry_runs",
+            || {},
+            move |_| wake.notify_waiters(),
+        ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = Vec::new();
         for _ in 0..worker.settings.concurrency {
@@ -380,35 +385,5 @@ impl Worker {
         }
         listener.abort();
         Ok(())
-    }
-}
-
-/// LISTEN on `tenantry_runs` and wake idle loops; reconnects after a lost connection. Polling
-/// covers the gaps, so a missed notification only delays a run by one poll interval.
-async fn listen(url: String, wake: Arc<Notify>) {
-    loop {
-        match tokio_postgres::connect(&url, NoTls).await {
-            Ok((client, mut connection)) => {
-                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listening = client.batch_execute("LISTEN tenantry_runs");
-                tokio::pin!(listening);
-                let mut subscribed = false;
-                loop {
-                    tokio::select! {
-                        done = &mut listening, if !subscribed => {
-                            if done.is_err() { break; }
-                            subscribed = true;
-                        }
-                        message = messages.next() => match message {
-                            Some(Ok(AsyncMessage::Notification(_))) => wake.notify_waiters(),
-                            Some(Ok(_)) => {}
-                            Some(Err(_)) | None => break,
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "worker: cannot LISTEN for new runs; polling"),
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

@@ -68,6 +68,16 @@ pub const TABLES: &[(&str, &str)] = &[
          order by workspace_id, provider) t",
     ),
     (
+        "organization_flags",
+        "select row_to_json(t)::text from (select * from organization_flags where organization_id = $1 \
+         order by flag_key) t",
+    ),
+    (
+        "feature_flag_targets",
+        "select row_to_json(t)::text from (select * from feature_flag_targets where organization_id = $1 \
+         order by flag_key) t",
+    ),
+    (
         "member_workspaces",
         "select row_to_json(t)::text from (select * from member_workspaces where organization_id = $1 \
          order by user_id, workspace_id) t",

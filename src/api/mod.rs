@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod exports;
 pub mod extract;
+pub mod flags;
 pub mod health;
 pub mod invitations;
 pub mod me;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub readiness: health::ReadinessCache,
     /// Wrap and unwrap organizations' data keys (provider keys).
     pub master_keys: Arc<crate::crypto::MasterKeys>,
+    /// Organizations' flag rules, invalidated through LISTEN/NOTIFY.
+    pub flags: Arc<crate::flags::FlagCache>,
 }
 
 /// The handler-side permission check, made before any write so the caller gets a 403 naming
@@ -87,6 +90,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "roles", description = "Permissions and roles"),
         (name = "admin", description = "Platform administration (platform admins only)"),
         (name = "workflows", description = "Workflows, their drafts and immutable published versions"),
+        (name = "flags", description = "Feature flags: evaluate for the caller, configure per organization"),
         (name = "provider_keys", description = "Bring-your-own LLM provider keys, encrypted, shown masked"),
         (name = "runs", description = "Workflow runs: queued, executed by `tenantry worker`, cancellable"),
     )
@@ -153,6 +157,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(provider_keys::put_provider_key)
         .service(provider_keys::delete_provider_key)
         .service(provider_keys::verify_provider_key)
+        .service(flags::evaluate_flags)
+        .service(flags::list_flags)
+        .service(flags::put_flag_config)
+        .service(flags::delete_flag_config)
+        .service(flags::list_platform_flags)
+        .service(flags::put_platform_flag)
+        .service(flags::put_flag_target)
+        .service(flags::delete_flag_target)
         .service(admin::list_all_organizations)
         .service(admin::suspend_organization)
         .service(admin::reactivate_organization)

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod identity;
 pub mod migrate;
+pub mod notify;
 pub mod queue;
 pub mod rotation;
 pub mod tenant;

@@ -1,5 +1,7 @@
-//! Request id and security headers. The request id is kept in a task-local for the duration of
-//! the request so that every problem document and log line can carry it.
+//! Request id, security headers and `Server-Timing`. The request id is kept in a task-local for
+//! the duration of the request so that every problem document and log line can carry it. The
+//! `Server-Timing: app;dur=<ms>` header reports the time spent in the server (authentication,
+//! the database and the handler), which is what `make bench` reports as server-side latency.
 
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
@@ -71,9 +73,14 @@ where
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let service = Rc::clone(&self.service);
         let id_for_header = request_id.clone();
+        let started = std::time::Instant::now();
         Box::pin(REQUEST_ID.scope(request_id, async move {
             let mut res = service.call(req).await?;
             let headers = res.headers_mut();
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            if let Ok(v) = HeaderValue::from_str(&format!("app;dur={elapsed_ms:.3}")) {
+                headers.insert(HeaderName::from_static("server-timing"), v);
+            }
             if let Ok(v) = HeaderValue::from_str(&id_for_header) {
                 headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
             }

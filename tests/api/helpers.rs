@@ -238,6 +238,18 @@ impl TestApp {
         .await
     }
 
+    /// A platform flag `key` (created if missing) configured by `org`: on, at 50%.
+    pub async fn flag_config(&self, org: &TestOrg, key: &str) {
+        self.rls_bypassing_admin
+            .execute("insert into feature_flags (key) values ($1) on conflict do nothing", &[&key])
+            .await
+            .unwrap();
+        let path = format!("/api/v1/orgs/{}/flags/{key}", org.id);
+        let body = json!({"enabled": true, "rollout_percentage": 50});
+        let res = self.request(reqwest::Method::PUT, &path, Some(&org.owner.token), Some(&body)).await;
+        assert_eq!(res.status(), StatusCode::OK, "configuring a flag");
+    }
+
     /// The master key file this instance generated (unless configured otherwise).
     pub fn master_keys_file(&self) -> std::path::PathBuf {
         self.key_file.with_file_name("master-keys")

@@ -39,6 +39,8 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
             Some(json!({"api_key": "sk-proj-pwned0123456789abcdefghijklmn"}))
         }
         ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/provider-keys/{provider}/verify") => None,
+        ("PUT", "/api/v1/orgs/{org_id}/flags/{flag_key}") => Some(json!({"enabled": true})),
+        ("POST", "/api/v1/orgs/{org_id}/flags/evaluate") => None,
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
         }
@@ -52,8 +54,11 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
 }
 
 fn fill(template: &str, ids: &BTreeMap<&str, Uuid>) -> String {
-    let mut path =
-        template.replace("{table}", "workspaces").replace("{version}", "1").replace("{provider}", "openai");
+    let mut path = template
+        .replace("{table}", "workspaces")
+        .replace("{version}", "1")
+        .replace("{provider}", "openai")
+        .replace("{flag_key}", "probe-flag");
     for (name, id) in ids {
         path = path.replace(&format!("{{{name}}}"), &id.to_string());
     }
@@ -79,6 +84,8 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(i)::text from workflow_run_inputs i where organization_id = $1 order by run_id",
         "select row_to_json(p)::text from provider_keys p where organization_id = $1 order by workspace_id, provider",
         "select row_to_json(k)::text from organization_data_keys k where organization_id = $1",
+        "select row_to_json(f)::text from organization_flags f where organization_id = $1 order by flag_key",
+        "select row_to_json(t)::text from feature_flag_targets t where organization_id = $1 order by flag_key",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -99,6 +106,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_workflow = app.workflow(&a, a_workspace).await;
     let a_run = app.run(&a, a_workspace, a_workflow).await;
     app.provider_key(&a, a_workspace).await;
+    app.flag_config(&a, "probe-flag").await;
     let res = app
         .request(Method::POST, &format!("/api/v1/orgs/{}/exports", a.id), Some(&a.owner.token), None)
         .await;
@@ -156,7 +164,11 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
             let method: Method = method_name.to_uppercase().parse().unwrap();
             if template.starts_with("/api/v1/admin/") {
                 // Platform routes: a non-admin gets the same 403 whatever organization is named.
-                let body = Some(json!({"region": "eu"}));
+                let body = Some(if template.contains("/flags/") {
+                    json!({"enabled": true})
+                } else {
+                    json!({"region": "eu"})
+                });
                 let res = app
                     .request(method.clone(), &fill(template, &a_ids), Some(&b.owner.token), body.as_ref())
                     .await;
@@ -184,8 +196,9 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
             let nowhere = without_request_id(assert_problem(res, StatusCode::NOT_FOUND, "not_found").await);
             assert_eq!(cross, nowhere, "{method} {template}: A's ids must look like random ids");
 
-            // Inside B's own organization, A's object ids are just as unknown.
-            if template.matches('{').count() > 1 {
+            // Inside B's own organization, A's object ids are just as unknown. (A flag key names a
+            // platform flag every organization may configure, not an object of A's.)
+            if template.matches('{').count() > 1 && !template.ends_with("/flags/{flag_key}") {
                 let res = app
                     .request(method.clone(), &fill(template, &mixed), Some(&b.owner.token), body.as_ref())
                     .await;

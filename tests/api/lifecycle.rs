@@ -17,6 +17,14 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
         let workflow = app.workflow(o, ws).await;
         app.run(o, ws, workflow).await;
         app.provider_key(o, ws).await;
+        app.flag_config(o, "lifecycle-flag").await;
+        app.rls_bypassing_admin
+            .execute(
+                "insert into feature_flag_targets (organization_id, flag_key, enabled) values ($1, 'lifecycle-flag', true)",
+                &[&o.id],
+            )
+            .await
+            .unwrap();
         let res = app
             .request(
                 reqwest::Method::PUT,

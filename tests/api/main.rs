@@ -7,6 +7,7 @@ mod auth;
 mod catalog;
 mod cli;
 mod errors;
+mod flags;
 mod health;
 mod helpers;
 mod invitations;

@@ -305,6 +305,42 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "evaluate_flags",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/flags/evaluate", f.org.id),
+            body: none,
+            permission: "flags:read",
+            changed: None,
+        },
+        Operation {
+            id: "list_flags",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/flags", f.org.id),
+            body: none,
+            permission: "flags:read",
+            changed: None,
+        },
+        Operation {
+            id: "put_flag_config",
+            method: Method::PUT,
+            path: |f| format!("/api/v1/orgs/{}/flags/matrix-new", f.org.id),
+            body: |_| Some(json!({"rollout_percentage": 10})),
+            permission: "flags:write",
+            changed: Some(
+                "select count(*) from organization_flags where organization_id = $1 and flag_key = 'matrix-new'",
+            ),
+        },
+        Operation {
+            id: "delete_flag_config",
+            method: Method::DELETE,
+            path: |f| format!("/api/v1/orgs/{}/flags/matrix-old", f.org.id),
+            body: none,
+            permission: "flags:write",
+            changed: Some(
+                "select 1 - count(*) from organization_flags where organization_id = $1 and flag_key = 'matrix-old'",
+            ),
+        },
+        Operation {
             id: "archive_workflow",
             method: Method::POST,
             path: |f| {
@@ -486,6 +522,11 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let workflow = app.workflow(&org, workspace).await;
     let run = app.run(&org, workspace, workflow).await;
     app.provider_key(&org, workspace).await;
+    app.flag_config(&org, "matrix-old").await;
+    app.rls_bypassing_admin
+        .execute("insert into feature_flags (key) values ('matrix-new') on conflict do nothing", &[])
+        .await
+        .unwrap();
     Fixture {
         org,
         actor,
