@@ -10,8 +10,14 @@
 //! 5. the platform's targeting of this organization;
 //! 6. the flag's default.
 //!
-//! The cache holds each organization's rules as read under that organization's RLS context (never
-//! across tenants). It is invalidated through `NOTIFY tenantry_flags` (the organization's id, or
+//! Two caches serve evaluation without a database round trip. `FlagCache` holds each
+//! organization's rules as read under that organization's RLS context (never across tenants).
+//! `StandingCache` holds a caller's standing (role and permissions) in an organization, exactly
+//! as `app.current_principal()` reported it; it is used by flag evaluation only (every other
+//! request asks the database) and is invalidated through `NOTIFY tenantry_standing`, sent by
+//! every change that could alter a standing: memberships, custom role permissions, API key and
+//! session revocation, suspension, region moves, user erasure. Its time-to-live (5 s) bounds the
+//! one thing no row change announces: an API key reaching its `expires_at`. It is invalidated through `NOTIFY tenantry_flags` (the organization's id, or
 //! `*` for a platform change), locally at once by the handler that made a change, wholesale when
 //! the LISTEN connection is re-established, and otherwise after a minute as a safety net. An
 //! epoch guards the race where a change lands between a cache miss's read and its store.
@@ -26,7 +32,8 @@ use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::OrgId;
+use crate::db::Actor;
+use crate::domain::{Membership, OrgId};
 
 /// One flag as it applies to one organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,9 +136,12 @@ pub fn evaluate(rule: &FlagRule, user: Option<Uuid>, subject: Uuid) -> (bool, Re
     (rule.default_enabled, Reason::Default)
 }
 
+/// One organization's rules, shared by the requests that evaluate them.
+pub type Rules = Arc<Vec<FlagRule>>;
+
 /// Organizations' rules, by organization.
 pub struct FlagCache {
-    entries: RwLock<HashMap<OrgId, (Instant, Arc<Vec<FlagRule>>)>>,
+    entries: RwLock<HashMap<OrgId, (Instant, Rules)>>,
     epoch: AtomicU64,
     ttl: Duration,
     capacity: usize,
@@ -153,13 +163,13 @@ impl FlagCache {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, org: OrgId) -> Option<Arc<Vec<FlagRule>>> {
+    pub fn get(&self, org: OrgId) -> Option<Rules> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries.get(&org).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, rules)| rules.clone())
     }
 
     /// Stores rules read at `epoch`, unless an invalidation happened since (they may be stale).
-    pub fn insert(&self, org: OrgId, rules: Arc<Vec<FlagRule>>, epoch: u64) {
+    pub fn insert(&self, org: OrgId, rules: Rules, epoch: u64) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
@@ -187,6 +197,59 @@ impl FlagCache {
         match payload.parse::<Uuid>() {
             Ok(org) => self.invalidate(Some(OrgId(org))),
             Err(_) => self.invalidate(None),
+        }
+    }
+}
+
+/// Callers' standing in organizations, for flag evaluation only.
+pub struct StandingCache {
+    entries: RwLock<HashMap<(Actor, OrgId), (Instant, Membership)>>,
+    epoch: AtomicU64,
+    ttl: Duration,
+    capacity: usize,
+}
+
+impl Default for StandingCache {
+    fn default() -> Self {
+        StandingCache {
+            entries: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            ttl: Duration::from_secs(5),
+            capacity: 100_000,
+        }
+    }
+}
+
+impl StandingCache {
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, actor: Actor, org: OrgId) -> Option<Membership> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(&(actor, org)).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, m)| m.clone())
+    }
+
+    /// Stores a standing the database reported at `epoch`, unless something changed since.
+    pub fn insert(&self, actor: Actor, org: OrgId, membership: Membership, epoch: u64) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert((actor, org), (Instant::now(), membership));
+    }
+
+    /// A `tenantry_standing` payload: an organization id, or `*` (or the LISTEN connection was
+    /// re-established: `None`) for everything.
+    pub fn invalidate(&self, payload: Option<&str>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match payload.and_then(|p| p.parse::<Uuid>().ok()) {
+            Some(org) => entries.retain(|(_, o), _| o.0 != org),
+            None => entries.clear(),
         }
     }
 }

@@ -51,14 +51,23 @@ impl Application {
         let keys = signing_keys(&settings)?;
         let master_keys = Arc::new(settings.master_keys()?);
         let flags = Arc::new(crate::flags::FlagCache::default());
+        let standing = Arc::new(crate::flags::StandingCache::default());
         {
-            // Every server listens for flag changes made anywhere (other servers, platform admins).
-            let (on_connect, on_message) = (flags.clone(), flags.clone());
+            // Every server hears of flag and standing changes made anywhere. On (re)connection
+            // both caches are emptied: notifications sent while disconnected are lost.
+            let (flags, standing) = (flags.clone(), standing.clone());
+            let (on_connect_flags, on_connect_standing) = (flags.clone(), standing.clone());
             tokio::spawn(db::notify::listen(
                 settings.require_database_url()?.to_owned(),
-                "tenantry_flags",
-                move || on_connect.invalidate(None),
-                move |payload| on_message.on_notification(payload),
+                &["tenantry_flags", "tenantry_standing"],
+                move || {
+                    on_connect_flags.invalidate(None);
+                    on_connect_standing.invalidate(None);
+                },
+                move |channel, payload| match channel {
+                    "tenantry_flags" => flags.on_notification(payload),
+                    _ => standing.invalidate(Some(payload)),
+                },
             ));
         }
         let validator = TokenValidator::new(&settings.auth, keys.clone())?;
@@ -83,6 +92,7 @@ impl Application {
             readiness: Default::default(),
             master_keys,
             flags,
+            standing,
         });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));

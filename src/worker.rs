@@ -346,9 +346,9 @@ impl Worker {
         let wake = worker.wake.clone();
         let listener = tokio::spawn(crate::db::notify::listen(
             database_url.to_owned(),
-            "tenantry_runs",
+            &["tenantry_runs"],
             || {},
-            move |_| wake.notify_waiters(),
+            move |_, _| wake.notify_waiters(),
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = Vec::new();

@@ -1,7 +1,8 @@
 //! Feature flags: the platform defines them (platform admins), each organization configures its
 //! own rollout, and `POST /orgs/{org_id}/flags/evaluate` answers every flag for the caller with
-//! the rule that decided it, from the in-process cache (`crate::flags`). The caller's membership
-//! is still checked by the database on every evaluation; only the rules are cached.
+//! the rule that decided it. Evaluation is the one read served from memory: the organization's
+//! rules and the caller's standing come from caches kept current by LISTEN/NOTIFY
+//! (`crate::flags`), so a warm evaluation makes no database round trip.
 
 use std::sync::Arc;
 
@@ -142,24 +143,24 @@ pub async fn evaluate_flags(
     path: web::Path<OrgPath>,
 ) -> Result<web::Json<EvaluateResponse>, ApiError> {
     let org = OrgId(path.org_id);
-    let epoch = state.flags.epoch();
-    let cached = state.flags.get(org);
-    // One round trip either way: the principal check, plus the rules on a cache miss.
-    let (membership, rows) = match &cached {
-        Some(_) => tenant::read(&state.db, principal.actor(), Some(org), "select 1 where false", &[]).await?,
-        None => tenant::read(&state.db, principal.actor(), Some(org), RULES_SQL, &[org.as_uuid()]).await?,
-    };
-    let membership = membership.ok_or(ApiError::NotFound)?;
-    // Checked before anything is cached: rules read without flags:read would be incomplete.
-    authorize(&state, &principal, &meta, &membership, Permission::FlagsRead, "flag.evaluate").await?;
-    let rules = match cached {
-        Some(rules) => rules,
-        None => {
+    let actor = principal.actor();
+    let (flags_epoch, standing_epoch) = (state.flags.epoch(), state.standing.epoch());
+    let (membership, rules) = match (state.standing.get(actor, org), state.flags.get(org)) {
+        // Both known: no database round trip at all.
+        (Some(membership), Some(rules)) => (membership, rules),
+        _ => {
+            let (membership, rows) =
+                tenant::read(&state.db, actor, Some(org), RULES_SQL, &[org.as_uuid()]).await?;
+            let membership = membership.ok_or(ApiError::NotFound)?;
+            // Checked before caching the rules: read without flags:read they would be incomplete.
+            authorize(&state, &principal, &meta, &membership, Permission::FlagsRead, "flag.evaluate").await?;
             let rules: Arc<Vec<FlagRule>> = Arc::new(rows.iter().map(rule_from_row).collect());
-            state.flags.insert(org, rules.clone(), epoch);
-            rules
+            state.flags.insert(org, rules.clone(), flags_epoch);
+            state.standing.insert(actor, org, membership.clone(), standing_epoch);
+            (membership, rules)
         }
     };
+    authorize(&state, &principal, &meta, &membership, Permission::FlagsRead, "flag.evaluate").await?;
     let user = principal.as_user().map(|u| u.user_id.0);
     let subject = user.or(principal.actor().api_key).unwrap_or_default();
     let flags = rules

@@ -54,6 +54,8 @@ pub struct AppState {
     pub master_keys: Arc<crate::crypto::MasterKeys>,
     /// Organizations' flag rules, invalidated through LISTEN/NOTIFY.
     pub flags: Arc<crate::flags::FlagCache>,
+    /// Callers' standing in organizations, for flag evaluation only (see `crate::flags`).
+    pub standing: Arc<crate::flags::StandingCache>,
 }
 
 /// The handler-side permission check, made before any write so the caller gets a 403 naming

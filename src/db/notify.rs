@@ -1,5 +1,5 @@
-//! LISTEN on a channel on a dedicated app-role connection, for the life of the process. Each
-//! notification's payload goes to `on_message`; `on_connected` runs whenever the subscription is
+//! LISTEN on channels on a dedicated app-role connection, for the life of the process. Each
+//! notification (channel, payload) goes to `on_message`; `on_connected` runs whenever the subscription is
 //! (re-)established, because notifications sent while disconnected are lost and caches must
 //! assume they missed some.
 
@@ -10,16 +10,16 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 pub async fn listen(
     url: String,
-    channel: &'static str,
+    channels: &'static [&'static str],
     on_connected: impl Fn() + Send + 'static,
-    on_message: impl Fn(&str) + Send + 'static,
+    on_message: impl Fn(&str, &str) + Send + 'static,
 ) {
     loop {
         match tokio_postgres::connect(&url, NoTls).await {
             Ok((client, mut connection)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                // The channel is a fixed identifier, never input.
-                let sql = format!("LISTEN {channel}");
+                // Channels are fixed identifiers, never input.
+                let sql: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
                 let listening = client.batch_execute(&sql);
                 tokio::pin!(listening);
                 let mut subscribed = false;
@@ -31,15 +31,15 @@ pub async fn listen(
                             on_connected();
                         }
                         message = messages.next() => match message {
-                            Some(Ok(AsyncMessage::Notification(n))) => on_message(n.payload()),
+                            Some(Ok(AsyncMessage::Notification(n))) => on_message(n.channel(), n.payload()),
                             Some(Ok(_)) => {}
                             Some(Err(_)) | None => break,
                         }
                     }
                 }
-                tracing::warn!(channel, "LISTEN connection lost; reconnecting");
+                tracing::warn!(?channels, "LISTEN connection lost; reconnecting");
             }
-            Err(e) => tracing::warn!(channel, error = %e, "cannot LISTEN; retrying"),
+            Err(e) => tracing::warn!(?channels, error = %e, "cannot LISTEN; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

@@ -35,7 +35,7 @@ pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// Who a transaction acts for: a user (with the session their token belongs to, if any), an API
 /// key, or a worker holding the claim on one workflow run. It becomes the transaction-local
 /// context the policies read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Actor {
     pub user: Option<UserId>,
     pub session: Option<Uuid>,

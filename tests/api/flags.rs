@@ -270,3 +270,64 @@ async fn bad_flag_configurations_are_refused_and_change_nothing() {
     assert_eq!(app.raw_count("select count(*) from feature_flags", &[]).await, 1);
     assert_eq!(app.raw_count("select count(*) from feature_flag_targets", &[]).await, 0);
 }
+
+/// Polls an evaluation until it answers `expected`; returns how long that took.
+async fn until_status(app: &TestApp, org: &TestOrg, token: &str, expected: StatusCode) -> Duration {
+    let started = std::time::Instant::now();
+    let path = format!("/api/v1/orgs/{}/flags/evaluate", org.id);
+    loop {
+        let status = app.request(Method::POST, &path, Some(token), None).await.status();
+        if status == expected {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "still {status}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_cached_standing_ends_with_the_membership_key_or_organization() {
+    let app = TestApp::spawn().await;
+    let ops = platform_admin(&app).await;
+    define(&app, &ops, "new-editor", json!({})).await;
+    let org = app.org_with_owner("acme").await;
+    let member = app.member(&org, "carol@acme.test", "viewer").await;
+    let (key_id, key) = app.api_key(&org, &["flags:read"]).await;
+    // Warm: these evaluations are served from memory.
+    for token in [&member.token, &key, &org.owner.token] {
+        until_status(&app, &org, token, StatusCode::OK).await;
+        until_status(&app, &org, token, StatusCode::OK).await;
+    }
+
+    // A role without flags:read: refused.
+    let res = app
+        .patch(
+            &format!("/api/v1/orgs/{}/members/{}", org.id, member.id),
+            &org.owner.token,
+            &json!({"role": "billing_admin"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut waits = vec![until_status(&app, &org, &member.token, StatusCode::FORBIDDEN).await];
+    // Removed: not found, like any other organization.
+    let res = app.delete(&format!("/api/v1/orgs/{}/members/{}", org.id, member.id), &org.owner.token).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    waits.push(until_status(&app, &org, &member.token, StatusCode::NOT_FOUND).await);
+    // A revoked key: unauthorized.
+    let res = app.delete(&format!("/api/v1/orgs/{}/api-keys/{key_id}", org.id), &org.owner.token).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    waits.push(until_status(&app, &org, &key, StatusCode::UNAUTHORIZED).await);
+    // A suspended organization: refused for everyone.
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/admin/organizations/{}/suspend", org.id),
+            Some(&ops.token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    waits.push(until_status(&app, &org, &org.owner.token, StatusCode::FORBIDDEN).await);
+    let slowest = waits.iter().max().unwrap();
+    assert!(*slowest < Duration::from_secs(1), "invalidation took {slowest:?}");
+}

@@ -39,6 +39,7 @@ fn every_operation_is_named_documented_and_secured() {
                     "archive_",
                     "start_",
                     "put_",
+                    "evaluate_",
                     "cancel_",
                     "reactivate_",
                     "accept_",
