@@ -431,3 +431,36 @@ async fn an_llm_step_calls_the_provider_with_the_workspaces_own_key() {
     assert_eq!(run["error"]["code"], "provider_key_missing");
     assert_eq!(run["error"]["step"], "ask");
 }
+
+#[tokio::test]
+async fn an_idle_worker_is_woken_by_a_new_run_and_stops_when_asked() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let ws = app.workspace(&org, "Production").await;
+    let (_, url) = published(&app, &org, ws, ECHO).await;
+    // Polling once a minute: only the notification can wake it in time.
+    let settings = WorkerSettings { poll_interval_ms: 60_000, concurrency: 2, ..WorkerSettings::default() };
+    let worker = worker(&app, settings);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let database_url = app_url(&app.database);
+    let handle = tokio::spawn(async move {
+        worker
+            .run_until(&database_url, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await; // idle, listening
+    let run = start(&app, &org, &url, json!({"n": 1})).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        if get_run(&app, &org, ws, &id).await["status"] == "succeeded" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the worker was not woken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap().unwrap();
+}
