@@ -347,11 +347,51 @@ async fn function_and_view_violations(client: &Client) -> Result<Vec<Violation>,
     Ok(out)
 }
 
+/// The tables whose changes can alter a principal's standing. Flag evaluation caches standings
+/// (`crate::flags::StandingCache`), so each must announce its changes with app.standing_notify().
+const STANDING_TABLES: &[&str] = &[
+    "memberships",
+    "role_permissions",
+    "api_keys",
+    "organizations",
+    "sessions",
+    "users",
+    "builtin_role_permissions",
+];
+
+async fn standing_violations(client: &Client) -> Result<Vec<Violation>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for table in STANDING_TABLES {
+        let announced: bool = client
+            .query_one(
+                "select exists (select 1 from pg_trigger t join pg_class c on c.oid = t.tgrelid \
+                   join pg_namespace n on n.oid = c.relnamespace \
+                   where n.nspname = 'public' and c.relname = $1 and not t.tgisinternal and t.tgenabled <> 'D' \
+                     and t.tgfoid = 'app.standing_notify()'::regprocedure)",
+                &[table],
+            )
+            .await?
+            .get(0);
+        if !announced {
+            out.push(Violation {
+                rule: "standing_change_unannounced",
+                object: format!("public.{table}"),
+                message:
+                    "changes here can alter a principal's standing but send no NOTIFY tenantry_standing: \
+                          cached flag evaluations would outlive them"
+                        .into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Every violation in the database `client` is connected to, for `app_role`.
 pub async fn run(client: &Client, app_role: &str) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = role_violations(client, app_role).await?;
     out.extend(table_violations(client, app_role).await?);
     out.extend(function_and_view_violations(client).await?);
+    out.extend(standing_violations(client).await?);
     Ok(out)
 }
 

@@ -194,3 +194,13 @@ async fn migrating_twice_changes_nothing() {
     assert_eq!(versions, tenantry::db::migrate::latest_version());
     assert!(check::run(&client, "tenantry_app").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_standing_change_that_sends_no_notification_is_reported() {
+    let (_, client) = scratch().await;
+    client.batch_execute("drop trigger memberships_standing_notify on memberships").await.unwrap();
+    client.batch_execute("alter table api_keys disable trigger api_keys_standing_notify").await.unwrap();
+    let violations = check::run(&client, "tenantry_app").await.unwrap();
+    assert_eq!(rules_for(&violations, "public.memberships"), vec!["standing_change_unannounced"]);
+    assert_eq!(rules_for(&violations, "public.api_keys"), vec!["standing_change_unannounced"]);
+}
