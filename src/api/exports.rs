@@ -78,6 +78,33 @@ pub const TABLES: &[(&str, &str)] = &[
          order by flag_key) t",
     ),
     (
+        "subscriptions",
+        "select row_to_json(t)::text from (select * from subscriptions where organization_id = $1) t",
+    ),
+    (
+        "invoices",
+        "select row_to_json(t)::text from (select * from invoices where organization_id = $1 order by id) t",
+    ),
+    (
+        "invoice_lines",
+        "select row_to_json(t)::text from (select * from invoice_lines where organization_id = $1 \
+         order by invoice_id, line_no) t",
+    ),
+    (
+        "ledger_accounts",
+        "select row_to_json(t)::text from (select * from ledger_accounts where organization_id = $1 order by id) t",
+    ),
+    (
+        "journal_transactions",
+        "select row_to_json(t)::text from (select * from journal_transactions where organization_id = $1 \
+         order by id) t",
+    ),
+    (
+        "journal_entries",
+        "select row_to_json(t)::text from (select * from journal_entries where organization_id = $1 \
+         order by transaction_id, line_no) t",
+    ),
+    (
         "member_workspaces",
         "select row_to_json(t)::text from (select * from member_workspaces where organization_id = $1 \
          order by user_id, workspace_id) t",

@@ -5,11 +5,13 @@
 pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod billing;
 pub mod exports;
 pub mod extract;
 pub mod flags;
 pub mod health;
 pub mod invitations;
+pub mod ledger;
 pub mod me;
 pub mod members;
 pub mod orgs;
@@ -92,6 +94,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "roles", description = "Permissions and roles"),
         (name = "admin", description = "Platform administration (platform admins only)"),
         (name = "workflows", description = "Workflows, their drafts and immutable published versions"),
+        (name = "billing", description = "Plans, the subscription, invoices and the ledger"),
         (name = "flags", description = "Feature flags: evaluate for the caller, configure per organization"),
         (name = "provider_keys", description = "Bring-your-own LLM provider keys, encrypted, shown masked"),
         (name = "runs", description = "Workflow runs: queued, executed by `tenantry worker`, cancellable"),
@@ -159,6 +162,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(provider_keys::put_provider_key)
         .service(provider_keys::delete_provider_key)
         .service(provider_keys::verify_provider_key)
+        .service(billing::list_plans)
+        .service(billing::get_subscription)
+        .service(billing::put_subscription)
+        .service(billing::delete_subscription)
+        .service(billing::list_invoices)
+        .service(billing::get_invoice)
+        .service(ledger::list_ledger_balances)
+        .service(ledger::list_journal)
         .service(flags::evaluate_flags)
         .service(flags::list_flags)
         .service(flags::put_flag_config)

@@ -49,9 +49,10 @@ pub enum DbError {
     /// A change to something the database keeps immutable (a published workflow version).
     #[error("immutable")]
     Immutable,
-    /// A workflow run moved in a way its state machine refuses (e.g. cancelling a finished run).
-    #[error("illegal run transition")]
-    IllegalTransition,
+    /// A state machine in the database refused a move: `run` (e.g. cancelling a finished run),
+    /// `subscription` or `invoice`.
+    #[error("illegal {0} transition")]
+    IllegalTransition(&'static str),
     /// Content sent for an organization whose data mode is `metadata_only`.
     #[error("content not allowed in metadata_only mode")]
     ContentNotAllowed,
@@ -77,7 +78,9 @@ impl From<tokio_postgres::Error> for DbError {
             LAST_OWNER => return DbError::LastOwner,
             "TY020" => return DbError::ContentNotAllowed,
             "TY030" => return DbError::Immutable,
-            "TY031" => return DbError::IllegalTransition,
+            "TY031" => return DbError::IllegalTransition("run"),
+            "TY040" => return DbError::IllegalTransition("subscription"),
+            "TY041" => return DbError::IllegalTransition("invoice"),
             "TY010" => return DbError::Invitation("unknown"),
             "TY011" => return DbError::Invitation("expired"),
             "TY012" => return DbError::Invitation("revoked"),
@@ -188,7 +191,7 @@ impl DbError {
             DbError::Invitation(_) => "invitation",
             DbError::ContentNotAllowed => "content not allowed",
             DbError::Immutable => "immutable",
-            DbError::IllegalTransition => "illegal transition",
+            DbError::IllegalTransition(_) => "illegal transition",
             DbError::Other(_) => "error",
         }
     }

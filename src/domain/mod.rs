@@ -207,6 +207,8 @@ pub enum Permission {
     ProviderKeysManage,
     FlagsRead,
     FlagsWrite,
+    BillingRead,
+    BillingManage,
 }
 
 impl Permission {
@@ -232,6 +234,8 @@ impl Permission {
             Permission::ProviderKeysManage => "provider_keys:manage",
             Permission::FlagsRead => "flags:read",
             Permission::FlagsWrite => "flags:write",
+            Permission::BillingRead => "billing:read",
+            Permission::BillingManage => "billing:manage",
         }
     }
 }

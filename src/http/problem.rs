@@ -292,9 +292,17 @@ impl From<DbError> for ApiError {
                 code: "immutable",
                 detail: "Published versions cannot be changed; publish a new one.".into(),
             },
-            DbError::IllegalTransition => {
+            DbError::IllegalTransition("run") => {
                 ApiError::Conflict { code: "run_finished", detail: "The run has already finished.".into() }
             }
+            DbError::IllegalTransition("invoice") => ApiError::Conflict {
+                code: "invoice_final",
+                detail: "The invoice is paid or void and cannot change.".into(),
+            },
+            DbError::IllegalTransition(_) => ApiError::Conflict {
+                code: "subscription_state",
+                detail: "The subscription cannot move to that state from its current one.".into(),
+            },
             DbError::ContentNotAllowed => ApiError::Conflict {
                 code: "data_mode_forbids_content",
                 detail: "This organization's data mode is metadata_only: content is not stored.".into(),

@@ -238,6 +238,15 @@ impl TestApp {
         .await
     }
 
+    /// The owner subscribes `org` to Pro: an open invoice, posted to the ledger. Returns its id.
+    pub async fn subscription(&self, org: &TestOrg) -> Uuid {
+        let path = format!("/api/v1/orgs/{}/subscription", org.id);
+        let body = json!({"plan_id": "pro", "provider": "stripe"});
+        let res = self.request(reqwest::Method::PUT, &path, Some(&org.owner.token), Some(&body)).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "subscribing");
+        res.json::<Value>().await.unwrap()["invoice_id"].as_str().unwrap().parse().unwrap()
+    }
+
     /// A platform flag `key` (created if missing) configured by `org`: on, at 50%.
     pub async fn flag_config(&self, org: &TestOrg, key: &str) {
         self.rls_bypassing_admin

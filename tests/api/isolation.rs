@@ -40,6 +40,7 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         }
         ("POST", "/api/v1/orgs/{org_id}/workspaces/{workspace_id}/provider-keys/{provider}/verify") => None,
         ("PUT", "/api/v1/orgs/{org_id}/flags/{flag_key}") => Some(json!({"enabled": true})),
+        ("PUT", "/api/v1/orgs/{org_id}/subscription") => Some(json!({"plan_id": "enterprise"})),
         ("POST", "/api/v1/orgs/{org_id}/flags/evaluate") => None,
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
@@ -86,6 +87,12 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(k)::text from organization_data_keys k where organization_id = $1",
         "select row_to_json(f)::text from organization_flags f where organization_id = $1 order by flag_key",
         "select row_to_json(t)::text from feature_flag_targets t where organization_id = $1 order by flag_key",
+        "select row_to_json(s)::text from subscriptions s where organization_id = $1",
+        "select row_to_json(i)::text from invoices i where organization_id = $1 order by id",
+        "select row_to_json(l)::text from invoice_lines l where organization_id = $1 order by invoice_id, line_no",
+        "select row_to_json(a)::text from ledger_accounts a where organization_id = $1 order by id",
+        "select row_to_json(t)::text from journal_transactions t where organization_id = $1 order by id",
+        "select row_to_json(e)::text from journal_entries e where organization_id = $1 order by transaction_id, line_no",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -107,6 +114,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     let a_run = app.run(&a, a_workspace, a_workflow).await;
     app.provider_key(&a, a_workspace).await;
     app.flag_config(&a, "probe-flag").await;
+    let a_invoice = app.subscription(&a).await;
     let res = app
         .request(Method::POST, &format!("/api/v1/orgs/{}/exports", a.id), Some(&a.owner.token), None)
         .await;
@@ -128,6 +136,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("export_id", a_export),
         ("workflow_id", a_workflow),
         ("run_id", a_run),
+        ("invoice_id", a_invoice),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -139,6 +148,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("export_id", Uuid::new_v4()),
         ("workflow_id", Uuid::new_v4()),
         ("run_id", Uuid::new_v4()),
+        ("invoice_id", Uuid::new_v4()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -150,6 +160,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("export_id", a_export),
         ("workflow_id", a_workflow),
         ("run_id", a_run),
+        ("invoice_id", a_invoice),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

@@ -18,6 +18,7 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
         app.run(o, ws, workflow).await;
         app.provider_key(o, ws).await;
         app.flag_config(o, "lifecycle-flag").await;
+        app.subscription(o).await;
         app.rls_bypassing_admin
             .execute(
                 "insert into feature_flag_targets (organization_id, flag_key, enabled) values ($1, 'lifecycle-flag', true)",

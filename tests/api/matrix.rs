@@ -25,6 +25,7 @@ struct Fixture {
     export: Uuid,
     workflow: Uuid,
     run: Uuid,
+    invoice: Uuid,
 }
 
 struct Operation {
@@ -341,6 +342,66 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "get_subscription",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/subscription", f.org.id),
+            body: none,
+            permission: "billing:read",
+            changed: None,
+        },
+        Operation {
+            id: "list_invoices",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/invoices", f.org.id),
+            body: none,
+            permission: "billing:read",
+            changed: None,
+        },
+        Operation {
+            id: "get_invoice",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/invoices/{}", f.org.id, f.invoice),
+            body: none,
+            permission: "billing:read",
+            changed: None,
+        },
+        Operation {
+            id: "list_ledger_balances",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/ledger/balances", f.org.id),
+            body: none,
+            permission: "billing:read",
+            changed: None,
+        },
+        Operation {
+            id: "list_journal",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/ledger/journal", f.org.id),
+            body: none,
+            permission: "billing:read",
+            changed: None,
+        },
+        Operation {
+            id: "put_subscription",
+            method: Method::PUT,
+            path: |f| format!("/api/v1/orgs/{}/subscription", f.org.id),
+            body: |_| Some(json!({"plan_id": "enterprise"})),
+            permission: "billing:manage",
+            changed: Some(
+                "select count(*) from subscriptions where organization_id = $1 and plan_id = 'enterprise'",
+            ),
+        },
+        Operation {
+            id: "delete_subscription",
+            method: Method::DELETE,
+            path: |f| format!("/api/v1/orgs/{}/subscription", f.org.id),
+            body: none,
+            permission: "billing:manage",
+            changed: Some(
+                "select count(*) from subscriptions where organization_id = $1 and status = 'canceled'",
+            ),
+        },
+        Operation {
             id: "archive_workflow",
             method: Method::POST,
             path: |f| {
@@ -523,6 +584,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let run = app.run(&org, workspace, workflow).await;
     app.provider_key(&org, workspace).await;
     app.flag_config(&org, "matrix-old").await;
+    let invoice = app.subscription(&org).await;
     app.rls_bypassing_admin
         .execute("insert into feature_flags (key) values ('matrix-new') on conflict do nothing", &[])
         .await
@@ -540,6 +602,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         export,
         workflow,
         run,
+        invoice,
     }
 }
 
