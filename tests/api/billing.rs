@@ -251,5 +251,3 @@ async fn the_database_refuses_an_unbalanced_or_altered_ledger_even_from_the_app_
     assert_eq!(app.raw_count("select count(*) from journal_transactions", &[]).await, 1);
     assert_eq!(app.raw_count("select count(*) from journal_entries", &[]).await, 2);
 }
-
-
