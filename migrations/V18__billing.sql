@@ -45,20 +45,28 @@ create trigger subscriptions_set_updated_at before update on public.subscription
 alter table public.subscriptions enable row level security;
 alter table public.subscriptions force row level security;
 
--- The status machine. `canceled` is final for a subscription; subscribing again starts a new one
--- (a new id) through the same row.
+-- The status machine, defined once: the trigger below enforces it, and payment webhooks ask it
+-- before applying a provider's status. `canceled` is final for a subscription; subscribing again
+-- starts a new one (a new id) through the same row.
+create or replace function app.subscription_transition_allowed(p_from text, p_to text) returns boolean
+language sql immutable parallel safe
+as $$
+  select p_from = p_to
+      or (p_from = 'incomplete' and p_to in ('active', 'trialing', 'canceled'))
+      or (p_from = 'trialing' and p_to in ('active', 'past_due', 'canceled'))
+      or (p_from = 'active' and p_to in ('past_due', 'canceled'))
+      or (p_from = 'past_due' and p_to in ('active', 'unpaid', 'canceled'))
+      or (p_from = 'unpaid' and p_to in ('active', 'canceled'))
+$$;
+revoke all on function app.subscription_transition_allowed(text, text) from public;
+grant execute on function app.subscription_transition_allowed(text, text) to tenantry_app, tenantry_definer;
+
 create or replace function app.subscriptions_transition() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if new.status is distinct from old.status and new.id = old.id and not (
-       (old.status = 'incomplete' and new.status in ('active', 'trialing', 'canceled'))
-    or (old.status = 'trialing' and new.status in ('active', 'past_due', 'canceled'))
-    or (old.status = 'active' and new.status in ('past_due', 'canceled'))
-    or (old.status = 'past_due' and new.status in ('active', 'unpaid', 'canceled'))
-    or (old.status = 'unpaid' and new.status in ('active', 'canceled'))
-  ) then
+  if new.id = old.id and not app.subscription_transition_allowed(old.status, new.status) then
     raise exception 'illegal subscription transition % -> %', old.status, new.status using errcode = 'TY040';
   end if;
   if new.id <> old.id and old.status <> 'canceled' then

@@ -16,6 +16,9 @@ grant select, insert on public.invoices, public.invoice_lines to tenantry_app;
 grant update (status, amount_paid_minor, paid_at, voided_at) on public.invoices to tenantry_app;
 grant select, insert on public.ledger_accounts, public.journal_transactions, public.journal_entries to tenantry_app;
 grant select on public.journal_entries, public.ledger_accounts, public.organizations to tenantry_definer;
+-- The webhook inbox: the app role has nothing here; the definer functions above do the work.
+revoke all on public.webhook_events from tenantry_app;
+grant select, insert, update (status, detail, processing_token) on public.webhook_events to tenantry_definer;
 
 drop policy if exists plans_select on public.plans;
 create policy plans_select on public.plans for select to tenantry_app using (true);

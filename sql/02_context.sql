@@ -55,3 +55,11 @@ language sql stable parallel safe
 as $$ select nullif(pg_catalog.current_setting('app.current_run_claim', true), '')::uuid $$;
 revoke all on function app.current_run_claim() from public;
 grant execute on function app.current_run_claim() to tenantry_app, tenantry_definer;
+
+-- A payment webhook's processing token (random, per delivery), set transaction-locally while the
+-- event is applied. Policies admit the event's organization only while that event is processing.
+create or replace function app.current_webhook_token() returns uuid
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_webhook_token', true), '')::uuid $$;
+revoke all on function app.current_webhook_token() from public;
+grant execute on function app.current_webhook_token() to tenantry_app, tenantry_definer;

@@ -26,6 +26,14 @@ begin
                    and o.suspended_at is null) then
     return null;
   end if;
+  -- A payment webhook: the organization of the event being processed in this transaction.
+  if app.current_webhook_token() is not null then
+    return (select e.organization_ref
+            from public.webhook_events e
+            where e.processing_token = app.current_webhook_token()
+              and e.organization_ref = app.requested_org_id()
+              and e.status = 'processing');
+  end if;
   -- A worker: the organization of the run it holds the claim on, while that run is running.
   if app.current_run_claim() is not null then
     return (select r.organization_id
@@ -82,6 +90,16 @@ begin
   active := true;
   suspended := false;
   select o.region, o.suspended_at into v_region, v_suspended from public.organizations o where o.id = v_org;
+  -- A payment webhook: billing permissions in the event's organization, while it is processed.
+  if app.current_webhook_token() is not null then
+    if v_org is not null and v_region is not distinct from app.current_region() and v_suspended is null
+       and exists (select 1 from public.webhook_events e
+                   where e.processing_token = app.current_webhook_token() and e.organization_ref = v_org
+                     and e.status = 'processing') then
+      permissions := array['billing:manage', 'billing:read'];
+    end if;
+    return;
+  end if;
   -- A worker holding a run's claim: active while the run is running under that claim (a cancel
   -- or a re-claim ends it), with the two permissions running a workflow needs.
   if app.current_run_claim() is not null then
@@ -155,6 +173,9 @@ begin
   end if;
   if app.current_run_claim() is not null then
     return permission in ('runs:execute', 'workflows:read');
+  end if;
+  if app.current_webhook_token() is not null then
+    return permission in ('billing:manage', 'billing:read');
   end if;
   if app.current_api_key_id() is not null then
     return exists (
@@ -795,6 +816,75 @@ begin
 end
 $$;
 
+-- Payment webhooks. Begin: record the verified event as processing under the delivery's token,
+-- unless it was recorded before (false: a redelivery, nothing to do; a concurrent delivery waits
+-- here until the first one commits). Finish: its outcome, token cleared, in the same transaction.
+create or replace function app.begin_webhook_event(
+  p_provider text, p_event_id text, p_type text, p_org uuid, p_created timestamptz, p_payload jsonb, p_token uuid)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into public.webhook_events (provider, event_id, event_type, organization_ref, event_created_at, status,
+                                     payload, processing_token)
+  values (p_provider, p_event_id, left(p_type, 255), p_org, p_created, 'processing', p_payload, p_token)
+  on conflict (provider, event_id) do nothing;
+  return found;
+end
+$$;
+
+create or replace function app.finish_webhook_event(p_token uuid, p_status text, p_detail text) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_status not in ('processed', 'ignored') then
+    raise exception 'a webhook event finishes processed or ignored' using errcode = '22023';
+  end if;
+  update public.webhook_events e set status = p_status, detail = left(p_detail, 500), processing_token = null
+  where e.processing_token = p_token and e.status = 'processing';
+  return found;
+end
+$$;
+
+-- An event that cannot be applied here (no or unknown organization, another region, suspended):
+-- kept, once, for platform admins.
+create or replace function app.record_unroutable_webhook_event(
+  p_provider text, p_event_id text, p_type text, p_org uuid, p_created timestamptz, p_payload jsonb, p_detail text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into public.webhook_events (provider, event_id, event_type, organization_ref, event_created_at, status,
+                                     detail, payload)
+  values (p_provider, p_event_id, left(p_type, 255), p_org, p_created, 'unroutable', left(p_detail, 500), p_payload)
+  on conflict (provider, event_id) do nothing;
+  return found;
+end
+$$;
+
+create or replace function app.admin_list_webhook_events(p_status text, p_limit int)
+returns table (provider text, event_id text, event_type text, organization_ref uuid, event_created_at timestamptz,
+               received_at timestamptz, status text, detail text)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not app.is_platform_admin() then
+    raise exception 'not a platform admin' using errcode = '42501';
+  end if;
+  return query
+    select e.provider, e.event_id, e.event_type, e.organization_ref, e.event_created_at, e.received_at, e.status,
+           e.detail
+    from public.webhook_events e
+    where p_status is null or e.status = p_status
+    order by e.received_at desc
+    limit least(greatest(p_limit, 1), 500);
+end
+$$;
+
 -- One list of every function above: owned by the definer, callable by nobody by default, and by
 -- the app role explicitly.
 do $grants$
@@ -830,7 +920,11 @@ begin
     'app.anonymise_organization_audit(uuid)',
     'app.publish_workflow(uuid, text, jsonb)',
     'app.admin_put_flag(text, text, boolean, boolean, inet, text, text)',
-    'app.admin_target_flag(text, uuid, boolean, inet, text, text)'
+    'app.admin_target_flag(text, uuid, boolean, inet, text, text)',
+    'app.begin_webhook_event(text, text, text, uuid, timestamptz, jsonb, uuid)',
+    'app.finish_webhook_event(uuid, text, text)',
+    'app.record_unroutable_webhook_event(text, text, text, uuid, timestamptz, jsonb, text)',
+    'app.admin_list_webhook_events(text, int)'
   ] loop
     execute format('alter function %s owner to tenantry_definer', v_function);
     execute format('revoke all on function %s from public', v_function);

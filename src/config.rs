@@ -64,6 +64,39 @@ pub struct Settings {
     pub worker: WorkerSettings,
     #[serde(default)]
     pub provider_keys: ProviderKeySettings,
+    #[serde(default)]
+    pub billing: BillingSettings,
+}
+
+/// Payment webhooks: the signing secrets (several at once, to rotate without missing events).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSettings {
+    #[serde(serialize_with = "redacted_list")]
+    pub stripe_webhook_secrets: Vec<SecretString>,
+    /// How old (or how far in the future) a Stripe signature's timestamp may be.
+    pub stripe_tolerance_secs: u64,
+    #[serde(serialize_with = "redacted_list")]
+    pub razorpay_webhook_secrets: Vec<SecretString>,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        BillingSettings {
+            stripe_webhook_secrets: Vec::new(),
+            stripe_tolerance_secs: 300,
+            razorpay_webhook_secrets: Vec::new(),
+        }
+    }
+}
+
+fn redacted_list<S: serde::Serializer>(value: &[SecretString], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq as _;
+    let mut seq = serializer.serialize_seq(Some(value.len()))?;
+    for _ in value {
+        seq.serialize_element("[redacted]")?;
+    }
+    seq.end()
 }
 
 /// Bring-your-own provider keys: the master keys that wrap each organization's data key, and
@@ -335,6 +368,7 @@ impl Default for Settings {
             },
             worker: WorkerSettings::default(),
             provider_keys: ProviderKeySettings::default(),
+            billing: BillingSettings::default(),
         }
     }
 }
@@ -360,6 +394,7 @@ const KNOWN_KEYS: &[&str] = &[
     "auth",
     "worker",
     "provider_keys",
+    "billing",
     "config",
     "log",
 ];

@@ -13,4 +13,5 @@ pub mod http;
 pub mod providers;
 pub mod seed;
 pub mod startup;
+pub mod webhooks;
 pub mod worker;

@@ -22,6 +22,7 @@ pub mod roles;
 pub mod runs;
 pub mod sessions;
 pub mod signin;
+pub mod webhooks;
 pub mod workflows;
 pub mod workspaces;
 
@@ -170,6 +171,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(billing::get_invoice)
         .service(ledger::list_ledger_balances)
         .service(ledger::list_journal)
+        .service(webhooks::receive_stripe_webhook)
+        .service(webhooks::receive_razorpay_webhook)
+        .service(webhooks::list_webhook_events)
         .service(flags::evaluate_flags)
         .service(flags::list_flags)
         .service(flags::put_flag_config)

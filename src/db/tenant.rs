@@ -25,7 +25,8 @@ const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
                            set_config('app.current_session_id', $3, true), \
                            set_config('app.current_api_key_id', $4, true), \
                            set_config('app.current_region', $5, true), \
-                           set_config('app.current_run_claim', $6, true)";
+                           set_config('app.current_run_claim', $6, true), \
+                           set_config('app.current_webhook_token', $7, true)";
 const SET_ORG: &str = "select set_config('app.current_organization_id', $1, true)";
 const CURRENT_PRINCIPAL: &str =
     "select active, role, permissions, home_region, suspended from app.current_principal()";
@@ -41,6 +42,7 @@ pub struct Actor {
     pub session: Option<Uuid>,
     pub api_key: Option<Uuid>,
     pub run_claim: Option<Uuid>,
+    pub webhook: Option<Uuid>,
 }
 
 impl Actor {
@@ -53,12 +55,24 @@ impl Actor {
         Actor { run_claim: Some(claim), ..Actor::default() }
     }
 
+    /// A payment webhook delivery, with the token it records its event under.
+    pub fn webhook(token: Uuid) -> Actor {
+        Actor { webhook: Some(token), ..Actor::default() }
+    }
+
     /// The context values, as the text `set_config` takes ('' for none).
-    fn context(&self, org: Option<OrgId>) -> [String; 5] {
+    fn context(&self, org: Option<OrgId>) -> [String; 6] {
         fn text(v: Option<impl ToString>) -> String {
             v.map(|v| v.to_string()).unwrap_or_default()
         }
-        [text(self.user), text(org), text(self.session), text(self.api_key), text(self.run_claim)]
+        [
+            text(self.user),
+            text(org),
+            text(self.session),
+            text(self.api_key),
+            text(self.run_claim),
+            text(self.webhook),
+        ]
     }
 }
 
@@ -93,7 +107,7 @@ impl TenantTx {
         let set_context = client.prepare_cached(SET_CONTEXT).await?;
         let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
         let tx = TenantTx { client: Some(client), poisoned: false, org };
-        let [user, org_text, session, api_key, run_claim] = actor.context(org);
+        let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
         let principal = {
             let client = tx.client();
             // join3 polls in order, so the three messages leave in one write: one round trip.
@@ -101,7 +115,7 @@ impl TenantTx {
                 client.batch_execute("BEGIN"),
                 client.query_one(
                     &set_context,
-                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim],
+                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook],
                 ),
                 client.query_one(&principal_stmt, &[]),
             )
@@ -260,7 +274,7 @@ pub async fn read(
     let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
     let query_stmt = client.prepare_cached(sql).await?;
     let mut tx = TenantTx { client: Some(client), poisoned: false, org };
-    let [user, org_text, session, api_key, run_claim] = actor.context(org);
+    let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
     let (principal, rows) = {
         let client = tx.client();
         let ((begin, context), (principal, rows, commit)) = future::join(
@@ -268,7 +282,7 @@ pub async fn read(
                 client.batch_execute("BEGIN"),
                 client.query_one(
                     &set_context,
-                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim],
+                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook],
                 ),
             ),
             future::join3(

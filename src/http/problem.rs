@@ -41,6 +41,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("service unavailable")]
     Unavailable,
+    /// A webhook whose signature does not verify (or is too old).
+    #[error("invalid signature")]
+    InvalidSignature(&'static str),
     /// An upstream we call (e.g. an LLM provider checking a key) failed or did not answer.
     #[error("bad gateway: {code}")]
     BadGateway { code: &'static str, detail: String },
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unavailable => "unavailable",
+            ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::BadGateway { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::Validation(_) => "Unprocessable Content",
             ApiError::PayloadTooLarge => "Content Too Large",
             ApiError::Unavailable => "Service Unavailable",
+            ApiError::InvalidSignature(_) => "Unauthorized",
             ApiError::BadGateway { .. } => "Bad Gateway",
             ApiError::Internal(_) => "Internal Server Error",
         }
@@ -123,6 +128,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => "The request body is larger than this server accepts.".into(),
             ApiError::Unavailable => "The service is temporarily unavailable; retry shortly.".into(),
+            ApiError::InvalidSignature(why) => format!("The webhook signature was refused: {why}."),
             ApiError::Internal(_) => "An unexpected error occurred.".into(),
         }
     }
@@ -174,6 +180,7 @@ impl ResponseError for ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -24,5 +24,6 @@ mod roles;
 mod runs;
 mod sessions;
 mod signin;
+mod webhooks;
 mod workflows;
 mod workspaces;

@@ -1,0 +1,308 @@
+//! Payment webhooks from Stripe and Razorpay. A delivery is verified on its raw body before
+//! anything else, then recorded and applied in one transaction under its organization's RLS
+//! context (`Actor::webhook`): a redelivery, even a concurrent one, finds the event recorded and
+//! does nothing; a payment posts to the ledger and marks its invoice paid; a subscription status
+//! older than the one applied never moves the subscription back. An event without a usable
+//! organization is kept for platform admins (`GET /admin/webhook-events`), never dropped.
+
+use actix_web::{HttpRequest, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{AppState, require_user};
+use crate::auth::Principal;
+use crate::billing::{self, PaymentOutcome};
+use crate::db::{Actor, DbError, TenantTx};
+use crate::domain::OrgId;
+use crate::http::ApiError;
+use crate::http::problem::Problem;
+use crate::webhooks::{
+    Action, Event, SignatureError, parse_razorpay, parse_stripe, verify_razorpay, verify_stripe,
+};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAck {
+    /// `processed`, `ignored`, `duplicate` or `unroutable` (kept for platform admins).
+    pub status: String,
+}
+
+fn signature_error(err: SignatureError) -> ApiError {
+    match err {
+        SignatureError::Missing => ApiError::BadRequest {
+            code: "missing_signature",
+            detail: "The provider's signature header is missing.".into(),
+        },
+        SignatureError::Malformed => ApiError::BadRequest {
+            code: "malformed_signature",
+            detail: "The provider's signature header cannot be read.".into(),
+        },
+        SignatureError::Stale => ApiError::InvalidSignature("its timestamp is outside the tolerance"),
+        SignatureError::Mismatch => ApiError::InvalidSignature("it does not match the body"),
+        SignatureError::NotConfigured => ApiError::Unavailable,
+    }
+}
+
+fn not_an_event() -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_event",
+        detail: "The body is not an event this provider sends.".into(),
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Receive a Stripe event (signed with `Stripe-Signature`).
+#[utoipa::path(
+    tag = "billing",
+    request_body(content = Object, description = "A Stripe event, exactly as Stripe sent it"),
+    responses(
+        (status = 200, description = "Accepted (also for a redelivery)", body = WebhookAck),
+        (status = 400, description = "Missing or unreadable signature, or not an event", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The signature does not verify, or is too old", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No webhook secret configured", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(())
+)]
+#[post("/webhooks/stripe")]
+pub async fn receive_stripe_webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<web::Json<WebhookAck>, ApiError> {
+    let settings = &state.settings.billing;
+    let now = Utc::now().timestamp();
+    verify_stripe(
+        header(&req, "stripe-signature"),
+        &body,
+        &settings.stripe_webhook_secrets,
+        settings.stripe_tolerance_secs,
+        now,
+    )
+    .map_err(signature_error)?;
+    let payload: Value = serde_json::from_slice(&body).map_err(|_| not_an_event())?;
+    let event = parse_stripe(&payload).ok_or_else(not_an_event)?;
+    process(&state, "stripe", event, payload).await
+}
+
+/// Receive a Razorpay event (signed with `X-Razorpay-Signature`, id in `X-Razorpay-Event-Id`).
+#[utoipa::path(
+    tag = "billing",
+    request_body(content = Object, description = "A Razorpay event, exactly as Razorpay sent it"),
+    responses(
+        (status = 200, description = "Accepted (also for a redelivery)", body = WebhookAck),
+        (status = 400, description = "Missing or unreadable signature or event id, or not an event", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The signature does not verify", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No webhook secret configured", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(())
+)]
+#[post("/webhooks/razorpay")]
+pub async fn receive_razorpay_webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<web::Json<WebhookAck>, ApiError> {
+    verify_razorpay(
+        header(&req, "x-razorpay-signature"),
+        &body,
+        &state.settings.billing.razorpay_webhook_secrets,
+    )
+    .map_err(signature_error)?;
+    let event_id = header(&req, "x-razorpay-event-id")
+        .filter(|id| (1..=255).contains(&id.len()))
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "missing_event_id",
+            detail: "X-Razorpay-Event-Id is missing.".into(),
+        })?;
+    let payload: Value = serde_json::from_slice(&body).map_err(|_| not_an_event())?;
+    let event = parse_razorpay(event_id, &payload).ok_or_else(not_an_event)?;
+    process(&state, "razorpay", event, payload).await
+}
+
+fn ack(status: &str) -> web::Json<WebhookAck> {
+    web::Json(WebhookAck { status: status.to_owned() })
+}
+
+/// Keeps an event that cannot be applied here, once, and reports it.
+async fn unroutable(
+    state: &AppState,
+    provider: &str,
+    event: &Event,
+    payload: &Value,
+    detail: &str,
+) -> Result<web::Json<WebhookAck>, ApiError> {
+    let mut tx = TenantTx::begin_user(&state.db, Actor::webhook(Uuid::new_v4())).await?;
+    tx.query_found(
+        "select app.record_unroutable_webhook_event($1, $2, $3, $4, $5, $6, $7)",
+        &[&provider, &event.id, &event.event_type, &event.organization, &event.created, payload, &detail],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::warn!(
+        target: "tenantry::security",
+        event = "billing.webhook_unroutable",
+        provider,
+        event.id = %event.id,
+        org.id = ?event.organization,
+        detail,
+        "payment event kept for platform admins"
+    );
+    Ok(ack("unroutable"))
+}
+
+async fn process(
+    state: &AppState,
+    provider: &'static str,
+    event: Event,
+    payload: Value,
+) -> Result<web::Json<WebhookAck>, ApiError> {
+    let Some(org) = event.organization.map(OrgId) else {
+        return unroutable(state, provider, &event, &payload, "no organization_id in the event's metadata")
+            .await;
+    };
+    let token = Uuid::new_v4();
+    let mut tx = TenantTx::begin_user(&state.db, Actor::webhook(token)).await?;
+    let fresh: bool = tx
+        .query_found(
+            "select app.begin_webhook_event($1, $2, $3, $4, $5, $6, $7)",
+            &[&provider, &event.id, &event.event_type, org.as_uuid(), &event.created, &payload, &token],
+        )
+        .await?
+        .get(0);
+    if !fresh {
+        tx.commit().await?;
+        return Ok(ack("duplicate"));
+    }
+    match tx.enter_org(org).await {
+        Ok(_) => {}
+        Err(DbError::NotFound | DbError::Misdirected(_) | DbError::Suspended) => {
+            drop(tx); // rolls the processing record back
+            let detail = "the organization does not exist here, is suspended or lives in another region";
+            return unroutable(state, provider, &event, &payload, detail).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let (status, detail) = apply(&mut tx, org, provider, &event).await?;
+    tx.query_found("select app.finish_webhook_event($1, $2, $3)", &[&token, &status, &detail]).await?;
+    tx.commit().await?;
+    Ok(ack(status))
+}
+
+/// Applies an event inside its organization: (outcome, why).
+async fn apply(
+    tx: &mut TenantTx,
+    org: OrgId,
+    provider: &str,
+    event: &Event,
+) -> Result<(&'static str, String), ApiError> {
+    match &event.action {
+        Action::Payment { invoice_id, amount_minor, currency } => {
+            let source = format!("{provider}:{}", event.id);
+            Ok(
+                match billing::record_payment(tx, org, *invoice_id, *amount_minor, currency, &source).await? {
+                    PaymentOutcome::Applied { invoice_paid: true } => {
+                        ("processed", "payment applied; invoice paid".into())
+                    }
+                    PaymentOutcome::Applied { invoice_paid: false } => {
+                        ("processed", "partial payment applied".into())
+                    }
+                    PaymentOutcome::Duplicate => ("ignored", "the invoice is already covered".into()),
+                    PaymentOutcome::NoInvoice => {
+                        ("ignored", "no such invoice in this organization and currency".into())
+                    }
+                },
+            )
+        }
+        Action::SubscriptionStatus { status, provider_ref } => {
+            // Only a newer event moves the state, and only along the state machine.
+            let updated = tx
+                .query_opt(
+                    "update subscriptions set status = $2, provider_event_at = $3, \
+                       provider_ref = coalesce($4, provider_ref) \
+                     where organization_id = $1 \
+                       and (provider_event_at is null or $3::timestamptz is null or provider_event_at <= $3) \
+                       and app.subscription_transition_allowed(status, $2) \
+                     returning status",
+                    &[org.as_uuid(), status, &event.created, provider_ref],
+                )
+                .await?;
+            Ok(match updated {
+                Some(_) => ("processed", format!("subscription {status}")),
+                None => {
+                    ("ignored", "older than the state applied, not a legal move, or no subscription".into())
+                }
+            })
+        }
+        Action::Ignore(why) => Ok(("ignored", (*why).to_owned())),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WebhookEventQuery {
+    /// `unroutable` (the default), `processed`, `ignored`, or `all`.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEventRecord {
+    pub provider: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub organization_id: Option<Uuid>,
+    pub event_created_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub status: String,
+    pub detail: Option<String>,
+}
+
+/// Payment events received, newest first; by default those that could not be applied
+/// (platform admins only).
+#[utoipa::path(
+    tag = "admin",
+    params(WebhookEventQuery),
+    responses(
+        (status = 200, description = "Events", body = Vec<WebhookEventRecord>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a platform admin", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/webhook-events")]
+pub async fn list_webhook_events(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<WebhookEventQuery>,
+) -> Result<web::Json<Vec<WebhookEventRecord>>, ApiError> {
+    require_user(&principal)?;
+    let status = match query.status.as_deref() {
+        None => Some("unroutable"),
+        Some("all") => None,
+        Some(s @ ("unroutable" | "processed" | "ignored")) => Some(s),
+        Some(_) => {
+            return Err(ApiError::invalid_field("status", "must be unroutable, processed, ignored or all"));
+        }
+    };
+    let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
+    let rows = tx.query("select * from app.admin_list_webhook_events($1, 200)", &[&status]).await?;
+    tx.commit().await?;
+    Ok(web::Json(
+        rows.iter()
+            .map(|r| WebhookEventRecord {
+                provider: r.get("provider"),
+                event_id: r.get("event_id"),
+                event_type: r.get("event_type"),
+                organization_id: r.get("organization_ref"),
+                event_created_at: r.get("event_created_at"),
+                received_at: r.get("received_at"),
+                status: r.get("status"),
+                detail: r.get("detail"),
+            })
+            .collect(),
+    ))
+}

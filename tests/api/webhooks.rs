@@ -1,0 +1,245 @@
+//! Payment webhooks: signatures, exactly-once processing, ordering, tenant routing, and events
+//! nobody can route.
+
+use std::collections::BTreeMap;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use tenantry::webhooks::sign_hex;
+
+use crate::helpers::{TestApp, TestOrg, assert_problem};
+
+async fn app() -> TestApp {
+    TestApp::spawn_with(|s| {
+        s.billing.stripe_webhook_secrets = vec!["whsec_old".to_owned().into(), "whsec_new".to_owned().into()];
+        s.billing.razorpay_webhook_secrets = vec!["rzp_secret".to_owned().into()];
+    })
+    .await
+}
+
+fn stripe_header(secret: &str, timestamp: i64, body: &str) -> String {
+    format!("t={timestamp},v1={}", sign_hex(secret, format!("{timestamp}.{body}").as_bytes()))
+}
+
+async fn send_stripe(app: &TestApp, body: &str, signature: Option<String>) -> reqwest::Response {
+    let mut request = app
+        .http
+        .post(format!("{}/api/v1/webhooks/stripe", app.address))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("Stripe-Signature", signature);
+    }
+    request.send().await.unwrap()
+}
+
+async fn deliver(app: &TestApp, event: &Value) -> String {
+    let body = event.to_string();
+    let res =
+        send_stripe(app, &body, Some(stripe_header("whsec_new", chrono::Utc::now().timestamp(), &body)))
+            .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json::<Value>().await.unwrap()["status"].as_str().unwrap().to_owned()
+}
+
+fn invoice_paid(id: &str, org: Uuid, invoice: Uuid, amount: i64) -> Value {
+    json!({"id": id, "type": "invoice.paid", "created": chrono::Utc::now().timestamp(),
+           "data": {"object": {"id": "in_1", "amount_paid": amount, "currency": "usd",
+                               "metadata": {"organization_id": org, "invoice_id": invoice}}}})
+}
+
+fn subscription_event(id: &str, org: Uuid, status: &str, created: i64) -> Value {
+    json!({"id": id, "type": "customer.subscription.updated", "created": created,
+           "data": {"object": {"id": "sub_1", "status": status, "metadata": {"organization_id": org}}}})
+}
+
+async fn balances(app: &TestApp, org: &TestOrg) -> BTreeMap<String, i64> {
+    let body: Value = app
+        .get(&format!("/api/v1/orgs/{}/ledger/balances", org.id), &org.owner.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["account"].as_str().unwrap().to_owned(), b["balance_minor"].as_i64().unwrap()))
+        .collect()
+}
+
+async fn subscription_status(app: &TestApp, org: &TestOrg) -> String {
+    let body: Value = app
+        .get(&format!("/api/v1/orgs/{}/subscription", org.id), &org.owner.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["status"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_and_change_nothing_while_a_rotated_secret_still_verifies() {
+    let app = app().await;
+    let org = app.org_with_owner("acme").await;
+    let invoice = app.subscription(&org).await;
+    let body = invoice_paid("evt_sig", org.id, invoice, 4900).to_string();
+    let now = chrono::Utc::now().timestamp();
+
+    let forged = format!("t={now},v1={}", "ab".repeat(32));
+    let cases = [
+        (Some(forged), StatusCode::UNAUTHORIZED, "invalid_signature"),
+        (Some(stripe_header("whsec_wrong", now, &body)), StatusCode::UNAUTHORIZED, "invalid_signature"),
+        (Some(stripe_header("whsec_new", now - 400, &body)), StatusCode::UNAUTHORIZED, "invalid_signature"),
+        (
+            Some(stripe_header("whsec_new", now, &body.replace("4900", "1"))),
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+        ),
+        (None, StatusCode::BAD_REQUEST, "missing_signature"),
+        (Some("v1=nonsense".into()), StatusCode::BAD_REQUEST, "malformed_signature"),
+    ];
+    for (signature, status, code) in cases {
+        assert_problem(send_stripe(&app, &body, signature).await, status, code).await;
+    }
+    // Razorpay: the body's HMAC, and an event id.
+    let rzp_body = json!({"event": "payment.captured"}).to_string();
+    let razorpay = |signature: &str, event_id: Option<&str>| {
+        let mut request = app
+            .http
+            .post(format!("{}/api/v1/webhooks/razorpay", app.address))
+            .header("content-type", "application/json")
+            .header("X-Razorpay-Signature", signature.to_owned())
+            .body(rzp_body.clone());
+        if let Some(id) = event_id {
+            request = request.header("X-Razorpay-Event-Id", id);
+        }
+        request.send()
+    };
+    let res = razorpay(&sign_hex("rzp_wrong", rzp_body.as_bytes()), Some("evt_r")).await.unwrap();
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_signature").await;
+    let res = razorpay(&sign_hex("rzp_secret", rzp_body.as_bytes()), None).await.unwrap();
+    assert_problem(res, StatusCode::BAD_REQUEST, "missing_event_id").await;
+    assert_eq!(app.raw_count("select count(*) from webhook_events", &[]).await, 0, "nothing was recorded");
+    assert_eq!(app.raw_count("select count(*) from invoices where status = 'paid'", &[]).await, 0);
+
+    // The secret being retired still verifies during the rotation.
+    let res = send_stripe(&app, &body, Some(stripe_header("whsec_old", now, &body))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "processed");
+    let res = razorpay(&sign_hex("rzp_secret", rzp_body.as_bytes()), Some("evt_r")).await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "unroutable", "no organization in it");
+}
+
+#[tokio::test]
+async fn the_same_payment_delivered_fifty_times_at_once_posts_once() {
+    let app = app().await;
+    let org = app.org_with_owner("acme").await;
+    let invoice = app.subscription(&org).await;
+    let body = invoice_paid("evt_once", org.id, invoice, 4900).to_string();
+    let signature = stripe_header("whsec_new", chrono::Utc::now().timestamp(), &body);
+    let deliveries = (0..50).map(|_| send_stripe(&app, &body, Some(signature.clone())));
+    let responses = futures_util::future::join_all(deliveries).await;
+    let mut outcomes = BTreeMap::<String, usize>::new();
+    for res in responses {
+        assert_eq!(res.status(), StatusCode::OK);
+        *outcomes
+            .entry(res.json::<Value>().await.unwrap()["status"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(outcomes, BTreeMap::from([("duplicate".into(), 49), ("processed".into(), 1)]));
+    let payments = app
+        .raw_count("select count(*) from journal_transactions where organization_id = $1 and source = 'stripe:evt_once'", &[&org.id])
+        .await;
+    assert_eq!(payments, 1);
+    assert_eq!(
+        app.raw_count("select count(*) from journal_entries where organization_id = $1", &[&org.id]).await,
+        4
+    );
+    assert_eq!(
+        balances(&app, &org).await,
+        BTreeMap::from([("cash".into(), 4900), ("receivable".into(), 0), ("revenue".into(), -4900)])
+    );
+    let inv: Value = app
+        .get(&format!("/api/v1/orgs/{}/invoices/{invoice}", org.id), &org.owner.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((inv["status"].as_str(), inv["amount_paid_minor"].as_i64()), (Some("paid"), Some(4900)));
+    assert_eq!(subscription_status(&app, &org).await, "active");
+    // A later, different payment event for the paid invoice posts nothing more.
+    assert_eq!(deliver(&app, &invoice_paid("evt_twice", org.id, invoice, 4900)).await, "ignored");
+    assert_eq!(
+        app.raw_count("select count(*) from journal_entries where organization_id = $1", &[&org.id]).await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn out_of_order_events_never_move_the_subscription_back() {
+    let app = app().await;
+    let org = app.org_with_owner("acme").await;
+    let invoice = app.subscription(&org).await;
+    deliver(&app, &invoice_paid("evt_pay", org.id, invoice, 4900)).await;
+    assert_eq!(subscription_status(&app, &org).await, "active");
+    let t = chrono::Utc::now().timestamp();
+    // The newer event (past_due at t+20) arrives before the older one (active at t+10).
+    assert_eq!(deliver(&app, &subscription_event("evt_b", org.id, "past_due", t + 20)).await, "processed");
+    assert_eq!(deliver(&app, &subscription_event("evt_a", org.id, "active", t + 10)).await, "ignored");
+    assert_eq!(subscription_status(&app, &org).await, "past_due");
+    assert_eq!(deliver(&app, &subscription_event("evt_c", org.id, "unpaid", t + 30)).await, "processed");
+    assert_eq!(deliver(&app, &subscription_event("evt_d", org.id, "active", t + 40)).await, "processed");
+    assert_eq!(subscription_status(&app, &org).await, "active");
+    // Not a legal move (active -> trialing): ignored, whatever its time.
+    assert_eq!(deliver(&app, &subscription_event("evt_e", org.id, "trialing", t + 50)).await, "ignored");
+    assert_eq!(subscription_status(&app, &org).await, "active");
+}
+
+#[tokio::test]
+async fn an_event_for_one_organization_never_touches_another_and_unroutable_events_are_kept() {
+    let app = app().await;
+    let a = app.org_with_owner("org-a").await;
+    let b = app.org_with_owner("org-b").await;
+    app.subscription(&a).await;
+    let b_invoice = app.subscription(&b).await;
+    let b_before = balances(&app, &b).await;
+
+    // A's event naming B's invoice: applied in A, where that invoice does not exist.
+    assert_eq!(deliver(&app, &invoice_paid("evt_cross", a.id, b_invoice, 4900)).await, "ignored");
+    assert_eq!(balances(&app, &b).await, b_before);
+    assert_eq!(subscription_status(&app, &b).await, "incomplete");
+    assert_eq!(
+        app.raw_count("select count(*) from journal_transactions where source like 'stripe:%'", &[]).await,
+        0
+    );
+
+    // Unknown organization, or none at all: kept for platform admins, acknowledged.
+    assert_eq!(deliver(&app, &invoice_paid("evt_lost", Uuid::new_v4(), b_invoice, 4900)).await, "unroutable");
+    let mut orphan = invoice_paid("evt_orphan", b.id, b_invoice, 4900);
+    orphan["data"]["object"]["metadata"] = json!({});
+    assert_eq!(deliver(&app, &orphan).await, "unroutable");
+    assert_eq!(
+        app.raw_count("select count(*) from webhook_events where status = 'unroutable'", &[]).await,
+        2
+    );
+
+    let ops = app.user("ops@platform.test").await;
+    let res = app.get("/api/v1/admin/webhook-events", &ops.token).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    app.rls_bypassing_admin
+        .execute("insert into platform_admins (user_id) values ($1)", &[&ops.id])
+        .await
+        .unwrap();
+    let listed: Value = app.get("/api/v1/admin/webhook-events", &ops.token).await.json().await.unwrap();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"evt_lost") && ids.contains(&"evt_orphan"));
+
+    // B's own event pays B.
+    assert_eq!(deliver(&app, &invoice_paid("evt_b_pays", b.id, b_invoice, 4900)).await, "processed");
+    assert_eq!(subscription_status(&app, &b).await, "active");
+    assert_eq!(balances(&app, &b).await["cash"], 4900);
+    assert!(!balances(&app, &a).await.contains_key("cash"), "A received nothing");
+}
