@@ -59,6 +59,8 @@ pub struct Settings {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
+    /// How long an Idempotency-Key's first response is kept.
+    pub idempotency_ttl_secs: u64,
     pub auth: AuthSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
@@ -350,6 +352,7 @@ impl Default for Settings {
             workers: None,
             max_body_bytes: 64 * 1024,
             log_format: LogFormat::Pretty,
+            idempotency_ttl_secs: 86_400,
             auth: AuthSettings {
                 issuer: "tenantry".into(),
                 audience: "tenantry-api".into(),
@@ -391,6 +394,7 @@ const KNOWN_KEYS: &[&str] = &[
     "workers",
     "max_body_bytes",
     "log_format",
+    "idempotency_ttl_secs",
     "auth",
     "worker",
     "provider_keys",

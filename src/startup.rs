@@ -101,6 +101,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
+                .wrap(crate::http::idempotency::Idempotency)
                 .wrap(TracingLogger::<TenantryRootSpan>::new())
                 .wrap(RequestContext);
             let (app, _) = api::build_api(app);

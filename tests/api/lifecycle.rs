@@ -19,6 +19,16 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
         app.provider_key(o, ws).await;
         app.flag_config(o, "lifecycle-flag").await;
         app.subscription(o).await;
+        let res = app
+            .http
+            .post(format!("{}/api/v1/orgs/{}/workspaces", app.address, o.id))
+            .bearer_auth(&o.owner.token)
+            .header("Idempotency-Key", "lifecycle")
+            .json(&serde_json::json!({"name": "Idempotent"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
         app.rls_bypassing_admin
             .execute(
                 "insert into feature_flag_targets (organization_id, flag_key, enabled) values ($1, 'lifecycle-flag', true)",
@@ -200,14 +210,16 @@ async fn the_export_covers_every_tenant_table() {
             "select c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
              join pg_attribute a on a.attrelid = c.oid and a.attname = 'organization_id' and not a.attisdropped \
              where c.relkind = 'r' and n.nspname = 'public' \
-               and c.relname not in ('exports', 'export_files', 'workflow_run_inputs', 'organization_data_keys')",
+               and c.relname not in ('exports', 'export_files', 'workflow_run_inputs', 'organization_data_keys', \
+                                     'idempotency_keys')",
             &[],
         )
         .await
         .unwrap();
     // Not exported: workflow_run_inputs holds a queued run's input for its worker only (in `full`
     // mode the same input is on the exported run) and is deleted when the run finishes;
-    // organization_data_keys is key material (wrapped), not the tenant's data.
+    // organization_data_keys is key material (wrapped), not the tenant's data; idempotency_keys is
+    // a day-long cache of responses the tenant already received.
     let exported: Vec<&str> = tenantry::api::exports::TABLES.iter().map(|(t, _)| *t).collect();
     for row in rows {
         let table: String = row.get(0);

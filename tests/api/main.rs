@@ -11,6 +11,7 @@ mod errors;
 mod flags;
 mod health;
 mod helpers;
+mod idempotency;
 mod invitations;
 mod isolation;
 mod lifecycle;

@@ -1,0 +1,335 @@
+//! `Idempotency-Key` for mutating POSTs under `/api/v1/orgs/{org_id}/`: the first response is
+//! kept per organization, principal and key (`idempotency_keys`, visible to that principal only),
+//! and a retry gets it back (`Idempotent-Replayed: true`) instead of acting twice.
+//!
+//! - The same key with another method, path or body: 422 `idempotency_key_reused`.
+//! - The same key while the first request is still running: 409 `idempotency_request_in_progress`.
+//! - A 5xx is not kept (the client may retry). Keys expire after `idempotency_ttl_secs`; a request
+//!   that died mid-way frees its key after five minutes.
+//!
+//! Requests without the header, other methods, and routes outside an organization pass through
+//! untouched; so does a caller who is not authenticated or not a member (the handler answers them).
+
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{Error, FromRequest, HttpMessage as _, HttpResponse, ResponseError, web};
+use futures_util::StreamExt as _;
+use uuid::Uuid;
+
+use crate::api::AppState;
+use crate::auth::Principal;
+use crate::db::TenantTx;
+use crate::domain::OrgId;
+use crate::http::ApiError;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+#[derive(Clone, Copy, Default)]
+pub struct Idempotency;
+
+impl<S, B> Transform<S, ServiceRequest> for Idempotency
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = Error;
+    type Transform = IdempotencyMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(IdempotencyMiddleware { service: Rc::new(service) }))
+    }
+}
+
+pub struct IdempotencyMiddleware<S> {
+    service: Rc<S>,
+}
+
+/// The organization of an org-scoped API path.
+fn org_of(path: &str) -> Option<OrgId> {
+    let rest = path.strip_prefix("/api/v1/orgs/")?;
+    let (id, tail) = rest.split_once('/')?;
+    (!tail.is_empty()).then_some(())?;
+    id.parse::<Uuid>().ok().map(OrgId)
+}
+
+fn valid_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl<S, B> Service<ServiceRequest> for IdempotencyMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        Box::pin(async move {
+            let key = req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str().map(str::to_owned));
+            let (Some(key), Some(org)) = (key, org_of(req.path())) else {
+                return service.call(req).await.map(ServiceResponse::map_into_left_body);
+            };
+            if req.method() != Method::POST {
+                return service.call(req).await.map(ServiceResponse::map_into_left_body);
+            }
+            let Some(key) = key.ok().filter(|k| valid_key(k)) else {
+                let err = ApiError::BadRequest {
+                    code: "invalid_idempotency_key",
+                    detail: "Idempotency-Key must be 1 to 255 visible ASCII characters.".into(),
+                };
+                return Ok(req.into_response(err.error_response()).map_into_right_body());
+            };
+            guarded(service, req, org, key).await
+        })
+    }
+}
+
+enum Claimed {
+    /// Ours: run the request and keep its response.
+    New,
+    Replay {
+        status: u16,
+        content_type: Option<String>,
+        location: Option<String>,
+        body: Vec<u8>,
+    },
+    Refused(ApiError),
+}
+
+async fn guarded<S, B>(
+    service: Rc<S>,
+    mut req: ServiceRequest,
+    org: OrgId,
+    key: String,
+) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return service.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    // Unauthenticated: let the handler answer 401.
+    let Ok(principal) = Principal::from_request(req.request(), &mut Payload::None).await else {
+        return service.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    // The body, for the request's fingerprint; then handed back to the handler.
+    let mut payload = req.take_payload();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > state.settings.max_body_bytes {
+            return Ok(req.into_response(ApiError::PayloadTooLarge.error_response()).map_into_right_body());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    let mut fingerprint = Vec::with_capacity(body.len() + 64);
+    fingerprint.extend_from_slice(req.method().as_str().as_bytes());
+    fingerprint.push(b' ');
+    fingerprint.extend_from_slice(req.uri().to_string().as_bytes());
+    fingerprint.push(b'\n');
+    fingerprint.extend_from_slice(&body);
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &fingerprint).as_ref().to_vec();
+    req.set_payload(Payload::from(body));
+
+    let principal_id =
+        principal.as_user().map(|u| u.user_id.0).or(principal.actor().api_key).unwrap_or_default();
+    let ttl = i32::try_from(state.settings.idempotency_ttl_secs).unwrap_or(i32::MAX);
+    let claimed = match claim(&state, &principal, org, principal_id, &key, &hash, ttl).await {
+        Ok(Some(claimed)) => claimed,
+        // Not a member (or no such organization): the handler gives its 404.
+        Ok(None) => return service.call(req).await.map(ServiceResponse::map_into_left_body),
+        Err(e) => return Ok(req.into_response(e.error_response()).map_into_right_body()),
+    };
+    match claimed {
+        Claimed::Refused(err) => Ok(req.into_response(err.error_response()).map_into_right_body()),
+        Claimed::Replay { status, content_type, location, body } => {
+            let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
+            if let Some(ct) = content_type {
+                response.insert_header((header::CONTENT_TYPE, ct));
+            }
+            if let Some(location) = location {
+                response.insert_header((header::LOCATION, location));
+            }
+            response.insert_header((
+                HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            ));
+            Ok(req.into_response(response.body(body)).map_into_right_body())
+        }
+        Claimed::New => {
+            let res = service.call(req).await?;
+            let (req, res) = res.into_parts();
+            let status = res.status();
+            let content_type =
+                res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let location =
+                res.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let (head, body) = res.into_parts();
+            let bytes: Bytes = match actix_web::body::to_bytes(body).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    release(&state, &principal, org, principal_id, &key).await;
+                    return Ok(ServiceResponse::new(req, ApiError::Unavailable.error_response())
+                        .map_into_right_body());
+                }
+            };
+            if status.is_server_error() {
+                release(&state, &principal, org, principal_id, &key).await;
+            } else {
+                let stored = complete(
+                    &state,
+                    &principal,
+                    org,
+                    principal_id,
+                    &key,
+                    status,
+                    content_type,
+                    location,
+                    &bytes,
+                )
+                .await;
+                if let Err(e) = stored {
+                    tracing::error!(error = %e, "keeping an idempotent response failed");
+                }
+            }
+            let res = head.set_body(BoxBody::new(bytes));
+            Ok(ServiceResponse::new(req, res).map_into_right_body())
+        }
+    }
+}
+
+/// Records the key as in progress, or tells what an earlier request with it left.
+async fn claim(
+    state: &AppState,
+    principal: &Principal,
+    org: OrgId,
+    principal_id: Uuid,
+    key: &str,
+    hash: &[u8],
+    ttl_secs: i32,
+) -> Result<Option<Claimed>, ApiError> {
+    let (mut tx, _) = match TenantTx::begin_org(&state.db, principal.actor(), org).await {
+        Ok(tx) => tx,
+        Err(crate::db::DbError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // Expired keys, and requests that died mid-way, free their key.
+    tx.execute(
+        "delete from idempotency_keys where organization_id = $1 and principal_id = $2 \
+           and (expires_at < now() or (status = 'in_progress' and created_at < now() - interval '5 minutes'))",
+        &[org.as_uuid(), &principal_id],
+    )
+    .await?;
+    let inserted = tx
+        .query_opt(
+            "insert into idempotency_keys (organization_id, principal_id, key, request_hash, status, expires_at) \
+             values ($1, $2, $3, $4, 'in_progress', now() + $5::integer * interval '1 second') \
+             on conflict (organization_id, principal_id, key) do nothing returning 1",
+            &[org.as_uuid(), &principal_id, &key, &hash, &ttl_secs],
+        )
+        .await?;
+    if inserted.is_some() {
+        tx.commit().await?;
+        return Ok(Some(Claimed::New));
+    }
+    let row = tx
+        .query_found(
+            "select request_hash, status, response_status, response_type, response_location, response_body \
+             from idempotency_keys where organization_id = $1 and principal_id = $2 and key = $3",
+            &[org.as_uuid(), &principal_id, &key],
+        )
+        .await?;
+    tx.commit().await?;
+    if row.get::<_, Vec<u8>>("request_hash") != hash {
+        return Ok(Some(Claimed::Refused(ApiError::Validation(vec![crate::domain::FieldError::new(
+            "Idempotency-Key",
+            "was already used for a different request",
+        )]))));
+    }
+    if row.get::<_, String>("status") == "in_progress" {
+        return Ok(Some(Claimed::Refused(ApiError::Conflict {
+            code: "idempotency_request_in_progress",
+            detail: "A request with this Idempotency-Key is still running; retry shortly.".into(),
+        })));
+    }
+    Ok(Some(Claimed::Replay {
+        status: u16::try_from(row.get::<_, i32>("response_status")).unwrap_or(200),
+        content_type: row.get("response_type"),
+        location: row.get("response_location"),
+        body: row.get::<_, Option<Vec<u8>>>("response_body").unwrap_or_default(),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn complete(
+    state: &AppState,
+    principal: &Principal,
+    org: OrgId,
+    principal_id: Uuid,
+    key: &str,
+    status: StatusCode,
+    content_type: Option<String>,
+    location: Option<String>,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let (mut tx, _) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    tx.execute(
+        "update idempotency_keys set status = 'completed', response_status = $4, response_type = $5, \
+           response_location = $6, response_body = $7 \
+         where organization_id = $1 and principal_id = $2 and key = $3",
+        &[org.as_uuid(), &principal_id, &key, &i32::from(status.as_u16()), &content_type, &location, &body],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Forgets a key whose request failed on our side, so the client can retry it.
+async fn release(state: &AppState, principal: &Principal, org: OrgId, principal_id: Uuid, key: &str) {
+    let released = async {
+        let (mut tx, _) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+        tx.execute(
+            "delete from idempotency_keys where organization_id = $1 and principal_id = $2 and key = $3",
+            &[org.as_uuid(), &principal_id, &key],
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "releasing an idempotency key failed; it frees itself in five minutes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_org_scoped_paths_and_sane_keys_qualify() {
+        let org = Uuid::new_v4();
+        assert_eq!(org_of(&format!("/api/v1/orgs/{org}/workspaces")), Some(OrgId(org)));
+        assert_eq!(org_of(&format!("/api/v1/orgs/{org}")), None);
+        assert_eq!(org_of("/api/v1/orgs"), None);
+        assert_eq!(org_of("/api/v1/orgs/not-a-uuid/workspaces"), None);
+        assert!(valid_key("order-2026-11-22_001"));
+        assert!(!valid_key("") && !valid_key("has space") && !valid_key(&"k".repeat(256)));
+    }
+}
