@@ -885,6 +885,21 @@ begin
 end
 $$;
 
+-- Usage: a server adds the requests it counted since its last flush, for many organizations in
+-- one statement (no request context exists then). Counts only ever grow.
+create or replace function app.record_usage(p_orgs uuid[], p_days date[], p_keys uuid[], p_counts bigint[])
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into public.usage_counters as u (organization_id, day, api_key_id, requests)
+  select o, d, k, c from unnest(p_orgs, p_days, p_keys, p_counts) as t(o, d, k, c)
+  where c > 0 and exists (select 1 from public.organizations x where x.id = o)
+  on conflict (organization_id, day, api_key_id) do update set requests = u.requests + excluded.requests;
+end
+$$;
+
 -- One list of every function above: owned by the definer, callable by nobody by default, and by
 -- the app role explicitly.
 do $grants$
@@ -924,7 +939,8 @@ begin
     'app.begin_webhook_event(text, text, text, uuid, timestamptz, jsonb, uuid)',
     'app.finish_webhook_event(uuid, text, text)',
     'app.record_unroutable_webhook_event(text, text, text, uuid, timestamptz, jsonb, text)',
-    'app.admin_list_webhook_events(text, int)'
+    'app.admin_list_webhook_events(text, int)',
+    'app.record_usage(uuid[], date[], uuid[], bigint[])'
   ] loop
     execute format('alter function %s owner to tenantry_definer', v_function);
     execute format('revoke all on function %s from public', v_function);

@@ -61,6 +61,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How long an Idempotency-Key's first response is kept.
     pub idempotency_ttl_secs: u64,
+    /// How often counted requests are written to `usage_counters`.
+    pub usage_flush_secs: u64,
     pub auth: AuthSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
@@ -353,6 +355,7 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             log_format: LogFormat::Pretty,
             idempotency_ttl_secs: 86_400,
+            usage_flush_secs: 10,
             auth: AuthSettings {
                 issuer: "tenantry".into(),
                 audience: "tenantry-api".into(),
@@ -395,6 +398,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max_body_bytes",
     "log_format",
     "idempotency_ttl_secs",
+    "usage_flush_secs",
     "auth",
     "worker",
     "provider_keys",

@@ -13,5 +13,6 @@ pub mod http;
 pub mod providers;
 pub mod seed;
 pub mod startup;
+pub mod usage;
 pub mod webhooks;
 pub mod worker;

@@ -81,6 +81,20 @@ impl Application {
             settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let max_body = settings.max_body_bytes;
         let db = db::Db { pool, region: settings.region };
+        let usage = Arc::new(crate::usage::UsageMeter::default());
+        {
+            let (usage, db) = (usage.clone(), db.clone());
+            let every = Duration::from_secs(settings.usage_flush_secs.max(1));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = usage.flush(&db).await {
+                        tracing::warn!(error = %e, "writing usage counts failed; kept for the next flush");
+                    }
+                }
+            });
+        }
         let state = web::Data::new(AppState {
             db,
             auth,
@@ -93,6 +107,7 @@ impl Application {
             master_keys,
             flags,
             standing,
+            usage: usage.clone(),
         });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
@@ -129,7 +144,12 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        // The last counts, before the process goes.
+        if let Err(e) = self.state.usage.flush(&self.state.db).await {
+            tracing::warn!(error = %e, "writing the last usage counts failed");
+        }
+        result
     }
 }
 

@@ -105,6 +105,11 @@ pub const TABLES: &[(&str, &str)] = &[
          order by transaction_id, line_no) t",
     ),
     (
+        "usage_counters",
+        "select row_to_json(t)::text from (select * from usage_counters where organization_id = $1 \
+         order by day, api_key_id) t",
+    ),
+    (
         "member_workspaces",
         "select row_to_json(t)::text from (select * from member_workspaces where organization_id = $1 \
          order by user_id, workspace_id) t",

@@ -161,6 +161,7 @@ pub async fn evaluate_flags(
         }
     };
     authorize(&state, &principal, &meta, &membership, Permission::FlagsRead, "flag.evaluate").await?;
+    crate::usage::note(org, actor.api_key); // counted even when served from memory
     let user = principal.as_user().map(|u| u.user_id.0);
     let subject = user.or(principal.actor().api_key).unwrap_or_default();
     let flags = rules

@@ -22,6 +22,7 @@ pub mod roles;
 pub mod runs;
 pub mod sessions;
 pub mod signin;
+pub mod usage;
 pub mod webhooks;
 pub mod workflows;
 pub mod workspaces;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub flags: Arc<crate::flags::FlagCache>,
     /// Callers' standing in organizations, for flag evaluation only (see `crate::flags`).
     pub standing: Arc<crate::flags::StandingCache>,
+    /// Requests counted since the last flush (`crate::usage`).
+    pub usage: Arc<crate::usage::UsageMeter>,
 }
 
 /// The handler-side permission check, made before any write so the caller gets a 403 naming
@@ -171,6 +174,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(billing::get_invoice)
         .service(ledger::list_ledger_balances)
         .service(ledger::list_journal)
+        .service(usage::get_usage)
         .service(webhooks::receive_stripe_webhook)
         .service(webhooks::receive_razorpay_webhook)
         .service(webhooks::list_webhook_events)

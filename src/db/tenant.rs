@@ -80,6 +80,7 @@ pub struct TenantTx {
     client: Option<Object>,
     poisoned: bool,
     org: Option<OrgId>,
+    actor: Actor,
 }
 
 impl TenantTx {
@@ -106,7 +107,7 @@ impl TenantTx {
         let client = pool.get().await?;
         let set_context = client.prepare_cached(SET_CONTEXT).await?;
         let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
-        let tx = TenantTx { client: Some(client), poisoned: false, org };
+        let tx = TenantTx { client: Some(client), poisoned: false, org, actor };
         let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
         let principal = {
             let client = tx.client();
@@ -125,6 +126,7 @@ impl TenantTx {
             principal?
         };
         let membership = standing_from_row(org, &principal)?;
+        note_usage(actor, org, membership.as_ref());
         Ok((tx, membership))
     }
 
@@ -140,7 +142,9 @@ impl TenantTx {
         .await;
         let row = self.track(result)?;
         self.org = Some(org);
-        standing_from_row(Some(org), &row)?.ok_or(DbError::NotFound)
+        let membership = standing_from_row(Some(org), &row)?.ok_or(DbError::NotFound)?;
+        note_usage(self.actor, Some(org), Some(&membership));
+        Ok(membership)
     }
 
     fn client(&self) -> &Object {
@@ -273,7 +277,7 @@ pub async fn read(
     let set_context = client.prepare_cached(SET_CONTEXT).await?;
     let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
     let query_stmt = client.prepare_cached(sql).await?;
-    let mut tx = TenantTx { client: Some(client), poisoned: false, org };
+    let mut tx = TenantTx { client: Some(client), poisoned: false, org, actor };
     let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
     let (principal, rows) = {
         let client = tx.client();
@@ -304,5 +308,15 @@ pub async fn read(
     if org.is_some() && membership.is_none() {
         return Err(DbError::NotFound);
     }
+    note_usage(actor, org, membership.as_ref());
     Ok((membership, rows))
+}
+
+/// A person's or an API key's request admitted to an organization counts as its usage.
+fn note_usage(actor: Actor, org: Option<OrgId>, membership: Option<&Membership>) {
+    if let (Some(org), Some(_)) = (org, membership)
+        && (actor.user.is_some() || actor.api_key.is_some())
+    {
+        crate::usage::note(org, actor.api_key);
+    }
 }

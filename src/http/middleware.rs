@@ -74,8 +74,13 @@ where
         let service = Rc::clone(&self.service);
         let id_for_header = request_id.clone();
         let started = std::time::Instant::now();
+        let meter = req.app_data::<actix_web::web::Data<crate::api::AppState>>().map(|s| s.usage.clone());
         Box::pin(REQUEST_ID.scope(request_id, async move {
-            let mut res = service.call(req).await?;
+            let (res, admitted) = crate::usage::scope(service.call(req)).await;
+            if let (Some(meter), Some((org, api_key))) = (meter, admitted) {
+                meter.count(org, api_key);
+            }
+            let mut res = res?;
             let headers = res.headers_mut();
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
             if let Ok(v) = HeaderValue::from_str(&format!("app;dur={elapsed_ms:.3}")) {

@@ -59,6 +59,7 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
         assert_eq!(res.status(), StatusCode::CREATED);
     }
 
+    app.state.usage.flush(&app.state.db).await.unwrap(); // both organizations' usage counted
     let res = app.delete(&format!("/api/v1/orgs/{}", org.id), &org.owner.token).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 

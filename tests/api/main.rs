@@ -25,6 +25,7 @@ mod roles;
 mod runs;
 mod sessions;
 mod signin;
+mod usage;
 mod webhooks;
 mod workflows;
 mod workspaces;

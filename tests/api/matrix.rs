@@ -382,6 +382,14 @@ fn operations() -> Vec<Operation> {
             changed: None,
         },
         Operation {
+            id: "get_usage",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/usage", f.org.id),
+            body: none,
+            permission: "billing:read",
+            changed: None,
+        },
+        Operation {
             id: "put_subscription",
             method: Method::PUT,
             path: |f| format!("/api/v1/orgs/{}/subscription", f.org.id),

@@ -1,0 +1,80 @@
+//! Usage metering: requests per organization, per API key and per UTC day, counted in memory and
+//! written in batches (`app.record_usage()`), never one write per request.
+//!
+//! What counts is a request whose caller the database admitted to the organization: the tenant
+//! transaction notes it (`note`) inside the request's scope (`scope`), and the middleware counts
+//! it once when the response is ready. Requests by strangers naming an organization are never
+//! counted against it.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{NaiveDate, Utc};
+use uuid::Uuid;
+
+use crate::db::{Db, DbError};
+use crate::domain::OrgId;
+
+tokio::task_local! {
+    static ADMITTED: Cell<Option<(OrgId, Uuid)>>;
+}
+
+/// Runs a request with a slot in which the tenant transaction can note who it admitted.
+pub async fn scope<F: Future>(request: F) -> (F::Output, Option<(OrgId, Uuid)>) {
+    ADMITTED
+        .scope(Cell::new(None), async {
+            let output = request.await;
+            (output, ADMITTED.with(Cell::get))
+        })
+        .await
+}
+
+/// The request's caller was admitted to `org` (as the API key `api_key`, or as a member). A no-op
+/// outside a request (workers, webhooks, tests).
+pub fn note(org: OrgId, api_key: Option<Uuid>) {
+    let _ = ADMITTED.try_with(|slot| slot.set(Some((org, api_key.unwrap_or_default()))));
+}
+
+/// Counts since the last flush.
+#[derive(Default)]
+pub struct UsageMeter {
+    counts: Mutex<HashMap<(OrgId, NaiveDate, Uuid), i64>>,
+}
+
+impl UsageMeter {
+    pub fn count(&self, org: OrgId, api_key: Uuid) {
+        let day = Utc::now().date_naive();
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((org, day, api_key)).or_default() += 1;
+    }
+
+    /// Writes and clears the counts, in one statement. On failure they are put back, to be
+    /// written with the next flush.
+    pub async fn flush(&self, db: &Db) -> Result<usize, DbError> {
+        let batch: Vec<_> =
+            std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let orgs: Vec<Uuid> = batch.iter().map(|((o, _, _), _)| o.0).collect();
+        let days: Vec<NaiveDate> = batch.iter().map(|((_, d, _), _)| *d).collect();
+        let keys: Vec<Uuid> = batch.iter().map(|((_, _, k), _)| *k).collect();
+        let counts: Vec<i64> = batch.iter().map(|(_, c)| *c).collect();
+        let written = async {
+            let client = db.get().await?;
+            let stmt = client.prepare_cached("select app.record_usage($1, $2, $3, $4)").await?;
+            client.execute(&stmt, &[&orgs, &days, &keys, &counts]).await?;
+            Ok::<_, DbError>(())
+        }
+        .await;
+        if let Err(e) = written {
+            let mut pending = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, count) in batch {
+                *pending.entry(key).or_default() += count;
+            }
+            return Err(e);
+        }
+        Ok(batch.len())
+    }
+}
