@@ -243,3 +243,33 @@ async fn an_event_for_one_organization_never_touches_another_and_unroutable_even
     assert_eq!(balances(&app, &b).await["cash"], 4900);
     assert!(!balances(&app, &a).await.contains_key("cash"), "A received nothing");
 }
+
+#[tokio::test]
+async fn a_razorpay_payment_pays_its_invoice_once() {
+    let app = app().await;
+    let org = app.org_with_owner("acme").await;
+    let invoice = app.subscription(&org).await;
+    let body = json!({"entity": "event", "event": "payment.captured", "created_at": chrono::Utc::now().timestamp(),
+        "payload": {"payment": {"entity": {"id": "pay_1", "amount": 4900, "currency": "USD",
+                    "notes": {"organization_id": org.id, "invoice_id": invoice}}}}})
+    .to_string();
+    let send = || {
+        app.http
+            .post(format!("{}/api/v1/webhooks/razorpay", app.address))
+            .header("content-type", "application/json")
+            .header("X-Razorpay-Signature", sign_hex("rzp_secret", body.as_bytes()))
+            .header("X-Razorpay-Event-Id", "evt_rzp_1")
+            .body(body.clone())
+            .send()
+    };
+    for expected in ["processed", "duplicate"] {
+        let res = send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.json::<Value>().await.unwrap()["status"], expected);
+    }
+    assert_eq!(subscription_status(&app, &org).await, "active");
+    assert_eq!(
+        balances(&app, &org).await,
+        BTreeMap::from([("cash".into(), 4900), ("receivable".into(), 0), ("revenue".into(), -4900)])
+    );
+}
