@@ -249,10 +249,11 @@ async fn a_razorpay_payment_pays_its_invoice_once() {
     let app = app().await;
     let org = app.org_with_owner("acme").await;
     let invoice = app.subscription(&org).await;
-    let body = json!({"entity": "event", "event": "payment.captured", "created_at": chrono::Utc::now().timestamp(),
+    let body =
+        json!({"entity": "event", "event": "payment.captured", "created_at": chrono::Utc::now().timestamp(),
         "payload": {"payment": {"entity": {"id": "pay_1", "amount": 4900, "currency": "USD",
                     "notes": {"organization_id": org.id, "invoice_id": invoice}}}}})
-    .to_string();
+        .to_string();
     let send = || {
         app.http
             .post(format!("{}/api/v1/webhooks/razorpay", app.address))
