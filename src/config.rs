@@ -63,6 +63,9 @@ pub struct Settings {
     pub idempotency_ttl_secs: u64,
     /// How often counted requests are written to `usage_counters`.
     pub usage_flush_secs: u64,
+    /// The bearer token Prometheus scrapes `/metrics` with; without one there is no `/metrics`.
+    #[serde(serialize_with = "redacted")]
+    pub metrics_token: Option<SecretString>,
     pub auth: AuthSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
@@ -356,6 +359,7 @@ impl Default for Settings {
             log_format: LogFormat::Pretty,
             idempotency_ttl_secs: 86_400,
             usage_flush_secs: 10,
+            metrics_token: None,
             auth: AuthSettings {
                 issuer: "tenantry".into(),
                 audience: "tenantry-api".into(),
@@ -399,6 +403,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_format",
     "idempotency_ttl_secs",
     "usage_flush_secs",
+    "metrics_token",
     "auth",
     "worker",
     "provider_keys",

@@ -108,6 +108,7 @@ impl Application {
             flags,
             standing,
             usage: usage.clone(),
+            metrics: Arc::new(crate::http::metrics::Metrics::new()),
         });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
@@ -124,6 +125,7 @@ impl Application {
             let swagger = Config::from("/api/v1/openapi.json").persist_authorization(true);
             app.service(SwaggerUi::new("/swagger-ui/{_:.*}").config(swagger))
                 .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
+                .route("/metrics", web::get().to(crate::http::metrics::serve))
                 .route("/", web::get().to(|| redirect("/swagger-ui/")))
                 .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }))
         })

@@ -62,6 +62,7 @@ pub struct AppState {
     pub standing: Arc<crate::flags::StandingCache>,
     /// Requests counted since the last flush (`crate::usage`).
     pub usage: Arc<crate::usage::UsageMeter>,
+    pub metrics: Arc<crate::http::metrics::Metrics>,
 }
 
 /// The handler-side permission check, made before any write so the caller gets a 403 naming

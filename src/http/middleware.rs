@@ -74,13 +74,24 @@ where
         let service = Rc::clone(&self.service);
         let id_for_header = request_id.clone();
         let started = std::time::Instant::now();
-        let meter = req.app_data::<actix_web::web::Data<crate::api::AppState>>().map(|s| s.usage.clone());
+        let state = req.app_data::<actix_web::web::Data<crate::api::AppState>>().cloned();
         Box::pin(REQUEST_ID.scope(request_id, async move {
             let (res, admitted) = crate::usage::scope(service.call(req)).await;
-            if let (Some(meter), Some((org, api_key))) = (meter, admitted) {
-                meter.count(org, api_key);
-            }
             let mut res = res?;
+            if let Some(state) = &state {
+                if let Some((org, api_key)) = admitted {
+                    state.usage.count(org, api_key);
+                }
+                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                let error = res.response().error().and_then(|e| e.as_error::<crate::http::ApiError>());
+                state.metrics.observe(
+                    &route,
+                    res.request().method().as_str(),
+                    res.status(),
+                    started.elapsed(),
+                    error,
+                );
+            }
             let headers = res.headers_mut();
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
             if let Ok(v) = HeaderValue::from_str(&format!("app;dur={elapsed_ms:.3}")) {

@@ -2,6 +2,7 @@
 //! Nothing below `api` depends on this module's actix types except through `ApiError`.
 
 pub mod idempotency;
+pub mod metrics;
 pub mod middleware;
 pub mod problem;
 

@@ -17,6 +17,7 @@ mod isolation;
 mod lifecycle;
 mod matrix;
 mod members;
+mod metrics;
 mod openapi;
 mod orgs;
 mod provider_keys;
