@@ -20,7 +20,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap bench clean-db
+.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap contract bench clean-db
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -138,11 +138,16 @@ $(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.
 test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
 	$(TEST_ENV) $(CARGO) test --all-targets
 	@$(MAKE) --no-print-directory pgtap
+	@$(MAKE) --no-print-directory contract
 	@echo "make test: all checks passed"
 
 # pgTAP: migrate a scratch database, run policies/tests with pg_prove, then `tenantry check` on it.
 pgtap: test-db build
 	@.dev/pgtap.sh "$(call PG_ADMIN,$(TEST_PG_PORT),postgres)" $(TEST_PG_PORT) $(BIN)
+
+# Contract: schemathesis against the served OpenAPI document (no 5xx, responses match the schema).
+contract: test-db build
+	@.dev/contract.sh "$(call PG_ADMIN,$(TEST_PG_PORT),postgres)" $(TEST_PG_PORT) $(BIN)
 
 bench: build
 	@.dev/bench.sh

@@ -41,7 +41,8 @@ fn signature_error(err: SignatureError) -> ApiError {
         },
         SignatureError::Stale => ApiError::InvalidSignature("its timestamp is outside the tolerance"),
         SignatureError::Mismatch => ApiError::InvalidSignature("it does not match the body"),
-        SignatureError::NotConfigured => ApiError::Unavailable,
+        // Without a secret the endpoint does not exist for this deployment.
+        SignatureError::NotConfigured => ApiError::NotFound,
     }
 }
 
@@ -64,7 +65,7 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
         (status = 200, description = "Accepted (also for a redelivery)", body = WebhookAck),
         (status = 400, description = "Missing or unreadable signature, or not an event", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The signature does not verify, or is too old", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No webhook secret configured", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No webhook secret configured for this provider", body = Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
@@ -97,7 +98,7 @@ pub async fn receive_stripe_webhook(
         (status = 200, description = "Accepted (also for a redelivery)", body = WebhookAck),
         (status = 400, description = "Missing or unreadable signature or event id, or not an event", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The signature does not verify", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No webhook secret configured", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No webhook secret configured for this provider", body = Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
