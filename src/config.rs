@@ -66,6 +66,10 @@ pub struct Settings {
     /// The bearer token Prometheus scrapes `/metrics` with; without one there is no `/metrics`.
     #[serde(serialize_with = "redacted")]
     pub metrics_token: Option<SecretString>,
+    /// Browser origins allowed to call the API (exact, e.g. `https://app.example.com`).
+    pub cors_allowed_origins: Vec<String>,
+    /// Serve HTTPS (TLS 1.2+, HTTP/2) with this certificate chain and key (PEM files).
+    pub tls: Option<TlsSettings>,
     pub auth: AuthSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
@@ -73,6 +77,13 @@ pub struct Settings {
     pub provider_keys: ProviderKeySettings,
     #[serde(default)]
     pub billing: BillingSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Payment webhooks: the signing secrets (several at once, to rotate without missing events).
@@ -360,6 +371,8 @@ impl Default for Settings {
             idempotency_ttl_secs: 86_400,
             usage_flush_secs: 10,
             metrics_token: None,
+            cors_allowed_origins: Vec::new(),
+            tls: None,
             auth: AuthSettings {
                 issuer: "tenantry".into(),
                 audience: "tenantry-api".into(),
@@ -404,6 +417,8 @@ const KNOWN_KEYS: &[&str] = &[
     "idempotency_ttl_secs",
     "usage_flush_secs",
     "metrics_token",
+    "cors_allowed_origins",
+    "tls",
     "auth",
     "worker",
     "provider_keys",
@@ -462,6 +477,14 @@ impl Settings {
         );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
         anyhow::ensure!(self.worker.concurrency >= 1, "worker.concurrency must be at least 1");
+        for origin in &self.cors_allowed_origins {
+            let url = url::Url::parse(origin)
+                .map_err(|_| anyhow::anyhow!("cors_allowed_origins: {origin:?} is not a URL"))?;
+            anyhow::ensure!(
+                url.origin().ascii_serialization() == *origin,
+                "cors_allowed_origins: {origin:?} must be an origin only, like https://app.example.com"
+            );
+        }
         anyhow::ensure!(
             (3..=3600).contains(&self.worker.lease_secs),
             "worker.lease_secs must be between 3 and 3600"

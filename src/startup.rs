@@ -112,12 +112,15 @@ impl Application {
         });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
+        let tls = state.settings.tls.as_ref().map(tls_config).transpose()?;
+        let cors_origins = state.settings.cors_allowed_origins.clone();
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
                 .wrap(crate::http::idempotency::Idempotency)
+                .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::<TenantryRootSpan>::new())
                 .wrap(RequestContext);
             let (app, _) = api::build_api(app);
@@ -130,8 +133,12 @@ impl Application {
                 .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }))
         })
         .workers(workers)
-        .shutdown_timeout(30)
-        .listen(listener)?
+        // On SIGTERM/SIGINT: stop accepting, let requests in flight finish (up to 30 s).
+        .shutdown_timeout(30);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Application { port, server, state: shared_state })
     }
@@ -157,4 +164,42 @@ impl Application {
 
 async fn redirect(to: &'static str) -> HttpResponse {
     HttpResponse::PermanentRedirect().insert_header(("Location", to)).finish()
+}
+
+/// CORS for the configured origins only. Other origins get no CORS headers (the browser then
+/// refuses the response), and same-origin requests (Swagger UI) are unaffected.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::HeaderName::from_static("idempotency-key"),
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers(["x-request-id", "location", "retry-after", "idempotent-replayed"])
+        .max_age(600)
+        .block_on_origin_mismatch(false);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
+/// rustls with TLS 1.2 and 1.3 only (the defaults), aws-lc-rs, our certificate chain and key;
+/// actix adds ALPN for HTTP/2 and HTTP/1.1.
+fn tls_config(tls: &crate::config::TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the TLS certificate chain {}", tls.cert_file.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", tls.cert_file.display());
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .with_context(|| format!("reading the TLS private key {}", tls.key_file.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?)
 }

@@ -7,6 +7,7 @@ mod auth;
 mod billing;
 mod catalog;
 mod cli;
+mod edges;
 mod errors;
 mod flags;
 mod health;
