@@ -14,9 +14,9 @@ create table public.plans (
   created_at  timestamptz not null default now()
 );
 insert into public.plans (id, name, price_minor, currency, interval, limits) values
-  ('free',       'Free',       0,      'USD', 'month', '{"seats": 3, "requests_per_minute": 60, "requests_per_day": 10000}'),
-  ('pro',        'Pro',        4900,   'USD', 'month', '{"seats": 25, "requests_per_minute": 600, "requests_per_day": 500000}'),
-  ('enterprise', 'Enterprise', 250000, 'USD', 'month', '{"seats": 1000, "requests_per_minute": 6000, "requests_per_day": 10000000}');
+  ('free',       'Free',       0,      'USD', 'month', '{"seats": 3, "requests_per_minute": 600, "requests_per_day": 10000}'),
+  ('pro',        'Pro',        4900,   'USD', 'month', '{"seats": 25, "requests_per_minute": 6000, "requests_per_day": 500000}'),
+  ('enterprise', 'Enterprise', 250000, 'USD', 'month', '{"seats": 1000, "requests_per_minute": 60000, "requests_per_day": 10000000}');
 -- Forced after seeding: the owner is subject to it from here on, like everyone.
 alter table public.plans enable row level security;
 alter table public.plans force row level security;

@@ -15,7 +15,8 @@ grant update (id, plan_id, status, current_period_start, current_period_end, can
 grant select, insert on public.invoices, public.invoice_lines to tenantry_app;
 grant update (status, amount_paid_minor, paid_at, voided_at) on public.invoices to tenantry_app;
 grant select, insert on public.ledger_accounts, public.journal_transactions, public.journal_entries to tenantry_app;
-grant select on public.journal_entries, public.ledger_accounts, public.organizations to tenantry_definer;
+grant select on public.journal_entries, public.ledger_accounts, public.organizations, public.subscriptions,
+  public.plans to tenantry_definer;
 -- The webhook inbox: the app role has nothing here; the definer functions above do the work.
 revoke all on public.webhook_events from tenantry_app;
 grant select, insert, update (status, detail, processing_token) on public.webhook_events to tenantry_definer;

@@ -900,6 +900,21 @@ begin
 end
 $$;
 
+-- The request rate an organization's plan allows (`limits.requests_per_minute`; the free plan's
+-- without a live subscription). Rate limiting looks it up off the request path.
+create or replace function app.organization_requests_per_minute(p_org uuid) returns integer
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return coalesce(
+    (select (p.limits ->> 'requests_per_minute')::integer
+     from public.subscriptions s join public.plans p on p.id = s.plan_id
+     where s.organization_id = p_org and s.status <> 'canceled'),
+    (select (p.limits ->> 'requests_per_minute')::integer from public.plans p where p.id = 'free'));
+end
+$$;
+
 -- One list of every function above: owned by the definer, callable by nobody by default, and by
 -- the app role explicitly.
 do $grants$
@@ -940,7 +955,8 @@ begin
     'app.finish_webhook_event(uuid, text, text)',
     'app.record_unroutable_webhook_event(text, text, text, uuid, timestamptz, jsonb, text)',
     'app.admin_list_webhook_events(text, int)',
-    'app.record_usage(uuid[], date[], uuid[], bigint[])'
+    'app.record_usage(uuid[], date[], uuid[], bigint[])',
+    'app.organization_requests_per_minute(uuid)'
   ] loop
     execute format('alter function %s owner to tenantry_definer', v_function);
     execute format('revoke all on function %s from public', v_function);

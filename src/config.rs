@@ -66,6 +66,8 @@ pub struct Settings {
     /// The bearer token Prometheus scrapes `/metrics` with; without one there is no `/metrics`.
     #[serde(serialize_with = "redacted")]
     pub metrics_token: Option<SecretString>,
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
     /// Browser origins allowed to call the API (exact, e.g. `https://app.example.com`).
     pub cors_allowed_origins: Vec<String>,
     /// Serve HTTPS (TLS 1.2+, HTTP/2) with this certificate chain and key (PEM files).
@@ -77,6 +79,24 @@ pub struct Settings {
     pub provider_keys: ProviderKeySettings,
     #[serde(default)]
     pub billing: BillingSettings,
+}
+
+/// Requests per minute (GCRA: the full minute's budget may arrive at once, then it refills).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Off only when something in front (a gateway) limits instead, or for load tests.
+    pub enabled: bool,
+    /// Per user or API key, across organizations.
+    pub per_principal_per_minute: u32,
+    /// Per organization until its plan's `requests_per_minute` is known.
+    pub default_org_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings { enabled: true, per_principal_per_minute: 1200, default_org_per_minute: 600 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -371,6 +391,7 @@ impl Default for Settings {
             idempotency_ttl_secs: 86_400,
             usage_flush_secs: 10,
             metrics_token: None,
+            rate_limits: RateLimitSettings::default(),
             cors_allowed_origins: Vec::new(),
             tls: None,
             auth: AuthSettings {
@@ -418,6 +439,7 @@ const KNOWN_KEYS: &[&str] = &[
     "usage_flush_secs",
     "metrics_token",
     "cors_allowed_origins",
+    "rate_limits",
     "tls",
     "auth",
     "worker",

@@ -95,6 +95,20 @@ impl Application {
                 }
             });
         }
+        let rate_limits = Arc::new(crate::http::ratelimit::RateLimits::new(
+            settings.rate_limits.per_principal_per_minute,
+            settings.rate_limits.default_org_per_minute,
+        ));
+        {
+            let rate_limits = rate_limits.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    rate_limits.retain_recent();
+                }
+            });
+        }
         let state = web::Data::new(AppState {
             db,
             auth,
@@ -109,6 +123,7 @@ impl Application {
             standing,
             usage: usage.clone(),
             metrics: Arc::new(crate::http::metrics::Metrics::new()),
+            rate_limits: rate_limits.clone(),
         });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
@@ -120,6 +135,7 @@ impl Application {
                 .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
                 .wrap(crate::http::idempotency::Idempotency)
+                .wrap(crate::http::ratelimit::RateLimit)
                 .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::<TenantryRootSpan>::new())
                 .wrap(RequestContext);

@@ -36,6 +36,11 @@ pub fn note(org: OrgId, api_key: Option<Uuid>) {
     let _ = ADMITTED.try_with(|slot| slot.set(Some((org, api_key.unwrap_or_default()))));
 }
 
+/// Who the current request's caller was admitted to so far (inside `scope`).
+pub fn admitted() -> Option<(OrgId, Uuid)> {
+    ADMITTED.try_with(Cell::get).ok().flatten()
+}
+
 /// Counts since the last flush.
 #[derive(Default)]
 pub struct UsageMeter {

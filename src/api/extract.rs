@@ -14,11 +14,21 @@ use crate::auth::Principal;
 use crate::domain::FieldError;
 use crate::http::ApiError;
 
+/// The request's authentication outcome: a principal, or `None` for a refused credential.
+#[derive(Clone)]
+struct AuthOutcome(Option<Principal>);
+
 impl FromRequest for Principal {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Principal, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Authenticated once per request: middleware (rate limits, idempotency) and the handler
+        // share the outcome, so a forged credential costs one lookup, not one per layer.
+        if let Some(outcome) = req.extensions().get::<AuthOutcome>().cloned() {
+            return Box::pin(async move { outcome.0.ok_or(ApiError::Unauthorized) });
+        }
+        let request = req.clone();
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
@@ -27,7 +37,15 @@ impl FromRequest for Principal {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
             let token = token.filter(|t| !t.is_empty() && t.len() <= 8192).ok_or(ApiError::Unauthorized)?;
-            match state.auth.authenticate(&token).await {
+            let outcome = state.auth.authenticate(&token).await;
+            match &outcome {
+                Ok(principal) => request.extensions_mut().insert(AuthOutcome(Some(principal.clone()))),
+                Err(crate::auth::AuthError::Token(_) | crate::auth::AuthError::ApiKey(_)) => {
+                    request.extensions_mut().insert(AuthOutcome(None))
+                }
+                Err(crate::auth::AuthError::Database(_)) => None, // not remembered: may succeed on retry
+            };
+            match outcome {
                 Ok(principal) => {
                     let span = tracing::Span::current();
                     match &principal {

@@ -63,6 +63,7 @@ pub struct AppState {
     /// Requests counted since the last flush (`crate::usage`).
     pub usage: Arc<crate::usage::UsageMeter>,
     pub metrics: Arc<crate::http::metrics::Metrics>,
+    pub rate_limits: Arc<crate::http::ratelimit::RateLimits>,
 }
 
 /// The handler-side permission check, made before any write so the caller gets a 403 naming

@@ -6,6 +6,7 @@
 //!   `tenantry_http_request_duration_seconds{route,method}`
 //! - `tenantry_auth_failures_total` (401s) and `tenantry_policy_denials_total{permission}` (403s
 //!   naming a permission)
+//! - `tenantry_rate_limit_rejections_total{policy}` (429s: principal or organization)
 //! - `tenantry_db_pool_connections{state}`: size, available, waiting (read at scrape time)
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub struct Metrics {
     duration: HistogramVec,
     auth_failures: IntCounter,
     denials: IntCounterVec,
+    rate_limited: IntCounterVec,
     pool: IntGaugeVec,
 }
 
@@ -53,6 +55,11 @@ impl Metrics {
             &["permission"],
         )
         .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new("tenantry_rate_limit_rejections_total", "Requests refused with 429, by limit"),
+            &["policy"],
+        )
+        .expect("valid metric");
         let pool = IntGaugeVec::new(
             Opts::new("tenantry_db_pool_connections", "The app pool: size, available and waiting"),
             &["state"],
@@ -63,11 +70,12 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(auth_failures.clone()),
             Box::new(denials.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(pool.clone()),
         ] {
             registry.register(metric).expect("metric names are unique");
         }
-        Metrics { registry, requests, duration, auth_failures, denials, pool }
+        Metrics { registry, requests, duration, auth_failures, denials, rate_limited, pool }
     }
 
     /// Records one finished request. `route` is the matched template (`unmatched` otherwise).
@@ -88,6 +96,10 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    pub fn rate_limited(&self, policy: &str) {
+        self.rate_limited.with_label_values(&[policy]).inc();
     }
 
     fn render(&self, state: &AppState) -> Result<String, prometheus::Error> {

@@ -5,5 +5,6 @@ pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod problem;
+pub mod ratelimit;
 
 pub use problem::ApiError;

@@ -44,6 +44,9 @@ pub enum ApiError {
     /// A webhook whose signature does not verify (or is too old).
     #[error("invalid signature")]
     InvalidSignature(&'static str),
+    /// Over a rate limit (`principal` or `organization`).
+    #[error("rate limited ({policy})")]
+    RateLimited { policy: &'static str, retry_after_secs: u64 },
     /// An upstream we call (e.g. an LLM provider checking a key) failed or did not answer.
     #[error("bad gateway: {code}")]
     BadGateway { code: &'static str, detail: String },
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unavailable => "unavailable",
             ApiError::InvalidSignature(_) => "invalid_signature",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BadGateway { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "Content Too Large",
             ApiError::Unavailable => "Service Unavailable",
             ApiError::InvalidSignature(_) => "Unauthorized",
+            ApiError::RateLimited { .. } => "Too Many Requests",
             ApiError::BadGateway { .. } => "Bad Gateway",
             ApiError::Internal(_) => "Internal Server Error",
         }
@@ -129,6 +134,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => "The request body is larger than this server accepts.".into(),
             ApiError::Unavailable => "The service is temporarily unavailable; retry shortly.".into(),
             ApiError::InvalidSignature(why) => format!("The webhook signature was refused: {why}."),
+            ApiError::RateLimited { policy, retry_after_secs } => {
+                format!("Too many requests for this {policy}; retry in {retry_after_secs} s.")
+            }
             ApiError::Internal(_) => "An unexpected error occurred.".into(),
         }
     }
@@ -181,6 +189,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -228,6 +237,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Unavailable = self {
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let ApiError::RateLimited { retry_after_secs, .. } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         response.body(serde_json::to_vec(&problem).unwrap_or_default())
     }

@@ -22,6 +22,7 @@ mod metrics;
 mod openapi;
 mod orgs;
 mod provider_keys;
+mod ratelimit;
 mod regions;
 mod roles;
 mod runs;
