@@ -13,7 +13,7 @@ use std::future::{Future, Ready, ready};
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
@@ -54,7 +54,7 @@ pub struct RateLimits {
     default_org_per_minute: u32,
     principals: Keyed<Uuid>,
     /// One limiter per plan rate (plans have few distinct rates).
-    orgs: Mutex<HashMap<u32, Arc<Keyed<OrgId>>>>,
+    orgs: RwLock<HashMap<u32, Arc<Keyed<OrgId>>>>,
     /// Principals admitted to organizations, and organizations' plan rates.
     admitted: moka::sync::Cache<(Uuid, OrgId), ()>,
     org_rates: moka::sync::Cache<OrgId, u32>,
@@ -66,7 +66,7 @@ impl RateLimits {
             principal_per_minute,
             default_org_per_minute,
             principals: keyed(principal_per_minute),
-            orgs: Mutex::new(HashMap::new()),
+            orgs: RwLock::new(HashMap::new()),
             admitted: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .time_to_idle(Duration::from_secs(600))
@@ -106,15 +106,23 @@ impl RateLimits {
     pub fn check_org(&self, principal: Uuid, org: OrgId) -> Option<Result<Decision, Decision>> {
         self.admitted.get(&(principal, org))?;
         let rate = self.org_rates.get(&org).unwrap_or(self.default_org_per_minute);
-        let limiter = {
-            let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
-            orgs.entry(rate).or_insert_with(|| Arc::new(keyed(rate))).clone()
+        let existing = self.orgs.read().unwrap_or_else(|e| e.into_inner()).get(&rate).cloned();
+        let limiter = match existing {
+            Some(limiter) => limiter,
+            None => {
+                let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
+                orgs.entry(rate).or_insert_with(|| Arc::new(keyed(rate))).clone()
+            }
         };
         Some(Self::check(&limiter, &org, "organization", rate))
     }
 
     /// Remembers an admitted principal; looks up the organization's plan rate when unknown.
     pub fn admitted(&self, principal: Uuid, org: OrgId, db: &Db) {
+        // A read on the hot path; the (costlier) insert only the first time.
+        if self.admitted.contains_key(&(principal, org)) {
+            return;
+        }
         self.admitted.insert((principal, org), ());
         if self.org_rates.get(&org).is_none() {
             // Until the lookup lands, the default rate applies.
@@ -133,7 +141,7 @@ impl RateLimits {
     /// Drops buckets idle long enough to be full again (bounded memory).
     pub fn retain_recent(&self) {
         self.principals.retain_recent();
-        for limiter in self.orgs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for limiter in self.orgs.read().unwrap_or_else(|e| e.into_inner()).values() {
             limiter.retain_recent();
         }
     }
