@@ -20,7 +20,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap contract bench clean-db
+.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap contract bench clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -148,6 +148,16 @@ pgtap: test-db build
 # Contract: schemathesis against the served OpenAPI document (no 5xx, responses match the schema).
 contract: test-db build
 	@.dev/contract.sh "$(call PG_ADMIN,$(TEST_PG_PORT),postgres)" $(TEST_PG_PORT) $(BIN)
+
+# Backups of the local database: `make backup` writes .tenantry/backups/tenantry-<time>.dump as
+# tenantry_backup; `make restore FILE=... DB=restored` restores it into a new database and checks it.
+BACKUP_DIR ?= .tenantry/backups
+backup: db
+	@.dev/backup.sh backup "postgres://tenantry_backup@127.0.0.1:$(PG_PORT)/tenantry" $(BACKUP_DIR)
+
+restore: build db
+	@test -n "$(FILE)" -a -n "$(DB)" || { echo "usage: make restore FILE=<dump> DB=<new database name>"; exit 2; }
+	@TENANTRY_BIN=$(BIN) .dev/backup.sh restore $(FILE) "postgres://postgres@127.0.0.1:$(PG_PORT)" $(DB)
 
 bench: build
 	@.dev/bench.sh

@@ -10,6 +10,10 @@
 --                     (membership lookups, user provisioning, organization creation) that must see
 --                     across tenants. It is the one role with BYPASSRLS; nobody can log in as it and
 --                     the app role is not a member of it. `tenantry check` verifies all of this.
+--   tenantry_backup   LOGIN, BYPASSRLS, read-only (pg_read_all_data): the only role that can log
+--                     in and bypass RLS, because a backup must hold every tenant's rows. It is for
+--                     `make backup` (pg_dump) and nothing else: it writes nothing, owns nothing, and
+--                     the server refuses to run as it. Protect its credentials like the backups.
 
 do $roles$
 begin
@@ -22,12 +26,20 @@ begin
   if not exists (select 1 from pg_roles where rolname = 'tenantry_definer') then
     create role tenantry_definer nologin bypassrls;
   end if;
+  if not exists (select 1 from pg_roles where rolname = 'tenantry_backup') then
+    create role tenantry_backup login bypassrls;
+  end if;
 end
 $roles$;
 
 alter role tenantry_owner nosuperuser nocreatedb nocreaterole noreplication nobypassrls;
 alter role tenantry_app nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit;
 alter role tenantry_definer nologin nosuperuser nocreatedb nocreaterole noreplication bypassrls;
+alter role tenantry_backup login nosuperuser nocreatedb nocreaterole noreplication bypassrls;
+grant pg_read_all_data to tenantry_backup;
+-- Reads only; a dump never needs to wait long for a lock.
+alter role tenantry_backup set default_transaction_read_only = on;
+alter role tenantry_backup set lock_timeout = '10s';
 
 -- The owner creates functions owned by the definer, so it must be able to act as it.
 grant tenantry_definer to tenantry_owner;

@@ -386,12 +386,45 @@ async fn standing_violations(client: &Client) -> Result<Vec<Violation>, tokio_po
     Ok(out)
 }
 
+/// The backup role (`tenantry_backup`, the one login role that bypasses RLS) must stay
+/// read-only and unprivileged.
+async fn backup_role_violations(client: &Client) -> Result<Vec<Violation>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    let exists =
+        client.query_opt("select rolsuper from pg_roles where rolname = 'tenantry_backup'", &[]).await?;
+    let Some(role) = exists else { return Ok(out) };
+    if role.get::<_, bool>(0) {
+        out.push(Violation {
+            rule: "backup_role_privileged",
+            object: "tenantry_backup".into(),
+            message: "the backup role is a superuser; it must only read".into(),
+        });
+    }
+    let writable = client
+        .query(
+            "select c.oid::regclass::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = 'public' and c.relkind in ('r', 'p') \
+               and has_table_privilege('tenantry_backup', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')",
+            &[],
+        )
+        .await?;
+    for row in writable {
+        out.push(Violation {
+            rule: "backup_role_writes",
+            object: row.get(0),
+            message: "the backup role bypasses RLS; it must not be able to write".into(),
+        });
+    }
+    Ok(out)
+}
+
 /// Every violation in the database `client` is connected to, for `app_role`.
 pub async fn run(client: &Client, app_role: &str) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = role_violations(client, app_role).await?;
     out.extend(table_violations(client, app_role).await?);
     out.extend(function_and_view_violations(client).await?);
     out.extend(standing_violations(client).await?);
+    out.extend(backup_role_violations(client).await?);
     Ok(out)
 }
 

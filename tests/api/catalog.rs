@@ -204,3 +204,11 @@ async fn a_standing_change_that_sends_no_notification_is_reported() {
     assert_eq!(rules_for(&violations, "public.memberships"), vec!["standing_change_unannounced"]);
     assert_eq!(rules_for(&violations, "public.api_keys"), vec!["standing_change_unannounced"]);
 }
+
+#[tokio::test]
+async fn a_backup_role_that_can_write_is_reported() {
+    let (_, client) = scratch().await;
+    client.batch_execute("grant insert on workspaces to tenantry_backup").await.unwrap();
+    let violations = check::run(&client, "tenantry_app").await.unwrap();
+    assert_eq!(rules_for(&violations, "workspaces"), vec!["backup_role_writes"]);
+}

@@ -4,6 +4,7 @@ mod admin;
 mod api_keys;
 mod audit;
 mod auth;
+mod backup;
 mod billing;
 mod catalog;
 mod cli;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Backups of the whole database (every tenant) and their restore.
+#   .dev/backup.sh backup  BACKUP_URL DIR          pg_dump -Fc as tenantry_backup into DIR; prints the file
+#   .dev/backup.sh restore FILE ADMIN_BASE_URL DB  creates DB and restores FILE into it (as a superuser),
+#                                                   then runs `tenantry check` on it (TENANTRY_BIN)
+# tenantry_backup is the only login role allowed to bypass RLS (a backup must hold every row); it is
+# read-only. Roles live in the cluster, not in the dump: restore into a cluster where
+# sql/01_roles.sql has been applied.
+set -euo pipefail
+BINDIR=$("$(dirname "$0")/pg.sh" bindir)
+cmd=${1:-}
+case "$cmd" in
+  backup)
+    URL=$2; DIR=$3
+    mkdir -p "$DIR"
+    FILE="$DIR/tenantry-$(date -u +%Y%m%dT%H%M%SZ)-$$.dump"
+    "$BINDIR/pg_dump" --format=custom --no-password --file="$FILE.partial" "$URL"
+    mv "$FILE.partial" "$FILE"
+    chmod 600 "$FILE"
+    echo "$FILE"
+    ;;
+  restore)
+    FILE=$2; BASE=${3%/}; DB=$4
+    BIN=${TENANTRY_BIN:-target/debug/tenantry}
+    psql "$BASE/postgres" -v ON_ERROR_STOP=1 -qc "create database \"$DB\""
+    "$BINDIR/pg_restore" --exit-on-error --no-password --dbname="$BASE/$DB" "$FILE"
+    TENANTRY_ADMIN_DATABASE_URL="$BASE/$DB" TENANTRY_LOG=warn "$BIN" check
+    ;;
+  *)
+    echo "usage: $0 backup BACKUP_URL DIR | restore FILE ADMIN_BASE_URL DB" >&2; exit 2 ;;
+esac
