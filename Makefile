@@ -152,7 +152,7 @@ contract: test-db build
 # Backups of the local database: `make backup` writes .tenantry/backups/tenantry-<time>.dump as
 # tenantry_backup; `make restore FILE=... DB=restored` restores it into a new database and checks it.
 BACKUP_DIR ?= .tenantry/backups
-backup: db
+backup: migrate
 	@.dev/backup.sh backup "postgres://tenantry_backup@127.0.0.1:$(PG_PORT)/tenantry" $(BACKUP_DIR)
 
 restore: build db

@@ -14,6 +14,7 @@ case "$cmd" in
     URL=$2; DIR=$3
     mkdir -p "$DIR"
     FILE="$DIR/tenantry-$(date -u +%Y%m%dT%H%M%SZ)-$$.dump"
+    trap 'rm -f "$FILE.partial"' EXIT # a failed dump leaves nothing that looks like a backup
     "$BINDIR/pg_dump" --format=custom --no-password --file="$FILE.partial" "$URL"
     mv "$FILE.partial" "$FILE"
     chmod 600 "$FILE"
