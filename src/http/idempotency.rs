@@ -54,12 +54,11 @@ pub struct IdempotencyMiddleware<S> {
     service: Rc<S>,
 }
 
-/// The organization of an org-scoped API path.
+/// The organization of a route inside one (`/orgs/{org_id}/...`; not the organization itself).
 fn org_of(path: &str) -> Option<OrgId> {
-    let rest = path.strip_prefix("/api/v1/orgs/")?;
-    let (id, tail) = rest.split_once('/')?;
+    let (_, tail) = path.strip_prefix("/api/v1/orgs/")?.split_once('/')?;
     (!tail.is_empty()).then_some(())?;
-    id.parse::<Uuid>().ok().map(OrgId)
+    super::org_of_path(path)
 }
 
 fn valid_key(key: &str) -> bool {

@@ -186,12 +186,6 @@ pub struct RateLimitMiddleware<S> {
     service: Rc<S>,
 }
 
-fn org_of(path: &str) -> Option<OrgId> {
-    let rest = path.strip_prefix("/api/v1/orgs/")?;
-    let id = rest.split('/').next()?;
-    id.parse::<Uuid>().ok().map(OrgId)
-}
-
 impl<S, B> Service<ServiceRequest> for RateLimitMiddleware<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
@@ -218,7 +212,7 @@ where
             let id =
                 principal.as_user().map(|u| u.user_id.0).or(principal.actor().api_key).unwrap_or_default();
             let limits = &state.rate_limits;
-            let org = org_of(req.path());
+            let org = super::org_of_path(req.path());
             let mut decision = match limits.check_principal(id) {
                 Ok(d) => d,
                 Err(d) => return Ok(refuse(req, &state, d)),

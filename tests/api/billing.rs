@@ -22,20 +22,6 @@ async fn subscribe(app: &TestApp, org: &TestOrg, plan: &str) -> reqwest::Respons
     .await
 }
 
-async fn balances(app: &TestApp, org: &TestOrg) -> BTreeMap<String, i64> {
-    let body: Value = app
-        .get(&format!("/api/v1/orgs/{}/ledger/balances", org.id), &org.owner.token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| (b["account"].as_str().unwrap().to_owned(), b["balance_minor"].as_i64().unwrap()))
-        .collect()
-}
-
 async fn invoices(app: &TestApp, org: &TestOrg) -> Vec<Value> {
     let body: Value =
         app.get(&format!("/api/v1/orgs/{}/invoices", org.id), &org.owner.token).await.json().await.unwrap();
@@ -78,7 +64,7 @@ async fn subscribing_issues_an_invoice_and_the_ledger_follows_every_change() {
     assert_eq!(invoice["lines"][0]["amount_minor"], 4900);
     assert!(invoice["lines"][0]["description"].as_str().unwrap().starts_with("Pro plan"));
     assert_eq!(
-        balances(&app, &org).await,
+        app.balances(&org).await,
         BTreeMap::from([("receivable".into(), 4900), ("revenue".into(), -4900)])
     );
 
@@ -95,7 +81,7 @@ async fn subscribing_issues_an_invoice_and_the_ledger_follows_every_change() {
         list.iter().map(|i| (i["number"].as_i64().unwrap(), i["status"].as_str().unwrap())).collect();
     assert_eq!(statuses, vec![(1, "void"), (2, "open")]);
     assert_eq!(
-        balances(&app, &org).await,
+        app.balances(&org).await,
         BTreeMap::from([("receivable".into(), 250_000), ("revenue".into(), -250_000)])
     );
 
@@ -118,7 +104,7 @@ async fn subscribing_issues_an_invoice_and_the_ledger_follows_every_change() {
     let res = app.delete(&format!("/api/v1/orgs/{}/subscription", org.id), &org.owner.token).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "canceled");
-    assert_eq!(balances(&app, &org).await, BTreeMap::from([("receivable".into(), 0), ("revenue".into(), 0)]));
+    assert_eq!(app.balances(&org).await, BTreeMap::from([("receivable".into(), 0), ("revenue".into(), 0)]));
     let res = app.delete(&format!("/api/v1/orgs/{}/subscription", org.id), &org.owner.token).await;
     assert_problem(res, StatusCode::CONFLICT, "subscription_state").await;
 
@@ -177,7 +163,7 @@ async fn a_payment_posts_once_marks_the_invoice_paid_and_activates_the_subscript
         (Some("paid"), Some(4900))
     );
     assert_eq!(
-        balances(&app, &org).await,
+        app.balances(&org).await,
         BTreeMap::from([("cash".into(), 4900), ("receivable".into(), 0), ("revenue".into(), -4900)])
     );
     // A paid invoice is final: cancelling leaves it (and its ledger) alone.

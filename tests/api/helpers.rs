@@ -247,6 +247,32 @@ impl TestApp {
         res.json::<Value>().await.unwrap()["invoice_id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// The organization's ledger balances by account, as its owner reads them.
+    pub async fn balances(&self, org: &TestOrg) -> std::collections::BTreeMap<String, i64> {
+        let body: Value = self
+            .get(&format!("/api/v1/orgs/{}/ledger/balances", org.id), &org.owner.token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b["account"].as_str().unwrap().to_owned(), b["balance_minor"].as_i64().unwrap()))
+            .collect()
+    }
+
+    /// The organization's subscription status, as its owner reads it.
+    pub async fn subscription_status(&self, org: &TestOrg) -> String {
+        let body: Value = self
+            .get(&format!("/api/v1/orgs/{}/subscription", org.id), &org.owner.token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["status"].as_str().unwrap().to_owned()
+    }
+
     /// A platform flag `key` (created if missing) configured by `org`: on, at 50%.
     pub async fn flag_config(&self, org: &TestOrg, key: &str) {
         self.rls_bypassing_admin

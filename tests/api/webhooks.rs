@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use tenantry::webhooks::sign_hex;
 
-use crate::helpers::{TestApp, TestOrg, assert_problem};
+use crate::helpers::{TestApp, assert_problem};
 
 async fn app() -> TestApp {
     TestApp::spawn_with(|s| {
@@ -53,30 +53,6 @@ fn invoice_paid(id: &str, org: Uuid, invoice: Uuid, amount: i64) -> Value {
 fn subscription_event(id: &str, org: Uuid, status: &str, created: i64) -> Value {
     json!({"id": id, "type": "customer.subscription.updated", "created": created,
            "data": {"object": {"id": "sub_1", "status": status, "metadata": {"organization_id": org}}}})
-}
-
-async fn balances(app: &TestApp, org: &TestOrg) -> BTreeMap<String, i64> {
-    let body: Value = app
-        .get(&format!("/api/v1/orgs/{}/ledger/balances", org.id), &org.owner.token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|b| (b["account"].as_str().unwrap().to_owned(), b["balance_minor"].as_i64().unwrap()))
-        .collect()
-}
-
-async fn subscription_status(app: &TestApp, org: &TestOrg) -> String {
-    let body: Value = app
-        .get(&format!("/api/v1/orgs/{}/subscription", org.id), &org.owner.token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["status"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -158,7 +134,7 @@ async fn the_same_payment_delivered_fifty_times_at_once_posts_once() {
         4
     );
     assert_eq!(
-        balances(&app, &org).await,
+        app.balances(&org).await,
         BTreeMap::from([("cash".into(), 4900), ("receivable".into(), 0), ("revenue".into(), -4900)])
     );
     let inv: Value = app
@@ -168,7 +144,7 @@ async fn the_same_payment_delivered_fifty_times_at_once_posts_once() {
         .await
         .unwrap();
     assert_eq!((inv["status"].as_str(), inv["amount_paid_minor"].as_i64()), (Some("paid"), Some(4900)));
-    assert_eq!(subscription_status(&app, &org).await, "active");
+    assert_eq!(app.subscription_status(&org).await, "active");
     // A later, different payment event for the paid invoice posts nothing more.
     assert_eq!(deliver(&app, &invoice_paid("evt_twice", org.id, invoice, 4900)).await, "ignored");
     assert_eq!(
@@ -183,18 +159,18 @@ async fn out_of_order_events_never_move_the_subscription_back() {
     let org = app.org_with_owner("acme").await;
     let invoice = app.subscription(&org).await;
     deliver(&app, &invoice_paid("evt_pay", org.id, invoice, 4900)).await;
-    assert_eq!(subscription_status(&app, &org).await, "active");
+    assert_eq!(app.subscription_status(&org).await, "active");
     let t = chrono::Utc::now().timestamp();
     // The newer event (past_due at t+20) arrives before the older one (active at t+10).
     assert_eq!(deliver(&app, &subscription_event("evt_b", org.id, "past_due", t + 20)).await, "processed");
     assert_eq!(deliver(&app, &subscription_event("evt_a", org.id, "active", t + 10)).await, "ignored");
-    assert_eq!(subscription_status(&app, &org).await, "past_due");
+    assert_eq!(app.subscription_status(&org).await, "past_due");
     assert_eq!(deliver(&app, &subscription_event("evt_c", org.id, "unpaid", t + 30)).await, "processed");
     assert_eq!(deliver(&app, &subscription_event("evt_d", org.id, "active", t + 40)).await, "processed");
-    assert_eq!(subscription_status(&app, &org).await, "active");
+    assert_eq!(app.subscription_status(&org).await, "active");
     // Not a legal move (active -> trialing): ignored, whatever its time.
     assert_eq!(deliver(&app, &subscription_event("evt_e", org.id, "trialing", t + 50)).await, "ignored");
-    assert_eq!(subscription_status(&app, &org).await, "active");
+    assert_eq!(app.subscription_status(&org).await, "active");
 }
 
 #[tokio::test]
@@ -204,12 +180,12 @@ async fn an_event_for_one_organization_never_touches_another_and_unroutable_even
     let b = app.org_with_owner("org-b").await;
     app.subscription(&a).await;
     let b_invoice = app.subscription(&b).await;
-    let b_before = balances(&app, &b).await;
+    let b_before = app.balances(&b).await;
 
     // A's event naming B's invoice: applied in A, where that invoice does not exist.
     assert_eq!(deliver(&app, &invoice_paid("evt_cross", a.id, b_invoice, 4900)).await, "ignored");
-    assert_eq!(balances(&app, &b).await, b_before);
-    assert_eq!(subscription_status(&app, &b).await, "incomplete");
+    assert_eq!(app.balances(&b).await, b_before);
+    assert_eq!(app.subscription_status(&b).await, "incomplete");
     assert_eq!(
         app.raw_count("select count(*) from journal_transactions where source like 'stripe:%'", &[]).await,
         0
@@ -239,9 +215,9 @@ async fn an_event_for_one_organization_never_touches_another_and_unroutable_even
 
     // B's own event pays B.
     assert_eq!(deliver(&app, &invoice_paid("evt_b_pays", b.id, b_invoice, 4900)).await, "processed");
-    assert_eq!(subscription_status(&app, &b).await, "active");
-    assert_eq!(balances(&app, &b).await["cash"], 4900);
-    assert!(!balances(&app, &a).await.contains_key("cash"), "A received nothing");
+    assert_eq!(app.subscription_status(&b).await, "active");
+    assert_eq!(app.balances(&b).await["cash"], 4900);
+    assert!(!app.balances(&a).await.contains_key("cash"), "A received nothing");
 }
 
 #[tokio::test]
@@ -268,9 +244,9 @@ async fn a_razorpay_payment_pays_its_invoice_once() {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.json::<Value>().await.unwrap()["status"], expected);
     }
-    assert_eq!(subscription_status(&app, &org).await, "active");
+    assert_eq!(app.subscription_status(&org).await, "active");
     assert_eq!(
-        balances(&app, &org).await,
+        app.balances(&org).await,
         BTreeMap::from([("cash".into(), 4900), ("receivable".into(), 0), ("revenue".into(), -4900)])
     );
 }
