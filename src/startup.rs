@@ -134,8 +134,8 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
-                .wrap(crate::http::idempotency::Idempotency)
-                .wrap(crate::http::ratelimit::RateLimit)
+                .wrap(actix_web::middleware::from_fn(crate::http::idempotency::idempotency))
+                .wrap(actix_web::middleware::from_fn(crate::http::ratelimit::rate_limit))
                 .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::<TenantryRootSpan>::new())
                 .wrap(RequestContext);

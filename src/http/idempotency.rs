@@ -10,14 +10,11 @@
 //! Requests without the header, other methods, and routes outside an organization pass through
 //! untouched; so does a caller who is not authenticated or not a member (the handler answers them).
 
-use std::future::{Future, Ready, ready};
-use std::pin::Pin;
-use std::rc::Rc;
-
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
-use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpResponse, ResponseError, web};
 use futures_util::StreamExt as _;
@@ -31,29 +28,6 @@ use crate::http::ApiError;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-#[derive(Clone, Copy, Default)]
-pub struct Idempotency;
-
-impl<S, B> Transform<S, ServiceRequest> for Idempotency
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
-    type Error = Error;
-    type Transform = IdempotencyMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(IdempotencyMiddleware { service: Rc::new(service) }))
-    }
-}
-
-pub struct IdempotencyMiddleware<S> {
-    service: Rc<S>,
-}
-
 /// The organization of a route inside one (`/orgs/{org_id}/...`; not the organization itself).
 fn org_of(path: &str) -> Option<OrgId> {
     let (_, tail) = path.strip_prefix("/api/v1/orgs/")?.split_once('/')?;
@@ -65,37 +39,26 @@ fn valid_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-impl<S, B> Service<ServiceRequest> for IdempotencyMiddleware<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
-
-    forward_ready!(service);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        Box::pin(async move {
-            let key = req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str().map(str::to_owned));
-            let (Some(key), Some(org)) = (key, org_of(req.path())) else {
-                return service.call(req).await.map(ServiceResponse::map_into_left_body);
-            };
-            if req.method() != Method::POST {
-                return service.call(req).await.map(ServiceResponse::map_into_left_body);
-            }
-            let Some(key) = key.ok().filter(|k| valid_key(k)) else {
-                let err = ApiError::BadRequest {
-                    code: "invalid_idempotency_key",
-                    detail: "Idempotency-Key must be 1 to 255 visible ASCII characters.".into(),
-                };
-                return Ok(req.into_response(err.error_response()).map_into_right_body());
-            };
-            guarded(service, req, org, key).await
-        })
+/// The middleware (`actix_web::middleware::from_fn(idempotency)`).
+pub async fn idempotency(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let key = req.headers().get(IDEMPOTENCY_KEY).map(|v| v.to_str().map(str::to_owned));
+    let (Some(key), Some(org)) = (key, org_of(req.path())) else {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    };
+    if req.method() != Method::POST {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
+    let Some(key) = key.ok().filter(|k| valid_key(k)) else {
+        let err = ApiError::BadRequest {
+            code: "invalid_idempotency_key",
+            detail: "Idempotency-Key must be 1 to 255 visible ASCII characters.".into(),
+        };
+        return Ok(req.into_response(err.error_response()));
+    };
+    guarded(next, req, org, key).await
 }
 
 enum Claimed {
@@ -110,22 +73,18 @@ enum Claimed {
     Refused(ApiError),
 }
 
-async fn guarded<S, B>(
-    service: Rc<S>,
+async fn guarded(
+    next: Next<impl MessageBody + 'static>,
     mut req: ServiceRequest,
     org: OrgId,
     key: String,
-) -> Result<ServiceResponse<EitherBody<B, BoxBody>>, Error>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
+) -> Result<ServiceResponse<BoxBody>, Error> {
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return service.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     // Unauthenticated: let the handler answer 401.
     let Ok(principal) = Principal::from_request(req.request(), &mut Payload::None).await else {
-        return service.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     // The body, for the request's fingerprint; then handed back to the handler.
     let mut payload = req.take_payload();
@@ -133,7 +92,7 @@ where
     while let Some(chunk) = payload.next().await {
         let chunk = chunk?;
         if body.len() + chunk.len() > state.settings.max_body_bytes {
-            return Ok(req.into_response(ApiError::PayloadTooLarge.error_response()).map_into_right_body());
+            return Ok(req.into_response(ApiError::PayloadTooLarge.error_response()));
         }
         body.extend_from_slice(&chunk);
     }
@@ -153,11 +112,11 @@ where
     let claimed = match claim(&state, &principal, org, principal_id, &key, &hash, ttl).await {
         Ok(Some(claimed)) => claimed,
         // Not a member (or no such organization): the handler gives its 404.
-        Ok(None) => return service.call(req).await.map(ServiceResponse::map_into_left_body),
-        Err(e) => return Ok(req.into_response(e.error_response()).map_into_right_body()),
+        Ok(None) => return next.call(req).await.map(ServiceResponse::map_into_boxed_body),
+        Err(e) => return Ok(req.into_response(e.error_response())),
     };
     match claimed {
-        Claimed::Refused(err) => Ok(req.into_response(err.error_response()).map_into_right_body()),
+        Claimed::Refused(err) => Ok(req.into_response(err.error_response())),
         Claimed::Replay { status, content_type, location, body } => {
             let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
             if let Some(ct) = content_type {
@@ -170,10 +129,10 @@ where
                 HeaderName::from_static("idempotent-replayed"),
                 HeaderValue::from_static("true"),
             ));
-            Ok(req.into_response(response.body(body)).map_into_right_body())
+            Ok(req.into_response(response.body(body)))
         }
         Claimed::New => {
-            let res = service.call(req).await?;
+            let res = next.call(req).await?;
             let (req, res) = res.into_parts();
             let status = res.status();
             let content_type =
@@ -185,8 +144,7 @@ where
                 Ok(bytes) => bytes,
                 Err(_) => {
                     release(&state, &principal, org, principal_id, &key).await;
-                    return Ok(ServiceResponse::new(req, ApiError::Unavailable.error_response())
-                        .map_into_right_body());
+                    return Ok(ServiceResponse::new(req, ApiError::Unavailable.error_response()));
                 }
             };
             if status.is_server_error() {
@@ -209,7 +167,7 @@ where
                 }
             }
             let res = head.set_body(BoxBody::new(bytes));
-            Ok(ServiceResponse::new(req, res).map_into_right_body())
+            Ok(ServiceResponse::new(req, res))
         }
     }
 }

@@ -9,16 +9,14 @@
 //! minute.
 
 use std::collections::HashMap;
-use std::future::{Future, Ready, ready};
 use std::num::NonZeroU32;
-use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
-use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, ResponseError, web};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -163,81 +161,44 @@ fn headers(headers: &mut actix_web::http::header::HeaderMap, d: &Decision) {
     }
 }
 
-#[derive(Clone, Copy, Default)]
-pub struct RateLimit;
-
-impl<S, B> Transform<S, ServiceRequest> for RateLimit
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
-    type Error = Error;
-    type Transform = RateLimitMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RateLimitMiddleware { service: Rc::new(service) }))
+/// The middleware (`actix_web::middleware::from_fn(rate_limit)`).
+pub async fn rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned().filter(|s| s.settings.rate_limits.enabled);
+    let (Some(state), true) = (state, req.path().starts_with("/api/v1/")) else {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    };
+    // Unauthenticated requests are not limited here (the handler refuses them).
+    let Ok(principal) = Principal::from_request(req.request(), &mut Payload::None).await else {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    };
+    let id = principal.as_user().map(|u| u.user_id.0).or(principal.actor().api_key).unwrap_or_default();
+    let limits = &state.rate_limits;
+    let mut decision = match limits.check_principal(id) {
+        Ok(d) => d,
+        Err(d) => return Ok(refuse(req, &state, d)),
+    };
+    if let Some(org) = super::org_of_path(req.path()) {
+        match limits.check_org(id, org) {
+            Some(Ok(d)) if d.remaining < decision.remaining => decision = d,
+            Some(Err(d)) => return Ok(refuse(req, &state, d)),
+            _ => {}
+        }
     }
-}
-
-pub struct RateLimitMiddleware<S> {
-    service: Rc<S>,
-}
-
-impl<S, B> Service<ServiceRequest> for RateLimitMiddleware<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
-
-    forward_ready!(service);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        Box::pin(async move {
-            let state =
-                req.app_data::<web::Data<AppState>>().cloned().filter(|s| s.settings.rate_limits.enabled);
-            let (Some(state), true) = (state, req.path().starts_with("/api/v1/")) else {
-                return service.call(req).await.map(ServiceResponse::map_into_left_body);
-            };
-            // Unauthenticated requests are not limited here (the handler refuses them).
-            let Ok(principal) = Principal::from_request(req.request(), &mut Payload::None).await else {
-                return service.call(req).await.map(ServiceResponse::map_into_left_body);
-            };
-            let id =
-                principal.as_user().map(|u| u.user_id.0).or(principal.actor().api_key).unwrap_or_default();
-            let limits = &state.rate_limits;
-            let org = super::org_of_path(req.path());
-            let mut decision = match limits.check_principal(id) {
-                Ok(d) => d,
-                Err(d) => return Ok(refuse(req, &state, d)),
-            };
-            if let Some(org) = org {
-                match limits.check_org(id, org) {
-                    Some(Ok(d)) if d.remaining < decision.remaining => decision = d,
-                    Some(Err(d)) => return Ok(refuse(req, &state, d)),
-                    _ => {}
-                }
-            }
-            let mut res = service.call(req).await?;
-            if let Some((admitted_org, _)) = crate::usage::admitted() {
-                limits.admitted(id, admitted_org, &state.db);
-            }
-            headers(res.headers_mut(), &decision);
-            Ok(res.map_into_left_body())
-        })
+    let mut res = next.call(req).await?;
+    if let Some((admitted_org, _)) = crate::usage::admitted() {
+        limits.admitted(id, admitted_org, &state.db);
     }
+    headers(res.headers_mut(), &decision);
+    Ok(res.map_into_boxed_body())
 }
 
-fn refuse<B>(req: ServiceRequest, state: &AppState, d: Decision) -> ServiceResponse<EitherBody<B, BoxBody>> {
+fn refuse(req: ServiceRequest, state: &AppState, d: Decision) -> ServiceResponse<BoxBody> {
     state.metrics.rate_limited(d.policy);
     let mut response =
         ApiError::RateLimited { policy: d.policy, retry_after_secs: d.reset_secs }.error_response();
     headers(response.headers_mut(), &d);
-    req.into_response(response).map_into_right_body()
+    req.into_response(response)
 }
