@@ -58,6 +58,9 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request may take to produce its response (503 `timeout` after that; its
+    /// transaction is rolled back). The app role's `statement_timeout` bounds single statements.
+    pub request_timeout_secs: u64,
     pub log_format: LogFormat,
     /// How long an Idempotency-Key's first response is kept.
     pub idempotency_ttl_secs: u64,
@@ -91,11 +94,24 @@ pub struct RateLimitSettings {
     pub per_principal_per_minute: u32,
     /// Per organization until its plan's `requests_per_minute` is known.
     pub default_org_per_minute: u32,
+    /// A Redis shared by every instance (`redis://host:6379/0`, `rediss://…`, `unix:///path`),
+    /// so the budgets are the same however requests are spread. Without one, each instance
+    /// limits on its own. While Redis cannot answer, each instance falls back to its own.
+    #[serde(serialize_with = "redacted")]
+    pub redis_url: Option<SecretString>,
+    /// How long a request waits for Redis before falling back to the local limits.
+    pub redis_timeout_ms: u64,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        RateLimitSettings { enabled: true, per_principal_per_minute: 1200, default_org_per_minute: 600 }
+        RateLimitSettings {
+            enabled: true,
+            per_principal_per_minute: 1200,
+            default_org_per_minute: 600,
+            redis_url: None,
+            redis_timeout_ms: 250,
+        }
     }
 }
 
@@ -387,6 +403,7 @@ impl Default for Settings {
             pool_timeout_ms: 2000,
             workers: None,
             max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
             log_format: LogFormat::Pretty,
             idempotency_ttl_secs: 86_400,
             usage_flush_secs: 10,
@@ -434,6 +451,7 @@ const KNOWN_KEYS: &[&str] = &[
     "pool_timeout_ms",
     "workers",
     "max_body_bytes",
+    "request_timeout_secs",
     "log_format",
     "idempotency_ttl_secs",
     "usage_flush_secs",
@@ -498,6 +516,7 @@ impl Settings {
             "auth.session_idle_timeout_secs cannot exceed auth.session_absolute_timeout_secs"
         );
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
+        anyhow::ensure!(self.request_timeout_secs >= 1, "request_timeout_secs must be at least 1");
         anyhow::ensure!(self.worker.concurrency >= 1, "worker.concurrency must be at least 1");
         for origin in &self.cors_allowed_origins {
             let url = url::Url::parse(origin)

@@ -95,10 +95,7 @@ impl Application {
                 }
             });
         }
-        let rate_limits = Arc::new(crate::http::ratelimit::RateLimits::new(
-            settings.rate_limits.per_principal_per_minute,
-            settings.rate_limits.default_org_per_minute,
-        ));
+        let rate_limits = Arc::new(crate::http::ratelimit::RateLimits::new(&settings.rate_limits)?);
         {
             let rate_limits = rate_limits.clone();
             tokio::spawn(async move {
@@ -134,6 +131,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
+                .wrap(actix_web::middleware::from_fn(crate::http::middleware::time_limit))
                 .wrap(actix_web::middleware::from_fn(crate::http::idempotency::idempotency))
                 .wrap(actix_web::middleware::from_fn(crate::http::ratelimit::rate_limit))
                 .wrap(cors(&cors_origins))

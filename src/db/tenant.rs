@@ -79,6 +79,10 @@ impl Actor {
 pub struct TenantTx {
     client: Option<Object>,
     poisoned: bool,
+    /// A statement was sent and its answer not yet read: if the transaction is dropped now (a
+    /// timeout, a client gone), the statement is cancelled before the rollback, so the
+    /// connection is not held until `statement_timeout`.
+    in_flight: bool,
     org: Option<OrgId>,
     actor: Actor,
 }
@@ -107,7 +111,7 @@ impl TenantTx {
         let client = pool.get().await?;
         let set_context = client.prepare_cached(SET_CONTEXT).await?;
         let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
-        let tx = TenantTx { client: Some(client), poisoned: false, org, actor };
+        let tx = TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor };
         let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
         let principal = {
             let client = tx.client();
@@ -125,6 +129,8 @@ impl TenantTx {
             context?;
             principal?
         };
+        let mut tx = tx;
+        tx.in_flight = false;
         let membership = standing_from_row(org, &principal)?;
         note_usage(actor, org, membership.as_ref());
         Ok((tx, membership))
@@ -133,6 +139,7 @@ impl TenantTx {
     /// Moves a user-scope transaction into `org` (e.g. the organization it has just created),
     /// re-checking the principal's standing there.
     pub async fn enter_org(&mut self, org: OrgId) -> Result<Membership, DbError> {
+        self.in_flight = true;
         let result = async {
             let set = self.client().prepare_cached(SET_ORG).await?;
             let principal = self.client().prepare_cached(CURRENT_PRINCIPAL).await?;
@@ -157,6 +164,7 @@ impl TenantTx {
     }
 
     fn track<T>(&mut self, result: Result<T, tokio_postgres::Error>) -> Result<T, DbError> {
+        self.in_flight = false;
         if result.is_err() {
             self.poisoned = true;
         }
@@ -164,6 +172,7 @@ impl TenantTx {
     }
 
     pub async fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        self.in_flight = true;
         let result = async {
             let stmt = self.client().prepare_cached(sql).await?;
             self.client().query(&stmt, params).await
@@ -173,6 +182,7 @@ impl TenantTx {
     }
 
     pub async fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, DbError> {
+        self.in_flight = true;
         let result = async {
             let stmt = self.client().prepare_cached(sql).await?;
             self.client().query_opt(&stmt, params).await
@@ -187,6 +197,7 @@ impl TenantTx {
     }
 
     pub async fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, DbError> {
+        self.in_flight = true;
         let result = async {
             let stmt = self.client().prepare_cached(sql).await?;
             self.client().execute(&stmt, params).await
@@ -201,6 +212,7 @@ impl TenantTx {
         if self.poisoned {
             return Err(DbError::Other(anyhow::anyhow!("refusing to commit a failed transaction")));
         }
+        self.in_flight = true;
         self.client().batch_execute("COMMIT").await?;
         self.client = None;
         Ok(())
@@ -211,6 +223,7 @@ impl TenantTx {
         if self.poisoned {
             return Err(DbError::Other(anyhow::anyhow!("refusing to commit a failed transaction")));
         }
+        self.in_flight = true;
         self.client().batch_execute("COMMIT").await?;
         self.client = None; // back to the pool, clean
         Ok(())
@@ -221,10 +234,19 @@ impl Drop for TenantTx {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else { return };
         // Still open: an early return, an error, or a cancelled request. Roll back before the
-        // connection can serve anyone else; if that fails, the connection is discarded.
+        // connection can serve anyone else; if that fails, the connection is discarded. A
+        // statement still running is cancelled first; the cancel is delivered before the
+        // ROLLBACK is sent, and an idle backend ignores one, so it cannot hit a later request.
+        let cancel = self.in_flight.then(|| client.cancel_token());
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
+                    if let Some(cancel) = cancel
+                        && cancel.cancel_query(tokio_postgres::NoTls).await.is_err()
+                    {
+                        let _ = Object::take(client);
+                        return;
+                    }
                     if client.batch_execute("ROLLBACK").await.is_err() {
                         let _ = Object::take(client);
                     }
@@ -277,7 +299,7 @@ pub async fn read(
     let set_context = client.prepare_cached(SET_CONTEXT).await?;
     let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
     let query_stmt = client.prepare_cached(sql).await?;
-    let mut tx = TenantTx { client: Some(client), poisoned: false, org, actor };
+    let mut tx = TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor };
     let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
     let (principal, rows) = {
         let client = tx.client();

@@ -7,6 +7,8 @@
 //! - `tenantry_auth_failures_total` (401s) and `tenantry_policy_denials_total{permission}` (403s
 //!   naming a permission)
 //! - `tenantry_rate_limit_rejections_total{policy}` (429s: principal or organization)
+//! - `tenantry_rate_limit_backend_errors_total`: shared (Redis) checks that failed and fell back
+//!   to this instance's own buckets
 //! - `tenantry_db_pool_connections{state}`: size, available, waiting (read at scrape time)
 
 use std::time::Duration;
@@ -28,6 +30,7 @@ pub struct Metrics {
     auth_failures: IntCounter,
     denials: IntCounterVec,
     rate_limited: IntCounterVec,
+    rate_limit_backend_errors: IntCounter,
     pool: IntGaugeVec,
 }
 
@@ -60,6 +63,11 @@ impl Metrics {
             &["policy"],
         )
         .expect("valid metric");
+        let rate_limit_backend_errors = IntCounter::new(
+            "tenantry_rate_limit_backend_errors_total",
+            "Shared rate-limit checks that failed and fell back to in-process buckets",
+        )
+        .expect("valid metric");
         let pool = IntGaugeVec::new(
             Opts::new("tenantry_db_pool_connections", "The app pool: size, available and waiting"),
             &["state"],
@@ -71,11 +79,21 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(denials.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(rate_limit_backend_errors.clone()),
             Box::new(pool.clone()),
         ] {
             registry.register(metric).expect("metric names are unique");
         }
-        Metrics { registry, requests, duration, auth_failures, denials, rate_limited, pool }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            auth_failures,
+            denials,
+            rate_limited,
+            rate_limit_backend_errors,
+            pool,
+        }
     }
 
     /// Records one finished request. `route` is the matched template (`unmatched` otherwise).
@@ -100,6 +118,10 @@ impl Metrics {
 
     pub fn rate_limited(&self, policy: &str) {
         self.rate_limited.with_label_values(&[policy]).inc();
+    }
+
+    pub fn rate_limit_backend_error(&self) {
+        self.rate_limit_backend_errors.inc();
     }
 
     fn render(&self, state: &AppState) -> Result<String, prometheus::Error> {

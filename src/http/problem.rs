@@ -41,6 +41,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("service unavailable")]
     Unavailable,
+    /// The request ran past `request_timeout_secs` and was abandoned (its transaction rolled back).
+    #[error("request timed out")]
+    TimedOut { after_secs: u64 },
     /// A webhook whose signature does not verify (or is too old).
     #[error("invalid signature")]
     InvalidSignature(&'static str),
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unavailable => "unavailable",
+            ApiError::TimedOut { .. } => "timeout",
             ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BadGateway { code, .. } => code,
@@ -97,7 +101,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "Bad Request",
             ApiError::Validation(_) => "Unprocessable Content",
             ApiError::PayloadTooLarge => "Content Too Large",
-            ApiError::Unavailable => "Service Unavailable",
+            ApiError::Unavailable | ApiError::TimedOut { .. } => "Service Unavailable",
             ApiError::InvalidSignature(_) => "Unauthorized",
             ApiError::RateLimited { .. } => "Too Many Requests",
             ApiError::BadGateway { .. } => "Bad Gateway",
@@ -133,6 +137,10 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => "The request body is larger than this server accepts.".into(),
             ApiError::Unavailable => "The service is temporarily unavailable; retry shortly.".into(),
+            ApiError::TimedOut { after_secs } => format!(
+                "The request took longer than {after_secs} s and was abandoned; what it had not committed \
+                 was rolled back. Retry shortly (with an Idempotency-Key, a retry cannot act twice)."
+            ),
             ApiError::InvalidSignature(why) => format!("The webhook signature was refused: {why}."),
             ApiError::RateLimited { policy, retry_after_secs } => {
                 format!("Too many requests for this {policy}; retry in {retry_after_secs} s.")
@@ -187,7 +195,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -200,6 +208,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
             ApiError::Unavailable => tracing::warn!("request refused: service unavailable"),
+            ApiError::TimedOut { after_secs } => tracing::warn!(after_secs, "request timed out"),
             _ => {}
         }
         let problem = Problem {
@@ -235,7 +244,7 @@ impl ResponseError for ApiError {
                 HeaderValue::from_static(r#"Bearer realm="tenantry", error="invalid_token""#),
             ));
         }
-        if let ApiError::Unavailable = self {
+        if let ApiError::Unavailable | ApiError::TimedOut { .. } = self {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         if let ApiError::RateLimited { retry_after_secs, .. } = self {

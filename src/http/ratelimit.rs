@@ -1,7 +1,14 @@
-//! Rate limits (GCRA, with `governor`), in process: per principal (user or API key) for every API
-//! request, and per organization for requests into it, at the rate of the organization's plan
+//! Rate limits (GCRA), per principal (user or API key) for every API request, and per
+//! organization for requests into it, at the rate of the organization's plan
 //! (`limits.requests_per_minute`). A refusal is 429 with `Retry-After` and the IETF `RateLimit`
 //! and `RateLimit-Policy` headers; allowed requests carry them too.
+//!
+//! One instance keeps its buckets in process (`governor`). Several instances share them in
+//! Redis (`rate_limits.redis_url`): one Lua script checks the principal's and the
+//! organization's buckets and charges both only if both conform, atomically and in one round
+//! trip, on Redis's clock. If Redis fails or is slow, the instance falls back to its own buckets
+//! for a few seconds (counted in `tenantry_rate_limit_backend_errors_total`) instead of failing
+//! requests or dropping the limits.
 //!
 //! An organization's bucket is charged only for principals the database has admitted to it
 //! (seen through the usage slot of an earlier request), so a stranger naming an organization can
@@ -10,8 +17,9 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -22,13 +30,16 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use secrecy::ExposeSecret as _;
 use uuid::Uuid;
 
 use crate::api::AppState;
 use crate::auth::Principal;
+use crate::config::RateLimitSettings;
 use crate::db::Db;
 use crate::domain::OrgId;
 use crate::http::ApiError;
+use crate::http::metrics::Metrics;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
@@ -38,7 +49,7 @@ fn keyed<K: std::hash::Hash + Eq + Clone>(per_minute: u32) -> Keyed<K> {
 }
 
 /// The outcome of one check, for the headers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub policy: &'static str,
     pub limit: u32,
@@ -47,24 +58,43 @@ pub struct Decision {
     pub reset_secs: u64,
 }
 
+impl Decision {
+    fn allowed(policy: &'static str, limit: u32, remaining: u32) -> Decision {
+        Decision { policy, limit, remaining, reset_secs: 60 / u64::from(limit.max(1)) }
+    }
+}
+
+/// The buckets one request is charged to: its principal's, and its organization's when the
+/// principal is admitted there.
+struct Buckets {
+    principal: (Uuid, u32),
+    org: Option<(OrgId, u32)>,
+}
+
 pub struct RateLimits {
     principal_per_minute: u32,
     default_org_per_minute: u32,
-    principals: Keyed<Uuid>,
-    /// One limiter per plan rate (plans have few distinct rates).
-    orgs: RwLock<HashMap<u32, Arc<Keyed<OrgId>>>>,
+    local: LocalBuckets,
+    shared: Option<SharedBuckets>,
     /// Principals admitted to organizations, and organizations' plan rates.
     admitted: moka::sync::Cache<(Uuid, OrgId), ()>,
     org_rates: moka::sync::Cache<OrgId, u32>,
 }
 
 impl RateLimits {
-    pub fn new(principal_per_minute: u32, default_org_per_minute: u32) -> RateLimits {
-        RateLimits {
-            principal_per_minute,
-            default_org_per_minute,
-            principals: keyed(principal_per_minute),
-            orgs: RwLock::new(HashMap::new()),
+    pub fn new(settings: &RateLimitSettings) -> anyhow::Result<RateLimits> {
+        let shared = settings
+            .redis_url
+            .as_ref()
+            .map(|url| {
+                SharedBuckets::new(url.expose_secret(), Duration::from_millis(settings.redis_timeout_ms))
+            })
+            .transpose()?;
+        Ok(RateLimits {
+            principal_per_minute: settings.per_principal_per_minute,
+            default_org_per_minute: settings.default_org_per_minute,
+            local: LocalBuckets::new(settings.per_principal_per_minute),
+            shared,
             admitted: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .time_to_idle(Duration::from_secs(600))
@@ -73,46 +103,34 @@ impl RateLimits {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
-        }
+        })
     }
 
-    fn check<K: std::hash::Hash + Eq + Clone>(
-        limiter: &Keyed<K>,
-        key: &K,
-        policy: &'static str,
-        limit: u32,
+    /// Charges a request by `principal` (into `org`, if any). `Err` is a refusal; either way the
+    /// decision is the tighter of the two buckets.
+    pub async fn check(
+        &self,
+        principal: Uuid,
+        org: Option<OrgId>,
+        metrics: &Metrics,
     ) -> Result<Decision, Decision> {
-        match limiter.check_key(key) {
-            Ok(snapshot) => Ok(Decision {
-                policy,
-                limit,
-                remaining: snapshot.remaining_burst_capacity(),
-                reset_secs: 60 / u64::from(limit.max(1)),
-            }),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(Decision { policy, limit, remaining: 0, reset_secs: wait.as_secs() + 1 })
+        let buckets = Buckets {
+            principal: (principal, self.principal_per_minute),
+            // Only once the database has admitted this principal to the organization.
+            org: org
+                .filter(|org| self.admitted.contains_key(&(principal, *org)))
+                .map(|org| (org, self.org_rates.get(&org).unwrap_or(self.default_org_per_minute))),
+        };
+        if let Some(shared) = &self.shared {
+            match shared.check(&buckets).await {
+                Ok(decision) => return decision,
+                Err(e) => {
+                    metrics.rate_limit_backend_error();
+                    tracing::warn!(error = %e, "shared rate limits unavailable; limiting in process");
+                }
             }
         }
-    }
-
-    pub fn check_principal(&self, principal: Uuid) -> Result<Decision, Decision> {
-        Self::check(&self.principals, &principal, "principal", self.principal_per_minute)
-    }
-
-    /// The organization's bucket, if this principal is known to be admitted there.
-    pub fn check_org(&self, principal: Uuid, org: OrgId) -> Option<Result<Decision, Decision>> {
-        self.admitted.get(&(principal, org))?;
-        let rate = self.org_rates.get(&org).unwrap_or(self.default_org_per_minute);
-        let existing = self.orgs.read().unwrap_or_else(|e| e.into_inner()).get(&rate).cloned();
-        let limiter = match existing {
-            Some(limiter) => limiter,
-            None => {
-                let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
-                orgs.entry(rate).or_insert_with(|| Arc::new(keyed(rate))).clone()
-            }
-        };
-        Some(Self::check(&limiter, &org, "organization", rate))
+        self.local.check(&buckets)
     }
 
     /// Remembers an admitted principal; looks up the organization's plan rate when unknown.
@@ -136,13 +154,180 @@ impl RateLimits {
         }
     }
 
-    /// Drops buckets idle long enough to be full again (bounded memory).
+    /// Drops in-process buckets idle long enough to be full again (bounded memory). Redis
+    /// buckets expire on their own.
     pub fn retain_recent(&self) {
-        self.principals.retain_recent();
-        for limiter in self.orgs.read().unwrap_or_else(|e| e.into_inner()).values() {
+        self.local.principals.retain_recent();
+        for limiter in self.local.orgs.read().unwrap_or_else(|e| e.into_inner()).values() {
             limiter.retain_recent();
         }
     }
+}
+
+/// This instance's own buckets.
+struct LocalBuckets {
+    principals: Keyed<Uuid>,
+    /// One limiter per plan rate (plans have few distinct rates).
+    orgs: RwLock<HashMap<u32, Arc<Keyed<OrgId>>>>,
+}
+
+impl LocalBuckets {
+    fn new(principal_per_minute: u32) -> LocalBuckets {
+        LocalBuckets { principals: keyed(principal_per_minute), orgs: RwLock::new(HashMap::new()) }
+    }
+
+    fn check(&self, buckets: &Buckets) -> Result<Decision, Decision> {
+        let (principal, limit) = buckets.principal;
+        let mut decision = Self::check_one(&self.principals, &principal, "principal", limit)?;
+        if let Some((org, rate)) = buckets.org {
+            let existing = self.orgs.read().unwrap_or_else(|e| e.into_inner()).get(&rate).cloned();
+            let limiter = match existing {
+                Some(limiter) => limiter,
+                None => {
+                    let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
+                    orgs.entry(rate).or_insert_with(|| Arc::new(keyed(rate))).clone()
+                }
+            };
+            let org_decision = Self::check_one(&limiter, &org, "organization", rate)?;
+            if org_decision.remaining < decision.remaining {
+                decision = org_decision;
+            }
+        }
+        Ok(decision)
+    }
+
+    fn check_one<K: std::hash::Hash + Eq + Clone>(
+        limiter: &Keyed<K>,
+        key: &K,
+        policy: &'static str,
+        limit: u32,
+    ) -> Result<Decision, Decision> {
+        match limiter.check_key(key) {
+            Ok(snapshot) => Ok(Decision::allowed(policy, limit, snapshot.remaining_burst_capacity())),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(Decision { policy, limit, remaining: 0, reset_secs: wait.as_secs() + 1 })
+            }
+        }
+    }
+}
+
+/// GCRA over several buckets at once, on Redis's clock (instances' clocks may differ). Each key
+/// holds its theoretical arrival time in microseconds. ARGV[i] is KEYS[i]'s limit per minute:
+/// the whole minute's budget may arrive at once, then one request per 60/limit seconds.
+/// Returns {0, remaining...} when every bucket conforms (and charges them all), or
+/// {i, seconds to wait} for the first bucket that does not (and charges none).
+const GCRA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tats, remaining = {}, {}
+for i, key in ipairs(KEYS) do
+  local interval = 60000000 / tonumber(ARGV[i])
+  local tat = math.max(tonumber(redis.call('GET', key) or 0), now) + interval
+  local allow_at = tat - 60000000
+  if allow_at > now then
+    return {i, math.ceil((allow_at - now) / 1000000)}
+  end
+  tats[i] = tat
+  remaining[i] = math.floor((now - allow_at) / interval)
+end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, string.format('%d', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000) + 1000)
+end
+return {0, unpack(remaining)}
+"#;
+
+/// Buckets in Redis, shared by every instance pointed at it.
+struct SharedBuckets {
+    connection: redis::aio::ConnectionManager,
+    script: redis::Script,
+    timeout: Duration,
+    /// After a failure, Redis is skipped until this many milliseconds past `epoch`, so an
+    /// outage costs one timeout per few seconds rather than one per request.
+    skip_until_ms: AtomicU64,
+    epoch: Instant,
+}
+
+const SHARED_BACKOFF: Duration = Duration::from_secs(5);
+
+impl SharedBuckets {
+    fn new(url: &str, timeout: Duration) -> anyhow::Result<SharedBuckets> {
+        // The URL may carry a password: say only that it is invalid.
+        let client = redis::Client::open(url)
+            .map_err(|_| anyhow::anyhow!("rate_limits.redis_url is not a valid Redis URL"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        // Connects on first use: an instance starts (limiting in process) while Redis is down.
+        let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| anyhow::anyhow!("configuring the Redis connection failed: {:?}", e.kind()))?;
+        Ok(SharedBuckets {
+            connection,
+            script: redis::Script::new(GCRA_SCRIPT),
+            timeout,
+            skip_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The decision, or an error when Redis could not give one.
+    async fn check(&self, buckets: &Buckets) -> anyhow::Result<Result<Decision, Decision>> {
+        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            anyhow::bail!("skipped after a recent failure");
+        }
+        let result = self.invoke(buckets).await;
+        if result.is_err() {
+            let until = self.now_ms() + u64::try_from(SHARED_BACKOFF.as_millis()).unwrap_or(5000);
+            self.skip_until_ms.store(until, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn invoke(&self, buckets: &Buckets) -> anyhow::Result<Result<Decision, Decision>> {
+        let mut policies = vec![("principal", buckets.principal.1)];
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(format!("tenantry:rl:p:{}", buckets.principal.0)).arg(buckets.principal.1.max(1));
+        if let Some((org, rate)) = buckets.org {
+            invocation.key(format!("tenantry:rl:o:{org}")).arg(rate.max(1));
+            policies.push(("organization", rate));
+        }
+        let mut connection = self.connection.clone();
+        let reply: Vec<i64> = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer within {:?}", self.timeout))?
+            .map_err(|e| anyhow::anyhow!("Redis error: {:?}", e.kind()))?;
+        decide(&policies, &reply)
+    }
+}
+
+/// Reads the script's reply: the tightest allowed bucket, or the refusing one.
+fn decide(policies: &[(&'static str, u32)], reply: &[i64]) -> anyhow::Result<Result<Decision, Decision>> {
+    let unexpected = || anyhow::anyhow!("unexpected reply from the rate-limit script");
+    let (&status, rest) = reply.split_first().ok_or_else(unexpected)?;
+    if status > 0 {
+        let index = usize::try_from(status - 1).map_err(|_| unexpected())?;
+        let &(policy, limit) = policies.get(index).ok_or_else(unexpected)?;
+        let wait = rest.first().copied().ok_or_else(unexpected)?;
+        let reset_secs = u64::try_from(wait).unwrap_or(0).max(1);
+        return Ok(Err(Decision { policy, limit, remaining: 0, reset_secs }));
+    }
+    if rest.len() != policies.len() {
+        return Err(unexpected());
+    }
+    let decision = policies
+        .iter()
+        .zip(rest)
+        .map(|(&(policy, limit), &remaining)| {
+            Decision::allowed(policy, limit, u32::try_from(remaining).unwrap_or(0))
+        })
+        .min_by_key(|d| d.remaining)
+        .ok_or_else(unexpected)?;
+    Ok(Ok(decision))
 }
 
 async fn org_rate(db: &Db, org: OrgId) -> Result<Option<u32>, crate::db::DbError> {
@@ -176,17 +361,10 @@ pub async fn rate_limit(
     };
     let id = principal.as_user().map(|u| u.user_id.0).or(principal.actor().api_key).unwrap_or_default();
     let limits = &state.rate_limits;
-    let mut decision = match limits.check_principal(id) {
+    let decision = match limits.check(id, super::org_of_path(req.path()), &state.metrics).await {
         Ok(d) => d,
         Err(d) => return Ok(refuse(req, &state, d)),
     };
-    if let Some(org) = super::org_of_path(req.path()) {
-        match limits.check_org(id, org) {
-            Some(Ok(d)) if d.remaining < decision.remaining => decision = d,
-            Some(Err(d)) => return Ok(refuse(req, &state, d)),
-            _ => {}
-        }
-    }
     let mut res = next.call(req).await?;
     if let Some((admitted_org, _)) = crate::usage::admitted() {
         limits.admitted(id, admitted_org, &state.db);
@@ -201,4 +379,34 @@ fn refuse(req: ServiceRequest, state: &AppState, d: Decision) -> ServiceResponse
         ApiError::RateLimited { policy: d.policy, retry_after_secs: d.reset_secs }.error_response();
     headers(response.headers_mut(), &d);
     req.into_response(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOTH: &[(&str, u32)] = &[("principal", 1200), ("organization", 600)];
+
+    #[test]
+    fn the_tighter_allowed_bucket_is_reported() {
+        let d = decide(BOTH, &[0, 900, 12]).unwrap().unwrap();
+        assert_eq!(d, Decision { policy: "organization", limit: 600, remaining: 12, reset_secs: 0 });
+        let d = decide(&BOTH[..1], &[0, 7]).unwrap().unwrap();
+        assert_eq!((d.policy, d.remaining, d.reset_secs), ("principal", 7, 0));
+    }
+
+    #[test]
+    fn a_refusal_names_its_bucket_and_waits_at_least_a_second() {
+        let d = decide(BOTH, &[2, 3]).unwrap().unwrap_err();
+        assert_eq!(d, Decision { policy: "organization", limit: 600, remaining: 0, reset_secs: 3 });
+        let d = decide(BOTH, &[1, 0]).unwrap().unwrap_err();
+        assert_eq!((d.policy, d.reset_secs), ("principal", 1));
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        for reply in [&[][..], &[0, 1][..], &[3, 1][..], &[1][..], &[-1, 2][..]] {
+            assert!(decide(BOTH, reply).is_err(), "{reply:?}");
+        }
+    }
 }

@@ -27,6 +27,7 @@ mod ratelimit;
 mod regions;
 mod roles;
 mod runs;
+mod services;
 mod sessions;
 mod signin;
 mod usage;

@@ -1,9 +1,14 @@
 //! Rate limits: per principal, and per organization at its plan's rate, with 429, Retry-After
-//! and the RateLimit headers; strangers never spend an organization's budget.
+//! and the RateLimit headers; strangers never spend an organization's budget; instances sharing a
+//! Redis share the budgets, and fall back to their own when it goes away.
 
 use reqwest::StatusCode;
+use tenantry::domain::OrgId;
+use tenantry::http::ratelimit::RateLimits;
+use uuid::Uuid;
 
 use crate::helpers::{TestApp, assert_problem};
+use crate::services::Redis;
 
 #[tokio::test]
 async fn a_principal_over_its_rate_gets_429_with_retry_after() {
@@ -79,4 +84,106 @@ async fn an_organization_is_limited_at_its_plans_rate_and_strangers_never_spend_
         app.get(&format!("/api/v1/orgs/{}/workspaces", b.id), &b.owner.token).await.status(),
         StatusCode::OK
     );
+}
+
+/// Two instances sharing one Redis: a budget is the same however requests are spread.
+fn shared_limits(redis: &Redis, per_principal: u32) -> impl Fn(&mut tenantry::config::Settings) + Clone {
+    let url = redis.url();
+    move |s| {
+        s.rate_limits.per_principal_per_minute = per_principal;
+        s.rate_limits.redis_url = Some(url.clone().into());
+    }
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_share_a_principals_budget() {
+    let redis = Redis::start();
+    let a = TestApp::spawn_with(shared_limits(&redis, 6)).await;
+    let b = a.sibling(shared_limits(&redis, 6)).await;
+    let user = a.user("alice@example.test").await; // 1 of the 6
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &b } else { &a };
+        statuses.push(app.get("/api/v1/orgs", &user.token).await.status().as_u16());
+    }
+    // Alone, each instance would have allowed all of its 5 (6 a minute each).
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429, 429], "{statuses:?}");
+    let res = a.get("/api/v1/orgs", &user.token).await;
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // The bucket lives in Redis, under the principal's id, and expires on its own.
+    let mut redis_conn = redis.connection().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("tenantry:rl:p:{}", user.id))
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert!((1..=61_000).contains(&ttl), "ttl {ttl} ms");
+    // Another principal is unaffected.
+    let other = a.user("bob@example.test").await;
+    assert_eq!(a.get("/api/v1/orgs", &other.token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_organizations_budget_is_shared_and_a_refusal_charges_nothing() {
+    let redis = Redis::start();
+    let app = TestApp::spawn().await;
+    app.rls_bypassing_admin
+        .execute(
+            "update plans set limits = jsonb_set(limits, '{requests_per_minute}', '3') where id = 'free'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let org = OrgId(app.org_with_owner("acme").await.id);
+    let settings = |url: String| tenantry::config::RateLimitSettings {
+        per_principal_per_minute: 100,
+        redis_url: Some(url.into()),
+        ..Default::default()
+    };
+    // Two instances' limiters, each learning the organization's plan rate (3 a minute).
+    let one = RateLimits::new(&settings(redis.url())).unwrap();
+    let two = RateLimits::new(&settings(redis.url())).unwrap();
+    let metrics = tenantry::http::metrics::Metrics::new();
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    one.admitted(alice, org, &app.state.db);
+    two.admitted(bob, org, &app.state.db);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await; // the rate lookups land
+    let d = one.check(alice, Some(org), &metrics).await.unwrap();
+    assert_eq!((d.policy, d.remaining), ("organization", 2));
+    assert_eq!(two.check(bob, Some(org), &metrics).await.unwrap().remaining, 1);
+    assert_eq!(one.check(alice, Some(org), &metrics).await.unwrap().remaining, 0);
+    let refused = two.check(bob, Some(org), &metrics).await.unwrap_err();
+    assert_eq!((refused.policy, refused.limit), ("organization", 3));
+    assert!((1..=20).contains(&refused.reset_secs), "{refused:?}");
+    // Outside the organization Bob's own bucket is untouched by the refusal: 1 charge of 100.
+    let mine = two.check(bob, None, &metrics).await.unwrap();
+    assert_eq!((mine.policy, mine.remaining), ("principal", 98));
+}
+
+#[tokio::test]
+async fn when_redis_goes_away_each_instance_limits_on_its_own() {
+    let mut redis = Redis::start();
+    let app = TestApp::spawn_with(|s| {
+        shared_limits(&redis, 3)(s);
+        s.metrics_token = Some("metrics-token".to_owned().into());
+    })
+    .await;
+    let user = app.user("alice@example.test").await;
+    assert_eq!(app.get("/api/v1/orgs", &user.token).await.status(), StatusCode::OK);
+    redis.kill();
+    // Served, and limited by the instance's own (fresh) buckets: 3 a minute.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.get("/api/v1/orgs", &user.token).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let metrics =
+        app.http.get(format!("{}/metrics", app.address)).bearer_auth("metrics-token").send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    let errors = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tenantry_rate_limit_backend_errors_total "))
+        .expect("the backend error counter");
+    assert!(errors.parse::<u64>().unwrap() >= 1, "{errors}");
 }
