@@ -50,6 +50,15 @@ pub struct Settings {
     /// Owner/admin URL used by `migrate`, `check` and `seed` only; the server never uses it.
     #[serde(serialize_with = "redacted")]
     pub admin_database_url: Option<SecretString>,
+    /// How long prepared statements live on the app role's connections: `connection` (the
+    /// default: prepared once per connection) or `transaction`, for a pooler that hands each
+    /// transaction a different server connection and does not carry prepared statements
+    /// (PgBouncer before 1.21 in transaction pooling; see the README's "Scaling out").
+    pub database_statement_cache: StatementCache,
+    /// A direct connection to PostgreSQL for LISTEN, which a transaction-pooling PgBouncer
+    /// cannot carry. Defaults to `database_url`.
+    #[serde(serialize_with = "redacted")]
+    pub listen_database_url: Option<SecretString>,
     /// Maximum connections in the app pool.
     pub pool_size: usize,
     /// How long a request waits for a pooled connection before a 503.
@@ -82,6 +91,14 @@ pub struct Settings {
     pub provider_keys: ProviderKeySettings,
     #[serde(default)]
     pub billing: BillingSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementCache {
+    #[default]
+    Connection,
+    Transaction,
 }
 
 /// Requests per minute (GCRA: the full minute's budget may arrive at once, then it refills).
@@ -399,6 +416,8 @@ impl Default for Settings {
             audit_on_organization_delete: AuditRetention::Keep,
             database_url: None,
             admin_database_url: None,
+            database_statement_cache: StatementCache::Connection,
+            listen_database_url: None,
             pool_size: 16,
             pool_timeout_ms: 2000,
             workers: None,
@@ -447,6 +466,8 @@ const KNOWN_KEYS: &[&str] = &[
     "database_url_file",
     "admin_database_url",
     "admin_database_url_file",
+    "database_statement_cache",
+    "listen_database_url",
     "pool_size",
     "pool_timeout_ms",
     "workers",
@@ -582,6 +603,14 @@ impl Settings {
             .as_ref()
             .map(|s| s.expose_secret())
             .ok_or_else(|| anyhow::anyhow!("set TENANTRY_DATABASE_URL to the app role's connection URL"))
+    }
+
+    /// Where LISTEN connects: `listen_database_url`, or else `database_url`.
+    pub fn require_listen_database_url(&self) -> anyhow::Result<&str> {
+        match &self.listen_database_url {
+            Some(url) => Ok(url.expose_secret()),
+            None => self.require_database_url(),
+        }
     }
 
     pub fn require_admin_database_url(&self) -> anyhow::Result<&str> {

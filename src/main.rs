@@ -154,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &url,
                 settings.worker.concurrency + 2,
                 std::time::Duration::from_millis(settings.pool_timeout_ms),
+                settings.database_statement_cache,
             )?;
             tenantry::db::check::refuse_privileged_app_role(&pool).await?;
             let db = tenantry::db::Db { pool, region: settings.region };
@@ -162,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let worker = tenantry::worker::Worker::new(db, settings.worker.clone())
                 .with_providers(settings.provider_keys.clone(), master_keys);
             worker
-                .run_until(&url, async {
+                .run_until(settings.require_listen_database_url()?, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await?;
@@ -198,7 +199,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         Command::Seed { print_tokens } => {
-            let pool = tenantry::db::app_pool(settings.require_database_url()?, 2, Duration::from_secs(5))?;
+            let pool = tenantry::db::app_pool(
+                settings.require_database_url()?,
+                2,
+                Duration::from_secs(5),
+                settings.database_statement_cache,
+            )?;
             tenantry::seed::run(&pool, &settings.auth.issuer).await?;
             if print_tokens {
                 let keys = tenantry::startup::signing_keys(&settings)?;

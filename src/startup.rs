@@ -46,6 +46,7 @@ impl Application {
             settings.require_database_url()?,
             settings.pool_size,
             Duration::from_millis(settings.pool_timeout_ms),
+            settings.database_statement_cache,
         )?;
         db::check::refuse_privileged_app_role(&pool).await?;
         let keys = signing_keys(&settings)?;
@@ -58,7 +59,7 @@ impl Application {
             let (flags, standing) = (flags.clone(), standing.clone());
             let (on_connect_flags, on_connect_standing) = (flags.clone(), standing.clone());
             tokio::spawn(db::notify::listen(
-                settings.require_database_url()?.to_owned(),
+                settings.require_listen_database_url()?.to_owned(),
                 &["tenantry_flags", "tenantry_standing"],
                 move || {
                     on_connect_flags.invalidate(None);

@@ -67,9 +67,8 @@ impl UsageMeter {
         let keys: Vec<Uuid> = batch.iter().map(|((_, _, k), _)| *k).collect();
         let counts: Vec<i64> = batch.iter().map(|(_, c)| *c).collect();
         let written = async {
-            let client = db.get().await?;
-            let stmt = client.prepare_cached("select app.record_usage($1, $2, $3, $4)").await?;
-            client.execute(&stmt, &[&orgs, &days, &keys, &counts]).await?;
+            crate::db::call(db, "select app.record_usage($1, $2, $3, $4)", &[&orgs, &days, &keys, &counts])
+                .await?;
             Ok::<_, DbError>(())
         }
         .await;

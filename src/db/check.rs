@@ -4,7 +4,7 @@
 //! bypass RLS).
 
 use deadpool_postgres::Pool;
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 use super::DbError;
 
@@ -31,7 +31,7 @@ macro_rules! system_schemas {
 
 /// Everything about the app role itself: attributes, memberships, ownership, CREATE rights.
 pub async fn role_violations(
-    client: &Client,
+    client: &impl GenericClient,
     app_role: &str,
 ) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = Vec::new();
@@ -119,7 +119,10 @@ pub async fn role_violations(
 
 /// Tables: RLS enabled and forced, a policy per granted command, no `USING (true)`, keys that
 /// lead with / include organization_id.
-async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violation>, tokio_postgres::Error> {
+async fn table_violations(
+    client: &impl GenericClient,
+    app_role: &str,
+) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = Vec::new();
     // Tenant tables hold organization_id; tenant roots are what organization_id references.
     let sql = concat!(
@@ -303,7 +306,9 @@ async fn table_violations(client: &Client, app_role: &str) -> Result<Vec<Violati
     Ok(out)
 }
 
-async fn function_and_view_violations(client: &Client) -> Result<Vec<Violation>, tokio_postgres::Error> {
+async fn function_and_view_violations(
+    client: &impl GenericClient,
+) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = Vec::new();
     let sql = concat!(
         "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
@@ -359,7 +364,7 @@ const STANDING_TABLES: &[&str] = &[
     "builtin_role_permissions",
 ];
 
-async fn standing_violations(client: &Client) -> Result<Vec<Violation>, tokio_postgres::Error> {
+async fn standing_violations(client: &impl GenericClient) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = Vec::new();
     for table in STANDING_TABLES {
         let announced: bool = client
@@ -388,7 +393,9 @@ async fn standing_violations(client: &Client) -> Result<Vec<Violation>, tokio_po
 
 /// The backup role (`tenantry_backup`, the one login role that bypasses RLS) must stay
 /// read-only and unprivileged.
-async fn backup_role_violations(client: &Client) -> Result<Vec<Violation>, tokio_postgres::Error> {
+async fn backup_role_violations(
+    client: &impl GenericClient,
+) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = Vec::new();
     let exists =
         client.query_opt("select rolsuper from pg_roles where rolname = 'tenantry_backup'", &[]).await?;
@@ -419,7 +426,10 @@ async fn backup_role_violations(client: &Client) -> Result<Vec<Violation>, tokio
 }
 
 /// Every violation in the database `client` is connected to, for `app_role`.
-pub async fn run(client: &Client, app_role: &str) -> Result<Vec<Violation>, tokio_postgres::Error> {
+pub async fn run(
+    client: &impl GenericClient,
+    app_role: &str,
+) -> Result<Vec<Violation>, tokio_postgres::Error> {
     let mut out = role_violations(client, app_role).await?;
     out.extend(table_violations(client, app_role).await?);
     out.extend(function_and_view_violations(client).await?);
@@ -436,28 +446,32 @@ pub struct Readiness {
 }
 
 /// Readiness as the app role itself: connect, read the migration version, run the check.
+/// Everything in one transaction, so it also runs behind a transaction-pooling PgBouncer.
 pub async fn readiness(pool: &Pool) -> Result<Readiness, DbError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    let client = client.transaction().await?;
     let role: String = client.query_one("select current_user::text", &[]).await?.get(0);
     let applied_version: i64 = client
         .query_one("select coalesce(max(version), 0)::int8 from refinery_schema_history", &[])
         .await
         .map(|r| r.get(0))
         .unwrap_or(0);
-    let violations = run(&client, &role).await?;
+    let violations = run(&*client, &role).await?;
+    client.commit().await?;
     Ok(Readiness { role, applied_version, expected_version: super::migrate::latest_version(), violations })
 }
 
 /// The start-up guard: the server's own role must not be able to bypass RLS.
 pub async fn refuse_privileged_app_role(pool: &Pool) -> anyhow::Result<()> {
-    let client =
+    let mut client =
         pool.get().await.map_err(|e| anyhow::anyhow!("connecting with TENANTRY_DATABASE_URL: {e}"))?;
+    let client = client.transaction().await?;
     let role: String = client.query_one("select current_user::text", &[]).await?.get(0);
-    let violations: Vec<Violation> = role_violations(&client, &role)
+    let violations: Vec<Violation> = role_violations(&*client, &role)
         .await?
         .into_iter()
         .chain(
-            table_violations(&client, &role)
+            table_violations(&*client, &role)
                 .await?
                 .into_iter()
                 .filter(|v| v.rule == "rls_not_forced" || v.rule == "rls_disabled"),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, call};
 use crate::domain::{OrgId, UserId};
 
 /// Maps a verified identity to a user id, creating the user on first sight.
@@ -17,11 +17,13 @@ pub async fn provision_user(
     email: Option<&str>,
     display_name: Option<&str>,
 ) -> Result<UserId, DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select app.provision_user($1, $2, $3, $4)").await?;
     let email = email.filter(|e| e.len() <= 320);
     let display_name = display_name.filter(|n| n.chars().count() <= 200);
-    let row = client.query_one(&stmt, &[&issuer, &subject, &email, &display_name]).await?;
+    let rows =
+        call(pool, "select app.provision_user($1, $2, $3, $4)", &[&issuer, &subject, &email, &display_name])
+            .await?;
+    let row =
+        rows.first().ok_or_else(|| DbError::Other(anyhow::anyhow!("provision_user returned no row")))?;
     Ok(UserId(row.get(0)))
 }
 
@@ -105,8 +107,11 @@ pub async fn record_event(
 
 /// Records an event that accompanies no change (e.g. a failed sign-in).
 pub async fn record_event_alone(pool: &Pool, event: &PlatformEvent) -> Result<(), DbError> {
-    let client = pool.get().await?;
-    record_event(&client, event).await
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    record_event(&tx, event).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub async fn start_session(pool: &Pool, s: &NewSession<'_>, event: &PlatformEvent) -> Result<(), DbError> {
@@ -145,9 +150,8 @@ pub struct RefreshTokenState {
 }
 
 pub async fn refresh_token_state(pool: &Pool, token: Uuid) -> Result<Option<RefreshTokenState>, DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select * from app.refresh_token_state($1)").await?;
-    Ok(client.query_opt(&stmt, &[&token]).await?.map(|row| RefreshTokenState {
+    let rows = call(pool, "select * from app.refresh_token_state($1)", &[&token]).await?;
+    Ok(rows.into_iter().next().map(|row| RefreshTokenState {
         session_id: row.get("session_id"),
         user_id: UserId(row.get("user_id")),
         secret_hash: row.get("secret_hash"),
@@ -205,10 +209,7 @@ pub struct StoredApiKey {
 }
 
 pub async fn find_api_key(pool: &Pool, key: Uuid) -> Result<Vec<StoredApiKey>, DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select * from app.find_api_key($1)").await?;
-    Ok(client
-        .query(&stmt, &[&key])
+    Ok(call(pool, "select * from app.find_api_key($1)", &[&key])
         .await?
         .iter()
         .map(|row| StoredApiKey {
@@ -220,9 +221,7 @@ pub async fn find_api_key(pool: &Pool, key: Uuid) -> Result<Vec<StoredApiKey>, D
 }
 
 pub async fn touch_api_key(pool: &Pool, key: Uuid) -> Result<(), DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select app.touch_api_key($1)").await?;
-    client.execute(&stmt, &[&key]).await?;
+    call(pool, "select app.touch_api_key($1)", &[&key]).await?;
     Ok(())
 }
 
@@ -245,11 +244,12 @@ pub async fn create_login_attempt(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select app.create_login_attempt($1, $2, $3, $4, $5, $6, $7)").await?;
-    client
-        .execute(&stmt, &[&state_hash, &provider, &pkce_verifier, &nonce, &redirect_to, &now, &expires_at])
-        .await?;
+    call(
+        pool,
+        "select app.create_login_attempt($1, $2, $3, $4, $5, $6, $7)",
+        &[&state_hash, &provider, &pkce_verifier, &nonce, &redirect_to, &now, &expires_at],
+    )
+    .await?;
     Ok(())
 }
 
@@ -259,9 +259,8 @@ pub async fn take_login_attempt(
     state_hash: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Option<LoginAttempt>, DbError> {
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select * from app.take_login_attempt($1, $2)").await?;
-    Ok(client.query_opt(&stmt, &[&state_hash, &now]).await?.map(|row| LoginAttempt {
+    let rows = call(pool, "select * from app.take_login_attempt($1, $2)", &[&state_hash, &now]).await?;
+    Ok(rows.into_iter().next().map(|row| LoginAttempt {
         provider: row.get("provider"),
         pkce_verifier: row.get("pkce_verifier"),
         nonce: row.get("nonce"),
@@ -278,8 +277,11 @@ pub async fn sync_provider_memberships(
 ) -> Result<(), DbError> {
     let orgs: Vec<Uuid> = grants.iter().map(|(org, _)| *org).collect();
     let roles: Vec<&str> = grants.iter().map(|(_, role)| role.as_str()).collect();
-    let client = pool.get().await?;
-    let stmt = client.prepare_cached("select app.sync_provider_memberships($1, $2, $3, $4)").await?;
-    client.execute(&stmt, &[user.as_uuid(), &provider, &orgs, &roles]).await?;
+    call(
+        pool,
+        "select app.sync_provider_memberships($1, $2, $3, $4)",
+        &[user.as_uuid(), &provider, &orgs, &roles],
+    )
+    .await?;
     Ok(())
 }

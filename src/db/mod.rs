@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-pub use tenant::{Actor, TenantTx};
+pub use tenant::{Actor, TenantTx, call};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -143,7 +143,19 @@ impl std::ops::Deref for Db {
 /// The app role's pool. `Fast` recycling is safe because every checkout runs inside a
 /// transaction that is committed or rolled back before the connection is returned, and the
 /// context settings are transaction-local.
-pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::Result<Pool> {
+///
+/// With `StatementCache::Transaction` (a transaction-pooling PgBouncer before 1.21), the
+/// statement cache is emptied at every checkout: the next transaction may run on another server
+/// connection, where those statements do not exist. Every statement is then prepared inside
+/// the transaction that runs it (all queries here run inside explicit transactions), and
+/// PgBouncer's `server_reset_query = DEALLOCATE ALL` (with `server_reset_query_always = 1`)
+/// drops them when the server connection is handed back.
+pub fn app_pool(
+    url: &str,
+    max_size: usize,
+    wait_timeout: Duration,
+    statements: crate::config::StatementCache,
+) -> anyhow::Result<Pool> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|_| anyhow::anyhow!("TENANTRY_DATABASE_URL is not a valid PostgreSQL URL"))?;
     if config.get_application_name().is_none() {
@@ -152,7 +164,14 @@ pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::R
     config.connect_timeout(wait_timeout);
     let manager =
         Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Ok(Pool::builder(manager)
+    let mut builder = Pool::builder(manager);
+    if statements == crate::config::StatementCache::Transaction {
+        builder = builder.post_recycle(deadpool_postgres::Hook::sync_fn(|client, _| {
+            client.statement_cache.clear();
+            Ok(())
+        }));
+    }
+    Ok(builder
         .max_size(max_size)
         .wait_timeout(Some(wait_timeout))
         .create_timeout(Some(wait_timeout))

@@ -24,12 +24,15 @@ pub async fn claim_next_run(
     lease_secs: u32,
     max_attempts: u32,
 ) -> Result<Option<Claim>, DbError> {
-    let client = db.get().await?;
-    let stmt = client.prepare_cached("select * from app.claim_next_run($1, $2, $3, $4)").await?;
     let lease = i32::try_from(lease_secs).unwrap_or(i32::MAX);
     let attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
-    let row = client.query_opt(&stmt, &[&db.region.as_str(), &worker, &lease, &attempts]).await?;
-    Ok(row.map(|row| Claim {
+    let rows = super::call(
+        db,
+        "select * from app.claim_next_run($1, $2, $3, $4)",
+        &[&db.region.as_str(), &worker, &lease, &attempts],
+    )
+    .await?;
+    Ok(rows.into_iter().next().map(|row| Claim {
         org: OrgId(row.get("organization_id")),
         run_id: row.get("run_id"),
         token: row.get("claim_token"),
@@ -39,8 +42,7 @@ pub async fn claim_next_run(
 
 /// Extends the claim's lease; false when the claim is gone (cancelled, or re-claimed).
 pub async fn renew_run_claim(db: &Db, token: Uuid, lease_secs: u32) -> Result<bool, DbError> {
-    let client = db.get().await?;
-    let stmt = client.prepare_cached("select app.renew_run_claim($1, $2)").await?;
     let lease = i32::try_from(lease_secs).unwrap_or(i32::MAX);
-    Ok(client.query_one(&stmt, &[&token, &lease]).await?.get(0))
+    let rows = super::call(db, "select app.renew_run_claim($1, $2)", &[&token, &lease]).await?;
+    Ok(rows.first().is_some_and(|row| row.get(0)))
 }

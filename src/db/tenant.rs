@@ -109,28 +109,26 @@ impl TenantTx {
         org: Option<OrgId>,
     ) -> Result<(TenantTx, Option<Membership>), DbError> {
         let client = pool.get().await?;
-        let set_context = client.prepare_cached(SET_CONTEXT).await?;
-        let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
         let tx = TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor };
         let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
-        let principal = {
+        let (begin, context, principal) = {
             let client = tx.client();
-            // join3 polls in order, so the three messages leave in one write: one round trip.
-            let (begin, context, principal) = future::join3(
+            let context: Params =
+                &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook];
+            // join3 polls in order: BEGIN leaves first, and with the statements cached the
+            // other two follow in the same write (one round trip).
+            future::join3(
                 client.batch_execute("BEGIN"),
-                client.query_one(
-                    &set_context,
-                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook],
-                ),
-                client.query_one(&principal_stmt, &[]),
+                run_one(client, SET_CONTEXT, context),
+                run_one(client, CURRENT_PRINCIPAL, &[]),
             )
-            .await;
-            begin?;
-            context?;
-            principal?
+            .await
         };
         let mut tx = tx;
         tx.in_flight = false;
+        begin?;
+        context?;
+        let principal = principal?;
         let membership = standing_from_row(org, &principal)?;
         note_usage(actor, org, membership.as_ref());
         Ok((tx, membership))
@@ -296,35 +294,36 @@ pub async fn read(
     params: Params<'_>,
 ) -> Result<(Option<Membership>, Vec<Row>), DbError> {
     let client = pool.get().await?;
-    let set_context = client.prepare_cached(SET_CONTEXT).await?;
-    let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
-    let query_stmt = client.prepare_cached(sql).await?;
     let mut tx = TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor };
     let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
-    let (principal, rows) = {
+    let (begin, context, principal, (rows, commit)) = {
         let client = tx.client();
-        let ((begin, context), (principal, rows, commit)) = future::join(
-            future::join(
-                client.batch_execute("BEGIN"),
-                client.query_one(
-                    &set_context,
-                    &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook],
-                ),
-            ),
-            future::join3(
-                client.query_one(&principal_stmt, &[]),
-                client.query(&query_stmt, params),
-                client.batch_execute("COMMIT"),
-            ),
+        let context: Params =
+            &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook];
+        // In order on the wire: BEGIN, context, principal, query, COMMIT (COMMIT goes only after
+        // the query's own messages, even when a statement has to be prepared first).
+        future::join4(
+            client.batch_execute("BEGIN"),
+            run_one(client, SET_CONTEXT, context),
+            run_one(client, CURRENT_PRINCIPAL, &[]),
+            async {
+                match client.prepare_cached(sql).await {
+                    Ok(stmt) => {
+                        future::join(client.query(&stmt, params), client.batch_execute("COMMIT")).await
+                    }
+                    Err(e) => (Err(e), client.batch_execute("COMMIT").await),
+                }
+            },
         )
-        .await;
-        begin?;
-        context?;
-        let principal = principal?;
-        let rows = rows?;
-        commit?;
-        (principal, rows)
+        .await
     };
+    // Every answer has arrived: nothing is left to cancel if an error drops the transaction.
+    tx.in_flight = false;
+    begin?;
+    context?;
+    let principal = principal?;
+    let rows = rows?;
+    commit?;
     tx.client = None; // committed: back to the pool
     let membership = standing_from_row(org, &principal)?;
     if org.is_some() && membership.is_none() {
@@ -332,6 +331,52 @@ pub async fn read(
     }
     note_usage(actor, org, membership.as_ref());
     Ok((membership, rows))
+}
+
+/// Prepares (from the connection's cache when it can) and runs a statement returning one row.
+async fn run_one(
+    client: &Object,
+    sql: &'static str,
+    params: Params<'_>,
+) -> Result<Row, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(sql).await?;
+    client.query_one(&stmt, params).await
+}
+
+/// One statement in a transaction of its own, with no tenant context: the narrow definer
+/// functions that run before any context exists (a refresh token, an API key, a worker's
+/// claim). An explicit transaction, so it also works behind a transaction-pooling PgBouncer;
+/// BEGIN, the statement and COMMIT travel in one round trip once the statement is prepared.
+pub async fn call(
+    pool: &deadpool_postgres::Pool,
+    sql: &'static str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, DbError> {
+    let client = pool.get().await?;
+    // A `TenantTx` without context, for its guarantee: rolled back if dropped half-way.
+    let mut tx = TenantTx {
+        client: Some(client),
+        poisoned: false,
+        in_flight: true,
+        org: None,
+        actor: Actor::default(),
+    };
+    let (begin, (rows, commit)) = {
+        let client = tx.client();
+        future::join(client.batch_execute("BEGIN"), async {
+            match client.prepare_cached(sql).await {
+                Ok(stmt) => future::join(client.query(&stmt, params), client.batch_execute("COMMIT")).await,
+                Err(e) => (Err(e), client.batch_execute("COMMIT").await),
+            }
+        })
+        .await
+    };
+    tx.in_flight = false;
+    begin?;
+    let rows = rows?;
+    commit?;
+    tx.client = None; // committed: back to the pool
+    Ok(rows)
 }
 
 /// A person's or an API key's request admitted to an organization counts as its usage.

@@ -132,7 +132,14 @@ async fn guarded(
             Ok(req.into_response(response.body(body)))
         }
         Claimed::New => {
-            let res = next.call(req).await?;
+            let res = match next.call(req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    // A timeout (or another error answered as a 5xx): the client may retry.
+                    release(&state, &principal, org, principal_id, &key).await;
+                    return Err(e);
+                }
+            };
             let (req, res) = res.into_parts();
             let status = res.status();
             let content_type =

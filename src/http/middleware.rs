@@ -142,21 +142,20 @@ impl tracing_actix_web::RootSpanBuilder for TenantryRootSpan {
 }
 
 /// The request time limit (`request_timeout_secs`): a handler still working after it is dropped
-/// (its open transaction rolls back as `TenantTx` drops) and the caller gets 503 `timeout`.
-/// Innermost of the middlewares, so an idempotency key is released rather than left running.
+/// (its open transaction is cancelled and rolled back as `TenantTx` drops) and the caller gets
+/// 503 `timeout`. Innermost of the middlewares, so the idempotency middleware sees the error
+/// and releases the key rather than leaving it running.
 pub async fn time_limit(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, Error> {
-    use actix_web::ResponseError as _;
     let after_secs = req
         .app_data::<actix_web::web::Data<crate::api::AppState>>()
         .map_or(30, |state| state.settings.request_timeout_secs);
-    let request = req.request().clone();
+    // The request cannot be kept aside (routing needs it unshared), so a timeout is an error
+    // that actix turns into the problem response.
     match tokio::time::timeout(std::time::Duration::from_secs(after_secs), next.call(req)).await {
         Ok(res) => res.map(ServiceResponse::map_into_boxed_body),
-        Err(_) => {
-            Ok(ServiceResponse::new(request, crate::http::ApiError::TimedOut { after_secs }.error_response()))
-        }
+        Err(_) => Err(crate::http::ApiError::TimedOut { after_secs }.into()),
     }
 }

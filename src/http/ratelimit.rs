@@ -331,9 +331,9 @@ fn decide(policies: &[(&'static str, u32)], reply: &[i64]) -> anyhow::Result<Res
 }
 
 async fn org_rate(db: &Db, org: OrgId) -> Result<Option<u32>, crate::db::DbError> {
-    let client = db.get().await?;
-    let stmt = client.prepare_cached("select app.organization_requests_per_minute($1)").await?;
-    let rate: Option<i32> = client.query_one(&stmt, &[org.as_uuid()]).await?.get(0);
+    let rows =
+        crate::db::call(db, "select app.organization_requests_per_minute($1)", &[org.as_uuid()]).await?;
+    let rate: Option<i32> = rows.first().and_then(|row| row.get(0));
     Ok(rate.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0))
 }
 

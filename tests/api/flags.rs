@@ -80,9 +80,10 @@ fn ten_thousand_users_at_25_percent_land_between_24_and_26_percent_and_stay_put(
         .collect();
     let ordered: Vec<Uuid> = (0..10_000u64)
         .map(|i| {
-            let ts =
-                uuid::Timestamp::from_unix(uuid::NoContext, 1_795_000_000 + i / 10, (i % 10) as u32 * 1000);
-            Uuid::new_v7(ts)
+            // Ten a second, with seeded (not thread-random) counter and random bits.
+            let mut tail = [0u8; 10];
+            tail.copy_from_slice(&splitmix(3 * i + 20_001).to_be_bytes().repeat(2)[..10]);
+            uuid::Builder::from_unix_timestamp_millis(1_795_000_000_000 + i * 100, &tail).into_uuid()
         })
         .collect();
     for key in ["new-editor", "billing-v2", "x"] {
