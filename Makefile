@@ -12,6 +12,9 @@ PG_DIR      := .tenantry/pg
 PG_PORT     ?= 55432
 TEST_PG_DIR := .tenantry/pg-test
 TEST_PG_PORT ?= 55433
+# The tests' PgBouncer (transaction pooling) in front of the test cluster.
+TEST_PGBOUNCER_DIR := .tenantry/pgbouncer-test
+TEST_PGBOUNCER_PORT ?= 56433
 PG_ADMIN    = postgres://postgres@127.0.0.1:$(1)/$(2)
 PG_APP      = postgres://tenantry_app@127.0.0.1:$(1)/$(2)
 
@@ -39,6 +42,7 @@ db:
 
 db-stop:
 	@.dev/pg.sh stop $(PG_DIR)
+	@.dev/pgbouncer.sh stop $(TEST_PGBOUNCER_DIR)
 	@.dev/pg.sh stop $(TEST_PG_DIR)
 
 # The three URLs `make run` uses, also written to .tenantry/env for a second shell.
@@ -126,6 +130,7 @@ lint:
 # The test cluster: its own directory and port, durability off (it is thrown away).
 test-db:
 	@.dev/pg.sh start $(TEST_PG_DIR) $(TEST_PG_PORT) fast
+	@.dev/tools.sh redis-server pgbouncer
 
 TEST_ENV = TEST_ADMIN_DATABASE_URL=$(call PG_ADMIN,$(TEST_PG_PORT),postgres) \
            TEST_PG_PORT=$(TEST_PG_PORT)
@@ -135,8 +140,14 @@ $(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.
 	@command -v npm >/dev/null || { echo "make test needs Node.js and npm (for the test OpenID provider)"; exit 1; }
 	npm ci --prefix $(OIDC_PROVIDER) --no-audit --no-fund --loglevel=error
 
+# The integration tests run twice: straight to PostgreSQL, then through PgBouncer 1.18 in
+# transaction pooling (the servers then use database_statement_cache = "transaction").
 test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
 	$(TEST_ENV) $(CARGO) test --all-targets
+	@.dev/pgbouncer.sh start $(TEST_PGBOUNCER_DIR) $(TEST_PGBOUNCER_PORT) $(TEST_PG_PORT)
+	@echo "The integration tests again, through PgBouncer (transaction pooling) on port $(TEST_PGBOUNCER_PORT):"
+	$(TEST_ENV) TEST_PGBOUNCER_PORT=$(TEST_PGBOUNCER_PORT) $(CARGO) test --test api
+	@.dev/pgbouncer.sh stop $(TEST_PGBOUNCER_DIR)
 	@$(MAKE) --no-print-directory pgtap
 	@$(MAKE) --no-print-directory contract
 	@echo "make test: all checks passed"
@@ -163,4 +174,4 @@ bench: build
 	@.dev/bench.sh
 
 clean-db: db-stop
-	rm -rf $(PG_DIR) $(TEST_PG_DIR)
+	rm -rf $(PG_DIR) $(TEST_PG_DIR) $(TEST_PGBOUNCER_DIR)

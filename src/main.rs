@@ -154,10 +154,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &url,
                 settings.worker.concurrency + 2,
                 std::time::Duration::from_millis(settings.pool_timeout_ms),
-                settings.database_statement_cache,
             )?;
             tenantry::db::check::refuse_privileged_app_role(&pool).await?;
-            let db = tenantry::db::Db { pool, region: settings.region };
+            let db = tenantry::db::Db {
+                pool,
+                region: settings.region,
+                statements: settings.database_statement_cache,
+            };
             tracing::info!(concurrency = settings.worker.concurrency, region = %settings.region, "worker started");
             let master_keys = std::sync::Arc::new(settings.master_keys()?);
             let worker = tenantry::worker::Worker::new(db, settings.worker.clone())
@@ -199,13 +202,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         Command::Seed { print_tokens } => {
-            let pool = tenantry::db::app_pool(
-                settings.require_database_url()?,
-                2,
-                Duration::from_secs(5),
-                settings.database_statement_cache,
-            )?;
-            tenantry::seed::run(&pool, &settings.auth.issuer).await?;
+            let pool = tenantry::db::app_pool(settings.require_database_url()?, 2, Duration::from_secs(5))?;
+            let db = tenantry::db::Db {
+                pool,
+                region: settings.region,
+                statements: settings.database_statement_cache,
+            };
+            tenantry::seed::run(&db, &settings.auth.issuer).await?;
             if print_tokens {
                 let keys = tenantry::startup::signing_keys(&settings)?;
                 for user in tenantry::seed::USERS {

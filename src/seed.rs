@@ -2,7 +2,7 @@
 //! few workspaces. It goes through the same app role, definer functions and policies as the
 //! API (no bypass), and is idempotent: organizations that exist are left alone.
 
-use deadpool_postgres::Pool;
+use crate::db::Db;
 
 use crate::db::{Actor, TenantTx};
 use crate::domain::{OrgId, Role, UserId};
@@ -64,7 +64,7 @@ pub fn subject_for(email: &str) -> String {
     email.trim().to_ascii_lowercase()
 }
 
-pub async fn run(pool: &Pool, issuer: &str) -> anyhow::Result<()> {
+pub async fn run(pool: &Db, issuer: &str) -> anyhow::Result<()> {
     let mut ids = std::collections::HashMap::new();
     for user in USERS {
         let id = crate::db::identity::provision_user(
@@ -82,7 +82,7 @@ pub async fn run(pool: &Pool, issuer: &str) -> anyhow::Result<()> {
         // Each demo organization is written in its own region's context.
         let region = crate::domain::Region::from_db(org.region)
             .ok_or_else(|| anyhow::anyhow!("bad demo region {}", org.region))?;
-        let db = crate::db::Db { pool: pool.clone(), region };
+        let db = pool.in_region(region);
         let pool = &db;
         let mut tx = TenantTx::begin_user(pool, Actor::user(owner)).await?;
         let existing = tx.query_opt("select id from organizations where slug = $1", &[&org.slug]).await?;

@@ -46,7 +46,6 @@ impl Application {
             settings.require_database_url()?,
             settings.pool_size,
             Duration::from_millis(settings.pool_timeout_ms),
-            settings.database_statement_cache,
         )?;
         db::check::refuse_privileged_app_role(&pool).await?;
         let keys = signing_keys(&settings)?;
@@ -72,16 +71,16 @@ impl Application {
             ));
         }
         let validator = TokenValidator::new(&settings.auth, keys.clone())?;
-        let sessions = SessionService::new(pool.clone(), keys.clone(), &settings.auth, clock.clone());
+        let db = db::Db { pool, region: settings.region, statements: settings.database_statement_cache };
+        let sessions = SessionService::new(db.clone(), keys.clone(), &settings.auth, clock.clone());
         let sign_in = SignInProviders::new(&settings.auth, clock.clone())?;
-        let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, pool.clone());
+        let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, db.clone());
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let workers =
             settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let max_body = settings.max_body_bytes;
-        let db = db::Db { pool, region: settings.region };
         let usage = Arc::new(crate::usage::UsageMeter::default());
         {
             let (usage, db) = (usage.clone(), db.clone());

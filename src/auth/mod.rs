@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::db::Db;
 use uuid::Uuid;
 
 pub use validator::{TokenError, TokenValidator, parse_asymmetric_algorithm};
@@ -84,11 +84,11 @@ pub struct Authenticator {
     /// API keys whose `last_used_at` was written within the last minute.
     recently_touched: moka::sync::Cache<Uuid, ()>,
     api_key_lookups: AtomicU64,
-    pool: Pool,
+    pool: Db,
 }
 
 impl Authenticator {
-    pub fn new(validator: TokenValidator, cache_capacity: u64, pool: Pool) -> Authenticator {
+    pub fn new(validator: TokenValidator, cache_capacity: u64, pool: Db) -> Authenticator {
         Authenticator {
             validator,
             cache: moka::sync::Cache::builder()

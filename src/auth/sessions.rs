@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use crate::db::Db;
 use chrono::{DateTime, Duration, Utc};
-use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::api_keys::{OpaqueToken, hashes_equal, new_opaque, parse_opaque};
@@ -59,7 +59,7 @@ fn parse_refresh_token(token: &str) -> Option<(Uuid, [u8; 32])> {
 }
 
 pub struct SessionService {
-    pool: Pool,
+    pool: Db,
     keys: Arc<SigningKeys>,
     issuer: String,
     audience: String,
@@ -81,7 +81,7 @@ fn seconds(n: u64) -> Duration {
 }
 
 impl SessionService {
-    pub fn new(pool: Pool, keys: Arc<SigningKeys>, settings: &AuthSettings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(pool: Db, keys: Arc<SigningKeys>, settings: &AuthSettings, clock: Arc<dyn Clock>) -> Self {
         SessionService {
             pool,
             keys,

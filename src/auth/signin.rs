@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::db::Db;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use deadpool_postgres::Pool;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
     CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
@@ -346,7 +346,7 @@ impl SignInProviders {
     /// Starts a sign-in: stores a login attempt and returns the provider URL to redirect to.
     pub async fn login(
         &self,
-        pool: &Pool,
+        pool: &Db,
         name: &str,
         redirect_to: Option<&str>,
         login_hint: Option<&str>,
@@ -428,7 +428,7 @@ impl SignInProviders {
     /// exchanges the code with the PKCE verifier, validates the identity, applies role mappings.
     pub async fn callback(
         &self,
-        pool: &Pool,
+        pool: &Db,
         name: &str,
         params: &CallbackParams,
     ) -> Result<CompletedSignIn, SignInError> {
@@ -463,7 +463,7 @@ impl SignInProviders {
 
     async fn try_callback(
         &self,
-        pool: &Pool,
+        pool: &Db,
         name: &str,
         params: &CallbackParams,
     ) -> Result<CompletedSignIn, SignInError> {
@@ -497,7 +497,7 @@ impl SignInProviders {
 
     async fn oidc_identity(
         &self,
-        pool: &Pool,
+        pool: &Db,
         provider: &Provider,
         azure_multi_tenant: bool,
         params: &CallbackParams,
@@ -565,7 +565,7 @@ impl SignInProviders {
 
     async fn github_identity(
         &self,
-        pool: &Pool,
+        pool: &Db,
         provider: &Provider,
         web: &str,
         api: &str,

@@ -2,8 +2,8 @@
 //! definer functions in sql/03 (they must see across tenants before any context exists: a
 //! refresh token or an API key arrives without one). No tenant rows are read or written here.
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::{DbError, call};
@@ -11,7 +11,7 @@ use crate::domain::{OrgId, UserId};
 
 /// Maps a verified identity to a user id, creating the user on first sight.
 pub async fn provision_user(
-    pool: &Pool,
+    pool: &Db,
     issuer: &str,
     subject: &str,
     email: Option<&str>,
@@ -80,46 +80,46 @@ const RECORD_EVENT: &str = "select app.record_security_event($1, $2, $3, $4, $5,
 /// Appends `event` to the platform chain through `client` (a transaction, so it commits with
 /// the change it describes).
 pub async fn record_event(
-    client: &impl deadpool_postgres::GenericClient,
+    db: &Db,
+    client: &deadpool_postgres::Transaction<'_>,
     event: &PlatformEvent,
 ) -> Result<(), DbError> {
     let request_id = crate::http::middleware::current_request_id();
-    let stmt = client.prepare_cached(RECORD_EVENT).await?;
-    client
-        .execute(
-            &stmt,
-            &[
-                &event.actor_type,
-                &event.actor_id,
-                &event.action,
-                &event.target_type,
-                &event.target_id,
-                &event.outcome,
-                &event.ip,
-                &event.user_agent,
-                &request_id,
-                &event.details,
-            ],
-        )
-        .await?;
+    db.query_in(
+        client,
+        RECORD_EVENT,
+        &[
+            &event.actor_type,
+            &event.actor_id,
+            &event.action,
+            &event.target_type,
+            &event.target_id,
+            &event.outcome,
+            &event.ip,
+            &event.user_agent,
+            &request_id,
+            &event.details,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
 /// Records an event that accompanies no change (e.g. a failed sign-in).
-pub async fn record_event_alone(pool: &Pool, event: &PlatformEvent) -> Result<(), DbError> {
+pub async fn record_event_alone(pool: &Db, event: &PlatformEvent) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    record_event(&tx, event).await?;
+    record_event(pool, &tx, event).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub async fn start_session(pool: &Pool, s: &NewSession<'_>, event: &PlatformEvent) -> Result<(), DbError> {
+pub async fn start_session(pool: &Db, s: &NewSession<'_>, event: &PlatformEvent) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let stmt = tx.prepare_cached("select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)").await?;
-    tx.execute(
-        &stmt,
+    pool.query_in(
+        &tx,
+        "select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &s.id,
             s.user.as_uuid(),
@@ -134,7 +134,7 @@ pub async fn start_session(pool: &Pool, s: &NewSession<'_>, event: &PlatformEven
         ],
     )
     .await?;
-    record_event(&tx, event).await?;
+    record_event(pool, &tx, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -149,7 +149,7 @@ pub struct RefreshTokenState {
     pub absolute_expires_at: DateTime<Utc>,
 }
 
-pub async fn refresh_token_state(pool: &Pool, token: Uuid) -> Result<Option<RefreshTokenState>, DbError> {
+pub async fn refresh_token_state(pool: &Db, token: Uuid) -> Result<Option<RefreshTokenState>, DbError> {
     let rows = call(pool, "select * from app.refresh_token_state($1)", &[&token]).await?;
     Ok(rows.into_iter().next().map(|row| RefreshTokenState {
         session_id: row.get("session_id"),
@@ -165,7 +165,7 @@ pub async fn refresh_token_state(pool: &Pool, token: Uuid) -> Result<Option<Refr
 /// Spends `old` and stores `new`, recording `event` with it; false (and nothing recorded) when
 /// `old` was already spent.
 pub async fn rotate_refresh_token(
-    pool: &Pool,
+    pool: &Db,
     old: Uuid,
     new: Uuid,
     new_hash: &[u8],
@@ -175,10 +175,16 @@ pub async fn rotate_refresh_token(
 ) -> Result<bool, DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let stmt = tx.prepare_cached("select app.rotate_refresh_token($1, $2, $3, $4, $5)").await?;
-    let rotated: bool = tx.query_one(&stmt, &[&old, &new, &new_hash, &now, &idle_expires_at]).await?.get(0);
+    let rows = pool
+        .query_in(
+            &tx,
+            "select app.rotate_refresh_token($1, $2, $3, $4, $5)",
+            &[&old, &new, &new_hash, &now, &idle_expires_at],
+        )
+        .await?;
+    let rotated = rows.first().is_some_and(|row| row.get::<_, bool>(0));
     if rotated {
-        record_event(&tx, event).await?;
+        record_event(pool, &tx, event).await?;
     }
     tx.commit().await?;
     Ok(rotated)
@@ -187,7 +193,7 @@ pub async fn rotate_refresh_token(
 /// Ends a session for a reason the user did not choose (`refresh_token_reuse`, `expired`),
 /// recording `event` with it.
 pub async fn end_session(
-    pool: &Pool,
+    pool: &Db,
     session: Uuid,
     reason: &str,
     now: DateTime<Utc>,
@@ -195,9 +201,8 @@ pub async fn end_session(
 ) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let stmt = tx.prepare_cached("select app.end_session($1, $2, $3)").await?;
-    tx.execute(&stmt, &[&session, &reason, &now]).await?;
-    record_event(&tx, event).await?;
+    pool.query_in(&tx, "select app.end_session($1, $2, $3)", &[&session, &reason, &now]).await?;
+    record_event(pool, &tx, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -208,7 +213,7 @@ pub struct StoredApiKey {
     pub active: bool,
 }
 
-pub async fn find_api_key(pool: &Pool, key: Uuid) -> Result<Vec<StoredApiKey>, DbError> {
+pub async fn find_api_key(pool: &Db, key: Uuid) -> Result<Vec<StoredApiKey>, DbError> {
     Ok(call(pool, "select * from app.find_api_key($1)", &[&key])
         .await?
         .iter()
@@ -220,7 +225,7 @@ pub async fn find_api_key(pool: &Pool, key: Uuid) -> Result<Vec<StoredApiKey>, D
         .collect())
 }
 
-pub async fn touch_api_key(pool: &Pool, key: Uuid) -> Result<(), DbError> {
+pub async fn touch_api_key(pool: &Db, key: Uuid) -> Result<(), DbError> {
     call(pool, "select app.touch_api_key($1)", &[&key]).await?;
     Ok(())
 }
@@ -235,7 +240,7 @@ pub struct LoginAttempt {
 
 #[allow(clippy::too_many_arguments)]
 pub async fn create_login_attempt(
-    pool: &Pool,
+    pool: &Db,
     state_hash: &[u8],
     provider: &str,
     pkce_verifier: &str,
@@ -255,7 +260,7 @@ pub async fn create_login_attempt(
 
 /// Takes (deletes) the attempt for this `state`, if it exists and has not expired.
 pub async fn take_login_attempt(
-    pool: &Pool,
+    pool: &Db,
     state_hash: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Option<LoginAttempt>, DbError> {
@@ -270,7 +275,7 @@ pub async fn take_login_attempt(
 
 /// Applies a provider's role-mapping result for `user` (see `app.sync_provider_memberships`).
 pub async fn sync_provider_memberships(
-    pool: &Pool,
+    pool: &Db,
     user: UserId,
     provider: &str,
     grants: &[(Uuid, crate::domain::Role)],

@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-pub use tenant::{Actor, TenantTx, call};
+pub use tenant::{Actor, Params, TenantTx, call};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -131,6 +131,88 @@ impl From<PoolError> for DbError {
 pub struct Db {
     pub pool: Pool,
     pub region: crate::domain::Region,
+    /// How statements are prepared (`database_statement_cache`).
+    pub statements: crate::config::StatementCache,
+}
+
+impl Db {
+    /// The pool for `region`, preparing statements once per connection.
+    pub fn new(pool: Pool, region: crate::domain::Region) -> Db {
+        Db { pool, region, statements: crate::config::StatementCache::Connection }
+    }
+
+    /// The same pool and statement policy, acting for another region.
+    pub fn in_region(&self, region: crate::domain::Region) -> Db {
+        Db { region, ..self.clone() }
+    }
+
+    pub fn per_transaction(&self) -> bool {
+        self.statements == crate::config::StatementCache::Transaction
+    }
+
+    /// Runs `sql` in `client`'s transaction. Per connection: a named statement from the
+    /// connection's cache. Per transaction (PgBouncer before 1.21 in transaction pooling): an
+    /// unnamed statement, which needs no Close. PgBouncer 1.18 hands the server connection back
+    /// at the first idle ReadyForQuery, so a Close sent after COMMIT (when the rows holding a
+    /// named statement are dropped) could run on, and unlink, the server of the next
+    /// transaction. The parameter types an unnamed statement needs are learned once per SQL
+    /// text, by preparing it inside a transaction and closing it there.
+    pub async fn query_in<C>(
+        &self,
+        client: &C,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>
+    where
+        C: Session,
+    {
+        if self.per_transaction() {
+            let types = param_types(client.plain(), sql).await?;
+            tokio_postgres::GenericClient::query_typed(client.plain(), sql, &typed(params, &types)).await
+        } else {
+            let stmt = client.prepare_cached(sql).await?;
+            client.query(&stmt, params).await
+        }
+    }
+
+    /// As `query_in`, for the number of rows a statement changed.
+    pub async fn execute_in<C>(
+        &self,
+        client: &C,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<u64, tokio_postgres::Error>
+    where
+        C: Session,
+    {
+        if self.per_transaction() {
+            let types = param_types(client.plain(), sql).await?;
+            tokio_postgres::GenericClient::execute_typed(client.plain(), sql, &typed(params, &types)).await
+        } else {
+            let stmt = client.prepare_cached(sql).await?;
+            client.execute(&stmt, params).await
+        }
+    }
+}
+
+/// What `Db::query_in` runs on: a pooled connection, or a transaction on one.
+pub trait Session: deadpool_postgres::GenericClient {
+    type Plain: tokio_postgres::GenericClient;
+    fn plain(&self) -> &Self::Plain;
+}
+
+impl Session for deadpool_postgres::Object {
+    type Plain = tokio_postgres::Client;
+    fn plain(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+impl<'a> Session for deadpool_postgres::Transaction<'a> {
+    type Plain = tokio_postgres::Transaction<'a>;
+    fn plain(&self) -> &tokio_postgres::Transaction<'a> {
+        self
+    }
 }
 
 impl std::ops::Deref for Db {
@@ -140,22 +222,40 @@ impl std::ops::Deref for Db {
     }
 }
 
+/// The parameter types of each SQL text run as an unnamed statement. The texts are `'static`
+/// (a bounded set) and their types are fixed by the schema.
+type ParamTypes = std::sync::Arc<[tokio_postgres::types::Type]>;
+static PARAM_TYPES: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<&'static str, ParamTypes>>,
+> = std::sync::LazyLock::new(Default::default);
+
+async fn param_types(
+    client: &impl tokio_postgres::GenericClient,
+    sql: &'static str,
+) -> Result<ParamTypes, tokio_postgres::Error> {
+    if let Some(types) = PARAM_TYPES.read().unwrap_or_else(|e| e.into_inner()).get(sql) {
+        return Ok(types.clone());
+    }
+    // Prepared and closed here, inside the caller's transaction.
+    let stmt = client.prepare(sql).await?;
+    let types: ParamTypes = stmt.params().into();
+    drop(stmt);
+    PARAM_TYPES.write().unwrap_or_else(|e| e.into_inner()).insert(sql, types.clone());
+    Ok(types)
+}
+
+fn typed<'a>(
+    params: Params<'a>,
+    types: &[tokio_postgres::types::Type],
+) -> Vec<(&'a (dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type)> {
+    // A count that does not match is refused by the server, as for a named statement.
+    params.iter().zip(types).map(|(param, ty)| (*param, ty.clone())).collect()
+}
+
 /// The app role's pool. `Fast` recycling is safe because every checkout runs inside a
 /// transaction that is committed or rolled back before the connection is returned, and the
 /// context settings are transaction-local.
-///
-/// With `StatementCache::Transaction` (a transaction-pooling PgBouncer before 1.21), the
-/// statement cache is emptied at every checkout: the next transaction may run on another server
-/// connection, where those statements do not exist. Every statement is then prepared inside
-/// the transaction that runs it (all queries here run inside explicit transactions), and
-/// PgBouncer's `server_reset_query = DEALLOCATE ALL` (with `server_reset_query_always = 1`)
-/// drops them when the server connection is handed back.
-pub fn app_pool(
-    url: &str,
-    max_size: usize,
-    wait_timeout: Duration,
-    statements: crate::config::StatementCache,
-) -> anyhow::Result<Pool> {
+pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::Result<Pool> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|_| anyhow::anyhow!("TENANTRY_DATABASE_URL is not a valid PostgreSQL URL"))?;
     if config.get_application_name().is_none() {
@@ -164,14 +264,7 @@ pub fn app_pool(
     config.connect_timeout(wait_timeout);
     let manager =
         Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    let mut builder = Pool::builder(manager);
-    if statements == crate::config::StatementCache::Transaction {
-        builder = builder.post_recycle(deadpool_postgres::Hook::sync_fn(|client, _| {
-            client.statement_cache.clear();
-            Ok(())
-        }));
-    }
-    Ok(builder
+    Ok(Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(wait_timeout))
         .create_timeout(Some(wait_timeout))

@@ -85,6 +85,8 @@ pub struct TenantTx {
     in_flight: bool,
     org: Option<OrgId>,
     actor: Actor,
+    /// The pool's statement policy (`Db::prepare`).
+    db: Db,
 }
 
 impl TenantTx {
@@ -109,20 +111,32 @@ impl TenantTx {
         org: Option<OrgId>,
     ) -> Result<(TenantTx, Option<Membership>), DbError> {
         let client = pool.get().await?;
-        let tx = TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor };
         let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
-        let (begin, context, principal) = {
-            let client = tx.client();
-            let context: Params =
-                &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook];
-            // join3 polls in order: BEGIN leaves first, and with the statements cached the
-            // other two follow in the same write (one round trip).
-            future::join3(
-                client.batch_execute("BEGIN"),
-                run_one(client, SET_CONTEXT, context),
-                run_one(client, CURRENT_PRINCIPAL, &[]),
+        let region = pool.region.as_str();
+        let context: Params = &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook];
+        let (tx, (begin, context, principal)) = if pool.per_transaction() {
+            let tx = TenantTx::new(client, pool, org, actor);
+            // In order on the wire; each statement is unnamed (and learning its parameter
+            // types prepares and closes it after BEGIN).
+            let results = future::join3(
+                tx.client().batch_execute("BEGIN"),
+                pool.query_in(tx.client(), SET_CONTEXT, context),
+                one_row(pool.query_in(tx.client(), CURRENT_PRINCIPAL, &[])),
             )
-            .await
+            .await;
+            (tx, results)
+        } else {
+            let set_context = client.prepare_cached(SET_CONTEXT).await?;
+            let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
+            let tx = TenantTx::new(client, pool, org, actor);
+            // join3 polls in order, so the three messages leave in one write: one round trip.
+            let (begin, context, principal) = future::join3(
+                tx.client().batch_execute("BEGIN"),
+                tx.client().query_one(&set_context, context),
+                tx.client().query_one(&principal_stmt, &[]),
+            )
+            .await;
+            (tx, (begin, context.map(|_| Vec::new()), principal.map_err(DbError::from)))
         };
         let mut tx = tx;
         tx.in_flight = false;
@@ -139,17 +153,19 @@ impl TenantTx {
     pub async fn enter_org(&mut self, org: OrgId) -> Result<Membership, DbError> {
         self.in_flight = true;
         let result = async {
-            let set = self.client().prepare_cached(SET_ORG).await?;
-            let principal = self.client().prepare_cached(CURRENT_PRINCIPAL).await?;
-            self.client().query_one(&set, &[&org.to_string()]).await?;
-            self.client().query_one(&principal, &[]).await
+            self.db.query_in(self.client(), SET_ORG, &[&org.to_string()]).await?;
+            self.db.query_in(self.client(), CURRENT_PRINCIPAL, &[]).await
         }
         .await;
-        let row = self.track(result)?;
+        let row = self.track(result)?.into_iter().next().ok_or(DbError::NotFound)?;
         self.org = Some(org);
         let membership = standing_from_row(Some(org), &row)?.ok_or(DbError::NotFound)?;
         note_usage(self.actor, Some(org), Some(&membership));
         Ok(membership)
+    }
+
+    fn new(client: Object, db: &Db, org: Option<OrgId>, actor: Actor) -> TenantTx {
+        TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor, db: db.clone() }
     }
 
     fn client(&self) -> &Object {
@@ -171,22 +187,14 @@ impl TenantTx {
 
     pub async fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
         self.in_flight = true;
-        let result = async {
-            let stmt = self.client().prepare_cached(sql).await?;
-            self.client().query(&stmt, params).await
-        }
-        .await;
+        let result = self.db.query_in(self.client(), sql, params).await;
         self.track(result)
     }
 
     pub async fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, DbError> {
         self.in_flight = true;
-        let result = async {
-            let stmt = self.client().prepare_cached(sql).await?;
-            self.client().query_opt(&stmt, params).await
-        }
-        .await;
-        self.track(result)
+        let result = self.db.query_in(self.client(), sql, params).await;
+        at_most_one(self.track(result)?)
     }
 
     /// Exactly one row, or `NotFound`.
@@ -196,11 +204,7 @@ impl TenantTx {
 
     pub async fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, DbError> {
         self.in_flight = true;
-        let result = async {
-            let stmt = self.client().prepare_cached(sql).await?;
-            self.client().execute(&stmt, params).await
-        }
-        .await;
+        let result = self.db.execute_in(self.client(), sql, params).await;
         self.track(result)
     }
 
@@ -293,27 +297,34 @@ pub async fn read(
     sql: &'static str,
     params: Params<'_>,
 ) -> Result<(Option<Membership>, Vec<Row>), DbError> {
+    if pool.per_transaction() {
+        // The query's parameter types may have to be learned inside the transaction first, so
+        // the steps go in turn: BEGIN with the context, the query, COMMIT.
+        let (mut tx, membership) = TenantTx::begin(pool, actor, org).await?;
+        if org.is_some() && membership.is_none() {
+            return Err(DbError::NotFound);
+        }
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        return Ok((membership, rows));
+    }
     let client = pool.get().await?;
-    let mut tx = TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor };
+    let set_context = client.prepare_cached(SET_CONTEXT).await?;
+    let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
+    let query_stmt = client.prepare_cached(sql).await?;
+    let mut tx = TenantTx::new(client, pool, org, actor);
     let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
-    let (begin, context, principal, (rows, commit)) = {
+    let region = pool.region.as_str();
+    let context: Params = &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook];
+    let ((begin, context), (principal, rows, commit)) = {
         let client = tx.client();
-        let context: Params =
-            &[&user, &org_text, &session, &api_key, &pool.region.as_str(), &run_claim, &webhook];
-        // In order on the wire: BEGIN, context, principal, query, COMMIT (COMMIT goes only after
-        // the query's own messages, even when a statement has to be prepared first).
-        future::join4(
-            client.batch_execute("BEGIN"),
-            run_one(client, SET_CONTEXT, context),
-            run_one(client, CURRENT_PRINCIPAL, &[]),
-            async {
-                match client.prepare_cached(sql).await {
-                    Ok(stmt) => {
-                        future::join(client.query(&stmt, params), client.batch_execute("COMMIT")).await
-                    }
-                    Err(e) => (Err(e), client.batch_execute("COMMIT").await),
-                }
-            },
+        future::join(
+            future::join(client.batch_execute("BEGIN"), client.query_one(&set_context, context)),
+            future::join3(
+                client.query_one(&principal_stmt, &[]),
+                client.query(&query_stmt, params),
+                client.batch_execute("COMMIT"),
+            ),
         )
         .await
     };
@@ -333,42 +344,44 @@ pub async fn read(
     Ok((membership, rows))
 }
 
-/// Prepares (from the connection's cache when it can) and runs a statement returning one row.
-async fn run_one(
-    client: &Object,
-    sql: &'static str,
-    params: Params<'_>,
-) -> Result<Row, tokio_postgres::Error> {
-    let stmt = client.prepare_cached(sql).await?;
-    client.query_one(&stmt, params).await
+/// The one row a statement returns.
+async fn one_row(
+    rows: impl std::future::Future<Output = Result<Vec<Row>, tokio_postgres::Error>>,
+) -> Result<Row, DbError> {
+    rows.await?.into_iter().next().ok_or_else(|| DbError::Other(anyhow::anyhow!("expected a row, got none")))
+}
+
+/// At most one row, as `query_opt`.
+fn at_most_one(rows: Vec<Row>) -> Result<Option<Row>, DbError> {
+    if rows.len() > 1 {
+        return Err(DbError::Other(anyhow::anyhow!("expected at most one row, got {}", rows.len())));
+    }
+    Ok(rows.into_iter().next())
 }
 
 /// One statement in a transaction of its own, with no tenant context: the narrow definer
 /// functions that run before any context exists (a refresh token, an API key, a worker's
-/// claim). An explicit transaction, so it also works behind a transaction-pooling PgBouncer;
-/// BEGIN, the statement and COMMIT travel in one round trip once the statement is prepared.
-pub async fn call(
-    pool: &deadpool_postgres::Pool,
-    sql: &'static str,
-    params: Params<'_>,
-) -> Result<Vec<Row>, DbError> {
-    let client = pool.get().await?;
-    // A `TenantTx` without context, for its guarantee: rolled back if dropped half-way.
-    let mut tx = TenantTx {
-        client: Some(client),
-        poisoned: false,
-        in_flight: true,
-        org: None,
-        actor: Actor::default(),
-    };
-    let (begin, (rows, commit)) = {
+/// claim). An explicit transaction, so it also works behind a transaction-pooling PgBouncer.
+pub async fn call(db: &Db, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+    let client = db.get().await?;
+    if db.per_transaction() {
+        // A `TenantTx` without context, for its guarantee: rolled back if dropped half-way.
+        let mut tx = TenantTx::new(client, db, None, Actor::default());
+        tx.client().batch_execute("BEGIN").await?;
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        return Ok(rows);
+    }
+    let stmt = client.prepare_cached(sql).await?;
+    let mut tx = TenantTx::new(client, db, None, Actor::default());
+    // BEGIN, the statement and COMMIT in one round trip.
+    let (begin, rows, commit) = {
         let client = tx.client();
-        future::join(client.batch_execute("BEGIN"), async {
-            match client.prepare_cached(sql).await {
-                Ok(stmt) => future::join(client.query(&stmt, params), client.batch_execute("COMMIT")).await,
-                Err(e) => (Err(e), client.batch_execute("COMMIT").await),
-            }
-        })
+        future::join3(
+            client.batch_execute("BEGIN"),
+            client.query(&stmt, params),
+            client.batch_execute("COMMIT"),
+        )
         .await
     };
     tx.in_flight = false;

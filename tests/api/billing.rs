@@ -29,14 +29,8 @@ async fn invoices(app: &TestApp, org: &TestOrg) -> Vec<Value> {
 }
 
 fn db(app: &TestApp) -> Db {
-    let pool = tenantry::db::app_pool(
-        &app_url(&app.database),
-        2,
-        std::time::Duration::from_secs(5),
-        Default::default(),
-    )
-    .unwrap();
-    Db { pool, region: tenantry::domain::Region::Us }
+    let pool = tenantry::db::app_pool(&app_url(&app.database), 2, std::time::Duration::from_secs(5)).unwrap();
+    Db::new(pool, tenantry::domain::Region::Us)
 }
 
 #[tokio::test]

@@ -175,11 +175,27 @@ pub struct TestOrg {
     pub owner: TestUser,
 }
 
+/// With `TEST_PGBOUNCER_PORT` set (`make test` sets it for the isolation suites' second run),
+/// test servers reach PostgreSQL through that PgBouncer in transaction pooling mode.
+pub fn pgbouncer_port() -> Option<u16> {
+    std::env::var("TEST_PGBOUNCER_PORT").ok().map(|p| p.parse().expect("TEST_PGBOUNCER_PORT is a port"))
+}
+
 pub fn test_settings(database: &str, key_file: std::path::PathBuf) -> Settings {
     let defaults = Settings::default();
+    let (database_url, statements) = match pgbouncer_port() {
+        Some(port) => (
+            format!("postgres://tenantry_app@127.0.0.1:{port}/{database}"),
+            tenantry::config::StatementCache::Transaction,
+        ),
+        None => (app_url(database), tenantry::config::StatementCache::Connection),
+    };
     Settings {
         listen: "127.0.0.1:0".into(),
-        database_url: Some(app_url(database).into()),
+        database_url: Some(database_url.into()),
+        database_statement_cache: statements,
+        // LISTEN needs a session: straight to PostgreSQL.
+        listen_database_url: Some(app_url(database).into()),
         pool_size: 8,
         workers: Some(2),
         auth: tenantry::config::AuthSettings { signing_key_file: key_file, ..defaults.auth.clone() },

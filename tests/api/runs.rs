@@ -14,14 +14,8 @@ use tenantry::worker::{Outcome, Worker};
 use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, stub_provider};
 
 fn worker_db(app: &TestApp, pool_size: usize) -> Db {
-    let pool = tenantry::db::app_pool(
-        &app_url(&app.database),
-        pool_size,
-        Duration::from_secs(5),
-        Default::default(),
-    )
-    .unwrap();
-    Db { pool, region: tenantry::domain::Region::Us }
+    let pool = tenantry::db::app_pool(&app_url(&app.database), pool_size, Duration::from_secs(5)).unwrap();
+    Db::new(pool, tenantry::domain::Region::Us)
 }
 
 fn worker(app: &TestApp, settings: WorkerSettings) -> Worker {
