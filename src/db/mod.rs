@@ -35,6 +35,9 @@ pub enum DbError {
     Unauthenticated,
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The request's time limit (`request_timeout_secs`, in seconds) passed mid-statement.
+    #[error("request timed out after {0} s")]
+    TimedOut(u64),
     #[error("unique violation on {constraint:?}")]
     UniqueViolation { constraint: Option<String> },
     #[error("foreign key violation on {constraint:?}")]
@@ -122,6 +125,28 @@ impl From<PoolError> for DbError {
             PoolError::Backend(e) => DbError::from(e),
             other => DbError::Unavailable(other.to_string()),
         }
+    }
+}
+
+tokio::task_local! {
+    /// The current request's deadline, and its time limit in seconds.
+    static DEADLINE: (tokio::time::Instant, u64);
+}
+
+/// Runs `request` with a deadline its database work must meet (`request_timeout_secs`).
+pub async fn with_deadline<F: std::future::Future>(limit_secs: u64, request: F) -> F::Output {
+    let at = tokio::time::Instant::now() + Duration::from_secs(limit_secs);
+    DEADLINE.scope((at, limit_secs), request).await
+}
+
+/// Awaits `work` until the current request's deadline; without one (a worker, a CLI command),
+/// simply awaits it. Statements are additionally bounded by the role's `statement_timeout`.
+pub(crate) async fn until_deadline<F: std::future::Future>(work: F) -> Result<F::Output, DbError> {
+    match DEADLINE.try_with(|deadline| *deadline) {
+        Ok((at, limit_secs)) => {
+            tokio::time::timeout_at(at, work).await.map_err(|_| DbError::TimedOut(limit_secs))
+        }
+        Err(_) => Ok(work.await),
     }
 }
 
@@ -296,6 +321,7 @@ impl DbError {
             DbError::PermissionDenied => "permission denied",
             DbError::Unauthenticated => "unauthenticated",
             DbError::Unavailable(_) => "unavailable",
+            DbError::TimedOut(_) => "timed out",
             DbError::UniqueViolation { .. } => "unique violation",
             DbError::ForeignKeyViolation { .. } => "foreign key violation",
             DbError::LastOwner => "last owner",
@@ -306,5 +332,19 @@ impl DbError {
             DbError::IllegalTransition(_) => "illegal transition",
             DbError::Other(_) => "error",
         }
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_past_the_request_deadline_is_timed_out_and_work_outside_a_request_is_not() {
+        let slow = || tokio::time::sleep(Duration::from_secs(3));
+        let timed = with_deadline(1, async { until_deadline(slow()).await }).await;
+        assert!(matches!(timed, Err(DbError::TimedOut(1))), "{timed:?}");
+        assert!(with_deadline(5, async { until_deadline(slow()).await }).await.is_ok());
+        assert!(until_deadline(slow()).await.is_ok());
     }
 }

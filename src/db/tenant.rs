@@ -17,7 +17,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Db, DbError};
+use super::{Db, DbError, until_deadline};
 use crate::domain::{Membership, OrgId, Role, UserId};
 
 const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
@@ -118,24 +118,30 @@ impl TenantTx {
             let tx = TenantTx::new(client, pool, org, actor);
             // In order on the wire; each statement is unnamed (and learning its parameter
             // types prepares and closes it after BEGIN).
-            let results = future::join3(
+            let results = until_deadline(future::join3(
                 tx.client().batch_execute("BEGIN"),
                 pool.query_in(tx.client(), SET_CONTEXT, context),
                 one_row(pool.query_in(tx.client(), CURRENT_PRINCIPAL, &[])),
-            )
-            .await;
+            ))
+            .await?;
             (tx, results)
         } else {
-            let set_context = client.prepare_cached(SET_CONTEXT).await?;
-            let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
+            // The guard first: preparing can wait on a lock, and is cancelled if dropped.
             let tx = TenantTx::new(client, pool, org, actor);
+            let (set_context, principal_stmt) = until_deadline(async {
+                Ok::<_, tokio_postgres::Error>((
+                    tx.client().prepare_cached(SET_CONTEXT).await?,
+                    tx.client().prepare_cached(CURRENT_PRINCIPAL).await?,
+                ))
+            })
+            .await??;
             // join3 polls in order, so the three messages leave in one write: one round trip.
-            let (begin, context, principal) = future::join3(
+            let (begin, context, principal) = until_deadline(future::join3(
                 tx.client().batch_execute("BEGIN"),
                 tx.client().query_one(&set_context, context),
                 tx.client().query_one(&principal_stmt, &[]),
-            )
-            .await;
+            ))
+            .await?;
             (tx, (begin, context.map(|_| Vec::new()), principal.map_err(DbError::from)))
         };
         let mut tx = tx;
@@ -152,10 +158,10 @@ impl TenantTx {
     /// re-checking the principal's standing there.
     pub async fn enter_org(&mut self, org: OrgId) -> Result<Membership, DbError> {
         self.in_flight = true;
-        let result = async {
+        let result = until_deadline(async {
             self.db.query_in(self.client(), SET_ORG, &[&org.to_string()]).await?;
             self.db.query_in(self.client(), CURRENT_PRINCIPAL, &[]).await
-        }
+        })
         .await;
         let row = self.track(result)?.into_iter().next().ok_or(DbError::NotFound)?;
         self.org = Some(org);
@@ -177,23 +183,29 @@ impl TenantTx {
         self.org
     }
 
-    fn track<T>(&mut self, result: Result<T, tokio_postgres::Error>) -> Result<T, DbError> {
-        self.in_flight = false;
+    /// The outcome of a statement: a failure poisons the transaction. Past the request's
+    /// deadline the statement is still running, so `in_flight` stays set and dropping the
+    /// transaction cancels it.
+    fn track<T>(&mut self, result: Result<Result<T, tokio_postgres::Error>, DbError>) -> Result<T, DbError> {
+        if result.is_ok() {
+            self.in_flight = false;
+        }
+        let result = result.and_then(|r| r.map_err(DbError::from));
         if result.is_err() {
             self.poisoned = true;
         }
-        Ok(result?)
+        result
     }
 
     pub async fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
         self.in_flight = true;
-        let result = self.db.query_in(self.client(), sql, params).await;
+        let result = until_deadline(self.db.query_in(self.client(), sql, params)).await;
         self.track(result)
     }
 
     pub async fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, DbError> {
         self.in_flight = true;
-        let result = self.db.query_in(self.client(), sql, params).await;
+        let result = until_deadline(self.db.query_in(self.client(), sql, params)).await;
         at_most_one(self.track(result)?)
     }
 
@@ -204,7 +216,7 @@ impl TenantTx {
 
     pub async fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, DbError> {
         self.in_flight = true;
-        let result = self.db.execute_in(self.client(), sql, params).await;
+        let result = until_deadline(self.db.execute_in(self.client(), sql, params)).await;
         self.track(result)
     }
 
@@ -309,24 +321,30 @@ pub async fn read(
         return Ok((membership, rows));
     }
     let client = pool.get().await?;
-    let set_context = client.prepare_cached(SET_CONTEXT).await?;
-    let principal_stmt = client.prepare_cached(CURRENT_PRINCIPAL).await?;
-    let query_stmt = client.prepare_cached(sql).await?;
+    // The guard first: preparing can wait on a lock, and is cancelled if dropped.
     let mut tx = TenantTx::new(client, pool, org, actor);
+    let (set_context, principal_stmt, query_stmt) = until_deadline(async {
+        Ok::<_, tokio_postgres::Error>((
+            tx.client().prepare_cached(SET_CONTEXT).await?,
+            tx.client().prepare_cached(CURRENT_PRINCIPAL).await?,
+            tx.client().prepare_cached(sql).await?,
+        ))
+    })
+    .await??;
     let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
     let region = pool.region.as_str();
     let context: Params = &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook];
     let ((begin, context), (principal, rows, commit)) = {
         let client = tx.client();
-        future::join(
+        until_deadline(future::join(
             future::join(client.batch_execute("BEGIN"), client.query_one(&set_context, context)),
             future::join3(
                 client.query_one(&principal_stmt, &[]),
                 client.query(&query_stmt, params),
                 client.batch_execute("COMMIT"),
             ),
-        )
-        .await
+        ))
+        .await?
     };
     // Every answer has arrived: nothing is left to cancel if an error drops the transaction.
     tx.in_flight = false;
@@ -372,17 +390,17 @@ pub async fn call(db: &Db, sql: &'static str, params: Params<'_>) -> Result<Vec<
         tx.commit().await?;
         return Ok(rows);
     }
-    let stmt = client.prepare_cached(sql).await?;
     let mut tx = TenantTx::new(client, db, None, Actor::default());
+    let stmt = until_deadline(tx.client().prepare_cached(sql)).await??;
     // BEGIN, the statement and COMMIT in one round trip.
     let (begin, rows, commit) = {
         let client = tx.client();
-        future::join3(
+        until_deadline(future::join3(
             client.batch_execute("BEGIN"),
             client.query(&stmt, params),
             client.batch_execute("COMMIT"),
-        )
-        .await
+        ))
+        .await?
     };
     tx.in_flight = false;
     begin?;

@@ -141,10 +141,12 @@ impl tracing_actix_web::RootSpanBuilder for TenantryRootSpan {
     }
 }
 
-/// The request time limit (`request_timeout_secs`): a handler still working after it is dropped
-/// (its open transaction is cancelled and rolled back as `TenantTx` drops) and the caller gets
-/// 503 `timeout`. Innermost of the middlewares, so the idempotency middleware sees the error
-/// and releases the key rather than leaving it running.
+/// The request time limit (`request_timeout_secs`). The request runs with that deadline for its
+/// database work: a statement still running then is cancelled, its transaction rolled back, and
+/// the caller gets 503 `timeout` like any other problem. Anything else a handler awaits (an
+/// upstream provider) has its own, shorter timeout; as a last resort the handler is dropped a
+/// few seconds past the deadline. Innermost of the middlewares, so an idempotency key is
+/// released rather than left running.
 pub async fn time_limit(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
@@ -152,10 +154,12 @@ pub async fn time_limit(
     let after_secs = req
         .app_data::<actix_web::web::Data<crate::api::AppState>>()
         .map_or(30, |state| state.settings.request_timeout_secs);
-    // The request cannot be kept aside (routing needs it unshared), so a timeout is an error
-    // that actix turns into the problem response.
-    match tokio::time::timeout(std::time::Duration::from_secs(after_secs), next.call(req)).await {
+    let backstop = std::time::Duration::from_secs(after_secs + 5);
+    let handled = crate::db::with_deadline(after_secs, tokio::time::timeout(backstop, next.call(req))).await;
+    match handled {
         Ok(res) => res.map(ServiceResponse::map_into_boxed_body),
+        // The request cannot be kept aside (routing needs it unshared), so this answer takes
+        // the error path.
         Err(_) => Err(crate::http::ApiError::TimedOut { after_secs }.into()),
     }
 }

@@ -266,6 +266,7 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error = %cause, "database unavailable");
                 ApiError::Unavailable
             }
+            DbError::TimedOut(after_secs) => ApiError::TimedOut { after_secs },
             DbError::UniqueViolation { constraint } => match constraint.as_deref() {
                 Some("organizations_slug_key") => ApiError::Conflict {
                     code: "slug_taken",

@@ -10,6 +10,7 @@ mod catalog;
 mod cli;
 mod edges;
 mod errors;
+mod faults;
 mod flags;
 mod health;
 mod helpers;
