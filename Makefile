@@ -23,13 +23,13 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap contract bench clean-db backup restore
+.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap contract bench soak clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
 	@echo "make test     format check, clippy, all tests, tenantry check, pgTAP, OpenAPI drift"
 	@echo "make db / db-stop   start / stop the local PostgreSQL under $(PG_DIR) (port $(PG_PORT))"
-	@echo "make migrate | seed | check | openapi | lint | bench"
+	@echo "make migrate | seed | check | openapi | lint | bench | soak"
 
 build:
 	$(CARGO) build --bin tenantry
@@ -172,6 +172,11 @@ restore: build db
 
 bench: build
 	@.dev/bench.sh
+
+# Long load and fault runs, not part of make test: sustained load (latency, errors, memory), a
+# PostgreSQL restart under load, a load spike. SOAK_SECONDS sets the sustained phase (120).
+soak: build
+	@.dev/soak.sh
 
 clean-db: db-stop
 	rm -rf $(PG_DIR) $(TEST_PG_DIR) $(TEST_PGBOUNCER_DIR)

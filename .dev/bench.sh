@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# make bench: throughput and latency of GET /api/v1/orgs/{org}/workspaces (RLS, pipelined tenant
-# transaction) against pgbench running the equivalent SQL transaction on the same database:
-#   BEGIN; set_config(user, org, session, key, region); principal check; SELECT ... LIMIT 21; COMMIT
-# Both use 100 organizations in rotation. Prints req/s, p50/p99 and the HTTP/pgbench ratio.
+# make bench: the API under load against the SQL it runs, on a seeded throwaway database.
+#
+# For each of list, get and create (workspaces) it measures:
+#   - HTTP through the release server (wrk, 64 connections, 2 workers, pool 16);
+#   - pgbench running the equivalent SQL transaction as the app role, RLS enforced:
+#       BEGIN; set_config(user, org, session, key, region); principal check; the statement(s); COMMIT
+#   - the same pgbench run with RLS disabled on the tables and explicit
+#     `WHERE organization_id = ...` clauses instead: the cost of RLS itself.
+# Then flag evaluation (POST /orgs/{org}/flags/evaluate) with its server-side latency.
+# 100 organizations in rotation; req/s, p50/p99, ratios and the server's peak RSS are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source .dev/load.sh
 
 ORGS=${BENCH_ORGS:-1000}          # organizations seeded
 ROWS=${BENCH_ROWS:-50}            # workspaces per organization
@@ -13,102 +20,61 @@ DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 PORT=${BENCH_PG_PORT:-55434}
 HTTP_PORT=${BENCH_HTTP_PORT:-18080}
-DIR=.tenantry/pg-bench
 OUT=.tenantry/bench
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET_DIR/release/tenantry
-ADMIN="postgres://postgres@127.0.0.1:$PORT"
+PGBENCH=$(.dev/pg.sh bindir)/pgbench
 
-for tool in wrk; do
-  if ! command -v $tool >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq $tool >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $tool >/dev/null; }
-    else echo "bench: $tool is required (sudo apt-get install $tool)" >&2; exit 1; fi
-  fi
-done
-BINDIR=$(.dev/pg.sh bindir)
-PGBENCH=$BINDIR/pgbench
-
-echo "== building the release binary"
-cargo build --release --bin tenantry >/dev/null
 mkdir -p $OUT
-.dev/pg.sh start $DIR $PORT
-psql "$ADMIN/postgres" -qc "drop database if exists bench with (force)" -qc "create database bench"
-TENANTRY_ADMIN_DATABASE_URL="$ADMIN/bench" TENANTRY_LOG=warn $BIN migrate
-
-echo "== seeding $ORGS organizations x $ROWS workspaces"
-psql "$ADMIN/bench" -q <<SQL
-insert into users (id, issuer, subject, email)
-  select md5('user' || n)::uuid, 'tenantry', 'owner' || n || '@bench.test', 'owner' || n || '@bench.test'
-  from generate_series(1, $ORGS) n;
-insert into organizations (id, name, slug)
-  select md5('org' || n)::uuid, 'Org ' || n, 'bench-' || n from generate_series(1, $ORGS) n;
-insert into memberships (organization_id, user_id, role)
-  select md5('org' || n)::uuid, md5('user' || n)::uuid, 'owner' from generate_series(1, $ORGS) n;
-insert into workspaces (organization_id, id, name, region)
-  select md5('org' || n)::uuid, gen_random_uuid(), 'ws-' || n || '-' || w, 'us'
-  from generate_series(1, $ORGS) n, generate_series(1, $ROWS) w;
--- Rate limits stay on (their cost is part of the figures) but far above the load.
-update plans set limits = jsonb_set(limits, '{requests_per_minute}', '100000000');
-vacuum analyze;
-SQL
-
+rm -f $OUT/*.txt $OUT/pgbench_log*
+load_prepare .tenantry/pg-bench $PORT bench $ORGS $ROWS
 echo "== starting the server (release, 2 workers, pool 16)"
-export TENANTRY_DATABASE_URL="postgres://tenantry_app@127.0.0.1:$PORT/bench"
-export TENANTRY_LISTEN="127.0.0.1:$HTTP_PORT" TENANTRY_LOG=warn TENANTRY_WORKERS=2 TENANTRY_POOL_SIZE=16
-export TENANTRY_RATE_LIMITS__PER_PRINCIPAL_PER_MINUTE=100000000 TENANTRY_RATE_LIMITS__DEFAULT_ORG_PER_MINUTE=100000000
-export TENANTRY_AUTH__SIGNING_KEY_FILE=$OUT/signing-key.pem
-rm -f $OUT/signing-key.pem
-$BIN serve > $OUT/server.log 2>&1 &
-SERVER=$!
+load_serve $HTTP_PORT $OUT
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/health" >/dev/null && break; sleep 0.2; done
+load_targets $HOT $OUT
 
-echo "== minting tokens for $HOT organizations"
-{
-  echo "targets = {}"
-  for n in $(seq 1 $HOT); do
-    org=$(psql "$ADMIN/bench" -qtAc "select md5('org' || $n)::uuid")
-    token=$($BIN token --email "owner$n@bench.test" --ttl 2h)
-    echo "targets[$n] = {'/api/v1/orgs/$org/workspaces?limit=20', 'Bearer $token'}"
-  done
-  cat <<'LUA'
--- Built in init(): wrk.host (for the Host header) is not known when the script loads.
-requests = {}
-init = function(args)
-  for i, t in ipairs(targets) do
-    requests[i] = wrk.format('GET', t[1], {['Authorization'] = t[2]})
-  end
-end
-counter = 0
-request = function()
-  counter = counter + 1
-  return requests[(counter % #requests) + 1]
-end
-response = function(status, headers, body)
-  if status ~= 200 then error("unexpected status " .. status) end
-end
-LUA
-} > $OUT/requests.lua
+load_script list "'GET'" "t.org .. '/workspaces?limit=20'" nil "status == 200" $OUT
+load_script get "'GET'" "t.workspace" nil "status == 200" $OUT
+load_script create "'POST'" "t.org .. '/workspaces'" \
+  "'{\"name\":\"load-' .. run .. '-' .. id .. '-' .. counter .. '\"}'" "status == 201" $OUT
 
-echo "== HTTP: wrk -t2 -c$CONNS -d${DURATION}s (after a 3 s warm-up)"
-wrk -t2 -c$CONNS -d3s -s $OUT/requests.lua "http://127.0.0.1:$HTTP_PORT" >/dev/null
-wrk -t2 -c$CONNS -d${DURATION}s --latency -s $OUT/requests.lua "http://127.0.0.1:$HTTP_PORT" > $OUT/wrk.txt
+for scenario in list get create; do
+  echo "== HTTP $scenario: wrk -t2 -c$CONNS -d${DURATION}s (after a 3 s warm-up)"
+  wrk -t2 -c$CONNS -d3s -s $OUT/$scenario.lua "http://127.0.0.1:$HTTP_PORT" >/dev/null
+  wrk -t2 -c$CONNS -d${DURATION}s --latency -s $OUT/$scenario.lua "http://127.0.0.1:$HTTP_PORT" > $OUT/wrk-$scenario.txt
+done
 RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/$SERVER/status)
 
-echo "== SQL: pgbench -c16 -j2 -T${DURATION} -M prepared, the same transaction as the app role"
-cat > $OUT/list.sql <<SQL
-\set n random(1, $HOT)
-BEGIN;
-select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true);
-select active, role, permissions, home_region from app.current_principal();
-select organization_id, id, name, region, created_at, updated_at from workspaces where id > '00000000-0000-0000-0000-000000000000' order by id limit 21;
-COMMIT;
-SQL
-rm -f $OUT/pgbench_log*
-(cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U tenantry_app -c 16 -j 2 -T $DURATION -M prepared -l --log-prefix=pgbench_log -f list.sql bench > pgbench.txt 2>&1)
+# The SQL of each scenario, with RLS (as the server runs it) and with explicit WHERE clauses.
+CONTEXT="select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true), set_config('app.current_run_claim', '', true), set_config('app.current_webhook_token', '', true);
+select active, role, permissions, home_region, suspended from app.current_principal();"
+COLUMNS="organization_id, id, name, region, created_at, updated_at"
+write_sql() { # name, statement(s)
+  printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\nCOMMIT;\n' "$HOT" "$CONTEXT" "$2" > $OUT/$1.sql
+}
+AUDIT="insert into audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id, outcome, request_id, details, prev_hash, hash) values (md5('org' || :n)::uuid, gen_random_uuid(), 'user', md5('user' || :n)::uuid, 'workspace.create', 'workspace', gen_random_uuid()::text, 'allowed', gen_random_uuid()::text, '{}', '\\\\x', '\\\\x');"
+write_sql list-rls "select $COLUMNS from workspaces where id > '00000000-0000-0000-0000-000000000000' order by id limit 21;"
+write_sql list-where "select $COLUMNS from workspaces where organization_id = md5('org' || :n)::uuid and id > '00000000-0000-0000-0000-000000000000' order by id limit 21;"
+write_sql get-rls "select $COLUMNS from workspaces where id = md5('ws' || :n || '-1')::uuid;"
+write_sql get-where "select $COLUMNS from workspaces where organization_id = md5('org' || :n)::uuid and id = md5('ws' || :n || '-1')::uuid;"
+CREATE="insert into workspaces (organization_id, id, name, region) values (md5('org' || :n)::uuid, gen_random_uuid(), 'sql-' || gen_random_uuid(), 'us') returning $COLUMNS;
+$AUDIT"
+write_sql create-rls "$CREATE"
+write_sql create-where "$CREATE"
+
+run_pgbench() { # name
+  echo "== SQL $1: pgbench -c16 -j2 -T$DURATION -M prepared"
+  rm -f $OUT/pgbench_log*
+  (cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U tenantry_app -c 16 -j 2 -T $DURATION -M prepared \
+     -l --log-prefix=pgbench_log -f $1.sql bench > pgbench-$1.txt 2>&1) || { cat $OUT/pgbench-$1.txt >&2; exit 1; }
+  cat $OUT/pgbench_log* | awk '{print $3}' > $OUT/pgbench-$1-latency.txt
+}
+for scenario in list get create; do run_pgbench $scenario-rls; done
+echo "== RLS off (DISABLE ROW LEVEL SECURITY on workspaces and audit_events), explicit WHERE instead"
+psql "$LOAD_DB" -qc "alter table workspaces disable row level security" -qc "alter table audit_events disable row level security"
+for scenario in list get create; do run_pgbench $scenario-where; done
+psql "$LOAD_DB" -qc "alter table workspaces enable row level security" -qc "alter table audit_events enable row level security"
 
 echo "== flags: 20 platform flags, each of the $HOT organizations configures 10 (percentages, allow/deny lists)"
-psql "$ADMIN/bench" -q <<SQL
+psql "$LOAD_DB" -q <<SQL
 insert into feature_flags (key, description, default_enabled, kill_switch)
   select 'flag-' || f, 'bench flag ' || f, f % 3 = 0, f = 20 from generate_series(1, 20) f;
 insert into organization_flags (organization_id, flag_key, enabled, rollout_percentage, allow_users, deny_users)
@@ -116,26 +82,20 @@ insert into organization_flags (organization_id, flag_key, enabled, rollout_perc
          array[md5('user' || n)::uuid], array[gen_random_uuid()]
   from generate_series(1, $HOT) n, generate_series(1, 10) f;
 SQL
-# The same tokens, on POST /orgs/{org}/flags/evaluate; every response's Server-Timing (the time
-# spent in the server, database included) goes to a file per wrk thread.
-sed -e 's#/workspaces?limit=20#/flags/evaluate#' -e "s#wrk.format('GET'#wrk.format('POST'#" $OUT/requests.lua \
-  | sed '/^response = function/,$d' > $OUT/flags.lua
+# Every response's Server-Timing (the time spent in the server, database included) goes to a
+# file per wrk thread.
+load_script flags "'POST'" "t.org .. '/flags/evaluate'" nil "status == 200" $OUT
 cat >> $OUT/flags.lua <<LUA
-threads = {}
-setup = function(thread)
-  table.insert(threads, thread)
-  thread:set("id", #threads)
-end
 local timings
+local check = response
 response = function(status, headers, body)
-  if status ~= 200 then error("unexpected status " .. status) end
+  check(status, headers, body)
   if not timings then timings = io.open("$OUT/flags-timing-" .. id .. ".txt", "w") end
   local t = headers["server-timing"] or headers["Server-Timing"]
   if t then timings:write(t:match("dur=([%d.]+)"), "\n") end
 end
 LUA
 for c in 8 $CONNS; do
-  rm -f $OUT/flags-timing-*.txt
   echo "== flags: wrk -t2 -c$c -d${DURATION}s POST /orgs/{org}/flags/evaluate (after a 3 s warm-up)"
   wrk -t2 -c$c -d3s -s $OUT/flags.lua "http://127.0.0.1:$HTTP_PORT" >/dev/null
   rm -f $OUT/flags-timing-*.txt
@@ -143,38 +103,4 @@ for c in 8 $CONNS; do
   cat $OUT/flags-timing-*.txt > $OUT/flags-server-c$c.txt
 done
 
-python3 - "$OUT" "$RSS_KB" "$CONNS" <<'PY'
-import glob, re, sys
-out, rss = sys.argv[1], int(sys.argv[2])
-wrk = open(f"{out}/wrk.txt").read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk).group(1))
-def ms(label):
-    v, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", wrk).groups()
-    return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk)
-pg = open(f"{out}/pgbench.txt").read()
-tps = float(re.search(r"tps = ([\d.]+)", pg).group(1))
-lat = sorted(int(line.split()[2]) for f in glob.glob(f"{out}/pgbench_log*") for line in open(f))
-pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] / 1000.0
-print()
-print("| what (100 organizations in rotation, 20 rows per page)        | throughput   | p50      | p99      |")
-print("|----------------------------------------------------------------|--------------|----------|----------|")
-print(f"| HTTP GET /orgs/{{org}}/workspaces (wrk -c64, 2 workers, pool 16)  | {rps:8.0f} req/s | {ms(50):5.2f} ms | {ms(99):5.2f} ms |")
-print(f"| pgbench, same SQL transaction (-c16 -j2, prepared)             | {tps:8.0f} tx/s  | {pct(0.50):5.2f} ms | {pct(0.99):5.2f} ms |")
-print(f"\nratio HTTP / pgbench: {rps / tps:.2f}   server peak RSS: {rss / 1024:.1f} MiB   "
-      f"HTTP errors: {errors.group(1) if errors else 0}")
-print()
-print("| flags: POST /orgs/{org}/flags/evaluate (20 flags) | throughput   | client p50 | client p99 | server p50 | server p99 | server p99.9 |")
-print("|----------------------------------------------------|--------------|------------|------------|------------|------------|--------------|")
-for c in (8, int(sys.argv[3])):
-    w = open(f"{out}/flags-wrk-c{c}.txt").read()
-    frps = float(re.search(r"Requests/sec:\s+([\d.]+)", w).group(1))
-    def fms(label):
-        v, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", w).groups()
-        return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-    t = sorted(float(x) for x in open(f"{out}/flags-server-c{c}.txt") if x.strip())
-    q = lambda p: t[min(len(t) - 1, int(len(t) * p))]
-    ferr = re.search(r"Non-2xx or 3xx responses: (\d+)", w)
-    print(f"| wrk -t2 -c{c:<3} (2 workers, pool 16, {len(t)} samples)     | {frps:8.0f} req/s | {fms(50):7.3f} ms | {fms(99):7.3f} ms | "
-          f"{q(0.5):7.3f} ms | {q(0.99):7.3f} ms | {q(0.999):9.3f} ms |" + (f" errors: {ferr.group(1)}" if ferr else ""))
-PY
+python3 .dev/bench_report.py "$OUT" "$RSS_KB" "$CONNS"

@@ -1,0 +1,56 @@
+"""Prints make bench's tables from the files .dev/bench.sh leaves in OUT."""
+import glob
+import re
+import sys
+
+out, rss_kb, conns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+
+def wrk(path):
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+
+    def ms(label):
+        value, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", text).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sockets = re.search(r"Socket errors: (.*)", text)
+    return rps, ms(50), ms(99), int(errors.group(1)) if errors else 0, sockets.group(1) if sockets else None
+
+
+def pgbench(name):
+    tps = float(re.search(r"tps = ([\d.]+)", open(f"{out}/pgbench-{name}.txt").read()).group(1))
+    lat = sorted(int(x) for x in open(f"{out}/pgbench-{name}-latency.txt") if x.strip())
+    pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] / 1000.0
+    return tps, pct(0.50), pct(0.99)
+
+
+print()
+print(f"| scenario (100 organizations in rotation) | HTTP (wrk -c{conns}) | p50 / p99 | SQL with RLS (pgbench -c16) | p50 / p99 | HTTP / SQL | SQL with WHERE, RLS off | RLS cost |")
+print("|---|---|---|---|---|---|---|---|")
+errors = 0
+for scenario, what in [("list", "GET /orgs/{org}/workspaces?limit=20"),
+                       ("get", "GET /orgs/{org}/workspaces/{id}"),
+                       ("create", "POST /orgs/{org}/workspaces (+ audit entry)")]:
+    rps, p50, p99, err, sockets = wrk(f"{out}/wrk-{scenario}.txt")
+    errors += err
+    rls, r50, r99 = pgbench(f"{scenario}-rls")
+    where, w50, w99 = pgbench(f"{scenario}-where")
+    print(f"| {what} | {rps:,.0f} req/s | {p50:.2f} / {p99:.2f} ms | {rls:,.0f} tx/s | {r50:.2f} / {r99:.2f} ms "
+          f"| {rps / rls:.2f} | {where:,.0f} tx/s ({w50:.2f} / {w99:.2f} ms) | {(where - rls) / where * 100:+.1f} % |"
+          + (f" socket errors: {sockets}" if sockets else ""))
+statuses = [line.strip() for f in glob.glob(f"{out}/status-*.txt") for line in open(f) if line.strip()]
+print(f"\nserver peak RSS: {rss_kb / 1024:.1f} MiB   unexpected statuses: {errors + len(statuses)}"
+      + (f" ({', '.join(sorted(set(statuses)))})" if statuses else ""))
+print("RLS cost: how much throughput the same SQL transaction loses with the policies enforced, against")
+print("RLS disabled and explicit WHERE organization_id = ... clauses (same context and principal check).")
+print()
+print("| flags: POST /orgs/{org}/flags/evaluate (20 flags) | throughput | client p50 | client p99 | server p50 | server p99 | server p99.9 |")
+print("|---|---|---|---|---|---|---|")
+for c in (8, conns):
+    rps, p50, p99, err, _ = wrk(f"{out}/flags-wrk-c{c}.txt")
+    t = sorted(float(x) for x in open(f"{out}/flags-server-c{c}.txt") if x.strip())
+    q = lambda p: t[min(len(t) - 1, int(len(t) * p))]
+    print(f"| wrk -t2 -c{c} (2 workers, pool 16, {len(t)} samples) | {rps:,.0f} req/s | {p50:.3f} ms | {p99:.3f} ms "
+          f"| {q(0.5):.3f} ms | {q(0.99):.3f} ms | {q(0.999):.3f} ms |" + (f" errors: {err}" if err else ""))
