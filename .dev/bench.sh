@@ -6,7 +6,8 @@
 #   - pgbench running the equivalent SQL transaction as the app role, RLS enforced:
 #       BEGIN; set_config(user, org, session, key, region); principal check; the statement(s); COMMIT
 #   - the same pgbench run with RLS disabled on the tables and explicit
-#     `WHERE organization_id = ...` clauses instead: the cost of RLS itself.
+#     `WHERE organization_id = ...` clauses instead: the cost of RLS itself (runs in the
+#     order RLS, WHERE, WHERE, RLS, averaged).
 # Then flag evaluation (POST /orgs/{org}/flags/evaluate) with its server-side latency.
 # 100 organizations in rotation; req/s, p50/p99, ratios and the server's peak RSS are printed.
 set -euo pipefail
@@ -60,18 +61,26 @@ $AUDIT"
 write_sql create-rls "$CREATE"
 write_sql create-where "$CREATE"
 
-run_pgbench() { # name
-  echo "== SQL $1: pgbench -c16 -j2 -T$DURATION -M prepared"
+run_pgbench() { # name: appends its tps and latencies (one run of DURATION)
   rm -f $OUT/pgbench_log*
   (cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U tenantry_app -c 16 -j 2 -T $DURATION -M prepared \
-     -l --log-prefix=pgbench_log -f $1.sql bench > pgbench-$1.txt 2>&1) || { cat $OUT/pgbench-$1.txt >&2; exit 1; }
-  cat $OUT/pgbench_log* | awk '{print $3}' > $OUT/pgbench-$1-latency.txt
+     -l --log-prefix=pgbench_log -f $1.sql bench > pgbench-run.txt 2>&1) || { cat $OUT/pgbench-run.txt >&2; exit 1; }
+  grep -o "tps = [0-9.]*" $OUT/pgbench-run.txt >> $OUT/pgbench-$1.txt
+  cat $OUT/pgbench_log* | awk '{print $3}' >> $OUT/pgbench-$1-latency.txt
 }
-for scenario in list get create; do run_pgbench $scenario-rls; done
-echo "== RLS off (DISABLE ROW LEVEL SECURITY on workspaces and audit_events), explicit WHERE instead"
-psql "$LOAD_DB" -qc "alter table workspaces disable row level security" -qc "alter table audit_events disable row level security"
-for scenario in list get create; do run_pgbench $scenario-where; done
-psql "$LOAD_DB" -qc "alter table workspaces enable row level security" -qc "alter table audit_events enable row level security"
+rls() { # on|off: RLS enforced on the scenario tables, or disabled (the WHERE variant runs then)
+  local action=enable; [ "$1" = off ] && action=disable
+  psql "$LOAD_DB" -qc "alter table workspaces $action row level security" \
+    -qc "alter table audit_events $action row level security"
+}
+# RLS and WHERE in the order A B B A, so that drift of the machine and the rows the creates add
+# weigh on both alike; creates last, as they grow the tables the reads scan.
+for scenario in list get create; do
+  echo "== SQL $scenario: pgbench -c16 -j2 -T$DURATION -M prepared, with RLS / RLS off + WHERE / WHERE / RLS"
+  run_pgbench $scenario-rls
+  rls off; run_pgbench $scenario-where; run_pgbench $scenario-where; rls on
+  run_pgbench $scenario-rls
+done
 
 echo "== flags: 20 platform flags, each of the $HOT organizations configures 10 (percentages, allow/deny lists)"
 psql "$LOAD_DB" -q <<SQL

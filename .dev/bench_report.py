@@ -20,7 +20,8 @@ def wrk(path):
 
 
 def pgbench(name):
-    tps = float(re.search(r"tps = ([\d.]+)", open(f"{out}/pgbench-{name}.txt").read()).group(1))
+    runs = [float(x) for x in re.findall(r"tps = ([\d.]+)", open(f"{out}/pgbench-{name}.txt").read())]
+    tps = sum(runs) / len(runs)
     lat = sorted(int(x) for x in open(f"{out}/pgbench-{name}-latency.txt") if x.strip())
     pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] / 1000.0
     return tps, pct(0.50), pct(0.99)

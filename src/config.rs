@@ -111,7 +111,7 @@ pub struct RateLimitSettings {
     pub per_principal_per_minute: u32,
     /// Per organization until its plan's `requests_per_minute` is known.
     pub default_org_per_minute: u32,
-    /// A Redis shared by every instance (`redis://host:6379/0`, `rediss://…`, `unix:///path`),
+    /// A Redis shared by every instance (`redis://host:6379/0` or `unix:///path`; no TLS yet),
     /// so the budgets are the same however requests are spread. Without one, each instance
     /// limits on its own. While Redis cannot answer, each instance falls back to its own.
     #[serde(serialize_with = "redacted")]
