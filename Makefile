@@ -14,7 +14,7 @@ TEST_PG_DIR := .tenantry/pg-test
 TEST_PG_PORT ?= 55433
 # The tests' PgBouncer (transaction pooling) in front of the test cluster.
 TEST_PGBOUNCER_DIR := .tenantry/pgbouncer-test
-TEST_PGBOUNCER_PORT ?= 56433
+PGBOUNCER_TEST_PORT ?= 56433
 PG_ADMIN    = postgres://postgres@127.0.0.1:$(1)/$(2)
 PG_APP      = postgres://tenantry_app@127.0.0.1:$(1)/$(2)
 
@@ -143,10 +143,10 @@ $(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.
 # The integration tests run twice: straight to PostgreSQL, then through PgBouncer 1.18 in
 # transaction pooling (the servers then use database_statement_cache = "transaction").
 test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
-	$(TEST_ENV) $(CARGO) test --all-targets
-	@.dev/pgbouncer.sh start $(TEST_PGBOUNCER_DIR) $(TEST_PGBOUNCER_PORT) $(TEST_PG_PORT)
-	@echo "The integration tests again, through PgBouncer (transaction pooling) on port $(TEST_PGBOUNCER_PORT):"
-	$(TEST_ENV) TEST_PGBOUNCER_PORT=$(TEST_PGBOUNCER_PORT) $(CARGO) test --test api
+	env -u TEST_PGBOUNCER_PORT $(TEST_ENV) $(CARGO) test --all-targets
+	@.dev/pgbouncer.sh start $(TEST_PGBOUNCER_DIR) $(PGBOUNCER_TEST_PORT) $(TEST_PG_PORT)
+	@echo "The integration tests again, through PgBouncer (transaction pooling) on port $(PGBOUNCER_TEST_PORT):"
+	$(TEST_ENV) TEST_PGBOUNCER_PORT=$(PGBOUNCER_TEST_PORT) $(CARGO) test --test api
 	@.dev/pgbouncer.sh stop $(TEST_PGBOUNCER_DIR)
 	@$(MAKE) --no-print-directory pgtap
 	@$(MAKE) --no-print-directory contract
