@@ -55,6 +55,10 @@ pub struct Settings {
     /// transaction a different server connection and does not carry prepared statements
     /// (PgBouncer before 1.21 in transaction pooling; see the README's "Scaling out").
     pub database_statement_cache: StatementCache,
+    /// A transaction dropped mid-statement (a timeout, a client gone) cancels the statement
+    /// before rolling back. PgBouncer 1.18 in transaction pooling can crash on cancel requests:
+    /// turn this off there (the rollback then waits for the statement to end).
+    pub database_cancel_on_drop: bool,
     /// A direct connection to PostgreSQL for LISTEN, which a transaction-pooling PgBouncer
     /// cannot carry. Defaults to `database_url`.
     #[serde(serialize_with = "redacted")]
@@ -417,6 +421,7 @@ impl Default for Settings {
             database_url: None,
             admin_database_url: None,
             database_statement_cache: StatementCache::Connection,
+            database_cancel_on_drop: true,
             listen_database_url: None,
             pool_size: 16,
             pool_timeout_ms: 2000,
@@ -467,6 +472,7 @@ const KNOWN_KEYS: &[&str] = &[
     "admin_database_url",
     "admin_database_url_file",
     "database_statement_cache",
+    "database_cancel_on_drop",
     "listen_database_url",
     "pool_size",
     "pool_timeout_ms",

@@ -156,11 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::time::Duration::from_millis(settings.pool_timeout_ms),
             )?;
             tenantry::db::check::refuse_privileged_app_role(&pool).await?;
-            let db = tenantry::db::Db {
-                pool,
-                region: settings.region,
-                statements: settings.database_statement_cache,
-            };
+            let db = tenantry::db::Db::from_settings(pool, &settings);
             tracing::info!(concurrency = settings.worker.concurrency, region = %settings.region, "worker started");
             let master_keys = std::sync::Arc::new(settings.master_keys()?);
             let worker = tenantry::worker::Worker::new(db, settings.worker.clone())
@@ -203,11 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Seed { print_tokens } => {
             let pool = tenantry::db::app_pool(settings.require_database_url()?, 2, Duration::from_secs(5))?;
-            let db = tenantry::db::Db {
-                pool,
-                region: settings.region,
-                statements: settings.database_statement_cache,
-            };
+            let db = tenantry::db::Db::from_settings(pool, &settings);
             tenantry::seed::run(&db, &settings.auth.issuer).await?;
             if print_tokens {
                 let keys = tenantry::startup::signing_keys(&settings)?;

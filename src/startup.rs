@@ -71,7 +71,7 @@ impl Application {
             ));
         }
         let validator = TokenValidator::new(&settings.auth, keys.clone())?;
-        let db = db::Db { pool, region: settings.region, statements: settings.database_statement_cache };
+        let db = db::Db::from_settings(pool, &settings);
         let sessions = SessionService::new(db.clone(), keys.clone(), &settings.auth, clock.clone());
         let sign_in = SignInProviders::new(&settings.auth, clock.clone())?;
         let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, db.clone());

@@ -158,17 +158,29 @@ pub struct Db {
     pub region: crate::domain::Region,
     /// How statements are prepared (`database_statement_cache`).
     pub statements: crate::config::StatementCache,
+    /// Whether a transaction dropped mid-statement cancels it (`database_cancel_on_drop`).
+    pub cancel_on_drop: bool,
 }
 
 impl Db {
     /// The pool for `region`, preparing statements once per connection.
     pub fn new(pool: Pool, region: crate::domain::Region) -> Db {
-        Db { pool, region, statements: crate::config::StatementCache::Connection }
+        Db { pool, region, statements: crate::config::StatementCache::Connection, cancel_on_drop: true }
     }
 
     /// The same pool and statement policy, acting for another region.
     pub fn in_region(&self, region: crate::domain::Region) -> Db {
         Db { region, ..self.clone() }
+    }
+
+    /// The pool for `settings.region`, with the settings' statement and cancel policies.
+    pub fn from_settings(pool: Pool, settings: &crate::config::Settings) -> Db {
+        Db {
+            pool,
+            region: settings.region,
+            statements: settings.database_statement_cache,
+            cancel_on_drop: settings.database_cancel_on_drop,
+        }
     }
 
     pub fn per_transaction(&self) -> bool {

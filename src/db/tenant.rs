@@ -251,7 +251,7 @@ impl Drop for TenantTx {
         // connection can serve anyone else; if that fails, the connection is discarded. A
         // statement still running is cancelled first; the cancel is delivered before the
         // ROLLBACK is sent, and an idle backend ignores one, so it cannot hit a later request.
-        let cancel = self.in_flight.then(|| client.cancel_token());
+        let cancel = (self.in_flight && self.db.cancel_on_drop).then(|| client.cancel_token());
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
