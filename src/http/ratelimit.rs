@@ -7,8 +7,8 @@
 //! Redis (`rate_limits.redis_url`): one Lua script checks the principal's and the
 //! organization's buckets and charges both only if both conform, atomically and in one round
 //! trip, on Redis's clock. If Redis fails or is slow, the instance falls back to its own buckets
-//! for a few seconds (counted in `tenantry_rate_limit_backend_errors_total`) instead of failing
-//! requests or dropping the limits.
+//! for a few seconds (each failure counted in `tenantry_rate_limit_backend_errors_total` and
+//! logged once) instead of failing requests or dropping the limits.
 //!
 //! An organization's bucket is charged only for principals the database has admitted to it
 //! (seen through the usage slot of an earlier request), so a stranger naming an organization can
@@ -123,10 +123,11 @@ impl RateLimits {
         };
         if let Some(shared) = &self.shared {
             match shared.check(&buckets).await {
-                Ok(decision) => return decision,
+                Ok(Some(decision)) => return decision,
+                Ok(None) => {} // backing off after a failure: in process, quietly
                 Err(e) => {
                     metrics.rate_limit_backend_error();
-                    tracing::warn!(error = %e, "shared rate limits unavailable; limiting in process");
+                    tracing::warn!(error = %e, "shared rate limits unavailable; limiting in process for 5 s");
                 }
             }
         }
@@ -275,17 +276,18 @@ impl SharedBuckets {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The decision, or an error when Redis could not give one.
-    async fn check(&self, buckets: &Buckets) -> anyhow::Result<Result<Decision, Decision>> {
+    /// The decision; `None` while backing off after a failure; an error when Redis could not
+    /// give one (then it is skipped for `SHARED_BACKOFF`).
+    async fn check(&self, buckets: &Buckets) -> anyhow::Result<Option<Result<Decision, Decision>>> {
         if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
-            anyhow::bail!("skipped after a recent failure");
+            return Ok(None);
         }
         let result = self.invoke(buckets).await;
         if result.is_err() {
             let until = self.now_ms() + u64::try_from(SHARED_BACKOFF.as_millis()).unwrap_or(5000);
             self.skip_until_ms.store(until, Ordering::Relaxed);
         }
-        result
+        result.map(Some)
     }
 
     async fn invoke(&self, buckets: &Buckets) -> anyhow::Result<Result<Decision, Decision>> {
