@@ -18,7 +18,7 @@ use super::orgs::OrgPath;
 use super::pagination::MAX_LIMIT;
 use crate::auth::Principal;
 use crate::db::{DbError, TenantTx, tenant};
-use crate::domain::{FieldError, Membership, OrgId, Permission};
+use crate::domain::{FieldError, Membership, OrgId, Permission, supported_time};
 use crate::http::ApiError;
 use crate::http::problem::Problem;
 
@@ -214,6 +214,12 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// Actions are dotted lowercase names (`member.update_workspaces`), at most 100 characters.
+fn is_action_name(action: &str) -> bool {
+    (1..=100).contains(&action.len())
+        && action.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -276,6 +282,16 @@ pub async fn list_audit_events(
         && !["allowed", "denied", "failed"].contains(&outcome.as_str())
     {
         return Err(FieldError::new("outcome", "must be allowed, denied or failed").into());
+    }
+    if let Some(action) = &query.action
+        && !is_action_name(action)
+    {
+        return Err(FieldError::new("action", "is not an action name (e.g. workspace.create)").into());
+    }
+    for (field, time) in [("since", query.since), ("until", query.until)] {
+        if let Some(time) = time {
+            supported_time(field, time)?;
+        }
     }
     let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(

@@ -14,7 +14,7 @@ use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use crate::auth::Principal;
 use crate::db::tenant;
-use crate::domain::{FieldError, OrgId, Permission};
+use crate::domain::{FieldError, OrgId, Permission, supported_date};
 use crate::http::ApiError;
 use crate::http::problem::Problem;
 
@@ -68,8 +68,11 @@ pub async fn get_usage(
     query: web::Query<UsageQuery>,
 ) -> Result<web::Json<UsageResponse>, ApiError> {
     let today = Utc::now().date_naive();
-    let to = query.to.unwrap_or(today);
-    let from = query.from.unwrap_or(to - Duration::days(30));
+    let to = supported_date("to", query.to.unwrap_or(today))?;
+    let from = match query.from {
+        Some(from) => supported_date("from", from)?,
+        None => to - Duration::days(30),
+    };
     if from > to || (to - from).num_days() > 366 {
         return Err(FieldError::new("from", "must be on or before `to`, at most 366 days before it").into());
     }

@@ -48,27 +48,131 @@ fn is_identifier(s: &str, extra: &[u8]) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
 }
 
+/// Nodes a definition may expand to, counting every alias as the nodes it repeats.
+const MAX_NODES: usize = 20_000;
+/// How deeply sequences and mappings may nest.
+const MAX_DEPTH: usize = 64;
+
+/// Walks a YAML document without building it, counting the nodes that aliases expand to, so
+/// a "billion laughs" document is refused after `MAX_NODES` instead of filling memory. The
+/// YAML parser itself bounds the events it reads by the input's size (256 KiB at most).
+struct Bounded<'a> {
+    nodes_left: &'a std::cell::Cell<usize>,
+    depth: usize,
+}
+
+impl Bounded<'_> {
+    fn child(&self) -> Self {
+        Bounded { nodes_left: self.nodes_left, depth: self.depth + 1 }
+    }
+
+    fn count<E: serde::de::Error>(&self) -> Result<(), E> {
+        let left = self.nodes_left.get();
+        if left == 0 {
+            return Err(E::custom(format!("expands to more than {MAX_NODES} nodes (check its aliases)")));
+        }
+        if self.depth > MAX_DEPTH {
+            return Err(E::custom(format!("nests deeper than {MAX_DEPTH} levels")));
+        }
+        self.nodes_left.set(left - 1);
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML document")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        self.count()?;
+        de.deserialize_any(self.child())
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        self.count()?;
+        de.deserialize_any(self.child())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.count()?;
+        while seq.next_element_seed(self.child())?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.count()?;
+        while map.next_key_seed(self.child())?.is_some() {
+            map.next_value_seed(self.child())?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom("YAML tags are not supported"))
+    }
+}
+
+fn yaml_error(e: serde_path_to_error::Error<serde_norway::Error>) -> FieldError {
+    let path = e.path().to_string();
+    let field =
+        if path == "." || path.is_empty() { "definition".to_owned() } else { format!("definition.{path}") };
+    let inner = e.into_inner();
+    let message = match inner.location() {
+        Some(at) => format!("line {}, column {}: {inner}", at.line(), at.column()),
+        None => inner.to_string(),
+    };
+    FieldError::new(field, message)
+}
+
 /// Parses and validates a YAML definition; errors name the field and, for YAML and shape
-/// errors, the line and column.
+/// errors, the line and column. The document is first walked within a node budget, and only
+/// then deserialized into its shape.
 pub fn parse_definition(source: &str) -> Result<WorkflowSpec, FieldError> {
     if source.len() > 262_144 {
         return Err(FieldError::new("definition", "is larger than 256 KiB"));
     }
+    let nodes_left = std::cell::Cell::new(MAX_NODES);
+    let walk = Bounded { nodes_left: &nodes_left, depth: 0 };
+    serde::de::DeserializeSeed::deserialize(walk, serde_norway::Deserializer::from_str(source)).map_err(
+        |inner: serde_norway::Error| {
+            let message = match inner.location() {
+                Some(at) => format!("line {}, column {}: {inner}", at.line(), at.column()),
+                None => inner.to_string(),
+            };
+            FieldError::new("definition", message)
+        },
+    )?;
     let de = serde_norway::Deserializer::from_str(source);
-    let spec: WorkflowSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "definition".to_owned()
-        } else {
-            format!("definition.{path}")
-        };
-        let inner = e.into_inner();
-        let message = match inner.location() {
-            Some(at) => format!("line {}, column {}: {inner}", at.line(), at.column()),
-            None => inner.to_string(),
-        };
-        FieldError::new(field, message)
-    })?;
+    let spec: WorkflowSpec = serde_path_to_error::deserialize(de).map_err(yaml_error)?;
     if spec.steps.is_empty() {
         return Err(FieldError::new("definition.steps", "at least one step is required"));
     }
@@ -214,10 +318,11 @@ pub async fn create_workflow(
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let name = Name::parse("name", &body.name)?;
-    parse_definition(&body.definition)?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsWrite, "workflow.create")
         .await?;
+    // Parsed only for a member allowed to write: a stranger's YAML costs nothing.
+    parse_definition(&body.definition)?;
     let id = Uuid::now_v7();
     let created_by = principal.as_user().map(|u| u.user_id.0);
     let row = tx
@@ -346,12 +451,12 @@ pub async fn update_workflow(
     body: ApiJson<UpdateWorkflowRequest>,
 ) -> Result<web::Json<WorkflowResponse>, ApiError> {
     let name = body.name.as_deref().map(|n| Name::parse("name", n)).transpose()?;
-    if let Some(definition) = &body.definition {
-        parse_definition(definition)?;
-    }
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsWrite, "workflow.update")
         .await?;
+    if let Some(definition) = &body.definition {
+        parse_definition(definition)?;
+    }
     let row = tx
         .query_found(
             "update workflows set name = coalesce($4, name), draft = coalesce($5, draft) \
@@ -572,5 +677,29 @@ mod tests {
         assert_eq!(err.field, "definition.steps[1].id");
         let err = parse_definition("steps:\n  - id: b\n    uses: x\n    needs: [later]\n").unwrap_err();
         assert_eq!(err.field, "definition.steps[0].needs");
+    }
+
+    /// Three levels of 100 aliases expand to a million nodes from 1.5 KB: the walk stops at
+    /// the budget instead of building them.
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_node_budget() {
+        let level = |name: &str, of: &str| format!("{name}: &{name} [{}]\n", vec![of; 100].join(","));
+        let bomb = format!(
+            "{}{}{}steps:\n  - id: a\n    uses: x\n    with: {{boom: *c}}\n",
+            level("a", "x"),
+            level("b", "*a"),
+            level("c", "*b")
+        );
+        let err = parse_definition(&bomb).unwrap_err();
+        assert_eq!(err.field, "definition");
+        assert!(err.message.contains("more than 20000 nodes"), "{err:?}");
+        // Within the budget, aliases are fine.
+        let small = "defaults: &d {url: \"https://example.com\"}\nsteps:\n  - id: a\n    uses: http.get\n    with: *d\n";
+        let err = parse_definition(small).unwrap_err();
+        assert!(err.message.contains("unknown field"), "only the unknown top-level key is refused: {err:?}");
+        let deep =
+            format!("steps:\n  - id: a\n    uses: x\n    with: {}1{}\n", "[".repeat(70), "]".repeat(70));
+        let err = parse_definition(&deep).unwrap_err();
+        assert!(err.message.contains("nests deeper"), "{err:?}");
     }
 }

@@ -59,6 +59,11 @@ pub enum DbError {
     /// Content sent for an organization whose data mode is `metadata_only`.
     #[error("content not allowed in metadata_only mode")]
     ContentNotAllowed,
+    /// A value PostgreSQL cannot take (a NUL byte, a time or number out of its range). The
+    /// handlers validate what they accept; this is the net below them, so hostile input is a
+    /// 422 and never a 500.
+    #[error("value out of range or not representable: {0}")]
+    InvalidValue(String),
     #[error(transparent)]
     Other(anyhow::Error),
 }
@@ -89,6 +94,12 @@ impl From<tokio_postgres::Error> for DbError {
             "TY012" => return DbError::Invitation("revoked"),
             "TY013" => return DbError::Invitation("used"),
             c if c.starts_with("08") => return DbError::Unavailable(db.message().to_owned()),
+            // character_not_in_repertoire (NUL), untranslatable_character,
+            // datetime_field_overflow, numeric_value_out_of_range, invalid_datetime_format,
+            // invalid_text_representation, string_data_right_truncation.
+            "22021" | "22P05" | "22008" | "22003" | "22007" | "22P02" | "22001" => {
+                return DbError::InvalidValue(db.message().to_owned());
+            }
             _ => {}
         }
         if *code == SqlState::UNIQUE_VIOLATION {
@@ -340,6 +351,7 @@ impl DbError {
             DbError::PolicyViolation => "policy violation",
             DbError::Invitation(_) => "invitation",
             DbError::ContentNotAllowed => "content not allowed",
+            DbError::InvalidValue(_) => "invalid value",
             DbError::Immutable => "immutable",
             DbError::IllegalTransition(_) => "illegal transition",
             DbError::Other(_) => "error",

@@ -184,6 +184,28 @@ impl Role {
     }
 }
 
+/// Times a client may name (filters, expiries): 1970 to 9999. Wider values parse, but date
+/// arithmetic on them overflows and PostgreSQL refuses some of them, so they are refused here
+/// with a 422 before anything else sees them.
+pub fn supported_date(field: &str, date: chrono::NaiveDate) -> Result<chrono::NaiveDate, FieldError> {
+    use chrono::Datelike as _;
+    if (1970..=9999).contains(&date.year()) {
+        Ok(date)
+    } else {
+        Err(FieldError::new(field, "must be a date between 1970-01-01 and 9999-12-31"))
+    }
+}
+
+/// As `supported_date`, for a point in time.
+pub fn supported_time(
+    field: &str,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, FieldError> {
+    supported_date(field, time.date_naive())
+        .map(|_| time)
+        .map_err(|_| FieldError::new(field, "must be a time between 1970 and 9999"))
+}
+
 /// Named operation permissions, as in the `permissions` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
@@ -273,6 +295,16 @@ mod tests {
         assert!(Name::parse("name", "   ").is_err());
         assert!(Name::parse("name", &"x".repeat(201)).is_err());
         assert!(Name::parse("name", "a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn dates_outside_1970_to_9999_are_refused() {
+        let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert!(supported_date("to", date(2026, 12, 1)).is_ok());
+        assert!(supported_date("to", date(1970, 1, 1)).is_ok());
+        assert!(supported_date("to", date(-262_143, 1, 1)).is_err());
+        assert!(supported_date("to", chrono::NaiveDate::MAX).is_err());
+        assert!(supported_time("since", chrono::DateTime::<chrono::Utc>::MIN_UTC).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use actix_web::Error;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use futures_util::FutureExt as _;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -155,9 +156,21 @@ pub async fn time_limit(
         .app_data::<actix_web::web::Data<crate::api::AppState>>()
         .map_or(30, |state| state.settings.request_timeout_secs);
     let backstop = std::time::Duration::from_secs(after_secs + 5);
-    let handled = crate::db::with_deadline(after_secs, tokio::time::timeout(backstop, next.call(req))).await;
+    // A panic below here becomes a 500 problem instead of a dropped connection. Nothing a
+    // handler shares outlives the request except through the pool, whose transactions roll
+    // back when dropped, so resuming after the unwind is safe.
+    let handler = std::panic::AssertUnwindSafe(next.call(req)).catch_unwind();
+    let handled = crate::db::with_deadline(after_secs, tokio::time::timeout(backstop, handler)).await;
     match handled {
-        Ok(res) => res.map(ServiceResponse::map_into_boxed_body),
+        Ok(Ok(res)) => res.map(ServiceResponse::map_into_boxed_body),
+        Ok(Err(panic)) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(crate::http::ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into())
+        }
         // The request cannot be kept aside (routing needs it unshared), so this answer takes
         // the error path.
         Err(_) => Err(crate::http::ApiError::TimedOut { after_secs }.into()),

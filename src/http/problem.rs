@@ -336,6 +336,13 @@ impl From<DbError> for ApiError {
                 code: "data_mode_forbids_content",
                 detail: "This organization's data mode is metadata_only: content is not stored.".into(),
             },
+            DbError::InvalidValue(cause) => {
+                tracing::info!(error = %cause, "a value the database cannot take");
+                ApiError::Validation(vec![FieldError::new(
+                    "request",
+                    "contains a value out of range or not representable (e.g. a NUL character)",
+                )])
+            }
             DbError::Other(cause) => ApiError::Internal(cause),
         }
     }

@@ -14,6 +14,7 @@ mod faults;
 mod flags;
 mod health;
 mod helpers;
+mod hostile;
 mod idempotency;
 mod invitations;
 mod isolation;
