@@ -27,7 +27,10 @@ create policy workspaces_delete on public.workspaces for delete to tenantry_app
   using (organization_id = (select app.current_org_id())
          and (select app.has_permission('workspaces:delete')) and ((select not app.workspace_restricted()) or id in (select app.allowed_workspace_ids())));
 
--- Workspace restrictions of members: visible to the organization, managed with members:manage.
+-- Workspace restrictions of members: visible to the organization, managed with members:manage,
+-- for members the principal could grant its role to (no one above it). A restricted principal
+-- lists and unlists only its own workspaces; lifting a restriction is an update of
+-- memberships.restricted, which it cannot make (policies/20_organizations.sql).
 revoke all on public.member_workspaces from tenantry_app;
 grant select, insert, delete on public.member_workspaces to tenantry_app;
 grant select on public.member_workspaces to tenantry_definer;
@@ -38,10 +41,20 @@ create policy member_workspaces_select on public.member_workspaces for select to
 
 drop policy if exists member_workspaces_insert on public.member_workspaces;
 create policy member_workspaces_insert on public.member_workspaces for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage'))
+              and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids()))
+              and exists (select 1 from public.memberships m
+                          where m.organization_id = member_workspaces.organization_id
+                            and m.user_id = member_workspaces.user_id
+                            and app.can_grant_role(m.role, m.custom_role_id)));
 
 drop policy if exists member_workspaces_delete on public.member_workspaces;
 create policy member_workspaces_delete on public.member_workspaces for delete to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage'))
+         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids()))
+         and exists (select 1 from public.memberships m
+                     where m.organization_id = member_workspaces.organization_id
+                       and m.user_id = member_workspaces.user_id
+                       and app.can_grant_role(m.role, m.custom_role_id)));
 
 commit;

@@ -25,5 +25,5 @@ commit;
 begin;
 set local role tenantry_owner;
 revoke all on public.login_attempts from tenantry_app;
-grant select, insert, delete on public.login_attempts to tenantry_definer;
+grant select, insert, update, delete on public.login_attempts to tenantry_definer;
 commit;

@@ -1,5 +1,7 @@
--- Invitations. Apply as the owner, after migrations. Managing them needs members:manage (an
--- owner invitation also owners:manage); accepting goes through app.accept_invitation().
+-- Invitations. Apply as the owner, after migrations. Managing them needs members:manage, and an
+-- invitation grants only a role its inviter could grant (every permission of it held) within the
+-- inviter's workspace restriction; accepting goes through app.accept_invitation(), which checks
+-- both again against the inviter's standing then.
 begin;
 set local role tenantry_owner;
 
@@ -16,11 +18,8 @@ drop policy if exists invitations_insert on public.invitations;
 create policy invitations_insert on public.invitations for insert to tenantry_app
   with check (organization_id = (select app.current_org_id())
               and (select app.has_permission('members:manage'))
-              and (role <> 'owner' or (select app.has_permission('owners:manage')))
-              and not exists (select 1 from public.role_permissions rp
-                              where rp.organization_id = invitations.organization_id
-                                and rp.role_id = invitations.custom_role_id
-                                and not app.has_permission(rp.permission)));
+              and app.can_grant_role(role, custom_role_id)
+              and app.within_restriction(workspace_ids));
 
 drop policy if exists invitations_update on public.invitations;
 create policy invitations_update on public.invitations for update to tenantry_app

@@ -16,7 +16,7 @@ grant select, insert on public.invoices, public.invoice_lines to tenantry_app;
 grant update (status, amount_paid_minor, paid_at, voided_at) on public.invoices to tenantry_app;
 grant select, insert on public.ledger_accounts, public.journal_transactions, public.journal_entries to tenantry_app;
 grant select on public.journal_entries, public.ledger_accounts, public.organizations, public.subscriptions,
-  public.plans to tenantry_definer;
+  public.plans, public.invoices to tenantry_definer;
 -- The webhook inbox: the app role has nothing here; the definer functions above do the work.
 revoke all on public.webhook_events from tenantry_app;
 grant select, insert, update (status, detail, processing_token) on public.webhook_events to tenantry_definer;

@@ -6,7 +6,8 @@ set local role tenantry_owner;
 
 revoke all on public.idempotency_keys from tenantry_app;
 grant select, insert, delete on public.idempotency_keys to tenantry_app;
-grant update (status, response_status, response_type, response_location, response_body, expires_at)
+grant update (status, response_status, response_type, response_location, response_body, secret_withheld,
+  expires_at)
   on public.idempotency_keys to tenantry_app;
 
 do $policies$

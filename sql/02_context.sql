@@ -63,3 +63,23 @@ language sql stable parallel safe
 as $$ select nullif(pg_catalog.current_setting('app.current_webhook_token', true), '')::uuid $$;
 revoke all on function app.current_webhook_token() from public;
 grant execute on function app.current_webhook_token() to tenantry_app, tenantry_definer;
+
+-- Every SECURITY DEFINER function in the files that follow is installed through this: owned by
+-- tenantry_definer, callable by nobody by default, and by the roles named (the app role for the
+-- doors it may use; nobody for the internal helpers). Each file ends with its list, so a reviewer
+-- sees in one place which doors a file opens and for whom.
+create or replace procedure app.install_definer(p_function text, p_callers text[])
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_role text;
+begin
+  execute format('alter function %s owner to tenantry_definer', p_function);
+  execute format('revoke all on function %s from public', p_function);
+  foreach v_role in array p_callers loop
+    execute format('grant execute on function %s to %I', p_function, v_role);
+  end loop;
+end
+$$;
+revoke all on procedure app.install_definer(text, text[]) from public;

@@ -239,6 +239,9 @@ pub struct WorkerSettings {
     pub run_timeout_secs: u64,
     /// How often an idle worker looks for work without a notification.
     pub poll_interval_ms: u64,
+    /// Runs of one organization running at once across all workers of the region: one tenant's
+    /// backlog leaves capacity to the others (claims also favour the least busy organization).
+    pub max_running_per_org: u32,
 }
 
 impl Default for WorkerSettings {
@@ -249,6 +252,7 @@ impl Default for WorkerSettings {
             max_attempts: 3,
             run_timeout_secs: 600,
             poll_interval_ms: 1000,
+            max_running_per_org: 4,
         }
     }
 }
@@ -316,7 +320,25 @@ pub struct RoleMapping {
     pub value: String,
     pub organization_id: uuid::Uuid,
     pub role: crate::domain::Role,
+    /// The identity-provider tenant whose tokens this rule trusts (Azure's `tid`). Required on a
+    /// multi-tenant Azure provider (`organizations` / `common`), where every tenant's admin
+    /// decides their own users' claims.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
+
+/// Claims a user (or any tenant's admin) can set to whatever they like: never a basis for a role.
+const USER_CONTROLLED_CLAIMS: &[&str] = &[
+    "email",
+    "preferred_username",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+    "upn",
+    "unique_name",
+    "login",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -579,6 +601,22 @@ impl Settings {
                 m.role != crate::domain::Role::Custom,
                 "role_mappings can grant built-in roles only (not `custom`)"
             );
+            anyhow::ensure!(
+                !USER_CONTROLLED_CLAIMS.contains(&m.claim.as_str()),
+                "role_mappings cannot use the claim `{}`: users control it (map a group, role or team instead)",
+                m.claim
+            );
+        }
+        for p in &self.auth.providers {
+            let multi_tenant = p.kind == ProviderKind::Azure
+                && p.tenant.as_deref().is_some_and(|t| ["common", "organizations", "consumers"].contains(&t));
+            for m in &p.role_mappings {
+                anyhow::ensure!(
+                    !multi_tenant || m.tenant.as_deref().is_some_and(|t| !t.is_empty()),
+                    "provider {}: on a multi-tenant Azure endpoint every role mapping must name the `tenant` (tid) it trusts",
+                    p.name
+                );
+            }
         }
         for issuer in &self.auth.trusted_issuers {
             for alg in &issuer.algorithms {

@@ -235,6 +235,34 @@ pub async fn live_check(
     }
 }
 
+/// Reading an upstream's answer failed, or it was larger than we take.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// The body of an upstream's answer, at most `max` bytes: a provider (or anything answering in
+/// its name) cannot fill our memory. The declared length is checked first, then every chunk.
+pub async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, ReadError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(ReadError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The most a chat completion's answer may hold (a completion of 1,024 tokens is a few KiB).
+pub const MAX_CHAT_ANSWER: usize = 1 << 20;
+
 /// One chat completion: `prompt` as the user's message to `model`; returns the answer's text.
 /// The worker's `llm.chat` step, with the workspace's own key.
 pub async fn chat(
@@ -275,8 +303,14 @@ pub async fn chat(
     if !(200..300).contains(&status) {
         return Err(LiveCheckError::Unreachable(format!("the provider answered HTTP {status}")));
     }
-    let answer: serde_json::Value =
-        response.json().await.map_err(|_| LiveCheckError::Unreachable("the answer is not JSON".into()))?;
+    let bytes = read_bounded(response, MAX_CHAT_ANSWER).await.map_err(|e| match e {
+        ReadError::TooLarge(_) => {
+            LiveCheckError::Unreachable(format!("the answer is larger than {MAX_CHAT_ANSWER} bytes"))
+        }
+        ReadError::Transport(e) => send_error(&e, timeout),
+    })?;
+    let answer: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| LiveCheckError::Unreachable("the answer is not JSON".into()))?;
     let text = match provider {
         Provider::Anthropic => answer.pointer("/content/0/text"),
         Provider::Openai | Provider::AzureOpenai => answer.pointer("/choices/0/message/content"),

@@ -21,6 +21,8 @@ struct DemoOrg {
     owner: &'static str,
     members: &'static [(&'static str, Role)],
     workspaces: &'static [&'static str],
+    /// Roles the demo identity provider (`demo`, in `make run`) may grant here.
+    provider_roles: &'static [&'static str],
 }
 
 /// The demo Acme organization's id.
@@ -47,6 +49,7 @@ const ORGS: &[DemoOrg] = &[
             ("dave@acme.test", Role::Viewer),
         ],
         workspaces: &["Production", "Staging"],
+        provider_roles: &["admin"],
     },
     DemoOrg {
         id: uuid::Uuid::from_u128(0x0a00_0000_0000_4000_8000_0000_0000_0002),
@@ -56,6 +59,7 @@ const ORGS: &[DemoOrg] = &[
         owner: "erin@globex.test",
         members: &[("alice@acme.test", Role::Viewer)],
         workspaces: &["Research"],
+        provider_roles: &[],
     },
 ];
 
@@ -102,6 +106,16 @@ pub async fn run(pool: &Db, issuer: &str) -> anyhow::Result<()> {
             tx.execute(
                 "insert into memberships (organization_id, user_id, role) values ($1, $2, $3)",
                 &[org_id.as_uuid(), ids[email].as_uuid(), &role.as_str()],
+            )
+            .await?;
+        }
+        // `make run`'s demo identity provider maps its `acme-admins` group to admin of Acme; the
+        // organization consents to that, as an owner would through the API.
+        for role in org.provider_roles {
+            tx.execute(
+                "insert into provider_grants (organization_id, id, provider, role, granted_by) \
+                 values ($1, gen_random_uuid(), 'demo', $2, $3) on conflict do nothing",
+                &[org_id.as_uuid(), role, owner.as_uuid()],
             )
             .await?;
         }

@@ -41,6 +41,9 @@ pub fn admitted() -> Option<(OrgId, Uuid)> {
     ADMITTED.try_with(Cell::get).ok().flatten()
 }
 
+/// Rows per `app.record_usage` call (the function takes at most 10,000).
+const FLUSH_ROWS: usize = 5_000;
+
 /// Counts since the last flush.
 #[derive(Default)]
 pub struct UsageMeter {
@@ -62,22 +65,26 @@ impl UsageMeter {
         if batch.is_empty() {
             return Ok(0);
         }
-        let orgs: Vec<Uuid> = batch.iter().map(|((o, _, _), _)| o.0).collect();
-        let days: Vec<NaiveDate> = batch.iter().map(|((_, d, _), _)| *d).collect();
-        let keys: Vec<Uuid> = batch.iter().map(|((_, _, k), _)| *k).collect();
-        let counts: Vec<i64> = batch.iter().map(|(_, c)| *c).collect();
-        let written = async {
-            crate::db::call(db, "select app.record_usage($1, $2, $3, $4)", &[&orgs, &days, &keys, &counts])
-                .await?;
-            Ok::<_, DbError>(())
-        }
-        .await;
-        if let Err(e) = written {
-            let mut pending = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, count) in batch {
-                *pending.entry(key).or_default() += count;
+        // In this instance's region (the context), a bounded number of rows per statement.
+        for (i, chunk) in batch.chunks(FLUSH_ROWS).enumerate() {
+            let orgs: Vec<Uuid> = chunk.iter().map(|((o, _, _), _)| o.0).collect();
+            let days: Vec<NaiveDate> = chunk.iter().map(|((_, d, _), _)| *d).collect();
+            let keys: Vec<Uuid> = chunk.iter().map(|((_, _, k), _)| *k).collect();
+            let counts: Vec<i64> = chunk.iter().map(|(_, c)| *c).collect();
+            let written = crate::db::call_as(
+                db,
+                crate::db::Actor::default(),
+                "select app.record_usage($1, $2, $3, $4)",
+                &[&orgs, &days, &keys, &counts],
+            )
+            .await;
+            if let Err(e) = written {
+                let mut pending = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, count) in batch.iter().skip(i * FLUSH_ROWS) {
+                    *pending.entry(*key).or_default() += count;
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         Ok(batch.len())
     }

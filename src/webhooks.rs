@@ -3,8 +3,9 @@
 //!
 //! - Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]`, where v1 is
 //!   HMAC-SHA256(secret, "<t>.<body>"). The timestamp must be within the tolerance (both ways).
-//! - Razorpay: `X-Razorpay-Signature: <hex>`, HMAC-SHA256(secret, body); the event id comes in
-//!   `X-Razorpay-Event-Id`.
+//! - Razorpay: `X-Razorpay-Signature: <hex>`, HMAC-SHA256(secret, body). Its event id comes in
+//!   the unsigned `X-Razorpay-Event-Id` header, so events are deduplicated on the SHA-256 of the
+//!   signed body instead: a captured body replayed under a new id is still the same event.
 //!
 //! Several secrets may be active at once (rotation): a signature valid under any of them is
 //! accepted. Comparisons are constant-time (`hmac::verify`).
@@ -100,8 +101,8 @@ pub fn sign_hex(secret: &str, message: &[u8]) -> String {
 /// What an event asks of us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// A payment of an invoice of ours.
-    Payment { invoice_id: Uuid, amount_minor: i64, currency: String },
+    /// A payment of an invoice of ours (with the provider's subscription it belongs to, if any).
+    Payment { invoice_id: Uuid, amount_minor: i64, currency: String, subscription_ref: Option<String> },
     /// The provider's view of the subscription's status (already mapped to ours).
     SubscriptionStatus { status: &'static str, provider_ref: Option<String> },
     /// Nothing we act on.
@@ -114,9 +115,28 @@ pub struct Event {
     pub id: String,
     pub event_type: String,
     pub created: Option<DateTime<Utc>>,
-    /// From the event's metadata (Stripe) or notes (Razorpay).
+    /// From the event's metadata (Stripe) or notes (Razorpay). Never chooses the organization
+    /// (the invoice or subscription the event names does); it can only disagree.
     pub organization: Option<Uuid>,
     pub action: Action,
+}
+
+impl Event {
+    /// Our invoice, or the provider's subscription reference, that this event is about.
+    pub fn reference(&self) -> (Option<Uuid>, Option<&str>) {
+        match &self.action {
+            Action::Payment { invoice_id, .. } => (Some(*invoice_id), None),
+            Action::SubscriptionStatus { provider_ref, .. } => (None, provider_ref.as_deref()),
+            Action::Ignore(_) => (None, None),
+        }
+    }
+}
+
+/// The id a Razorpay event is deduplicated on: what its signature covers.
+pub fn razorpay_event_id(body: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 fn uuid_at(value: &Value, pointer: &str) -> Option<Uuid> {
@@ -160,9 +180,12 @@ pub fn parse_stripe(body: &Value) -> Option<Event> {
             object.get("amount_paid").and_then(Value::as_i64),
             object.get("currency").and_then(Value::as_str),
         ) {
-            (Some(invoice_id), Some(amount), Some(currency)) if amount > 0 => {
-                Action::Payment { invoice_id, amount_minor: amount, currency: currency.to_ascii_uppercase() }
-            }
+            (Some(invoice_id), Some(amount), Some(currency)) if amount > 0 => Action::Payment {
+                invoice_id,
+                amount_minor: amount,
+                currency: currency.to_ascii_uppercase(),
+                subscription_ref: object.get("subscription").and_then(Value::as_str).map(str::to_owned),
+            },
             _ => Action::Ignore("no invoice_id, amount or currency"),
         },
         "customer.subscription.created"
@@ -181,7 +204,7 @@ pub fn parse_stripe(body: &Value) -> Option<Event> {
     Some(Event { id, event_type, created: unix(body.get("created")), organization, action })
 }
 
-/// Reads a Razorpay event; its id comes from the `X-Razorpay-Event-Id` header.
+/// Reads a Razorpay event; `event_id` is `razorpay_event_id` of its body.
 pub fn parse_razorpay(event_id: &str, body: &Value) -> Option<Event> {
     let event_type = body.get("event")?.as_str()?.to_owned();
     let payment = body.pointer("/payload/payment/entity");
@@ -194,9 +217,15 @@ pub fn parse_razorpay(event_id: &str, body: &Value) -> Option<Event> {
             p.get("amount").and_then(Value::as_i64),
             p.get("currency").and_then(Value::as_str),
         ) {
-            (Some(invoice_id), Some(amount), Some(currency)) if amount > 0 => {
-                Action::Payment { invoice_id, amount_minor: amount, currency: currency.to_ascii_uppercase() }
-            }
+            (Some(invoice_id), Some(amount), Some(currency)) if amount > 0 => Action::Payment {
+                invoice_id,
+                amount_minor: amount,
+                currency: currency.to_ascii_uppercase(),
+                subscription_ref: subscription
+                    .and_then(|s| s.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            },
             _ => Action::Ignore("no invoice_id, amount or currency"),
         },
         (t, _, Some(s)) if t.starts_with("subscription.") => {
@@ -289,7 +318,12 @@ mod tests {
         assert_eq!(event.organization, Some(org));
         assert_eq!(
             event.action,
-            Action::Payment { invoice_id: invoice, amount_minor: 4900, currency: "USD".into() }
+            Action::Payment {
+                invoice_id: invoice,
+                amount_minor: 4900,
+                currency: "USD".into(),
+                subscription_ref: None
+            }
         );
         let updated = serde_json::json!({"id": "evt_2", "type": "customer.subscription.updated", "created": 1,
             "data": {"object": {"id": "sub_1", "status": "past_due", "metadata": {"organization_id": org}}}});

@@ -167,10 +167,7 @@ impl Worker {
 
     /// Claims and processes one run; `None` when the queue is empty.
     pub async fn run_once(&self) -> Result<Option<(Claim, Outcome)>, DbError> {
-        let Some(claim) =
-            queue::claim_next_run(&self.db, &self.name, self.settings.lease_secs, self.settings.max_attempts)
-                .await?
-        else {
+        let Some(claim) = queue::claim_next_run(&self.db, &self.name, &self.settings).await? else {
             return Ok(None);
         };
         let outcome = self.process(claim).await?;

@@ -1,7 +1,7 @@
 -- Workflow runs: the queue's claim is the worker's only authority, confined to one run of one
 -- organization while it runs; the state machine holds for every writer.
 begin;
-select plan(19);
+select plan(22);
 
 -- Runs p_sql on the app role with the given context; returns the first column as text.
 create function pg_temp.as_app(p_user uuid, p_org uuid, p_claim uuid, p_sql text) returns text
@@ -48,15 +48,33 @@ insert into workflow_run_inputs (organization_id, run_id, input) values
   ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000e2', '{"a": 2}'),
   ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000e1', '{"b": 1}');
 
+-- A worker's claim in the region its context names (the argument names none).
+create function pg_temp.claim_in(p_region text, p_per_org integer) returns uuid
+language plpgsql as $$
+declare v uuid;
+begin
+  execute 'set local role tenantry_app';
+  perform set_config('app.current_region', coalesce(p_region, ''), true);
+  select run_id into v from app.claim_next_run('pgtap', 60, 3, p_per_org);
+  perform set_config('app.current_region', 'us', true);
+  execute 'reset role';
+  return v;
+end $$;
+
 -- The app role claims the oldest queued run and gets a token.
-create temp table claim as select * from app.claim_next_run('us', 'pgtap', 60, 3) limit 0;
+create temp table claim as select * from app.claim_next_run('pgtap', 60, 3, 4) limit 0;
 grant all on claim to public;
 set local role tenantry_app;
-select lives_ok($$insert into claim select * from app.claim_next_run('us', 'pgtap', 60, 3)$$, 'the app role can claim');
+select set_config('app.current_region', 'us', true);
+select lives_ok($$insert into claim select * from app.claim_next_run('pgtap', 60, 3, 4)$$, 'the app role can claim');
 reset role;
 select is((select run_id from claim), 'aaaaaaaa-0000-0000-0000-0000000000e1'::uuid, 'the oldest queued run is claimed first');
 select is((select status from workflow_runs where id = 'aaaaaaaa-0000-0000-0000-0000000000e1'), 'running', 'and is running');
-select is((select run_id from app.claim_next_run('eu', 'pgtap', 60, 3)), null, 'another region''s worker claims nothing here');
+select is(pg_temp.claim_in('eu', 4), null, 'another region''s worker claims nothing here');
+select is(pg_temp.claim_in(null, 4), null, 'a worker without a region claims nothing');
+select is(pg_temp.claim_in('us', 1), 'bbbbbbbb-0000-0000-0000-0000000000e1'::uuid,
+          'fair: A already runs one, so B''s run goes before A''s older second one');
+select is(pg_temp.claim_in('us', 1), null, 'at one running run per organization, nothing more is claimed');
 
 -- What the claim admits.
 select is(pg_temp.as_app(null, 'aaaaaaaa-0000-0000-0000-000000000000', (select claim_token from claim),

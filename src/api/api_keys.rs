@@ -11,8 +11,10 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, authorize_in, record};
+use super::audit::{AuditEntry, record};
+use super::authz::{authorize, authorize_in, authorize_workspaces};
 use super::extract::{ApiJson, RequestMeta};
+use super::members::{check_workspaces, sorted};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
@@ -20,7 +22,7 @@ use crate::auth::Principal;
 use crate::auth::api_keys;
 use crate::auth::events::{SecurityEvent, emit};
 use crate::db::{TenantTx, tenant};
-use crate::domain::{FieldError, Name, OrgId, Permission, UserId};
+use crate::domain::{FieldError, Name, OrgId, Permission, UserId, supported_time};
 use crate::http::ApiError;
 use crate::http::problem::Problem;
 
@@ -43,6 +45,9 @@ pub struct CreateApiKeyRequest {
     pub scopes: Vec<String>,
     /// Optional expiry, in the future.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Restrict the key to these workspaces. A key made by a restricted member is always
+    /// restricted, to some of that member's workspaces (by default all of them).
+    pub workspace_ids: Option<Vec<Uuid>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,6 +56,8 @@ pub struct ApiKeyResponse {
     pub organization_id: OrgId,
     pub name: String,
     pub scopes: Vec<String>,
+    /// The workspaces the key is restricted to (null: every workspace).
+    pub workspace_ids: Option<Vec<Uuid>>,
     pub created_by: Option<UserId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -73,6 +80,7 @@ fn key_from_row(row: &Row) -> ApiKeyResponse {
         organization_id: OrgId(row.get("organization_id")),
         name: row.get("name"),
         scopes: row.get("scopes"),
+        workspace_ids: row.get("workspace_ids"),
         created_by: row.get::<_, Option<Uuid>>("created_by").map(UserId),
         created_at: row.get("created_at"),
         expires_at: row.get("expires_at"),
@@ -109,9 +117,13 @@ pub async fn create_api_key(
     let body = body.into_inner();
     let name = Name::parse("name", &body.name)?;
     if let Some(expires_at) = body.expires_at
-        && expires_at <= state.clock.now()
+        && (expires_at <= state.clock.now() || supported_time("expires_at", expires_at).is_err())
     {
-        return Err(FieldError::new("expires_at", "must be in the future").into());
+        return Err(FieldError::new("expires_at", "must be in the future, before 9999").into());
+    }
+    let requested = body.workspace_ids.clone().map(sorted);
+    if requested.as_ref().is_some_and(Vec::is_empty) {
+        return Err(FieldError::new("workspace_ids", "name at least one workspace, or leave it out").into());
     }
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.create")
@@ -134,12 +146,17 @@ pub async fn create_api_key(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    let workspaces = authorize_workspaces(&mut tx, &principal, &meta, requested, "api_key.create").await?;
+    if let Some(ids) = &workspaces {
+        check_workspaces(&mut tx, org, ids).await?;
+    }
     let key = api_keys::generate();
     let row = tx
         .query_found(
-            "insert into api_keys (organization_id, id, name, secret_hash, scopes, created_by, expires_at) \
-             values ($1, $2, $3, $4, $5, $6, $7) \
-             returning organization_id, id, name, scopes, created_by, created_at, expires_at, last_used_at, revoked_at",
+            "insert into api_keys (organization_id, id, name, secret_hash, scopes, created_by, expires_at, workspace_ids) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8) \
+             returning organization_id, id, name, scopes, workspace_ids, created_by, created_at, expires_at, \
+                       last_used_at, revoked_at",
             &[
                 org.as_uuid(),
                 &key.id,
@@ -148,18 +165,23 @@ pub async fn create_api_key(
                 &scopes,
                 user.user_id.as_uuid(),
                 &body.expires_at,
+                &workspaces,
             ],
         )
         .await?;
     let entry = AuditEntry::allowed("api_key.create", "api_key", key.id, &meta).with_details(
-        serde_json::json!({"name": name.as_str(), "scopes": scopes, "expires_at": body.expires_at}),
+        serde_json::json!({"name": name.as_str(), "scopes": scopes, "expires_at": body.expires_at,
+                           "workspace_ids": workspaces}),
     );
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     emit(SecurityEvent::ApiKeyCreated { org, key: key.id, by: user.user_id });
-    Ok(HttpResponse::Created()
+    let mut response = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/api-keys/{}", key.id)))
-        .json(CreatedApiKeyResponse { key: key_from_row(&row), secret: key.plaintext }))
+        .json(CreatedApiKeyResponse { key: key_from_row(&row), secret: key.plaintext });
+    // Never kept for an idempotent replay: the key exists in plaintext only in this response.
+    response.extensions_mut().insert(super::OneTimeSecret);
+    Ok(response)
 }
 
 /// List the organization's API keys (never their secrets).
@@ -189,7 +211,8 @@ pub async fn list_api_keys(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
-        "select organization_id, id, name, scopes, created_by, created_at, expires_at, last_used_at, revoked_at \
+        "select organization_id, id, name, scopes, workspace_ids, created_by, created_at, expires_at, last_used_at, \
+                revoked_at \
          from api_keys where id > $1 order by id limit $2",
         &[&page.after, &page.fetch()],
     )

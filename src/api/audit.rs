@@ -13,12 +13,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
+use super::authz::authorize;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::pagination::MAX_LIMIT;
 use crate::auth::Principal;
 use crate::db::{DbError, TenantTx, tenant};
-use crate::domain::{FieldError, Membership, OrgId, Permission, supported_time};
+use crate::domain::{FieldError, OrgId, Permission, supported_time};
 use crate::http::ApiError;
 use crate::http::problem::Problem;
 
@@ -90,80 +91,6 @@ pub async fn record(tx: &mut TenantTx, principal: &Principal, entry: AuditEntry<
     )
     .await?;
     Ok(())
-}
-
-fn denial<'a>(permission: &str, action: &'static str, meta: &'a RequestMeta) -> AuditEntry<'a> {
-    AuditEntry {
-        action,
-        target_type: "permission",
-        target_id: Some(permission.to_owned()),
-        outcome: "denied",
-        details: serde_json::json!({ "missing_permission": permission }),
-        meta,
-    }
-}
-
-/// The permission check of the handlers that write: allowed, or a 403 recorded in the
-/// organization's log in the handler's own transaction, which is then committed. So every check
-/// must come before the handler's first write. (Holding one connection while asking for another
-/// could starve the pool under load.)
-pub async fn authorize_in(
-    tx: &mut TenantTx,
-    principal: &Principal,
-    meta: &RequestMeta,
-    membership: &Membership,
-    permission: Permission,
-    action: &'static str,
-) -> Result<(), ApiError> {
-    authorize_named_in(tx, principal, meta, membership, permission.as_str(), action).await
-}
-
-/// As `authorize_in`, for a permission named by data (e.g. one a custom role grants).
-pub async fn authorize_named_in(
-    tx: &mut TenantTx,
-    principal: &Principal,
-    meta: &RequestMeta,
-    membership: &Membership,
-    permission: &str,
-    action: &'static str,
-) -> Result<(), ApiError> {
-    if membership.permissions.iter().any(|p| p == permission) {
-        return Ok(());
-    }
-    let recorded = async {
-        record(tx, principal, denial(permission, action, meta)).await?;
-        tx.commit_in_place().await
-    }
-    .await;
-    if let Err(e) = recorded {
-        tracing::error!(error = %e, "recording a denied attempt failed");
-    }
-    Err(ApiError::Forbidden(permission.to_owned()))
-}
-
-/// The permission check of the pipelined reads (whose connection is already back in the pool):
-/// allowed, or a 403 recorded in a transaction of its own.
-pub async fn authorize(
-    state: &AppState,
-    principal: &Principal,
-    meta: &RequestMeta,
-    membership: &Membership,
-    permission: Permission,
-    action: &'static str,
-) -> Result<(), ApiError> {
-    if membership.has(permission) {
-        return Ok(());
-    }
-    let recorded = async {
-        let (mut tx, _) = TenantTx::begin_org(&state.db, principal.actor(), membership.org_id).await?;
-        record(&mut tx, principal, denial(permission.as_str(), action, meta)).await?;
-        tx.commit().await
-    }
-    .await;
-    if let Err(e) = recorded {
-        tracing::error!(error = %e, "recording a denied attempt failed");
-    }
-    Err(ApiError::forbidden(permission))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

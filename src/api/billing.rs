@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::audit::{AuditEntry, authorize, authorize_in, record};
+use super::audit::{AuditEntry, record};
+use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -43,6 +44,10 @@ pub struct PutSubscriptionRequest {
     pub plan_id: String,
     /// Where payments will come from: `stripe` or `razorpay`.
     pub provider: Option<String>,
+    /// The subscription's id at the provider (`sub_...`), if already known. The provider's
+    /// subscription events are applied only when they name it; without it, the first payment of
+    /// one of this subscription's invoices links it.
+    pub provider_ref: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -237,6 +242,13 @@ pub async fn put_subscription(
     if body.provider.as_deref().is_some_and(|p| !["stripe", "razorpay"].contains(&p)) {
         return Err(FieldError::new("provider", "must be stripe or razorpay").into());
     }
+    if let Some(reference) = &body.provider_ref
+        && (body.provider.is_none()
+            || !(1..=200).contains(&reference.len())
+            || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    {
+        return Err(FieldError::new("provider_ref", "1-200 letters, digits, _ or -, with a provider").into());
+    }
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::BillingManage, "subscription.change")
@@ -292,10 +304,10 @@ pub async fn put_subscription(
         None => {
             tx.query_found(
                 "insert into subscriptions (organization_id, id, plan_id, status, current_period_start, \
-                   current_period_end, provider) values ($1, $2, $3, $4, $5, $6, $7) \
+                   current_period_end, provider, provider_ref) values ($1, $2, $3, $4, $5, $6, $7, $8) \
                  returning id, plan_id, status, current_period_start, current_period_end, canceled_at, provider, \
                    created_at, updated_at",
-                &[org.as_uuid(), &id, &body.plan_id, &status, &now, &end, &body.provider],
+                &[org.as_uuid(), &id, &body.plan_id, &status, &now, &end, &body.provider, &body.provider_ref],
             )
             .await?
         }
@@ -303,12 +315,12 @@ pub async fn put_subscription(
             tx.query_found(
                 "update subscriptions set id = $2, plan_id = $3, status = $4, current_period_start = $5, \
                    current_period_end = $6, provider = coalesce($7, provider), canceled_at = null, \
-                   provider_ref = case when id = $2 then provider_ref end, \
+                   provider_ref = coalesce($8, case when id = $2 then provider_ref end), \
                    provider_event_at = case when id = $2 then provider_event_at end \
                  where organization_id = $1 \
                  returning id, plan_id, status, current_period_start, current_period_end, canceled_at, provider, \
                    created_at, updated_at",
-                &[org.as_uuid(), &id, &body.plan_id, &status, &now, &end, &body.provider],
+                &[org.as_uuid(), &id, &body.plan_id, &status, &now, &end, &body.provider, &body.provider_ref],
             )
             .await?
         }

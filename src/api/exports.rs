@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, authorize_in, record};
+use super::audit::{AuditEntry, record};
+use super::authz::{authorize, authorize_in};
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::{AppState, require_user};
@@ -29,7 +30,7 @@ pub const TABLES: &[(&str, &str)] = &[
     (
         "memberships",
         "select row_to_json(t)::text from (select organization_id, user_id, role, custom_role_id, granted_by_provider, \
-         created_at, updated_at from memberships where organization_id = $1 order by user_id) t",
+         restricted, created_at, updated_at from memberships where organization_id = $1 order by user_id) t",
     ),
     (
         "users",
@@ -121,14 +122,19 @@ pub const TABLES: &[(&str, &str)] = &[
     ),
     (
         "api_keys",
-        "select row_to_json(t)::text from (select organization_id, id, name, scopes, created_by, created_at, \
-         expires_at, last_used_at, revoked_at from api_keys where organization_id = $1 order by id) t",
+        "select row_to_json(t)::text from (select organization_id, id, name, scopes, workspace_ids, created_by, \
+         created_at, expires_at, last_used_at, revoked_at from api_keys where organization_id = $1 order by id) t",
     ),
     (
         "invitations",
-        "select row_to_json(t)::text from (select organization_id, id, email, role, custom_role_id, invited_by, \
-         created_at, expires_at, accepted_at, accepted_by, revoked_at from invitations where organization_id = $1 \
-         order by id) t",
+        "select row_to_json(t)::text from (select organization_id, id, email, role, custom_role_id, workspace_ids, \
+         invited_by, created_at, expires_at, accepted_at, accepted_by, revoked_at from invitations \
+         where organization_id = $1 order by id) t",
+    ),
+    (
+        "provider_grants",
+        "select row_to_json(t)::text from (select * from provider_grants where organization_id = $1 \
+         order by provider, role) t",
     ),
     (
         "audit_events",

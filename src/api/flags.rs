@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, authorize_in, record};
+use super::audit::{AuditEntry, record};
+use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::{AppState, require_user};

@@ -11,8 +11,10 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::audit::{AuditEntry, authorize, authorize_in, authorize_named_in, record};
+use super::audit::{AuditEntry, record};
+use super::authz::{authorize, authorize_grant, authorize_in, authorize_workspaces};
 use super::extract::{ApiJson, RequestMeta};
+use super::members::{check_custom_role, check_workspaces, custom_role_of, sorted};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
@@ -44,6 +46,9 @@ pub struct CreateInvitationRequest {
     pub custom_role_id: Option<Uuid>,
     /// Hours until the invitation expires: 1 to 720 (default 168, a week).
     pub expires_in_hours: Option<i64>,
+    /// Restrict the new member to these workspaces. A restricted inviter may name only its own,
+    /// and its invitations are always restricted (by default to the inviter's workspaces).
+    pub workspace_ids: Option<Vec<Uuid>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -60,6 +65,8 @@ pub struct InvitationResponse {
     pub email: String,
     pub role: Role,
     pub custom_role_id: Option<Uuid>,
+    /// The workspaces the new member will be restricted to (null: unrestricted).
+    pub workspace_ids: Option<Vec<Uuid>>,
     pub invited_by: Option<UserId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -89,6 +96,7 @@ fn invitation_from_row(row: &Row) -> Result<InvitationResponse, ApiError> {
         role: Role::from_db(row.get("role"))
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
         custom_role_id: row.get("custom_role_id"),
+        workspace_ids: row.get("workspace_ids"),
         invited_by: row.get::<_, Option<Uuid>>("invited_by").map(UserId),
         created_at: row.get("created_at"),
         expires_at: row.get("expires_at"),
@@ -137,41 +145,28 @@ pub async fn create_invitation(
     if !(1..=720).contains(&hours) {
         return Err(FieldError::new("expires_in_hours", "must be between 1 and 720").into());
     }
-    let custom_role = match (body.role, body.custom_role_id) {
-        (Role::Custom, Some(id)) => Some(id),
-        (Role::Custom, None) => {
-            return Err(FieldError::new("custom_role_id", "is required for the custom role").into());
-        }
-        (_, Some(_)) => return Err(FieldError::new("custom_role_id", "is only for the custom role").into()),
-        (_, None) => None,
-    };
-    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "invitation.create")
-        .await?;
-    if body.role == Role::Owner {
-        authorize_in(&mut tx, &principal, &meta, &membership, Permission::OwnersManage, "invitation.create")
-            .await?;
+    let custom_role = custom_role_of(body.role, body.custom_role_id)?;
+    let requested = body.workspace_ids.clone().map(sorted);
+    if requested.as_ref().is_some_and(Vec::is_empty) {
+        return Err(FieldError::new("workspace_ids", "name at least one workspace, or leave it out").into());
     }
-    if let Some(role_id) = custom_role {
-        let rows = tx
-            .query(
-                "select permission from role_permissions where organization_id = $1 and role_id = $2",
-                &[org.as_uuid(), &role_id],
-            )
-            .await?;
-        for row in rows {
-            let permission: String = row.get(0);
-            authorize_named_in(&mut tx, &principal, &meta, &membership, &permission, "invitation.create")
-                .await?;
-        }
+    let action = "invitation.create";
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, action).await?;
+    check_custom_role(&mut tx, org, custom_role).await?;
+    authorize_grant(&mut tx, &principal, &meta, &membership, (body.role, custom_role), action).await?;
+    let workspaces = authorize_workspaces(&mut tx, &principal, &meta, requested, action).await?;
+    if let Some(ids) = &workspaces {
+        check_workspaces(&mut tx, org, ids).await?;
     }
     let token = new_opaque(PREFIX);
     let expires_at = Utc::now() + Duration::hours(hours);
     let row = tx
         .query_found(
-            "insert into invitations (organization_id, id, email, role, custom_role_id, token_hash, invited_by, expires_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8) \
-             returning organization_id, id, email, role, custom_role_id, invited_by, created_at, expires_at, \
+            "insert into invitations (organization_id, id, email, role, custom_role_id, token_hash, invited_by, expires_at, \
+               workspace_ids) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             returning organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
                        accepted_at, accepted_by, revoked_at",
             &[
                 org.as_uuid(),
@@ -182,16 +177,21 @@ pub async fn create_invitation(
                 &token.hash.as_slice(),
                 user.user_id.as_uuid(),
                 &expires_at,
+                &workspaces,
             ],
         )
         .await?;
     let entry = AuditEntry::allowed("invitation.create", "invitation", token.id, &meta)
-        .with_details(serde_json::json!({"email": email, "role": body.role, "custom_role_id": custom_role}));
+        .with_details(serde_json::json!({"email": email, "role": body.role, "custom_role_id": custom_role,
+                                         "workspace_ids": workspaces}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created()
+    let mut response = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/invitations/{}", token.id)))
-        .json(CreatedInvitationResponse { invitation: invitation_from_row(&row)?, token: token.plaintext }))
+        .json(CreatedInvitationResponse { invitation: invitation_from_row(&row)?, token: token.plaintext });
+    // Never kept for an idempotent replay: the token exists in plaintext only in this response.
+    response.extensions_mut().insert(super::OneTimeSecret);
+    Ok(response)
 }
 
 /// List the organization's invitations (permission `members:manage`).
@@ -221,7 +221,7 @@ pub async fn list_invitations(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
-        "select organization_id, id, email, role, custom_role_id, invited_by, created_at, expires_at, \
+        "select organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
                 accepted_at, accepted_by, revoked_at \
          from invitations where id > $1 order by id limit $2",
         &[&page.after, &page.fetch()],

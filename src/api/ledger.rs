@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::audit::authorize;
+use super::authz::authorize;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};

@@ -1,6 +1,9 @@
-//! Members of an organization and their roles. Managing members needs `members:manage`;
-//! granting or revoking `owner` also needs `owners:manage`. The database refuses, at commit,
-//! any change that would leave an organization without an owner (409 `last_owner`).
+//! Members of an organization and their roles. Managing members needs `members:manage`, and
+//! every role given, changed or taken away must be one the caller could grant: it holds every
+//! permission of it (so only owners make, change or remove owners). A caller restricted to some
+//! workspaces adds only members restricted within its own, and cannot lift a restriction. The
+//! database refuses all of this in its policies too, and, at commit, any change that would leave
+//! an organization without an owner (409 `last_owner`).
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, patch, post, put, web};
@@ -11,7 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::audit::{AuditEntry, authorize, authorize_in, authorize_named_in, record};
+use super::audit::{AuditEntry, record};
+use super::authz::{
+    authorize, authorize_grant, authorize_in, authorize_workspaces, deny_restricted, restriction,
+};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -50,6 +56,10 @@ pub struct AddMemberRequest {
     pub role: Role,
     /// Required when `role` is `custom`: one of the organization's roles.
     pub custom_role_id: Option<Uuid>,
+    /// Restrict the new member to these workspaces. A caller who is restricted itself may name
+    /// only its own workspaces, and its new members are always restricted (by default to the
+    /// caller's workspaces).
+    pub workspace_ids: Option<Vec<Uuid>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -61,7 +71,7 @@ pub struct UpdateMemberRequest {
 }
 
 /// `custom` comes with a custom role id, a built-in role without one.
-fn custom_role_of(role: Role, custom_role_id: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
+pub(super) fn custom_role_of(role: Role, custom_role_id: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
     match (role, custom_role_id) {
         (Role::Custom, Some(id)) => Ok(Some(id)),
         (Role::Custom, None) => {
@@ -72,32 +82,57 @@ fn custom_role_of(role: Role, custom_role_id: Option<Uuid>) -> Result<Option<Uui
     }
 }
 
-/// Handing out a custom role needs every permission it grants (as the policy also demands).
-async fn authorize_custom_role(
+/// A custom role must be one of this organization's.
+pub(super) async fn check_custom_role(
+    tx: &mut TenantTx,
+    org: OrgId,
+    custom_role: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let Some(role_id) = custom_role else { return Ok(()) };
+    tx.query_opt("select id from roles where organization_id = $1 and id = $2", &[org.as_uuid(), &role_id])
+        .await?
+        .ok_or_else(|| ApiError::invalid_field("custom_role_id", "no such role in this organization"))?;
+    Ok(())
+}
+
+/// Acting on a member (changing, restricting or removing them) needs their current role to be
+/// within the caller's grant, and, for a restricted caller, their workspaces within its own.
+async fn authorize_target(
     tx: &mut TenantTx,
     principal: &Principal,
     meta: &RequestMeta,
     membership: &Membership,
-    custom_role: Option<Uuid>,
+    target: &Target,
     action: &'static str,
 ) -> Result<(), ApiError> {
-    let Some(role_id) = custom_role else { return Ok(()) };
-    let org = membership.org_id;
-    tx.query_opt("select id from roles where organization_id = $1 and id = $2", &[org.as_uuid(), &role_id])
-        .await?
-        .ok_or_else(|| ApiError::invalid_field("custom_role_id", "no such role in this organization"))?;
-    let rows = tx
-        .query(
-            "select permission from role_permissions where organization_id = $1 and role_id = $2 order by permission",
-            &[org.as_uuid(), &role_id],
-        )
-        .await?;
-    for row in rows {
-        let permission: String = row.get(0);
-        authorize_named_in(tx, principal, meta, membership, &permission, action).await?;
+    authorize_grant(tx, principal, meta, membership, (target.role, target.custom_role_id), action).await?;
+    let within: bool =
+        tx.query_found("select app.member_within_restriction($1)", &[target.user_id.as_uuid()]).await?.get(0);
+    if !within {
+        return deny_restricted(tx, principal, meta, action).await;
     }
     Ok(())
 }
+
+/// The workspaces named exist in this organization.
+pub(super) async fn check_workspaces(tx: &mut TenantTx, org: OrgId, ids: &[Uuid]) -> Result<(), ApiError> {
+    let known = tx
+        .query(
+            "select id from workspaces where organization_id = $1 and id = any($2)",
+            &[org.as_uuid(), &ids],
+        )
+        .await?;
+    if known.len() != ids.len() {
+        return Err(ApiError::invalid_field(
+            "workspace_ids",
+            "contains a workspace that does not exist here",
+        ));
+    }
+    Ok(())
+}
+
+const INSERT_MEMBER_WORKSPACES: &str = "insert into member_workspaces (organization_id, user_id, workspace_id) \
+     select $1, $2, unnest($3::uuid[])";
 
 fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
     Ok(MemberResponse {
@@ -110,22 +145,6 @@ fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     })
-}
-
-/// Touching an owner (making one, changing one, removing one) needs `owners:manage` as well.
-async fn authorize_role_change(
-    tx: &mut TenantTx,
-    principal: &Principal,
-    meta: &RequestMeta,
-    membership: &Membership,
-    change: (Option<Role>, Option<Role>),
-    action: &'static str,
-) -> Result<(), ApiError> {
-    authorize_in(tx, principal, meta, membership, Permission::MembersManage, action).await?;
-    if change.0 == Some(Role::Owner) || change.1 == Some(Role::Owner) {
-        authorize_in(tx, principal, meta, membership, Permission::OwnersManage, action).await?;
-    }
-    Ok(())
 }
 
 const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
@@ -200,19 +219,32 @@ pub async fn add_member(
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();
-    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     let custom_role = custom_role_of(body.role, body.custom_role_id)?;
-    authorize_role_change(&mut tx, &principal, &meta, &membership, (None, Some(body.role)), "member.add")
-        .await?;
-    authorize_custom_role(&mut tx, &principal, &meta, &membership, custom_role, "member.add").await?;
+    let requested = body.workspace_ids.map(sorted);
+    if requested.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::invalid_field("workspace_ids", "name at least one workspace, or leave it out"));
+    }
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "member.add").await?;
+    check_custom_role(&mut tx, org, custom_role).await?;
+    authorize_grant(&mut tx, &principal, &meta, &membership, (body.role, custom_role), "member.add").await?;
+    let workspaces = authorize_workspaces(&mut tx, &principal, &meta, requested, "member.add").await?;
+    if let Some(ids) = &workspaces {
+        check_workspaces(&mut tx, org, ids).await?;
+    }
     tx.execute(
-        "insert into memberships (organization_id, user_id, role, custom_role_id) values ($1, $2, $3, $4)",
-        &[org.as_uuid(), body.user_id.as_uuid(), &body.role.as_str(), &custom_role],
+        "insert into memberships (organization_id, user_id, role, custom_role_id, restricted) \
+         values ($1, $2, $3, $4, $5)",
+        &[org.as_uuid(), body.user_id.as_uuid(), &body.role.as_str(), &custom_role, &workspaces.is_some()],
     )
     .await?;
+    if let Some(ids) = &workspaces {
+        tx.execute(INSERT_MEMBER_WORKSPACES, &[org.as_uuid(), body.user_id.as_uuid(), ids]).await?;
+    }
     let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), body.user_id.as_uuid()]).await?;
-    let entry = AuditEntry::allowed("member.add", "user", body.user_id, &meta)
-        .with_details(serde_json::json!({"role": body.role, "custom_role_id": custom_role}));
+    let entry = AuditEntry::allowed("member.add", "user", body.user_id, &meta).with_details(
+        serde_json::json!({"role": body.role, "custom_role_id": custom_role, "workspace_ids": workspaces}),
+    );
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created()
@@ -245,13 +277,15 @@ pub async fn update_member(
     body: ApiJson<UpdateMemberRequest>,
 ) -> Result<web::Json<MemberResponse>, ApiError> {
     let org = OrgId(path.org_id);
+    let custom_role = custom_role_of(body.role, body.custom_role_id)?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "member.update").await?;
-    let current = current_role(&mut tx, org, path.user_id).await?;
-    let custom_role = custom_role_of(body.role, body.custom_role_id)?;
-    let change = (Some(current), Some(body.role));
-    authorize_role_change(&mut tx, &principal, &meta, &membership, change, "member.update").await?;
-    authorize_custom_role(&mut tx, &principal, &meta, &membership, custom_role, "member.update").await?;
+    let target = target(&mut tx, org, path.user_id).await?;
+    let current = target.role;
+    authorize_target(&mut tx, &principal, &meta, &membership, &target, "member.update").await?;
+    check_custom_role(&mut tx, org, custom_role).await?;
+    authorize_grant(&mut tx, &principal, &meta, &membership, (body.role, custom_role), "member.update")
+        .await?;
     tx.execute(
         "update memberships set role = $3, custom_role_id = $4 where organization_id = $1 and user_id = $2",
         &[org.as_uuid(), &path.user_id, &body.role.as_str(), &custom_role],
@@ -289,9 +323,9 @@ pub async fn remove_member(
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, "member.remove").await?;
-    let current = current_role(&mut tx, org, path.user_id).await?;
-    authorize_role_change(&mut tx, &principal, &meta, &membership, (Some(current), None), "member.remove")
-        .await?;
+    let target = target(&mut tx, org, path.user_id).await?;
+    let current = target.role;
+    authorize_target(&mut tx, &principal, &meta, &membership, &target, "member.remove").await?;
     // Recorded first: a member removing themselves can no longer write in the organization's
     // name afterwards. Either way the entry commits or rolls back with the removal.
     let entry = AuditEntry::allowed("member.remove", "user", path.user_id, &meta)
@@ -306,14 +340,34 @@ pub async fn remove_member(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn current_role(tx: &mut TenantTx, org: OrgId, user: Uuid) -> Result<Role, ApiError> {
+/// A member acted upon: their role and restriction as they stand.
+struct Target {
+    user_id: UserId,
+    role: Role,
+    custom_role_id: Option<Uuid>,
+    restricted: bool,
+}
+
+async fn target(tx: &mut TenantTx, org: OrgId, user: Uuid) -> Result<Target, ApiError> {
     let row = tx
         .query_found(
-            "select role from memberships where organization_id = $1 and user_id = $2",
+            "select role, custom_role_id, restricted from memberships where organization_id = $1 and user_id = $2",
             &[org.as_uuid(), &user],
         )
         .await?;
-    Role::from_db(row.get("role")).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))
+    Ok(Target {
+        user_id: UserId(user),
+        role: Role::from_db(row.get("role"))
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
+        custom_role_id: row.get("custom_role_id"),
+        restricted: row.get("restricted"),
+    })
+}
+
+pub(super) fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -358,13 +412,13 @@ pub async fn get_member_workspaces(
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersRead, "member.get_workspaces")
         .await?;
-    current_role(&mut tx, org, path.user_id).await?;
+    let target = target(&mut tx, org, path.user_id).await?;
     let rows = tx.query(MEMBER_WORKSPACES, &[org.as_uuid(), &path.user_id]).await?;
     tx.commit().await?;
     let workspace_ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
     Ok(web::Json(MemberWorkspacesResponse {
         user_id: UserId(path.user_id),
-        restricted: !workspace_ids.is_empty(),
+        restricted: target.restricted,
         workspace_ids,
     }))
 }
@@ -393,40 +447,30 @@ pub async fn update_member_workspaces(
     body: ApiJson<MemberWorkspacesRequest>,
 ) -> Result<web::Json<MemberWorkspacesResponse>, ApiError> {
     let org = OrgId(path.org_id);
-    let mut ids = body.workspace_ids.clone();
-    ids.sort();
-    ids.dedup();
+    let ids = sorted(body.workspace_ids.clone());
+    let action = "member.update_workspaces";
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
-    authorize_in(
-        &mut tx,
-        &principal,
-        &meta,
-        &membership,
-        Permission::MembersManage,
-        "member.update_workspaces",
-    )
-    .await?;
-    current_role(&mut tx, org, path.user_id).await?;
-    let known = tx
-        .query(
-            "select id from workspaces where organization_id = $1 and id = any($2)",
-            &[org.as_uuid(), &ids],
-        )
-        .await?;
-    if known.len() != ids.len() {
-        return Err(ApiError::invalid_field(
-            "workspace_ids",
-            "contains a workspace that does not exist here",
-        ));
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, action).await?;
+    let target = target(&mut tx, org, path.user_id).await?;
+    authorize_target(&mut tx, &principal, &meta, &membership, &target, action).await?;
+    if ids.is_empty() {
+        // Lifting the restriction: only for a caller who is not restricted itself.
+        if restriction(&mut tx).await?.is_some() {
+            return deny_restricted(&mut tx, &principal, &meta, action).await;
+        }
+    } else {
+        authorize_workspaces(&mut tx, &principal, &meta, Some(ids.clone()), action).await?;
+        check_workspaces(&mut tx, org, &ids).await?;
     }
     tx.execute(
         "delete from member_workspaces where organization_id = $1 and user_id = $2",
         &[org.as_uuid(), &path.user_id],
     )
     .await?;
+    tx.execute(INSERT_MEMBER_WORKSPACES, &[org.as_uuid(), &path.user_id, &ids]).await?;
     tx.execute(
-        "insert into member_workspaces (organization_id, user_id, workspace_id) select $1, $2, unnest($3::uuid[])",
-        &[org.as_uuid(), &path.user_id, &ids],
+        "update memberships set restricted = $3 where organization_id = $1 and user_id = $2",
+        &[org.as_uuid(), &path.user_id, &!ids.is_empty()],
     )
     .await?;
     let entry = AuditEntry::allowed("member.update_workspaces", "user", path.user_id, &meta)

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod authz;
 pub mod billing;
 pub mod exports;
 pub mod extract;
@@ -17,6 +18,7 @@ pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod permissions;
+pub mod provider_grants;
 pub mod provider_keys;
 pub mod roles;
 pub mod runs;
@@ -65,6 +67,11 @@ pub struct AppState {
     pub metrics: Arc<crate::http::metrics::Metrics>,
     pub rate_limits: Arc<crate::http::ratelimit::RateLimits>,
 }
+
+/// Set in a response's extensions by a handler whose body shows a one-time secret (a new API
+/// key, an invitation token): the idempotency middleware then keeps no copy of the body.
+#[derive(Debug, Clone, Copy)]
+pub struct OneTimeSecret;
 
 /// The handler-side permission check, made before any write so the caller gets a 403 naming
 /// the permission; the write policies check the same permission again in the database.
@@ -146,6 +153,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(members::remove_member)
         .service(members::get_member_workspaces)
         .service(members::update_member_workspaces)
+        .service(provider_grants::list_provider_grants)
+        .service(provider_grants::create_provider_grant)
+        .service(provider_grants::delete_provider_grant)
         .service(workspaces::list_workspaces)
         .service(workspaces::create_workspace)
         .service(workspaces::get_workspace)

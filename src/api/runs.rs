@@ -14,7 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::audit::{AuditEntry, authorize, authorize_in, record};
+use super::audit::{AuditEntry, record};
+use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::workflows::WorkflowPath;

@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::sessions::TokenResponse;
 use crate::auth::sessions::{SessionError, SignInContext};
-use crate::auth::signin::{CallbackParams, ProviderInfo, SignInError};
+use crate::auth::signin::{BROWSER_COOKIE, CallbackParams, ProviderInfo, SignInError};
 use crate::http::ApiError;
 use crate::http::problem::Problem;
 
@@ -80,12 +80,23 @@ pub async fn sign_in_start(
     query: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hint = query.login_hint.as_deref().filter(|h| h.len() <= 320);
-    let url = state
+    let started = state
         .sign_in
         .login(&state.db, &path.provider, query.redirect_to.as_deref(), hint)
         .await
         .map_err(sign_in_error)?;
-    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, url)).finish())
+    // The attempt is bound to this browser: the callback must come back with this cookie.
+    // SameSite=Lax, so it is sent on the provider's top-level redirect back to us.
+    let cookie = actix_web::cookie::Cookie::build(BROWSER_COOKIE, started.browser_secret)
+        .path("/api/v1/auth")
+        .http_only(true)
+        .secure(state.settings.environment != crate::config::Environment::Development)
+        .same_site(actix_web::cookie::SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            i64::try_from(state.settings.auth.login_attempt_ttl_secs).unwrap_or(600),
+        ))
+        .finish();
+    Ok(HttpResponse::SeeOther().cookie(cookie).insert_header((header::LOCATION, started.url)).finish())
 }
 
 /// The provider's redirect back: finishes sign-in, starts a session, returns our tokens (JSON,
@@ -111,15 +122,23 @@ pub async fn sign_in_callback(
     query: web::Query<CallbackParams>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let done = state.sign_in.callback(&state.db, &path.provider, &query).await.map_err(sign_in_error)?;
+    let browser = request.cookie(BROWSER_COOKIE);
+    let done = state
+        .sign_in
+        .callback(&state.db, &path.provider, &query, browser.as_ref().map(|c| c.value()))
+        .await
+        .map_err(sign_in_error)?;
     let user_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let ip = request.peer_addr().map(|a| a.ip());
     let context = SignInContext { provider: &done.provider, user_agent, ip };
-    let pair = state.sessions.start(done.user, &context).await.map_err(|e| match e {
+    let pair = state.sessions.start(done.user, done.completion, &context).await.map_err(|e| match e {
         SessionError::Database(e) => e.into(),
         other => ApiError::Internal(anyhow::anyhow!("starting a session: {other}")),
     })?;
     let tokens = TokenResponse::from(pair);
+    // The binding has done its work (the attempt is gone): the browser can forget it.
+    let mut spent = actix_web::cookie::Cookie::build(BROWSER_COOKIE, "").path("/api/v1/auth").finish();
+    spent.make_removal();
     match done.redirect_to {
         Some(target) => {
             let fragment = url::form_urlencoded::Serializer::new(String::new())
@@ -129,9 +148,10 @@ pub async fn sign_in_callback(
                 .append_pair("refresh_token", &tokens.refresh_token)
                 .finish();
             Ok(HttpResponse::SeeOther()
+                .cookie(spent)
                 .insert_header((header::LOCATION, format!("{target}#{fragment}")))
                 .finish())
         }
-        None => Ok(HttpResponse::Ok().json(tokens)),
+        None => Ok(HttpResponse::Ok().cookie(spent).json(tokens)),
     }
 }

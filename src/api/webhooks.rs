@@ -20,7 +20,8 @@ use crate::domain::OrgId;
 use crate::http::ApiError;
 use crate::http::problem::Problem;
 use crate::webhooks::{
-    Action, Event, SignatureError, parse_razorpay, parse_stripe, verify_razorpay, verify_stripe,
+    Action, Event, SignatureError, parse_razorpay, parse_stripe, razorpay_event_id, verify_razorpay,
+    verify_stripe,
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,13 +91,14 @@ pub async fn receive_stripe_webhook(
     process(&state, "stripe", event, payload).await
 }
 
-/// Receive a Razorpay event (signed with `X-Razorpay-Signature`, id in `X-Razorpay-Event-Id`).
+/// Receive a Razorpay event (signed with `X-Razorpay-Signature`; deduplicated on the signed body,
+/// whatever `X-Razorpay-Event-Id` says).
 #[utoipa::path(
     tag = "billing",
     request_body(content = Object, description = "A Razorpay event, exactly as Razorpay sent it"),
     responses(
         (status = 200, description = "Accepted (also for a redelivery)", body = WebhookAck),
-        (status = 400, description = "Missing or unreadable signature or event id, or not an event", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Missing or unreadable signature, or not an event", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The signature does not verify", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No webhook secret configured for this provider", body = Problem, content_type = "application/problem+json"),
     ),
@@ -114,14 +116,8 @@ pub async fn receive_razorpay_webhook(
         &state.settings.billing.razorpay_webhook_secrets,
     )
     .map_err(signature_error)?;
-    let event_id = header(&req, "x-razorpay-event-id")
-        .filter(|id| (1..=255).contains(&id.len()))
-        .ok_or_else(|| ApiError::BadRequest {
-            code: "missing_event_id",
-            detail: "X-Razorpay-Event-Id is missing.".into(),
-        })?;
     let payload: Value = serde_json::from_slice(&body).map_err(|_| not_an_event())?;
-    let event = parse_razorpay(event_id, &payload).ok_or_else(not_an_event)?;
+    let event = parse_razorpay(&razorpay_event_id(&body), &payload).ok_or_else(not_an_event)?;
     process(&state, "razorpay", event, payload).await
 }
 
@@ -129,30 +125,23 @@ fn ack(status: &str) -> web::Json<WebhookAck> {
     web::Json(WebhookAck { status: status.to_owned() })
 }
 
-/// Keeps an event that cannot be applied here, once, and reports it.
+/// Keeps an event whose organization cannot be served here, once, and reports it.
 async fn unroutable(
     state: &AppState,
     provider: &str,
     event: &Event,
+    org: OrgId,
     payload: &Value,
     detail: &str,
 ) -> Result<web::Json<WebhookAck>, ApiError> {
-    let mut tx = TenantTx::begin_user(&state.db, Actor::webhook(Uuid::new_v4())).await?;
+    let mut tx = TenantTx::begin_user(&state.db, Actor::default()).await?;
     tx.query_found(
         "select app.record_unroutable_webhook_event($1, $2, $3, $4, $5, $6, $7)",
-        &[&provider, &event.id, &event.event_type, &event.organization, &event.created, payload, &detail],
+        &[&provider, &event.id, &event.event_type, org.as_uuid(), &event.created, payload, &detail],
     )
     .await?;
     tx.commit().await?;
-    tracing::warn!(
-        target: "tenantry::security",
-        event = "billing.webhook_unroutable",
-        provider,
-        event.id = %event.id,
-        org.id = ?event.organization,
-        detail,
-        "payment event kept for platform admins"
-    );
+    warn_unroutable(provider, event, detail);
     Ok(ack("unroutable"))
 }
 
@@ -162,29 +151,46 @@ async fn process(
     event: Event,
     payload: Value,
 ) -> Result<web::Json<WebhookAck>, ApiError> {
-    let Some(org) = event.organization.map(OrgId) else {
-        return unroutable(state, provider, &event, &payload, "no organization_id in the event's metadata")
-            .await;
-    };
+    if let Action::Ignore(_) = event.action {
+        return Ok(ack("ignored")); // nothing to apply, nothing to remember
+    }
+    // The database decides whose event it is, from the invoice or subscription it names.
+    let (invoice, provider_ref) = event.reference();
     let token = Uuid::new_v4();
     let mut tx = TenantTx::begin_user(&state.db, Actor::webhook(token)).await?;
-    let fresh: bool = tx
+    let row = tx
         .query_found(
-            "select app.begin_webhook_event($1, $2, $3, $4, $5, $6, $7)",
-            &[&provider, &event.id, &event.event_type, org.as_uuid(), &event.created, &payload, &token],
+            "select outcome, organization_id from app.begin_webhook_event($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &provider,
+                &event.id,
+                &event.event_type,
+                &event.created,
+                &payload,
+                &token,
+                &invoice,
+                &provider_ref,
+                &event.organization,
+            ],
         )
-        .await?
-        .get(0);
-    if !fresh {
-        tx.commit().await?;
-        return Ok(ack("duplicate"));
-    }
+        .await?;
+    let org = match (row.get::<_, String>("outcome").as_str(), row.get::<_, Option<Uuid>>("organization_id"))
+    {
+        ("fresh", Some(org)) => OrgId(org),
+        (outcome, _) => {
+            tx.commit().await?;
+            if outcome == "unroutable" {
+                warn_unroutable(provider, &event, "it names nothing of an organization here");
+            }
+            return Ok(ack(if outcome == "unroutable" { "unroutable" } else { "duplicate" }));
+        }
+    };
     match tx.enter_org(org).await {
         Ok(_) => {}
         Err(DbError::NotFound | DbError::Misdirected(_) | DbError::Suspended) => {
             drop(tx); // rolls the processing record back
             let detail = "the organization does not exist here, is suspended or lives in another region";
-            return unroutable(state, provider, &event, &payload, detail).await;
+            return unroutable(state, provider, &event, org, &payload, detail).await;
         }
         Err(e) => return Err(e.into()),
     }
@@ -192,6 +198,18 @@ async fn process(
     tx.query_found("select app.finish_webhook_event($1, $2, $3)", &[&token, &status, &detail]).await?;
     tx.commit().await?;
     Ok(ack(status))
+}
+
+fn warn_unroutable(provider: &str, event: &Event, detail: &str) {
+    tracing::warn!(
+        target: "tenantry::security",
+        event = "billing.webhook_unroutable",
+        provider,
+        event.id = %event.id,
+        org.id = ?event.organization,
+        detail,
+        "payment event kept for platform admins"
+    );
 }
 
 /// Applies an event inside its organization: (outcome, why).
@@ -202,8 +220,19 @@ async fn apply(
     event: &Event,
 ) -> Result<(&'static str, String), ApiError> {
     match &event.action {
-        Action::Payment { invoice_id, amount_minor, currency } => {
+        Action::Payment { invoice_id, amount_minor, currency, subscription_ref } => {
             let source = format!("{provider}:{}", event.id);
+            // A payment of our invoice is what links the subscription to the provider's: later
+            // subscription events must name that reference to be applied.
+            if let Some(reference) = subscription_ref {
+                tx.execute(
+                    "update subscriptions set provider_ref = $3 \
+                     where organization_id = $1 and provider = $2 and provider_ref is null \
+                       and id = (select subscription_id from invoices where organization_id = $1 and id = $4)",
+                    &[org.as_uuid(), &provider, reference, invoice_id],
+                )
+                .await?;
+            }
             Ok(
                 match billing::record_payment(tx, org, *invoice_id, *amount_minor, currency, &source).await? {
                     PaymentOutcome::Applied { invoice_paid: true } => {
@@ -223,9 +252,8 @@ async fn apply(
             // Only a newer event moves the state, and only along the state machine.
             let updated = tx
                 .query_opt(
-                    "update subscriptions set status = $2, provider_event_at = $3, \
-                       provider_ref = coalesce($4, provider_ref) \
-                     where organization_id = $1 \
+                    "update subscriptions set status = $2, provider_event_at = $3 \
+                     where organization_id = $1 and provider_ref = $4 \
                        and (provider_event_at is null or $3::timestamptz is null or provider_event_at <= $3) \
                        and app.subscription_transition_allowed(status, $2) \
                      returning status",

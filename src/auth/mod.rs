@@ -39,6 +39,8 @@ pub struct UserPrincipal {
 pub struct ApiKeyPrincipal {
     pub key_id: Uuid,
     pub org_id: OrgId,
+    /// SHA-256 of the presented secret: recording the key's use needs it (never the secret).
+    pub secret_hash: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +182,7 @@ impl Authenticator {
         // Malformed or a bad checksum: refused before any database work.
         let presented = api_keys::parse(credential).ok_or_else(|| refuse("malformed"))?;
         self.api_key_lookups.fetch_add(1, Ordering::Relaxed);
-        let stored = identity::find_api_key(&self.pool, presented.id).await?;
+        let stored = identity::find_api_key(&self.pool, presented.id, &presented.secret_hash).await?;
         let key = stored
             .into_iter()
             .find(|k| api_keys::hashes_equal(&k.secret_hash, &presented.secret_hash))
@@ -188,7 +190,11 @@ impl Authenticator {
         if !key.active {
             return Err(refuse("inactive"));
         }
-        Ok(Principal::ApiKey(ApiKeyPrincipal { key_id: presented.id, org_id: key.org_id }))
+        Ok(Principal::ApiKey(ApiKeyPrincipal {
+            key_id: presented.id,
+            org_id: key.org_id,
+            secret_hash: presented.secret_hash,
+        }))
     }
 
     /// Records an API key's use, at most once a minute, off the request's path.
@@ -199,10 +205,10 @@ impl Authenticator {
         }
         self.recently_touched.insert(key.key_id, ());
         let pool = self.pool.clone();
-        let id = key.key_id;
+        let (id, hash) = (key.key_id, key.secret_hash);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(e) = identity::touch_api_key(&pool, id).await {
+                if let Err(e) = identity::touch_api_key(&pool, id, &hash).await {
                     tracing::warn!(error = %e, "recording API key use failed");
                 }
             });

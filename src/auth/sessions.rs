@@ -11,7 +11,7 @@ use crate::db::Db;
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use super::api_keys::{OpaqueToken, hashes_equal, new_opaque, parse_opaque};
+use super::api_keys::{OpaqueToken, new_opaque, parse_opaque};
 use super::clock::Clock;
 use super::events::{SecurityEvent, emit};
 use super::keys::SigningKeys;
@@ -94,8 +94,14 @@ impl SessionService {
         }
     }
 
-    /// Starts a session for a user who has just proven who they are.
-    pub async fn start(&self, user: UserId, context: &SignInContext<'_>) -> Result<TokenPair, SessionError> {
+    /// Starts a session for a user who has just proven who they are: `completion` is what the
+    /// sign-in callback got for taking its login attempt, and it is consumed here.
+    pub async fn start(
+        &self,
+        user: UserId,
+        completion: identity::SignInCompletion,
+        context: &SignInContext<'_>,
+    ) -> Result<TokenPair, SessionError> {
         let now = self.clock.now();
         let session = Uuid::now_v7();
         let refresh = new_refresh_token();
@@ -105,7 +111,7 @@ impl SessionService {
             &identity::NewSession {
                 id: session,
                 user,
-                provider: context.provider,
+                completion,
                 now,
                 idle_expires_at: (now + self.idle_timeout).min(absolute),
                 absolute_expires_at: absolute,
@@ -144,32 +150,31 @@ impl SessionService {
 
     async fn try_refresh(&self, presented: &str) -> Result<TokenPair, SessionError> {
         let (id, hash) = parse_refresh_token(presented).ok_or(SessionError::InvalidToken)?;
-        let state = identity::refresh_token_state(&self.pool, id).await?.ok_or(SessionError::InvalidToken)?;
-        // Only the real secret counts: a guessed id must not be able to revoke a session.
-        if !hashes_equal(&state.secret_hash, &hash) {
-            return Err(SessionError::InvalidToken);
-        }
+        let token = identity::PresentedToken { id, hash: &hash };
+        // Only the real secret finds anything: a guessed id cannot revoke a session.
+        let state =
+            identity::refresh_token_state(&self.pool, id, &hash).await?.ok_or(SessionError::InvalidToken)?;
         if state.revoked {
             return Err(SessionError::Revoked);
         }
         let now = self.clock.now();
         if state.spent {
-            self.end_for_reuse(state.user_id, state.session_id, now).await?;
+            self.end_for_reuse(token, state.user_id, state.session_id, now).await?;
             return Err(SessionError::Reused);
         }
         if now >= state.absolute_expires_at || now >= state.idle_expires_at {
             let event =
                 PlatformEvent::session(state.user_id, state.session_id, "auth.session_expired", "denied");
-            identity::end_session(&self.pool, state.session_id, "expired", now, &event).await?;
+            identity::end_session(&self.pool, token, "expired", now, &event).await?;
             emit(SecurityEvent::SessionExpired { user: state.user_id, session: state.session_id });
             return Err(SessionError::Expired);
         }
         let next = new_refresh_token();
         let idle = (now + self.idle_timeout).min(state.absolute_expires_at);
         let event = PlatformEvent::session(state.user_id, state.session_id, "auth.refresh", "allowed");
-        if !identity::rotate_refresh_token(&self.pool, id, next.id, &next.hash, now, idle, &event).await? {
+        if !identity::rotate_refresh_token(&self.pool, token, next.id, &next.hash, now, idle, &event).await? {
             // Spent between our read and our write: a concurrent use of the same token.
-            self.end_for_reuse(state.user_id, state.session_id, now).await?;
+            self.end_for_reuse(token, state.user_id, state.session_id, now).await?;
             return Err(SessionError::Reused);
         }
         emit(SecurityEvent::SessionRefreshed { user: state.user_id, session: state.session_id });
@@ -178,12 +183,13 @@ impl SessionService {
 
     async fn end_for_reuse(
         &self,
+        token: identity::PresentedToken<'_>,
         user: UserId,
         session: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(), SessionError> {
         let event = PlatformEvent::session(user, session, "auth.refresh_token_reuse", "denied");
-        identity::end_session(&self.pool, session, "refresh_token_reuse", now, &event).await?;
+        identity::end_session(&self.pool, token, "refresh_token_reuse", now, &event).await?;
         emit(SecurityEvent::RefreshTokenReuse { user, session });
         Ok(())
     }

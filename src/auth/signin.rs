@@ -38,8 +38,11 @@ use crate::config::{AuthSettings, ProviderKind, ProviderSettings, RoleMapping};
 use crate::db::{DbError, identity};
 use crate::domain::UserId;
 
-const GITHUB_ISSUER: &str = "https://github.com";
 const METADATA_TTL: Duration = Duration::from_secs(3600);
+
+/// The cookie that binds a sign-in to the browser that started it (against login CSRF: a
+/// callback URL of the attacker's own sign-in, fed to a victim, finds no attempt for them).
+pub const BROWSER_COOKIE: &str = "tenantry_signin";
 
 /// The one provider-metadata field we need beyond the core set (RFC 9207).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -112,11 +115,20 @@ pub struct ProviderInfo {
     pub login_url: String,
 }
 
-/// A completed sign-in: who, through what, and where to send the browser (if asked).
+/// A completed sign-in: who, through what, and where to send the browser (if asked); with the
+/// completion that starting the session consumes.
 pub struct CompletedSignIn {
     pub user: UserId,
     pub provider: String,
     pub redirect_to: Option<String>,
+    pub completion: identity::SignInCompletion,
+}
+
+/// A started sign-in: where to send the browser, and the value of the cookie that binds the
+/// attempt to it (`BROWSER_COOKIE`).
+pub struct StartedSignIn {
+    pub url: String,
+    pub browser_secret: String,
 }
 
 /// The query string a provider sends back to the callback.
@@ -183,7 +195,7 @@ fn flavor_of(p: &ProviderSettings) -> anyhow::Result<Flavor> {
 async fn send(
     client: reqwest::Client,
     request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, reqwest::Error> {
+) -> Result<oauth2::HttpResponse, crate::providers::ReadError> {
     let (parts, body) = request.into_parts();
     let response =
         client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
@@ -191,9 +203,12 @@ async fn send(
     for (name, value) in response.headers() {
         builder = builder.header(name, value);
     }
-    let bytes = response.bytes().await?;
-    Ok(builder.body(bytes.to_vec()).unwrap_or_default())
+    let bytes = crate::providers::read_bounded(response, MAX_PROVIDER_RESPONSE).await?;
+    Ok(builder.body(bytes).unwrap_or_default())
 }
+
+/// The most an identity provider's answer (discovery, keys, tokens, user info) may hold.
+const MAX_PROVIDER_RESPONSE: usize = 1 << 20;
 
 /// Reads a dotted claim path (`realm_access.roles`) and tells whether it holds `value`.
 fn claim_holds(claims: &Value, path: &str, value: &str) -> bool {
@@ -211,11 +226,17 @@ fn claim_holds(claims: &Value, path: &str, value: &str) -> bool {
     }
 }
 
-/// The memberships the rules grant for these claims: one role per organization, the highest.
+/// The memberships the rules grant for these claims: one role per organization, the highest. A
+/// rule scoped to an identity-provider tenant (`tenant`, Azure's `tid`) applies only to tokens of
+/// that tenant: on a multi-tenant endpoint, any tenant's admin controls their own users' claims.
 pub fn mapped_memberships(rules: &[RoleMapping], claims: &Value) -> Vec<(uuid::Uuid, crate::domain::Role)> {
     use crate::domain::Role;
+    let tenant = claims.get("tid").and_then(Value::as_str);
     let mut best: HashMap<uuid::Uuid, Role> = HashMap::new();
-    for rule in rules.iter().filter(|r| claim_holds(claims, &r.claim, &r.value)) {
+    let applies = |r: &&RoleMapping| {
+        r.tenant.as_deref().is_none_or(|t| Some(t) == tenant) && claim_holds(claims, &r.claim, &r.value)
+    };
+    for rule in rules.iter().filter(applies) {
         let entry = best.entry(rule.organization_id).or_insert(rule.role);
         if rule.role.rank() > entry.rank() {
             *entry = rule.role;
@@ -343,14 +364,15 @@ impl SignInProviders {
         Ok(md)
     }
 
-    /// Starts a sign-in: stores a login attempt and returns the provider URL to redirect to.
+    /// Starts a sign-in: stores a login attempt bound to the browser, and returns the provider
+    /// URL to redirect to with the browser's cookie value.
     pub async fn login(
         &self,
         pool: &Db,
         name: &str,
         redirect_to: Option<&str>,
         login_hint: Option<&str>,
-    ) -> Result<String, SignInError> {
+    ) -> Result<StartedSignIn, SignInError> {
         let provider = self.provider(name)?;
         if let Some(target) = redirect_to
             && !self.allowed_redirects.iter().any(|allowed| allowed == target)
@@ -410,18 +432,27 @@ impl SignInProviders {
             }
         };
         let now = self.clock.now();
+        let browser_secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+        let issuer = match &provider.flavor {
+            Flavor::Oidc { issuer, .. } => issuer.as_str(),
+            Flavor::Github { web, .. } => web.as_str(),
+        };
         identity::create_login_attempt(
             pool,
-            &sha256(state.as_bytes()),
-            name,
-            verifier.secret(),
-            &nonce,
-            redirect_to,
-            now,
-            now + self.attempt_ttl,
+            &identity::NewLoginAttempt {
+                state_hash: &sha256(state.as_bytes()),
+                browser_hash: &sha256(browser_secret.as_bytes()),
+                provider: name,
+                issuer: Some(issuer),
+                pkce_verifier: verifier.secret(),
+                nonce: &nonce,
+                redirect_to,
+                now,
+                expires_at: now + self.attempt_ttl,
+            },
         )
         .await?;
-        Ok(url)
+        Ok(StartedSignIn { url, browser_secret })
     }
 
     /// Completes a sign-in from the provider's redirect: checks `state` (single use), `iss`,
@@ -431,8 +462,9 @@ impl SignInProviders {
         pool: &Db,
         name: &str,
         params: &CallbackParams,
+        browser_secret: Option<&str>,
     ) -> Result<CompletedSignIn, SignInError> {
-        let result = self.try_callback(pool, name, params).await;
+        let result = self.try_callback(pool, name, params, browser_secret).await;
         if let Err(e) = &result {
             let reason = match e {
                 SignInError::InvalidState => "invalid_state",
@@ -466,13 +498,21 @@ impl SignInProviders {
         pool: &Db,
         name: &str,
         params: &CallbackParams,
+        browser_secret: Option<&str>,
     ) -> Result<CompletedSignIn, SignInError> {
         let provider = self.provider(name)?;
-        let state = params.state.as_deref().ok_or(SignInError::InvalidState)?;
-        // Taken (deleted) whatever happens next: a state works once.
-        let attempt = identity::take_login_attempt(pool, &sha256(state.as_bytes()), self.clock.now())
-            .await?
-            .ok_or(SignInError::InvalidState)?;
+        let state = params.state.as_deref().filter(|s| s.len() <= 100).ok_or(SignInError::InvalidState)?;
+        // Only from the browser that started it (its cookie), and taken whatever happens next:
+        // a state works once.
+        let browser = browser_secret.filter(|b| b.len() <= 100).ok_or(SignInError::InvalidState)?;
+        let (attempt, completion) = identity::take_login_attempt(
+            pool,
+            &sha256(state.as_bytes()),
+            &sha256(browser.as_bytes()),
+            self.clock.now(),
+        )
+        .await?
+        .ok_or(SignInError::InvalidState)?;
         if attempt.provider != name {
             return Err(SignInError::InvalidState);
         }
@@ -492,7 +532,7 @@ impl SignInProviders {
         if !provider.settings.role_mappings.is_empty() {
             identity::sync_provider_memberships(pool, user, name, &grants).await?;
         }
-        Ok(CompletedSignIn { user, provider: name.to_owned(), redirect_to: attempt.redirect_to })
+        Ok(CompletedSignIn { user, provider: name.to_owned(), redirect_to: attempt.redirect_to, completion })
     }
 
     async fn oidc_identity(
@@ -606,10 +646,12 @@ impl SignInProviders {
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
-                    .map_err(|e| SignInError::Unavailable(e.to_string()))?
-                    .json::<Value>()
-                    .await
                     .map_err(|e| SignInError::Unavailable(e.to_string()))
+                    .map(|response| crate::providers::read_bounded(response, MAX_PROVIDER_RESPONSE))?
+                    .await
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                    .ok_or_else(|| SignInError::Unavailable("unreadable GitHub answer".into()))
             }
         };
         let me = get("/user").await?;
@@ -636,8 +678,9 @@ impl SignInProviders {
             claims["teams"] = serde_json::json!(names);
         }
         let name = me.get("name").and_then(Value::as_str);
-        let user =
-            identity::provision_user(pool, GITHUB_ISSUER, &id.to_string(), email.as_deref(), name).await?;
+        // The issuer is the GitHub instance: user 42 of a GitHub Enterprise server is not user
+        // 42 of github.com.
+        let user = identity::provision_user(pool, web, &id.to_string(), email.as_deref(), name).await?;
         Ok((user, claims))
     }
 }
@@ -656,6 +699,7 @@ mod tests {
             value: value.into(),
             organization_id,
             role,
+            tenant: None,
         };
         let rules = vec![
             rule("groups", "staff", org, Role::Viewer),
@@ -672,6 +716,25 @@ mod tests {
         expected.sort_by_key(|(o, _)| *o);
         assert_eq!(mapped_memberships(&rules, &claims), expected);
         assert!(mapped_memberships(&rules, &serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn a_tenant_scoped_mapping_ignores_other_tenants_tokens() {
+        let org = uuid::Uuid::new_v4();
+        let rules = vec![RoleMapping {
+            claim: "roles".into(),
+            value: "Tenantry.Admin".into(),
+            organization_id: org,
+            role: Role::Admin,
+            tenant: Some("11111111-1111-1111-1111-111111111111".into()),
+        }];
+        let ours =
+            serde_json::json!({"tid": "11111111-1111-1111-1111-111111111111", "roles": ["Tenantry.Admin"]});
+        let theirs =
+            serde_json::json!({"tid": "22222222-2222-2222-2222-222222222222", "roles": ["Tenantry.Admin"]});
+        assert_eq!(mapped_memberships(&rules, &ours), vec![(org, Role::Admin)]);
+        assert!(mapped_memberships(&rules, &theirs).is_empty(), "another tenant's admin gains nothing");
+        assert!(mapped_memberships(&rules, &serde_json::json!({"roles": ["Tenantry.Admin"]})).is_empty());
     }
 
     #[test]

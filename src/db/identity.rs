@@ -1,15 +1,19 @@
 //! Identity storage: users, sessions, refresh tokens, API keys. Each call is one of the narrow
-//! definer functions in sql/03 (they must see across tenants before any context exists: a
-//! refresh token or an API key arrives without one). No tenant rows are read or written here.
+//! definer functions in sql/05_identity.sql and sql/06_organizations.sql (they must see across
+//! tenants before any context exists: a refresh token or an API key arrives without one). Each is
+//! keyed by a secret its caller presents (a refresh token's, an API key's, a sign-in's) or acts on
+//! the user the transaction's context names. No tenant rows are read or written here, except the
+//! provider-mapped memberships organizations consented to.
 
 use crate::db::Db;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{DbError, call};
+use super::{Actor, DbError, TenantTx, call};
 use crate::domain::{OrgId, UserId};
 
-/// Maps a verified identity to a user id, creating the user on first sight.
+/// Maps a verified identity to a user id, creating the user on first sight; then, as that user,
+/// refreshes their email and name when the provider reports new ones.
 pub async fn provision_user(
     pool: &Db,
     issuer: &str,
@@ -24,13 +28,28 @@ pub async fn provision_user(
             .await?;
     let row =
         rows.first().ok_or_else(|| DbError::Other(anyhow::anyhow!("provision_user returned no row")))?;
-    Ok(UserId(row.get(0)))
+    let user = UserId(row.get(0));
+    // As the user: only their own profile can change (and an unchanged one is not written).
+    if email.is_some() || display_name.is_some() {
+        super::call_as(
+            pool,
+            Actor::user(user),
+            "select app.refresh_profile($1, $2)",
+            &[&email, &display_name],
+        )
+        .await?;
+    }
+    Ok(user)
 }
+
+/// The proof that a sign-in completed: the secret behind the completion hash the callback left
+/// on its login attempt. Starting the session consumes it (once, within five minutes).
+pub struct SignInCompletion(pub(crate) String);
 
 pub struct NewSession<'a> {
     pub id: Uuid,
     pub user: UserId,
-    pub provider: &'a str,
+    pub completion: SignInCompletion,
     pub now: DateTime<Utc>,
     pub idle_expires_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
@@ -77,16 +96,10 @@ impl PlatformEvent {
 
 const RECORD_EVENT: &str = "select app.record_security_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-/// Appends `event` to the platform chain through `client` (a transaction, so it commits with
-/// the change it describes).
-pub async fn record_event(
-    db: &Db,
-    client: &deadpool_postgres::Transaction<'_>,
-    event: &PlatformEvent,
-) -> Result<(), DbError> {
+/// Appends `event` to the platform chain in `tx`, so it commits with the change it describes.
+pub async fn record_event(tx: &mut TenantTx, event: &PlatformEvent) -> Result<(), DbError> {
     let request_id = crate::http::middleware::current_request_id();
-    db.query_in(
-        client,
+    tx.query(
         RECORD_EVENT,
         &[
             &event.actor_type,
@@ -107,23 +120,19 @@ pub async fn record_event(
 
 /// Records an event that accompanies no change (e.g. a failed sign-in).
 pub async fn record_event_alone(pool: &Db, event: &PlatformEvent) -> Result<(), DbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    record_event(pool, &tx, event).await?;
-    tx.commit().await?;
-    Ok(())
+    let mut tx = TenantTx::begin_user(pool, Actor::default()).await?;
+    record_event(&mut tx, event).await?;
+    tx.commit().await
 }
 
+/// Starts a session for the user a completed sign-in proved (the completion is consumed).
 pub async fn start_session(pool: &Db, s: &NewSession<'_>, event: &PlatformEvent) -> Result<(), DbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    pool.query_in(
-        &tx,
-        "select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    let mut tx = TenantTx::begin_user(pool, Actor::user(s.user)).await?;
+    tx.query(
+        "select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
+            &s.completion.0,
             &s.id,
-            s.user.as_uuid(),
-            &s.provider,
             &s.now,
             &s.idle_expires_at,
             &s.absolute_expires_at,
@@ -134,27 +143,29 @@ pub async fn start_session(pool: &Db, s: &NewSession<'_>, event: &PlatformEvent)
         ],
     )
     .await?;
-    record_event(pool, &tx, event).await?;
-    tx.commit().await?;
-    Ok(())
+    record_event(&mut tx, event).await?;
+    tx.commit().await
 }
 
 pub struct RefreshTokenState {
     pub session_id: Uuid,
     pub user_id: UserId,
-    pub secret_hash: Vec<u8>,
     pub spent: bool,
     pub revoked: bool,
     pub idle_expires_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
 }
 
-pub async fn refresh_token_state(pool: &Db, token: Uuid) -> Result<Option<RefreshTokenState>, DbError> {
-    let rows = call(pool, "select * from app.refresh_token_state($1)", &[&token]).await?;
+/// The state of a presented refresh token; `None` unless its secret matches.
+pub async fn refresh_token_state(
+    pool: &Db,
+    token: Uuid,
+    hash: &[u8],
+) -> Result<Option<RefreshTokenState>, DbError> {
+    let rows = call(pool, "select * from app.refresh_token_state($1, $2)", &[&token, &hash]).await?;
     Ok(rows.into_iter().next().map(|row| RefreshTokenState {
         session_id: row.get("session_id"),
         user_id: UserId(row.get("user_id")),
-        secret_hash: row.get("secret_hash"),
         spent: row.get("spent"),
         revoked: row.get("revoked"),
         idle_expires_at: row.get("idle_expires_at"),
@@ -162,49 +173,52 @@ pub async fn refresh_token_state(pool: &Db, token: Uuid) -> Result<Option<Refres
     }))
 }
 
-/// Spends `old` and stores `new`, recording `event` with it; false (and nothing recorded) when
-/// `old` was already spent.
+/// A refresh token as presented: its id and the SHA-256 of its secret.
+#[derive(Debug, Clone, Copy)]
+pub struct PresentedToken<'a> {
+    pub id: Uuid,
+    pub hash: &'a [u8],
+}
+
+/// Spends the presented token and stores `new`, recording `event` with it; false (and nothing
+/// recorded) when it was already spent.
 pub async fn rotate_refresh_token(
     pool: &Db,
-    old: Uuid,
+    old: PresentedToken<'_>,
     new: Uuid,
     new_hash: &[u8],
     now: DateTime<Utc>,
     idle_expires_at: DateTime<Utc>,
     event: &PlatformEvent,
 ) -> Result<bool, DbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let rows = pool
-        .query_in(
-            &tx,
-            "select app.rotate_refresh_token($1, $2, $3, $4, $5)",
-            &[&old, &new, &new_hash, &now, &idle_expires_at],
+    let mut tx = TenantTx::begin_user(pool, Actor::default()).await?;
+    let rows = tx
+        .query(
+            "select app.rotate_refresh_token($1, $2, $3, $4, $5, $6)",
+            &[&old.id, &old.hash, &new, &new_hash, &now, &idle_expires_at],
         )
         .await?;
     let rotated = rows.first().is_some_and(|row| row.get::<_, bool>(0));
     if rotated {
-        record_event(pool, &tx, event).await?;
+        record_event(&mut tx, event).await?;
     }
     tx.commit().await?;
     Ok(rotated)
 }
 
-/// Ends a session for a reason the user did not choose (`refresh_token_reuse`, `expired`),
-/// recording `event` with it.
+/// Ends the session of a presented refresh token for a reason the user did not choose
+/// (`refresh_token_reuse`, `expired`), recording `event` with it.
 pub async fn end_session(
     pool: &Db,
-    session: Uuid,
+    token: PresentedToken<'_>,
     reason: &str,
     now: DateTime<Utc>,
     event: &PlatformEvent,
 ) -> Result<(), DbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    pool.query_in(&tx, "select app.end_session($1, $2, $3)", &[&session, &reason, &now]).await?;
-    record_event(pool, &tx, event).await?;
-    tx.commit().await?;
-    Ok(())
+    let mut tx = TenantTx::begin_user(pool, Actor::default()).await?;
+    tx.query("select app.end_session($1, $2, $3, $4)", &[&token.id, &token.hash, &reason, &now]).await?;
+    record_event(&mut tx, event).await?;
+    tx.commit().await
 }
 
 pub struct StoredApiKey {
@@ -213,8 +227,9 @@ pub struct StoredApiKey {
     pub active: bool,
 }
 
-pub async fn find_api_key(pool: &Db, key: Uuid) -> Result<Vec<StoredApiKey>, DbError> {
-    Ok(call(pool, "select * from app.find_api_key($1)", &[&key])
+/// The stored key with this id and secret (SHA-256), if any.
+pub async fn find_api_key(pool: &Db, key: Uuid, hash: &[u8]) -> Result<Vec<StoredApiKey>, DbError> {
+    Ok(call(pool, "select * from app.find_api_key($1, $2)", &[&key, &hash])
         .await?
         .iter()
         .map(|row| StoredApiKey {
@@ -225,8 +240,8 @@ pub async fn find_api_key(pool: &Db, key: Uuid) -> Result<Vec<StoredApiKey>, DbE
         .collect())
 }
 
-pub async fn touch_api_key(pool: &Db, key: Uuid) -> Result<(), DbError> {
-    call(pool, "select app.touch_api_key($1)", &[&key]).await?;
+pub async fn touch_api_key(pool: &Db, key: Uuid, hash: &[u8]) -> Result<(), DbError> {
+    call(pool, "select app.touch_api_key($1, $2)", &[&key, &hash]).await?;
     Ok(())
 }
 
@@ -238,42 +253,69 @@ pub struct LoginAttempt {
     pub redirect_to: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn create_login_attempt(
-    pool: &Db,
-    state_hash: &[u8],
-    provider: &str,
-    pkce_verifier: &str,
-    nonce: &str,
-    redirect_to: Option<&str>,
-    now: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> Result<(), DbError> {
+/// What `/login` stores: the hashes of `state` and of the browser's binding cookie, and what the
+/// callback needs to finish.
+pub struct NewLoginAttempt<'a> {
+    pub state_hash: &'a [u8],
+    pub browser_hash: &'a [u8],
+    pub provider: &'a str,
+    pub issuer: Option<&'a str>,
+    pub pkce_verifier: &'a str,
+    pub nonce: &'a str,
+    pub redirect_to: Option<&'a str>,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn create_login_attempt(pool: &Db, a: &NewLoginAttempt<'_>) -> Result<(), DbError> {
     call(
         pool,
-        "select app.create_login_attempt($1, $2, $3, $4, $5, $6, $7)",
-        &[&state_hash, &provider, &pkce_verifier, &nonce, &redirect_to, &now, &expires_at],
+        "select app.create_login_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &a.state_hash,
+            &a.browser_hash,
+            &a.provider,
+            &a.issuer,
+            &a.pkce_verifier,
+            &a.nonce,
+            &a.redirect_to,
+            &a.now,
+            &a.expires_at,
+        ],
     )
     .await?;
     Ok(())
 }
 
-/// Takes (deletes) the attempt for this `state`, if it exists and has not expired.
+/// Takes the attempt for this `state` from the browser that started it, if it has not expired
+/// and was not taken before; with it, the completion that lets this sign-in start a session.
 pub async fn take_login_attempt(
     pool: &Db,
     state_hash: &[u8],
+    browser_hash: &[u8],
     now: DateTime<Utc>,
-) -> Result<Option<LoginAttempt>, DbError> {
-    let rows = call(pool, "select * from app.take_login_attempt($1, $2)", &[&state_hash, &now]).await?;
-    Ok(rows.into_iter().next().map(|row| LoginAttempt {
-        provider: row.get("provider"),
-        pkce_verifier: row.get("pkce_verifier"),
-        nonce: row.get("nonce"),
-        redirect_to: row.get("redirect_to"),
+) -> Result<Option<(LoginAttempt, SignInCompletion)>, DbError> {
+    let secret = crate::auth::api_keys::new_opaque("tnty_signin_");
+    let completion_hash = crate::auth::api_keys::sha256(secret.plaintext.as_bytes());
+    let rows = call(
+        pool,
+        "select * from app.take_login_attempt($1, $2, $3, $4)",
+        &[&state_hash, &browser_hash, &completion_hash.as_slice(), &now],
+    )
+    .await?;
+    Ok(rows.into_iter().next().map(|row| {
+        let attempt = LoginAttempt {
+            provider: row.get("provider"),
+            pkce_verifier: row.get("pkce_verifier"),
+            nonce: row.get("nonce"),
+            redirect_to: row.get("redirect_to"),
+        };
+        (attempt, SignInCompletion(secret.plaintext))
     }))
 }
 
-/// Applies a provider's role-mapping result for `user` (see `app.sync_provider_memberships`).
+/// Applies a provider's role-mapping result for `user`, as that user (see
+/// `app.sync_provider_memberships`: only where the organization consented to the provider).
 pub async fn sync_provider_memberships(
     pool: &Db,
     user: UserId,
@@ -282,10 +324,11 @@ pub async fn sync_provider_memberships(
 ) -> Result<(), DbError> {
     let orgs: Vec<Uuid> = grants.iter().map(|(org, _)| *org).collect();
     let roles: Vec<&str> = grants.iter().map(|(_, role)| role.as_str()).collect();
-    call(
+    super::call_as(
         pool,
-        "select app.sync_provider_memberships($1, $2, $3, $4)",
-        &[user.as_uuid(), &provider, &orgs, &roles],
+        Actor::user(user),
+        "select app.sync_provider_memberships($1, $2, $3)",
+        &[&provider, &orgs, &roles],
     )
     .await?;
     Ok(())

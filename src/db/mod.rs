@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-pub use tenant::{Actor, Params, TenantTx, call};
+pub use tenant::{Actor, Params, TenantTx, call, call_as};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -93,6 +93,7 @@ impl From<tokio_postgres::Error> for DbError {
             "TY011" => return DbError::Invitation("expired"),
             "TY012" => return DbError::Invitation("revoked"),
             "TY013" => return DbError::Invitation("used"),
+            "TY014" => return DbError::Invitation("beyond_inviter"),
             c if c.starts_with("08") => return DbError::Unavailable(db.message().to_owned()),
             // character_not_in_repertoire (NUL), untranslatable_character,
             // datetime_field_overflow, numeric_value_out_of_range, invalid_datetime_format,

@@ -16,20 +16,22 @@ pub struct Claim {
     pub attempt: i32,
 }
 
-/// Claims the oldest claimable run of this region (`FOR UPDATE SKIP LOCKED`): none when the
-/// queue is empty.
+/// Claims a run of this instance's region (its context), fairly across organizations (`FOR
+/// UPDATE SKIP LOCKED`): none when the queue is empty or every organization with queued runs
+/// already runs `max_running_per_org`.
 pub async fn claim_next_run(
     db: &Db,
     worker: &str,
-    lease_secs: u32,
-    max_attempts: u32,
+    settings: &crate::config::WorkerSettings,
 ) -> Result<Option<Claim>, DbError> {
-    let lease = i32::try_from(lease_secs).unwrap_or(i32::MAX);
-    let attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
-    let rows = super::call(
+    let lease = i32::try_from(settings.lease_secs).unwrap_or(i32::MAX);
+    let attempts = i32::try_from(settings.max_attempts).unwrap_or(i32::MAX);
+    let per_org = i32::try_from(settings.max_running_per_org).unwrap_or(i32::MAX);
+    let rows = super::call_as(
         db,
+        super::Actor::default(),
         "select * from app.claim_next_run($1, $2, $3, $4)",
-        &[&db.region.as_str(), &worker, &lease, &attempts],
+        &[&worker, &lease, &attempts, &per_org],
     )
     .await?;
     Ok(rows.into_iter().next().map(|row| Claim {

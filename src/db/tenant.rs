@@ -410,6 +410,20 @@ pub async fn call(db: &Db, sql: &'static str, params: Params<'_>) -> Result<Vec<
     Ok(rows)
 }
 
+/// One statement in a transaction of its own, in `actor`'s context without an organization (its
+/// user, and this instance's region): the definer functions that act on what the context names.
+pub async fn call_as(
+    db: &Db,
+    actor: Actor,
+    sql: &'static str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, DbError> {
+    let mut tx = TenantTx::begin_user(db, actor).await?;
+    let rows = tx.query(sql, params).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// A person's or an API key's request admitted to an organization counts as its usage.
 fn note_usage(actor: Actor, org: Option<OrgId>, membership: Option<&Membership>) {
     if let (Some(org), Some(_)) = (org, membership)

@@ -7,6 +7,11 @@
 //! - A 5xx is not kept (the client may retry). Keys expire after `idempotency_ttl_secs`; a request
 //!   that died mid-way frees its key after five minutes.
 //!
+//! - A response that shows a one-time secret (a new API key, an invitation token; the handler
+//!   marks it with `OneTimeSecret`) is never kept: only its status and `Location` are, and a
+//!   replay answers 409 `idempotent_secret_withheld` pointing there. A secret exists in plaintext
+//!   only in the response that minted it.
+//!
 //! Requests without the header, other methods, and routes outside an organization pass through
 //! untouched; so does a caller who is not authenticated or not a member (the handler answers them).
 
@@ -20,7 +25,7 @@ use actix_web::{Error, FromRequest, HttpMessage as _, HttpResponse, ResponseErro
 use futures_util::StreamExt as _;
 use uuid::Uuid;
 
-use crate::api::AppState;
+use crate::api::{AppState, OneTimeSecret};
 use crate::auth::Principal;
 use crate::db::TenantTx;
 use crate::domain::OrgId;
@@ -70,6 +75,10 @@ enum Claimed {
         location: Option<String>,
         body: Vec<u8>,
     },
+    /// The first response showed a one-time secret; it is not shown again.
+    Withheld {
+        location: Option<String>,
+    },
     Refused(ApiError),
 }
 
@@ -117,6 +126,23 @@ async fn guarded(
     };
     match claimed {
         Claimed::Refused(err) => Ok(req.into_response(err.error_response())),
+        Claimed::Withheld { location } => {
+            let err = ApiError::Conflict {
+                code: "idempotent_secret_withheld",
+                detail:
+                    "This request already succeeded. Its response held a secret that is shown only once; \
+                         the resource it created is at Location."
+                        .into(),
+            };
+            let mut response = err.error_response();
+            if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true"));
+            Ok(req.into_response(response))
+        }
         Claimed::Replay { status, content_type, location, body } => {
             let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
             if let Some(ct) = content_type {
@@ -146,6 +172,7 @@ async fn guarded(
                 res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let location =
                 res.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let withheld = res.extensions().get::<OneTimeSecret>().is_some();
             let (head, body) = res.into_parts();
             let bytes: Bytes = match actix_web::body::to_bytes(body).await {
                 Ok(bytes) => bytes,
@@ -157,18 +184,8 @@ async fn guarded(
             if status.is_server_error() {
                 release(&state, &principal, org, principal_id, &key).await;
             } else {
-                let stored = complete(
-                    &state,
-                    &principal,
-                    org,
-                    principal_id,
-                    &key,
-                    status,
-                    content_type,
-                    location,
-                    &bytes,
-                )
-                .await;
+                let kept = Kept { status, content_type, location, body: (!withheld).then_some(&bytes[..]) };
+                let stored = complete(&state, &principal, org, principal_id, &key, kept).await;
                 if let Err(e) = stored {
                     tracing::error!(error = %e, "keeping an idempotent response failed");
                 }
@@ -215,7 +232,8 @@ async fn claim(
     }
     let row = tx
         .query_found(
-            "select request_hash, status, response_status, response_type, response_location, response_body \
+            "select request_hash, status, response_status, response_type, response_location, response_body, \
+                    secret_withheld \
              from idempotency_keys where organization_id = $1 and principal_id = $2 and key = $3",
             &[org.as_uuid(), &principal_id, &key],
         )
@@ -233,6 +251,9 @@ async fn claim(
             detail: "A request with this Idempotency-Key is still running; retry shortly.".into(),
         })));
     }
+    if row.get::<_, bool>("secret_withheld") {
+        return Ok(Some(Claimed::Withheld { location: row.get("response_location") }));
+    }
     Ok(Some(Claimed::Replay {
         status: u16::try_from(row.get::<_, i32>("response_status")).unwrap_or(200),
         content_type: row.get("response_type"),
@@ -241,24 +262,39 @@ async fn claim(
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What is kept of a response: everything, or (`body: None`) its status and Location only.
+struct Kept<'a> {
+    status: StatusCode,
+    content_type: Option<String>,
+    location: Option<String>,
+    body: Option<&'a [u8]>,
+}
+
 async fn complete(
     state: &AppState,
     principal: &Principal,
     org: OrgId,
     principal_id: Uuid,
     key: &str,
-    status: StatusCode,
-    content_type: Option<String>,
-    location: Option<String>,
-    body: &[u8],
+    kept: Kept<'_>,
 ) -> Result<(), ApiError> {
     let (mut tx, _) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    let withheld = kept.body.is_none();
+    let content_type = kept.content_type.filter(|_| !withheld);
     tx.execute(
         "update idempotency_keys set status = 'completed', response_status = $4, response_type = $5, \
-           response_location = $6, response_body = $7 \
+           response_location = $6, response_body = $7, secret_withheld = $8 \
          where organization_id = $1 and principal_id = $2 and key = $3",
-        &[org.as_uuid(), &principal_id, &key, &i32::from(status.as_u16()), &content_type, &location, &body],
+        &[
+            org.as_uuid(),
+            &principal_id,
+            &key,
+            &i32::from(kept.status.as_u16()),
+            &content_type,
+            &kept.location,
+            &kept.body,
+            &withheld,
+        ],
     )
     .await?;
     tx.commit().await?;

@@ -23,6 +23,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("this operation needs a signed-in user, not an API key")]
     UserRequired,
+    /// A caller restricted to some workspaces reached beyond them (a grant, a key, a member).
+    #[error("beyond the caller's workspace restriction")]
+    WorkspaceRestricted,
     #[error("not found")]
     NotFound,
     #[error("misdirected: organization in region {0}")]
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::SignInFailed => "sign_in_failed",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UserRequired => "user_required",
+            ApiError::WorkspaceRestricted => "workspace_restricted",
             ApiError::NotFound => "not_found",
             ApiError::Misdirected(_) => "misdirected_region",
             ApiError::Suspended => "organization_suspended",
@@ -92,7 +96,7 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => "Unauthorized",
-            ApiError::Forbidden(_) | ApiError::UserRequired => "Forbidden",
+            ApiError::Forbidden(_) | ApiError::UserRequired | ApiError::WorkspaceRestricted => "Forbidden",
             ApiError::NotFound => "Not Found",
             ApiError::Misdirected(_) => "Misdirected Request",
             ApiError::Suspended => "Forbidden",
@@ -120,6 +124,11 @@ impl ApiError {
             }
             ApiError::Forbidden(p) => format!("This operation requires the permission {p}."),
             ApiError::UserRequired => "This operation needs a signed-in user; API keys cannot use it.".into(),
+            ApiError::WorkspaceRestricted => {
+                "You are restricted to some workspaces: you can grant access, make keys \
+                 and manage members only within them, and cannot lift a restriction."
+                    .into()
+            }
             ApiError::NotFound => "The resource does not exist or you do not have access to it.".into(),
             ApiError::Suspended => "This organization is suspended; contact the platform's support.".into(),
             ApiError::Misdirected(region) => {
@@ -186,7 +195,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Forbidden(_) | ApiError::UserRequired => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::UserRequired | ApiError::WorkspaceRestricted => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Suspended => StatusCode::FORBIDDEN,
@@ -315,6 +326,13 @@ impl From<DbError> for ApiError {
             DbError::Invitation("used") => ApiError::Conflict {
                 code: "invitation_used",
                 detail: "This invitation has already been accepted.".into(),
+            },
+            DbError::Invitation("beyond_inviter") => ApiError::Conflict {
+                code: "invitation_beyond_inviter",
+                detail:
+                    "Whoever invited you can no longer grant this role or these workspaces; ask for a new \
+                         invitation."
+                        .into(),
             },
             DbError::Invitation(_) => ApiError::NotFound,
             DbError::Immutable => ApiError::Conflict {

@@ -135,7 +135,7 @@ impl RateLimits {
     }
 
     /// Remembers an admitted principal; looks up the organization's plan rate when unknown.
-    pub fn admitted(&self, principal: Uuid, org: OrgId, db: &Db) {
+    pub fn admitted(&self, principal: Uuid, actor: crate::db::Actor, org: OrgId, db: &Db) {
         // A read on the hot path; the (costlier) insert only the first time.
         if self.admitted.contains_key(&(principal, org)) {
             return;
@@ -146,7 +146,7 @@ impl RateLimits {
             self.org_rates.insert(org, self.default_org_per_minute);
             let (rates, db) = (self.org_rates.clone(), db.clone());
             tokio::spawn(async move {
-                match org_rate(&db, org).await {
+                match org_rate(&db, actor, org).await {
                     Ok(Some(rate)) => rates.insert(org, rate),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "looking up a plan's rate limit failed"),
@@ -332,9 +332,11 @@ fn decide(policies: &[(&'static str, u32)], reply: &[i64]) -> anyhow::Result<Res
     Ok(Ok(decision))
 }
 
-async fn org_rate(db: &Db, org: OrgId) -> Result<Option<u32>, crate::db::DbError> {
-    let rows =
-        crate::db::call(db, "select app.organization_requests_per_minute($1)", &[org.as_uuid()]).await?;
+/// The plan's rate, read as the principal just admitted to `org` (so only its own organization's).
+async fn org_rate(db: &Db, actor: crate::db::Actor, org: OrgId) -> Result<Option<u32>, crate::db::DbError> {
+    let (mut tx, _) = crate::db::TenantTx::begin_org(db, actor, org).await?;
+    let rows = tx.query("select app.organization_requests_per_minute()", &[]).await?;
+    tx.commit().await?;
     let rate: Option<i32> = rows.first().and_then(|row| row.get(0));
     Ok(rate.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0))
 }
@@ -369,7 +371,7 @@ pub async fn rate_limit(
     };
     let mut res = next.call(req).await?;
     if let Some((admitted_org, _)) = crate::usage::admitted() {
-        limits.admitted(id, admitted_org, &state.db);
+        limits.admitted(id, principal.actor(), admitted_org, &state.db);
     }
     headers(res.headers_mut(), &decision);
     Ok(res.map_into_boxed_body())

@@ -291,12 +291,22 @@ async fn a_trusted_issuer_found_by_discovery_maps_its_claims_to_roles() {
                 value: "acme-admins".into(),
                 organization_id: org,
                 role: tenantry::domain::Role::Admin,
+                tenant: None,
             }],
         }];
     })
     .await;
     app.rls_bypassing_admin
         .execute("insert into organizations (id, name, slug) values ($1, 'Acme', 'acme')", &[&org])
+        .await
+        .unwrap();
+    // Acme lets this issuer's mappings make admins (its grant source is `issuer:<iss>`).
+    app.rls_bypassing_admin
+        .execute(
+            "insert into provider_grants (organization_id, id, provider, role) \
+             values ($1, gen_random_uuid(), 'issuer:' || $2, 'admin')",
+            &[&org, &issuer],
+        )
         .await
         .unwrap();
     let now = chrono::Utc::now().timestamp();

@@ -137,6 +137,18 @@ pub async fn fresh_database() -> String {
     name
 }
 
+/// Settings with a trusted token issuer `https://idp.example.test` (never contacted unless one of
+/// its tokens arrives), so organizations can grant it roles.
+pub fn with_trusted_idp(s: &mut Settings) {
+    s.auth.trusted_issuers.push(tenantry::config::TrustedIssuer {
+        issuer: "https://idp.example.test".into(),
+        jwks_url: Some("https://idp.example.test/jwks.json".into()),
+        audience: None,
+        algorithms: vec!["RS256".into()],
+        role_mappings: Vec::new(),
+    });
+}
+
 pub struct TestApp {
     pub address: String,
     pub database: String,
@@ -470,6 +482,19 @@ impl TestApp {
         (body["id"].as_str().unwrap().parse().unwrap(), body["token"].as_str().unwrap().to_owned())
     }
 
+    /// The owner lets the trusted issuer `with_trusted_idp` configures give `role` in `org`.
+    pub async fn provider_grant(&self, org: &TestOrg, role: &str) -> Uuid {
+        let res = self
+            .post(
+                &format!("/api/v1/orgs/{}/provider-grants", org.id),
+                &org.owner.token,
+                &json!({"provider": "issuer:https://idp.example.test", "role": role}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "granting {role} to the provider");
+        res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap()
+    }
+
     /// A custom role of `org` granting `permissions`, created by its owner.
     pub async fn custom_role(&self, org: &TestOrg, name: &str, permissions: &[&str]) -> Uuid {
         let res = self
@@ -493,15 +518,42 @@ impl TestApp {
         body["id"].as_str().unwrap().parse().unwrap()
     }
 
-    /// Signs `user` in as a sign-in flow would, returning the session's tokens.
+    /// Signs `user` in as a sign-in flow would (a login attempt started and taken by the same
+    /// browser, then the session started with its completion), returning the session's tokens.
     pub async fn sign_in(&self, user: &TestUser) -> tenantry::auth::sessions::TokenPair {
+        use tenantry::db::identity;
+        let (state, browser) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+        let hash = |s: &str| tenantry::auth::api_keys::sha256(s.as_bytes());
+        let now = self.clock_now();
+        let attempt = identity::NewLoginAttempt {
+            state_hash: &hash(&state),
+            browser_hash: &hash(&browser),
+            provider: "test",
+            issuer: None,
+            pkce_verifier: "v",
+            nonce: "n",
+            redirect_to: None,
+            now,
+            expires_at: now + chrono::Duration::minutes(10),
+        };
+        identity::create_login_attempt(&self.state.db, &attempt).await.expect("starting a sign-in");
+        let (_, completion) =
+            identity::take_login_attempt(&self.state.db, &hash(&state), &hash(&browser), now)
+                .await
+                .expect("taking the attempt")
+                .expect("the attempt exists");
         let context =
             tenantry::auth::sessions::SignInContext { provider: "test", user_agent: Some("tests"), ip: None };
         self.state
             .sessions
-            .start(tenantry::domain::UserId(user.id), &context)
+            .start(tenantry::domain::UserId(user.id), completion, &context)
             .await
             .expect("starting a session")
+    }
+
+    /// The time on the server's (movable) clock.
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        tenantry::auth::clock::Clock::now(&*self.clock)
     }
 
     /// Counts rows with a superuser query (bypassing RLS).

@@ -45,6 +45,9 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
         }
+        ("POST", "/api/v1/orgs/{org_id}/provider-grants") => {
+            Some(json!({"provider": "issuer:https://idp.example.test", "role": "admin"}))
+        }
         ("POST", "/api/v1/orgs/{org_id}/roles") => {
             Some(json!({"name": "pwned", "permissions": ["org:read"]}))
         }
@@ -93,6 +96,8 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(a)::text from ledger_accounts a where organization_id = $1 order by id",
         "select row_to_json(t)::text from journal_transactions t where organization_id = $1 order by id",
         "select row_to_json(e)::text from journal_entries e where organization_id = $1 order by transaction_id, line_no",
+        "select row_to_json(g)::text from provider_grants g where organization_id = $1 order by id",
+        "select row_to_json(w)::text from member_workspaces w where organization_id = $1 order by user_id, workspace_id",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -103,13 +108,14 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
 
 #[tokio::test]
 async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_random_ids() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(crate::helpers::with_trusted_idp).await;
     let a: TestOrg = app.org_with_owner("org-a").await;
     let a_member = app.member(&a, "member@org-a.test", "editor").await;
     let a_workspace = app.workspace(&a, "A's workspace").await;
     let a_key = app.api_key(&a, &["workspaces:read"]).await.0;
     let a_role = app.custom_role(&a, "a-role", &["org:read"]).await;
     let a_invitation = app.invitation(&a, "someone@example.test", "viewer").await.0;
+    let a_provider_grant = app.provider_grant(&a, "viewer").await;
     let a_workflow = app.workflow(&a, a_workspace).await;
     let a_run = app.run(&a, a_workspace, a_workflow).await;
     app.provider_key(&a, a_workspace).await;
@@ -137,6 +143,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("workflow_id", a_workflow),
         ("run_id", a_run),
         ("invoice_id", a_invoice),
+        ("grant_id", a_provider_grant),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -149,6 +156,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("workflow_id", Uuid::new_v4()),
         ("run_id", Uuid::new_v4()),
         ("invoice_id", Uuid::new_v4()),
+        ("grant_id", Uuid::new_v4()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -161,6 +169,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("workflow_id", a_workflow),
         ("run_id", a_run),
         ("invoice_id", a_invoice),
+        ("grant_id", a_provider_grant),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

@@ -22,6 +22,7 @@ struct Fixture {
     role: Uuid,
     doomed_role: Uuid,
     invitation: Uuid,
+    provider_grant: Uuid,
     export: Uuid,
     workflow: Uuid,
     run: Uuid,
@@ -83,6 +84,34 @@ fn operations() -> Vec<Operation> {
             permission: "members:manage",
             changed: Some(
                 "select count(*) from memberships m join users u on u.id = m.user_id where m.organization_id = $1 and u.subject like 'victim%' and m.role = 'auditor'",
+            ),
+        },
+        Operation {
+            id: "list_provider_grants",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/provider-grants", f.org.id),
+            body: none,
+            permission: "members:read",
+            changed: None,
+        },
+        Operation {
+            id: "create_provider_grant",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/provider-grants", f.org.id),
+            body: |_| Some(json!({"provider": "issuer:https://idp.example.test", "role": "editor"})),
+            permission: "members:manage",
+            changed: Some(
+                "select count(*) from provider_grants where organization_id = $1 and role = 'editor'",
+            ),
+        },
+        Operation {
+            id: "delete_provider_grant",
+            method: Method::DELETE,
+            path: |f| format!("/api/v1/orgs/{}/provider-grants/{}", f.org.id, f.provider_grant),
+            body: none,
+            permission: "members:manage",
+            changed: Some(
+                "select 1 - count(*) from provider_grants where organization_id = $1 and role = 'viewer'",
             ),
         },
         Operation {
@@ -583,6 +612,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let role = app.custom_role(&org, "fixture", &["org:read"]).await;
     let doomed_role = app.custom_role(&org, "doomed", &["org:read"]).await;
     let invitation = app.invitation(&org, "fixture@example.test", "viewer").await.0;
+    let provider_grant = app.provider_grant(&org, "viewer").await;
     let res = app
         .request(Method::POST, &format!("/api/v1/orgs/{}/exports", org.id), Some(&org.owner.token), None)
         .await;
@@ -607,6 +637,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         role,
         doomed_role,
         invitation,
+        provider_grant,
         export,
         workflow,
         run,
@@ -616,7 +647,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
 
 #[tokio::test]
 async fn every_route_answers_every_built_in_role_according_to_the_catalogue() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(crate::helpers::with_trusted_idp).await;
     let anyone = app.user("catalogue-reader@example.test").await;
     let catalogue: Value = app.get("/api/v1/permissions", &anyone.token).await.json().await.unwrap();
     let grants: HashMap<String, BTreeSet<String>> = catalogue["builtin_roles"]

@@ -5,7 +5,6 @@
 use reqwest::StatusCode;
 use tenantry::domain::OrgId;
 use tenantry::http::ratelimit::RateLimits;
-use uuid::Uuid;
 
 use crate::helpers::{TestApp, assert_problem};
 use crate::services::Redis;
@@ -135,7 +134,9 @@ async fn an_organizations_budget_is_shared_and_a_refusal_charges_nothing() {
         )
         .await
         .unwrap();
-    let org = OrgId(app.org_with_owner("acme").await.id);
+    let acme = app.org_with_owner("acme").await;
+    let org = OrgId(acme.id);
+    let bob_member = app.member(&acme, "bob@acme.test", "viewer").await;
     let settings = |url: String| tenantry::config::RateLimitSettings {
         per_principal_per_minute: 100,
         redis_url: Some(url.into()),
@@ -145,9 +146,10 @@ async fn an_organizations_budget_is_shared_and_a_refusal_charges_nothing() {
     let one = RateLimits::new(&settings(redis.url())).unwrap();
     let two = RateLimits::new(&settings(redis.url())).unwrap();
     let metrics = tenantry::http::metrics::Metrics::new();
-    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-    one.admitted(alice, org, &app.state.db);
-    two.admitted(bob, org, &app.state.db);
+    // The rate is read as a principal the database admitted: two real members.
+    let (alice, bob) = (acme.owner.id, bob_member.id);
+    one.admitted(alice, tenantry::db::Actor::user(tenantry::domain::UserId(alice)), org, &app.state.db);
+    two.admitted(bob, tenantry::db::Actor::user(tenantry::domain::UserId(bob)), org, &app.state.db);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await; // the rate lookups land
     let d = one.check(alice, Some(org), &metrics).await.unwrap();
     assert_eq!((d.policy, d.remaining), ("organization", 2));

@@ -271,7 +271,8 @@ async fn a_run_whose_worker_died_is_claimed_again_then_failed_after_its_attempts
 
     // A worker claims it with a 1-second lease and dies.
     let db = worker_db(&app, 2);
-    let dead = tenantry::db::queue::claim_next_run(&db, "dead", 1, 2).await.unwrap().unwrap();
+    let dead =
+        tenantry::db::queue::claim_next_run(&db, "dead", &worker_settings(1, 2)).await.unwrap().unwrap();
     assert_eq!(dead.run_id, id);
     let live = worker(&app, WorkerSettings { max_attempts: 2, ..WorkerSettings::default() });
     assert!(live.run_once().await.unwrap().is_none(), "a live lease is not taken over");
@@ -284,7 +285,7 @@ async fn a_run_whose_worker_died_is_claimed_again_then_failed_after_its_attempts
     // Out of attempts: failed with lease_expired instead of a third claim.
     let run = start(&app, &org, &url, json!({})).await;
     for _ in 0..2 {
-        tenantry::db::queue::claim_next_run(&db, "dead", 1, 2).await.unwrap().unwrap();
+        tenantry::db::queue::claim_next_run(&db, "dead", &worker_settings(1, 2)).await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
     assert!(live.run_once().await.unwrap().is_none());
@@ -352,7 +353,8 @@ async fn a_worker_claim_is_confined_to_its_run_in_the_database() {
     start(&app, &b, &b_url, json!({"b": 1})).await;
 
     let db = worker_db(&app, 2);
-    let claim = tenantry::db::queue::claim_next_run(&db, "probe", 60, 3).await.unwrap().unwrap();
+    let claim =
+        tenantry::db::queue::claim_next_run(&db, "probe", &worker_settings(60, 3)).await.unwrap().unwrap();
     assert_eq!(claim.run_id.to_string(), first["id"].as_str().unwrap(), "oldest first");
     let client = crate::helpers::connect(&app_url(&app.database)).await;
     let seen = |org: Uuid, claim: Uuid| {
@@ -463,4 +465,8 @@ async fn an_idle_worker_is_woken_by_a_new_run_and_stops_when_asked() {
     }
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap().unwrap();
+}
+
+fn worker_settings(lease_secs: u32, max_attempts: u32) -> tenantry::config::WorkerSettings {
+    tenantry::config::WorkerSettings { lease_secs, max_attempts, ..Default::default() }
 }

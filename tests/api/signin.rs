@@ -89,6 +89,7 @@ async fn rig() -> SignInRig {
             value: "acme-admins".into(),
             organization_id: MAPPED_ORG,
             role: Role::Admin,
+            tenant: None,
         }];
         s.auth.providers = vec![p];
         s.auth.allowed_redirects = vec!["http://app.example.test/signed-in".into()];
@@ -98,11 +99,28 @@ async fn rig() -> SignInRig {
         .execute("insert into organizations (id, name, slug) values ($1, 'Mapped', 'mapped')", &[&MAPPED_ORG])
         .await
         .unwrap();
+    consent(&app, "local", "admin").await;
     SignInRig { app, op }
 }
 
+/// The mapped organization lets `provider` grant `role` (as its owner would through the API).
+async fn consent(app: &TestApp, provider: &str, role: &str) {
+    app.rls_bypassing_admin
+        .execute(
+            "insert into provider_grants (organization_id, id, provider, role) values ($1, gen_random_uuid(), $2, $3)",
+            &[&MAPPED_ORG, &provider, &role],
+        )
+        .await
+        .unwrap();
+}
+
+/// The sign-in binding cookie each browser got from our /login, by the `state` it started.
+static BINDINGS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Plays the browser: starts at our /login, follows the provider's redirects (keeping its
 /// cookies), and returns the callback URL the provider sends back to us, without calling it.
+/// The binding cookie our /login set is kept for `callback`, by the URL's `state`.
 async fn browser_to_callback(app: &TestApp, provider: &str, query: &str) -> String {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
@@ -118,6 +136,19 @@ async fn browser_to_callback(app: &TestApp, provider: &str, query: &str) -> Stri
             panic!("expected a redirect from {url}, got {}: {cause:?}", res.status());
         }
         let location = res.headers()["location"].to_str().unwrap().to_owned();
+        if url.contains(&format!("/api/v1/auth/{provider}/login")) {
+            let cookie = res
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|c| c.starts_with("tenantry_signin="))
+                .expect("our /login sets the binding cookie");
+            assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+            let value = cookie.split(';').next().unwrap().to_owned();
+            let state = query_param(&location, "state");
+            BINDINGS.lock().unwrap().insert(state, value);
+        }
         let next = reqwest::Url::parse(&url).unwrap().join(&location).unwrap().to_string();
         if next.contains(&format!("/api/v1/auth/{provider}/callback")) {
             return next;
@@ -151,8 +182,24 @@ fn query_param(url: &str, name: &str) -> String {
     reqwest::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == name).unwrap().1.into_owned()
 }
 
+/// The provider's redirect back, followed by the browser that started the sign-in.
 async fn callback(app: &TestApp, url: &str) -> reqwest::Response {
-    app.http.get(url).send().await.unwrap()
+    let state = reqwest::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned());
+    let cookie = state.and_then(|s| BINDINGS.lock().unwrap().get(&s).cloned());
+    let mut req = app.http.get(url);
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    req.send().await.unwrap()
+}
+
+/// The same redirect, followed by another browser (a victim fed the attacker's callback URL).
+async fn callback_in_another_browser(app: &TestApp, url: &str) -> reqwest::Response {
+    app.http.get(url).header("cookie", "tenantry_signin=someone-else").send().await.unwrap()
 }
 
 async fn next_id_token(op: &OpenIdProvider, claims: Value) {
@@ -442,6 +489,7 @@ async fn github_sign_in_uses_the_numeric_id_verified_email_and_team_mapping() {
             value: "acme/platform".into(),
             organization_id: MAPPED_ORG,
             role: Role::Editor,
+            tenant: None,
         }];
         s.auth.providers = vec![p];
     })
@@ -450,6 +498,7 @@ async fn github_sign_in_uses_the_numeric_id_verified_email_and_team_mapping() {
         .execute("insert into organizations (id, name, slug) values ($1, 'Mapped', 'mapped')", &[&MAPPED_ORG])
         .await
         .unwrap();
+    consent(&app, "github", "editor").await;
 
     let url = browser_to_callback(&app, "github", "").await;
     let res = callback(&app, &url).await;
@@ -457,7 +506,9 @@ async fn github_sign_in_uses_the_numeric_id_verified_email_and_team_mapping() {
     let tokens: Value = res.json().await.unwrap();
     let me: Value =
         app.get("/api/v1/me", tokens["access_token"].as_str().unwrap()).await.json().await.unwrap();
-    assert_eq!(me["issuer"], "https://github.com");
+    // The issuer is the GitHub instance signed in through (here the stand-in): user 4242 of a
+    // GitHub Enterprise server is not user 4242 of github.com.
+    assert_eq!(me["issuer"], github);
     assert_eq!(me["subject"], "4242");
     assert_eq!(me["email"], "octo@example.test");
     let orgs: Value =
@@ -469,4 +520,59 @@ async fn github_sign_in_uses_the_numeric_id_verified_email_and_team_mapping() {
     let url = browser_to_callback(&app, "github", "").await;
     app.rls_bypassing_admin.execute("update login_attempts set pkce_verifier = 'x'", &[]).await.unwrap();
     assert_problem(callback(&app, &url).await, StatusCode::UNAUTHORIZED, "sign_in_failed").await;
+}
+
+/// Login CSRF: the attacker starts a sign-in in their own browser and feeds the callback URL to a
+/// victim. The victim's browser lacks the attacker's binding cookie, so nobody is signed in, and
+/// the attempt is still unused for its real owner.
+#[tokio::test]
+async fn a_callback_from_another_browser_signs_nobody_in() {
+    let SignInRig { app, op: _op } = rig().await;
+    let url = browser_to_callback(&app, "local", "login_hint=mallory").await;
+    assert_problem(callback_in_another_browser(&app, &url).await, StatusCode::BAD_REQUEST, "invalid_state")
+        .await;
+    let no_cookie = app.http.get(&url).send().await.unwrap();
+    assert_problem(no_cookie, StatusCode::BAD_REQUEST, "invalid_state").await;
+    assert_eq!(app.raw_count("select count(*) from sessions", &[]).await, 0, "no session was started");
+    assert_eq!(callback(&app, &url).await.status(), StatusCode::OK, "the browser that started it still can");
+}
+
+/// A role mapping grants nothing in an organization that did not consent to that provider
+/// granting that role, and stops granting once the consent is withdrawn.
+#[tokio::test]
+async fn a_mapping_grants_only_what_the_organization_consented_to() {
+    let SignInRig { app, op: _op } = rig().await;
+    app.rls_bypassing_admin.execute("delete from provider_grants", &[]).await.unwrap();
+    let tokens: Value = callback(&app, &browser_to_callback(&app, "local", "login_hint=alice").await)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let orgs: Value =
+        app.get("/api/v1/orgs", tokens["access_token"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(orgs["items"], json!([]), "no consent, no membership");
+    // The owner consents to `local` granting viewer only: admin is still not given.
+    consent(&app, "local", "viewer").await;
+    callback(&app, &browser_to_callback(&app, "local", "login_hint=alice").await).await;
+    assert_eq!(
+        app.raw_count("select count(*) from memberships where organization_id = $1", &[&MAPPED_ORG]).await,
+        0
+    );
+    consent(&app, "local", "admin").await;
+    callback(&app, &browser_to_callback(&app, "local", "login_hint=alice").await).await;
+    assert_eq!(
+        app.raw_count(
+            "select count(*) from memberships where organization_id = $1 and role = 'admin'",
+            &[&MAPPED_ORG]
+        )
+        .await,
+        1
+    );
+    // Withdrawn: the next sign-in removes the provider-granted membership.
+    app.rls_bypassing_admin.execute("delete from provider_grants where role = 'admin'", &[]).await.unwrap();
+    callback(&app, &browser_to_callback(&app, "local", "login_hint=alice").await).await;
+    assert_eq!(
+        app.raw_count("select count(*) from memberships where organization_id = $1", &[&MAPPED_ORG]).await,
+        0
+    );
 }

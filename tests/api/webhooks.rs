@@ -46,7 +46,7 @@ async fn deliver(app: &TestApp, event: &Value) -> String {
 
 fn invoice_paid(id: &str, org: Uuid, invoice: Uuid, amount: i64) -> Value {
     json!({"id": id, "type": "invoice.paid", "created": chrono::Utc::now().timestamp(),
-           "data": {"object": {"id": "in_1", "amount_paid": amount, "currency": "usd",
+           "data": {"object": {"id": "in_1", "amount_paid": amount, "currency": "usd", "subscription": "sub_1",
                                "metadata": {"organization_id": org, "invoice_id": invoice}}}})
 }
 
@@ -95,8 +95,6 @@ async fn bad_signatures_are_refused_and_change_nothing_while_a_rotated_secret_st
     };
     let res = razorpay(&sign_hex("rzp_wrong", rzp_body.as_bytes()), Some("evt_r")).await.unwrap();
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_signature").await;
-    let res = razorpay(&sign_hex("rzp_secret", rzp_body.as_bytes()), None).await.unwrap();
-    assert_problem(res, StatusCode::BAD_REQUEST, "missing_event_id").await;
     assert_eq!(app.raw_count("select count(*) from webhook_events", &[]).await, 0, "nothing was recorded");
     assert_eq!(app.raw_count("select count(*) from invoices where status = 'paid'", &[]).await, 0);
 
@@ -104,8 +102,9 @@ async fn bad_signatures_are_refused_and_change_nothing_while_a_rotated_secret_st
     let res = send_stripe(&app, &body, Some(stripe_header("whsec_old", now, &body))).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "processed");
-    let res = razorpay(&sign_hex("rzp_secret", rzp_body.as_bytes()), Some("evt_r")).await.unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["status"], "unroutable", "no organization in it");
+    // A signed event we do not act on is acknowledged and not kept; no event id header is needed.
+    let res = razorpay(&sign_hex("rzp_secret", rzp_body.as_bytes()), None).await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ignored");
 }
 
 #[tokio::test]
@@ -182,23 +181,21 @@ async fn an_event_for_one_organization_never_touches_another_and_unroutable_even
     let b_invoice = app.subscription(&b).await;
     let b_before = app.balances(&b).await;
 
-    // A's event naming B's invoice: applied in A, where that invoice does not exist.
-    assert_eq!(deliver(&app, &invoice_paid("evt_cross", a.id, b_invoice, 4900)).await, "ignored");
+    // A's event naming B's invoice: the invoice decides whose event it is, and the metadata
+    // disagrees, so nothing is applied anywhere.
+    assert_eq!(deliver(&app, &invoice_paid("evt_cross", a.id, b_invoice, 4900)).await, "unroutable");
     assert_eq!(app.balances(&b).await, b_before);
     assert_eq!(app.subscription_status(&b).await, "incomplete");
+    // An unknown organization in the metadata, or an invoice that is nobody's: kept too.
+    assert_eq!(deliver(&app, &invoice_paid("evt_lost", Uuid::new_v4(), b_invoice, 4900)).await, "unroutable");
+    assert_eq!(deliver(&app, &invoice_paid("evt_nobody", b.id, Uuid::new_v4(), 4900)).await, "unroutable");
     assert_eq!(
         app.raw_count("select count(*) from journal_transactions where source like 'stripe:%'", &[]).await,
         0
     );
-
-    // Unknown organization, or none at all: kept for platform admins, acknowledged.
-    assert_eq!(deliver(&app, &invoice_paid("evt_lost", Uuid::new_v4(), b_invoice, 4900)).await, "unroutable");
-    let mut orphan = invoice_paid("evt_orphan", b.id, b_invoice, 4900);
-    orphan["data"]["object"]["metadata"] = json!({});
-    assert_eq!(deliver(&app, &orphan).await, "unroutable");
     assert_eq!(
         app.raw_count("select count(*) from webhook_events where status = 'unroutable'", &[]).await,
-        2
+        3
     );
 
     let ops = app.user("ops@platform.test").await;
@@ -210,14 +207,42 @@ async fn an_event_for_one_organization_never_touches_another_and_unroutable_even
         .unwrap();
     let listed: Value = app.get("/api/v1/admin/webhook-events", &ops.token).await.json().await.unwrap();
     let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 2);
-    assert!(ids.contains(&"evt_lost") && ids.contains(&"evt_orphan"));
+    assert_eq!(ids.len(), 3);
+    assert!(ids.contains(&"evt_cross") && ids.contains(&"evt_lost") && ids.contains(&"evt_nobody"));
 
-    // B's own event pays B.
-    assert_eq!(deliver(&app, &invoice_paid("evt_b_pays", b.id, b_invoice, 4900)).await, "processed");
+    // An event without metadata is routed by the invoice it pays: B's.
+    let mut orphan = invoice_paid("evt_orphan", b.id, b_invoice, 4900);
+    orphan["data"]["object"]["metadata"] = json!({"invoice_id": b_invoice});
+    assert_eq!(deliver(&app, &orphan).await, "processed");
     assert_eq!(app.subscription_status(&b).await, "active");
     assert_eq!(app.balances(&b).await["cash"], 4900);
     assert!(!app.balances(&a).await.contains_key("cash"), "A received nothing");
+    // B's own event for the same invoice posts nothing more.
+    assert_eq!(deliver(&app, &invoice_paid("evt_b_pays", b.id, b_invoice, 4900)).await, "ignored");
+}
+
+/// Subscription events are applied only to the subscription whose provider reference they name
+/// (linked by the first payment, or given at subscribing), never by their metadata alone.
+#[tokio::test]
+async fn a_subscription_event_moves_only_the_subscription_it_names() {
+    let app = app().await;
+    let a = app.org_with_owner("org-a").await;
+    let b = app.org_with_owner("org-b").await;
+    let a_invoice = app.subscription(&a).await;
+    app.subscription(&b).await;
+    let t = chrono::Utc::now().timestamp();
+    // Before A's payment links `sub_1`, nobody's subscription carries it.
+    assert_eq!(deliver(&app, &subscription_event("evt_early", a.id, "active", t)).await, "unroutable");
+    deliver(&app, &invoice_paid("evt_pay", a.id, a_invoice, 4900)).await;
+    // Metadata naming B with A's reference: refused; B stays incomplete (and so on free limits).
+    assert_eq!(deliver(&app, &subscription_event("evt_b", b.id, "past_due", t + 5)).await, "unroutable");
+    assert_eq!(app.subscription_status(&b).await, "incomplete");
+    assert_eq!(deliver(&app, &subscription_event("evt_a", a.id, "past_due", t + 5)).await, "processed");
+    assert_eq!(app.subscription_status(&a).await, "past_due");
+    let mut other = subscription_event("evt_other", a.id, "unpaid", t + 9);
+    other["data"]["object"]["id"] = json!("sub_somebody_else");
+    assert_eq!(deliver(&app, &other).await, "unroutable");
+    assert_eq!(app.subscription_status(&a).await, "past_due");
 }
 
 #[tokio::test]
@@ -244,6 +269,23 @@ async fn a_razorpay_payment_pays_its_invoice_once() {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.json::<Value>().await.unwrap()["status"], expected);
     }
+    // The captured signed body replayed under a new (unsigned) event id is the same event.
+    let replay = app
+        .http
+        .post(format!("{}/api/v1/webhooks/razorpay", app.address))
+        .header("content-type", "application/json")
+        .header("X-Razorpay-Signature", sign_hex("rzp_secret", body.as_bytes()))
+        .header("X-Razorpay-Event-Id", "evt_rzp_fresh")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.json::<Value>().await.unwrap()["status"], "duplicate");
+    assert_eq!(
+        app.raw_count("select count(*) from journal_transactions where source like 'razorpay:%'", &[]).await,
+        1,
+        "paid once"
+    );
     assert_eq!(app.subscription_status(&org).await, "active");
     assert_eq!(
         app.balances(&org).await,

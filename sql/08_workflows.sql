@@ -1,0 +1,163 @@
+-- Workflows and the run queue. Publishing needs workflows:publish in the organization in
+-- context. Workers claim runs of the region they serve (the context's region, like every
+-- policy), fairly across organizations; a claim token then admits the worker to that one run's
+-- organization only. Apply after 07_platform_admin.sql.
+set role tenantry_owner;
+set check_function_bodies = off;
+
+drop function if exists app.claim_next_run(text, text, integer, integer);
+
+-- Publish a workflow's validated draft as its next version (workflows:publish). The row lock
+-- on the workflow serializes concurrent publishes: versions are consecutive, never duplicated.
+-- Returns the version, or NULL when there is no such (unarchived, visible) workflow.
+create or replace function app.publish_workflow(p_workflow uuid, p_definition text, p_spec jsonb)
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_org uuid := app.current_org_id();
+  v_version integer;
+begin
+  if v_org is null or not app.has_permission('workflows:publish') then
+    raise exception 'new row violates row-level security policy for table "workflow_versions"' using errcode = '42501';
+  end if;
+  update public.workflows w set latest_version = w.latest_version + 1
+  where w.organization_id = v_org and w.id = p_workflow and w.archived_at is null
+    and (not app.workspace_restricted() or w.workspace_id in (select app.allowed_workspace_ids()))
+  returning w.latest_version into v_version;
+  if v_version is null then
+    return null;
+  end if;
+  insert into public.workflow_versions (organization_id, workflow_id, version, definition, spec, published_by)
+  values (v_org, p_workflow, v_version, p_definition, p_spec, app.current_user_id());
+  return v_version;
+end
+$$;
+
+-- The run a worker holds the claim on (NULL for everyone else). The run policies compare with it.
+create or replace function app.current_run_id() returns uuid
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if app.current_run_claim() is null then
+    return null;
+  end if;
+  return (select r.id from public.workflow_runs r
+          where r.claim_token = app.current_run_claim() and r.organization_id = app.current_org_id()
+            and r.status = 'running');
+end
+$$;
+
+-- The queue. Claims a run of the region in context (app.current_region(), set by the worker
+-- like every transaction): first a running run whose lease ran out (its worker died or
+-- stalled), else a queued one, chosen fairly: among organizations below `p_max_running_per_org`
+-- running runs, the one with the fewest running, its oldest queued run first (ties: the oldest).
+-- So one organization queuing many long runs cannot stall everyone else's. FOR UPDATE SKIP
+-- LOCKED makes claims exclusive without blocking. A run that has used up its attempts fails
+-- instead. Returns ids and a fresh claim token only, never content: the worker reads the run
+-- under the organization's RLS context, with the token.
+create or replace function app.claim_next_run(
+  p_worker text, p_lease_seconds integer, p_max_attempts integer, p_max_running_per_org integer)
+returns table (organization_id uuid, run_id uuid, claim_token uuid, attempt integer)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_column
+declare
+  v_region text := app.current_region();
+  v_cap integer := least(greatest(coalesce(p_max_running_per_org, 1), 1), 10000);
+  v_lease integer := least(greatest(coalesce(p_lease_seconds, 30), 1), 3600);
+  v_org uuid;
+  v_run uuid;
+  v_attempts integer;
+  v_candidate record;
+begin
+  if v_region is null then
+    return;
+  end if;
+  loop
+    v_run := null;
+    select r.organization_id, r.id, r.attempts into v_org, v_run, v_attempts
+    from public.workflow_runs r
+    where r.status = 'running' and r.lease_expires_at < now()
+      and exists (select 1 from public.organizations o
+                  where o.id = r.organization_id and o.region = v_region and o.suspended_at is null)
+    order by r.lease_expires_at
+    limit 1
+    for update of r skip locked;
+    if v_run is null then
+      for v_candidate in
+        with heads as (
+          select distinct on (q.organization_id) q.organization_id, q.id, q.created_at
+          from public.workflow_runs q
+          join public.organizations o on o.id = q.organization_id and o.region = v_region and o.suspended_at is null
+          where q.status = 'queued'
+          order by q.organization_id, q.created_at
+        )
+        select h.organization_id, h.id,
+               (select count(*) from public.workflow_runs x
+                where x.organization_id = h.organization_id and x.status = 'running') as running
+        from heads h
+        order by 3, h.created_at
+        limit 20
+      loop
+        continue when v_candidate.running >= v_cap;
+        select r.organization_id, r.id, r.attempts into v_org, v_run, v_attempts
+        from public.workflow_runs r
+        where r.organization_id = v_candidate.organization_id and r.status = 'queued'
+        order by r.created_at
+        limit 1
+        for update of r skip locked;
+        exit when v_run is not null;
+      end loop;
+    end if;
+    if v_run is null then
+      return;
+    end if;
+    if v_attempts >= p_max_attempts then
+      update public.workflow_runs r set status = 'failed', error_code = 'lease_expired'
+      where r.organization_id = v_org and r.id = v_run;
+      continue;
+    end if;
+    return query
+      update public.workflow_runs r
+      set status = 'running', claim_token = gen_random_uuid(), claimed_by = left(p_worker, 200),
+          lease_expires_at = now() + make_interval(secs => v_lease),
+          attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
+      where r.organization_id = v_org and r.id = v_run
+      returning r.organization_id, r.id, r.claim_token, r.attempts;
+    return;
+  end loop;
+end
+$$;
+
+-- A worker renews its claim while a run executes. False when the claim is gone (the run was
+-- cancelled, or re-claimed after the lease ran out): the worker then abandons the run.
+create or replace function app.renew_run_claim(p_claim uuid, p_lease_seconds integer) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  update public.workflow_runs r
+  set lease_expires_at = now() + make_interval(secs => least(greatest(coalesce(p_lease_seconds, 30), 1), 3600))
+  where r.claim_token = p_claim and r.status = 'running';
+  return found;
+end
+$$;
+
+do $install$
+declare
+  v_function text;
+begin
+  foreach v_function in array array[
+    'app.publish_workflow(uuid, text, jsonb)',
+    'app.current_run_id()',
+    'app.claim_next_run(text, integer, integer, integer)',
+    'app.renew_run_claim(uuid, integer)'
+  ] loop
+    call app.install_definer(v_function, '{tenantry_app}');
+  end loop;
+end
+$install$;
