@@ -82,3 +82,19 @@ create index workflow_runs_running_by_org on public.workflow_runs (organization_
 create index invoices_by_id on public.invoices (id);
 create index subscriptions_provider_ref on public.subscriptions (provider, provider_ref)
   where provider_ref is not null;
+
+-- Another organization's data mode is not the caller's business: in a tenant context the
+-- data-mode trigger asks about the organization it writes in, the one in context, and any other
+-- reads as unknown (which the trigger treats as metadata_only, the strictest). Without a context
+-- (a DBA's data migration, a restore) it answers for any organization.
+create or replace function app.organization_data_mode(p_org uuid) returns text
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if app.requested_org_id() is not null and p_org is distinct from app.current_org_id() then
+    return null;
+  end if;
+  return (select o.data_mode from public.organizations o where o.id = p_org);
+end
+$$;

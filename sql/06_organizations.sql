@@ -30,7 +30,7 @@ $$;
 
 -- Accept an invitation for the current user: it must exist with this secret, be neither
 -- expired, revoked nor used, and still be within what its inviter may grant today (the inviter
--- is still a member holding every permission of the role, and the invitation's workspaces lie
+-- is still a member with members:manage and every permission of the role, and the workspaces lie
 -- within the inviter's restriction, if any). The membership carries the invitation's workspace
 -- restriction. Recorded in the organization's audit log, in this transaction.
 -- Errors: TY010 unknown, TY011 expired, TY012 revoked, TY013 used, TY014 beyond the inviter.
@@ -63,6 +63,7 @@ begin
   select * into v_inviter from public.memberships m
   where m.organization_id = v.organization_id and m.user_id = v.invited_by;
   if not found
+     or not 'members:manage' = any (app.member_permissions(v.organization_id, v.invited_by))
      or not app.role_grants_in(v.organization_id, v.role, v.custom_role_id)
             <@ app.member_permissions(v.organization_id, v.invited_by)
      or (v_inviter.restricted and (v.workspace_ids is null or exists (
