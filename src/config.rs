@@ -86,6 +86,11 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     /// Browser origins allowed to call the API (exact, e.g. `https://app.example.com`).
     pub cors_allowed_origins: Vec<String>,
+    /// Load balancers and proxies (addresses or CIDR ranges, e.g. `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers are believed. The client address (rate limits by
+    /// address, the audit log's `ip`) is the nearest address in those headers that is not one of
+    /// them; from anyone else the headers are ignored and the peer address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Serve HTTPS (TLS 1.2+, HTTP/2) with this certificate chain and key (PEM files).
     pub tls: Option<TlsSettings>,
     pub auth: AuthSettings,
@@ -115,6 +120,10 @@ pub struct RateLimitSettings {
     pub per_principal_per_minute: u32,
     /// Per organization until its plan's `requests_per_minute` is known.
     pub default_org_per_minute: u32,
+    /// Per client address, for requests whose credential is absent or not yet verified (sign-in,
+    /// token refresh, a key or token seen for the first time): what costs work before anyone is
+    /// authenticated. Health, the OpenAPI document and signed provider webhooks are exempt.
+    pub unauthenticated_per_minute: u32,
     /// A Redis shared by every instance (`redis://host:6379/0` or `unix:///path`; no TLS yet),
     /// so the budgets are the same however requests are spread. Without one, each instance
     /// limits on its own. While Redis cannot answer, each instance falls back to its own.
@@ -130,6 +139,7 @@ impl Default for RateLimitSettings {
             enabled: true,
             per_principal_per_minute: 1200,
             default_org_per_minute: 600,
+            unauthenticated_per_minute: 300,
             redis_url: None,
             redis_timeout_ms: 250,
         }
@@ -456,6 +466,7 @@ impl Default for Settings {
             metrics_token: None,
             rate_limits: RateLimitSettings::default(),
             cors_allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             tls: None,
             auth: AuthSettings {
                 issuer: "tenantry".into(),
@@ -507,6 +518,7 @@ const KNOWN_KEYS: &[&str] = &[
     "metrics_token",
     "cors_allowed_origins",
     "rate_limits",
+    "trusted_proxies",
     "tls",
     "auth",
     "worker",

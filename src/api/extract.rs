@@ -181,7 +181,8 @@ fn field_of_query(message: &str) -> String {
         .unwrap_or_else(|| "query".to_owned())
 }
 
-/// Who sent a request, for the audit log: peer address, user agent, request id.
+/// Who sent a request, for the audit log: client address (behind trusted proxies, the one they
+/// report), user agent, request id.
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
     pub ip: Option<std::net::IpAddr>,
@@ -199,8 +200,9 @@ impl FromRequest for RequestMeta {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(500).collect());
+        let trusted = req.app_data::<web::Data<AppState>>().map(|s| s.settings.trusted_proxies.as_slice());
         std::future::ready(Ok(RequestMeta {
-            ip: req.peer_addr().map(|a| a.ip()),
+            ip: crate::http::client_addr(req, trusted.unwrap_or_default()),
             user_agent,
             request_id: crate::http::middleware::current_request_id(),
         }))

@@ -129,7 +129,7 @@ pub async fn sign_in_callback(
         .await
         .map_err(sign_in_error)?;
     let user_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-    let ip = request.peer_addr().map(|a| a.ip());
+    let ip = crate::http::client_addr(&request, &state.settings.trusted_proxies);
     let context = SignInContext { provider: &done.provider, user_agent, ip };
     let pair = state.sessions.start(done.user, done.completion, &context).await.map_err(|e| match e {
         SessionError::Database(e) => e.into(),

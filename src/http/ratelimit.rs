@@ -14,6 +14,13 @@
 //! (seen through the usage slot of an earlier request), so a stranger naming an organization can
 //! never spend its budget. Its plan's rate is looked up off the request path and cached for a
 //! minute.
+//!
+//! Before anyone is authenticated, work is limited per client address
+//! (`unauthenticated_per_minute`): a request whose credential is absent, or not yet verified by
+//! this instance (so verifying it would cost a signature check or a lookup), is charged to its
+//! address first. Sign-in starts, token refreshes and guessed keys are bounded that way; a known
+//! credential costs nothing more. Health, the OpenAPI document and signed provider webhooks are
+//! exempt.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -74,6 +81,7 @@ struct Buckets {
 pub struct RateLimits {
     principal_per_minute: u32,
     default_org_per_minute: u32,
+    address_per_minute: u32,
     local: LocalBuckets,
     shared: Option<SharedBuckets>,
     /// Principals admitted to organizations, and organizations' plan rates.
@@ -93,7 +101,8 @@ impl RateLimits {
         Ok(RateLimits {
             principal_per_minute: settings.per_principal_per_minute,
             default_org_per_minute: settings.default_org_per_minute,
-            local: LocalBuckets::new(settings.per_principal_per_minute),
+            address_per_minute: settings.unauthenticated_per_minute,
+            local: LocalBuckets::new(settings.per_principal_per_minute, settings.unauthenticated_per_minute),
             shared,
             admitted: moka::sync::Cache::builder()
                 .max_capacity(200_000)
@@ -121,17 +130,39 @@ impl RateLimits {
                 .filter(|org| self.admitted.contains_key(&(principal, *org)))
                 .map(|org| (org, self.org_rates.get(&org).unwrap_or(self.default_org_per_minute))),
         };
-        if let Some(shared) = &self.shared {
-            match shared.check(&buckets).await {
-                Ok(Some(decision)) => return decision,
-                Ok(None) => {} // backing off after a failure: in process, quietly
-                Err(e) => {
-                    metrics.rate_limit_backend_error();
-                    tracing::warn!(error = %e, "shared rate limits unavailable; limiting in process for 5 s");
-                }
-            }
+        if let Some(decision) = self.shared_check(&buckets, metrics).await {
+            return decision;
         }
         self.local.check(&buckets)
+    }
+
+    /// Charges unauthenticated work from `address` (see the module docs): `Err` is a refusal.
+    pub async fn check_address(
+        &self,
+        address: std::net::IpAddr,
+        metrics: &Metrics,
+    ) -> Result<Decision, Decision> {
+        let key = address_key(address);
+        let buckets = Buckets { principal: (key, self.address_per_minute), org: None };
+        let decision = match self.shared_check(&buckets, metrics).await {
+            Some(decision) => decision,
+            None => LocalBuckets::check_one(&self.local.addresses, &key, "address", self.address_per_minute),
+        };
+        let as_address = |d: Decision| Decision { policy: "address", ..d };
+        decision.map(as_address).map_err(as_address)
+    }
+
+    /// The shared buckets' decision, or `None` to decide in process (none configured, or Redis
+    /// failing: counted, logged once, then skipped for a few seconds).
+    async fn shared_check(&self, buckets: &Buckets, metrics: &Metrics) -> Option<Result<Decision, Decision>> {
+        match self.shared.as_ref()?.check(buckets).await {
+            Ok(decision) => decision, // None while backing off after a failure: in process, quietly
+            Err(e) => {
+                metrics.rate_limit_backend_error();
+                tracing::warn!(error = %e, "shared rate limits unavailable; limiting in process for 5 s");
+                None
+            }
+        }
     }
 
     /// Remembers an admitted principal; looks up the organization's plan rate when unknown.
@@ -159,22 +190,39 @@ impl RateLimits {
     /// buckets expire on their own.
     pub fn retain_recent(&self) {
         self.local.principals.retain_recent();
+        self.local.addresses.retain_recent();
         for limiter in self.local.orgs.read().unwrap_or_else(|e| e.into_inner()).values() {
             limiter.retain_recent();
         }
     }
 }
 
+/// The bucket key of a client address: a hash, so addresses share the principals' key space
+/// (in process and in Redis) without meeting a real principal's id.
+fn address_key(address: std::net::IpAddr) -> Uuid {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("address:{address}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    Uuid::from_bytes(bytes)
+}
+
 /// This instance's own buckets.
 struct LocalBuckets {
     principals: Keyed<Uuid>,
+    /// Client addresses' unauthenticated work, keyed like principals (see `address_key`).
+    addresses: Keyed<Uuid>,
     /// One limiter per plan rate (plans have few distinct rates).
     orgs: RwLock<HashMap<u32, Arc<Keyed<OrgId>>>>,
 }
 
 impl LocalBuckets {
-    fn new(principal_per_minute: u32) -> LocalBuckets {
-        LocalBuckets { principals: keyed(principal_per_minute), orgs: RwLock::new(HashMap::new()) }
+    fn new(principal_per_minute: u32, address_per_minute: u32) -> LocalBuckets {
+        LocalBuckets {
+            principals: keyed(principal_per_minute),
+            addresses: keyed(address_per_minute),
+            orgs: RwLock::new(HashMap::new()),
+        }
     }
 
     fn check(&self, buckets: &Buckets) -> Result<Decision, Decision> {
@@ -359,12 +407,20 @@ pub async fn rate_limit(
     let (Some(state), true) = (state, req.path().starts_with("/api/v1/")) else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
-    // Unauthenticated requests are not limited here (the handler refuses them).
+    let limits = &state.rate_limits;
+    if costs_unauthenticated_work(&req, &state) {
+        let address = crate::http::client_addr(req.request(), &state.settings.trusted_proxies);
+        if let Some(address) = address
+            && let Err(d) = limits.check_address(address, &state.metrics).await
+        {
+            return Ok(refuse(req, &state, d));
+        }
+    }
+    // A refused credential goes on to the handler, which answers 401.
     let Ok(principal) = Principal::from_request(req.request(), &mut Payload::None).await else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let id = principal.as_user().map(|u| u.user_id.0).or(principal.actor().api_key).unwrap_or_default();
-    let limits = &state.rate_limits;
     let decision = match limits.check(id, super::org_of_path(req.path()), &state.metrics).await {
         Ok(d) => d,
         Err(d) => return Ok(refuse(req, &state, d)),
@@ -375,6 +431,27 @@ pub async fn rate_limit(
     }
     headers(res.headers_mut(), &decision);
     Ok(res.map_into_boxed_body())
+}
+
+/// Would serving this request cost work before its caller is known? No credential, or one this
+/// instance has not verified yet. Health, the OpenAPI document and the (signature-checked)
+/// provider webhooks are exempt.
+fn costs_unauthenticated_work(req: &ServiceRequest, state: &AppState) -> bool {
+    let path = req.path();
+    if path.starts_with("/api/v1/health")
+        || path.starts_with("/api/v1/webhooks/")
+        || path == "/api/v1/openapi.json"
+    {
+        return false;
+    }
+    let credential = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    credential.is_none_or(|token| !state.auth.is_verified(token))
 }
 
 fn refuse(req: ServiceRequest, state: &AppState, d: Decision) -> ServiceResponse<BoxBody> {

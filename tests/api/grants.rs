@@ -63,7 +63,8 @@ fn catalogue_roles(catalogue: &Value) -> HashMap<String, Perms> {
         .unwrap()
         .iter()
         .map(|r| {
-            let perms = r["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+            let perms =
+                r["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
             (r["name"].as_str().unwrap().to_owned(), perms)
         })
         .collect()
@@ -133,14 +134,14 @@ fn expect(rig: &Rig, needs: &str, target: &Perms) -> Result<(), Perms> {
     if missing.is_empty() { Ok(()) } else { Err(missing) }
 }
 
-async fn check(
-    res: reqwest::Response,
-    expected: &Result<(), Perms>,
-    case: &str,
-) {
+async fn check(res: reqwest::Response, expected: &Result<(), Perms>, case: &str) {
     let status = res.status();
     match expected {
-        Ok(()) => assert!(status.is_success(), "{case}: expected success, got {status}: {}", res.text().await.unwrap()),
+        Ok(()) => assert!(
+            status.is_success(),
+            "{case}: expected success, got {status}: {}",
+            res.text().await.unwrap()
+        ),
         Err(missing) => {
             let problem = assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
             let named = problem["permission"].as_str().unwrap().to_owned();
@@ -166,25 +167,49 @@ async fn walk(app: &TestApp, rig: &Rig) -> usize {
         let mut body = target.role_body();
         body["user_id"] = json!(newcomer.id);
         let expected = expect(rig, "members:manage", role_target);
-        check(app.post(&format!("/api/v1/orgs/{org}/members"), token, &body).await, &expected, &case("add_member")).await;
-        let added = count(app, "select count(*) from memberships where organization_id = $1 and user_id = $2", &[&org, &newcomer.id]).await;
+        check(
+            app.post(&format!("/api/v1/orgs/{org}/members"), token, &body).await,
+            &expected,
+            &case("add_member"),
+        )
+        .await;
+        let added = count(
+            app,
+            "select count(*) from memberships where organization_id = $1 and user_id = $2",
+            &[&org, &newcomer.id],
+        )
+        .await;
         assert_eq!(added, i64::from(expected.is_ok()), "{}", case("add_member"));
 
         // Role change of a viewer: acting on them needs the viewer role's permissions too.
         let both: Perms = role_target.union(&viewer_perms(rig)).cloned().collect();
         let expected = expect(rig, "members:manage", &both);
-        let res = app.patch(&format!("/api/v1/orgs/{org}/members/{}", rig.victim.id), token, &target.role_body()).await;
+        let res = app
+            .patch(&format!("/api/v1/orgs/{org}/members/{}", rig.victim.id), token, &target.role_body())
+            .await;
         check(res, &expected, &case("update_member")).await;
         let role: String = app
             .rls_bypassing_admin
-            .query_one("select role from memberships where organization_id = $1 and user_id = $2", &[&org, &rig.victim.id])
+            .query_one(
+                "select role from memberships where organization_id = $1 and user_id = $2",
+                &[&org, &rig.victim.id],
+            )
             .await
             .unwrap()
             .get(0);
-        assert_eq!(role == target.role, expected.is_ok() || target.role == "viewer", "{}", case("update_member"));
+        assert_eq!(
+            role == target.role,
+            expected.is_ok() || target.role == "viewer",
+            "{}",
+            case("update_member")
+        );
         // Back to viewer, by the owner, for the next target.
         let res = app
-            .patch(&format!("/api/v1/orgs/{org}/members/{}", rig.victim.id), &rig.org.owner.token, &json!({"role": "viewer"}))
+            .patch(
+                &format!("/api/v1/orgs/{org}/members/{}", rig.victim.id),
+                &rig.org.owner.token,
+                &json!({"role": "viewer"}),
+            )
             .await;
         assert_eq!(res.status(), StatusCode::OK);
 
@@ -192,8 +217,18 @@ async fn walk(app: &TestApp, rig: &Rig) -> usize {
         let mut body = target.role_body();
         body["email"] = json!(format!("invitee{i}@example.test"));
         let expected = expect(rig, "members:manage", role_target);
-        check(app.post(&format!("/api/v1/orgs/{org}/invitations"), token, &body).await, &expected, &case("create_invitation")).await;
-        let invited = count(app, "select count(*) from invitations where organization_id = $1 and email = $2", &[&org, &format!("invitee{i}@example.test")]).await;
+        check(
+            app.post(&format!("/api/v1/orgs/{org}/invitations"), token, &body).await,
+            &expected,
+            &case("create_invitation"),
+        )
+        .await;
+        let invited = count(
+            app,
+            "select count(*) from invitations where organization_id = $1 and email = $2",
+            &[&org, &format!("invitee{i}@example.test")],
+        )
+        .await;
         assert_eq!(invited, i64::from(expected.is_ok()), "{}", case("create_invitation"));
 
         // Invitation accept: an invitation in the granter's name (as if made before they lost a
@@ -211,7 +246,9 @@ async fn walk(app: &TestApp, rig: &Rig) -> usize {
             .unwrap();
         let invitation_token = format!("tnty_inv_{}_{}", invitation.simple(), hex(&secret));
         let acceptor = app.user(&format!("acceptor{i}@{}.test", rig.org.id.simple())).await;
-        let res = app.post("/api/v1/invitations/accept", &acceptor.token, &json!({"token": invitation_token})).await;
+        let res = app
+            .post("/api/v1/invitations/accept", &acceptor.token, &json!({"token": invitation_token}))
+            .await;
         let expected = expect(rig, "members:manage", role_target);
         if expected.is_ok() {
             assert_eq!(res.status(), StatusCode::OK, "{}", case("accept_invitation"));
@@ -230,11 +267,28 @@ async fn walk(app: &TestApp, rig: &Rig) -> usize {
         // Custom role create and edit, with the target's permissions.
         let list: Vec<&String> = target.perms.iter().collect();
         let expected = expect(rig, "roles:manage", role_target);
-        let res = app.post(&format!("/api/v1/orgs/{org}/roles"), token, &json!({"name": format!("made-{i}"), "permissions": list})).await;
+        let res = app
+            .post(
+                &format!("/api/v1/orgs/{org}/roles"),
+                token,
+                &json!({"name": format!("made-{i}"), "permissions": list}),
+            )
+            .await;
         check(res, &expected, &case("create_role")).await;
-        let made = count(app, "select count(*) from roles where organization_id = $1 and name = $2", &[&org, &format!("made-{i}")]).await;
+        let made = count(
+            app,
+            "select count(*) from roles where organization_id = $1 and name = $2",
+            &[&org, &format!("made-{i}")],
+        )
+        .await;
         assert_eq!(made, i64::from(expected.is_ok()), "{}", case("create_role"));
-        let res = app.patch(&format!("/api/v1/orgs/{org}/roles/{}", rig.editable_role), token, &json!({"permissions": list})).await;
+        let res = app
+            .patch(
+                &format!("/api/v1/orgs/{org}/roles/{}", rig.editable_role),
+                token,
+                &json!({"permissions": list}),
+            )
+            .await;
         check(res, &expected, &case("update_role")).await;
         let now: Vec<String> = app
             .rls_bypassing_admin
@@ -244,36 +298,71 @@ async fn walk(app: &TestApp, rig: &Rig) -> usize {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let expected_now: Vec<String> = if expected.is_ok() { target.perms.iter().cloned().collect() } else { vec!["org:read".into()] };
+        let expected_now: Vec<String> =
+            if expected.is_ok() { target.perms.iter().cloned().collect() } else { vec!["org:read".into()] };
         assert_eq!(now, expected_now, "{}", case("update_role"));
         // Back to org:read, by the owner.
-        app.patch(&format!("/api/v1/orgs/{org}/roles/{}", rig.editable_role), &rig.org.owner.token, &json!({"permissions": ["org:read"]})).await;
+        app.patch(
+            &format!("/api/v1/orgs/{org}/roles/{}", rig.editable_role),
+            &rig.org.owner.token,
+            &json!({"permissions": ["org:read"]}),
+        )
+        .await;
 
         // API key scopes.
         let expected = expect(rig, "api_keys:manage", role_target);
-        let res = app.post(&format!("/api/v1/orgs/{org}/api-keys"), token, &json!({"name": format!("key-{i}"), "scopes": list})).await;
+        let res = app
+            .post(
+                &format!("/api/v1/orgs/{org}/api-keys"),
+                token,
+                &json!({"name": format!("key-{i}"), "scopes": list}),
+            )
+            .await;
         let status = res.status();
         match &expected {
             Ok(()) => assert_eq!(status, StatusCode::CREATED, "{}", case("create_api_key")),
             // A scope the creator lacks is named as a field (the body is otherwise fine).
             Err(missing) if rig.granter_perms.contains("api_keys:manage") => {
-                let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+                let problem =
+                    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
                 let text = problem["errors"].to_string();
-                assert!(missing.iter().any(|m| text.contains(m.as_str())), "{}: {problem}", case("create_api_key"));
+                assert!(
+                    missing.iter().any(|m| text.contains(m.as_str())),
+                    "{}: {problem}",
+                    case("create_api_key")
+                );
             }
             Err(_) => check(res, &expected, &case("create_api_key")).await,
         }
-        let keys = count(app, "select count(*) from api_keys where organization_id = $1 and name = $2", &[&org, &format!("key-{i}")]).await;
+        let keys = count(
+            app,
+            "select count(*) from api_keys where organization_id = $1 and name = $2",
+            &[&org, &format!("key-{i}")],
+        )
+        .await;
         assert_eq!(keys, i64::from(expected.is_ok()), "{}", case("create_api_key"));
 
         // Identity-provider consent (built-in roles only).
         if target.custom_role_id.is_none() {
             let expected = expect(rig, "members:manage", role_target);
             let body = json!({"provider": "issuer:https://idp.example.test", "role": target.role});
-            check(app.post(&format!("/api/v1/orgs/{org}/provider-grants"), token, &body).await, &expected, &case("create_provider_grant")).await;
-            let granted = count(app, "select count(*) from provider_grants where organization_id = $1 and role = $2", &[&org, &target.role]).await;
+            check(
+                app.post(&format!("/api/v1/orgs/{org}/provider-grants"), token, &body).await,
+                &expected,
+                &case("create_provider_grant"),
+            )
+            .await;
+            let granted = count(
+                app,
+                "select count(*) from provider_grants where organization_id = $1 and role = $2",
+                &[&org, &target.role],
+            )
+            .await;
             assert_eq!(granted, i64::from(expected.is_ok()), "{}", case("create_provider_grant"));
-            app.rls_bypassing_admin.execute("delete from provider_grants where organization_id = $1", &[&org]).await.unwrap();
+            app.rls_bypassing_admin
+                .execute("delete from provider_grants where organization_id = $1", &[&org])
+                .await
+                .unwrap();
         }
         cases += 1;
     }
@@ -287,10 +376,22 @@ async fn walk(app: &TestApp, rig: &Rig) -> usize {
     }
     // And of an owner: only an owner may touch one.
     let owner_path = format!("/api/v1/orgs/{org}/members/{}/workspaces", rig.org.owner.id);
-    let res = app.request(Method::PUT, &owner_path, Some(token), Some(&json!({"workspace_ids": [rig.workspace]}))).await;
-    check(res, &expect(rig, "members:manage", &rig_owner_perms(rig)), &format!("{} restricts the owner", rig_label(rig))).await;
+    let res = app
+        .request(Method::PUT, &owner_path, Some(token), Some(&json!({"workspace_ids": [rig.workspace]})))
+        .await;
+    check(
+        res,
+        &expect(rig, "members:manage", &rig_owner_perms(rig)),
+        &format!("{} restricts the owner", rig_label(rig)),
+    )
+    .await;
     if rig.granter.id != rig.org.owner.id {
-        let restricted = count(app, "select count(*) from memberships where organization_id = $1 and user_id = $2 and restricted", &[&org, &rig.org.owner.id]).await;
+        let restricted = count(
+            app,
+            "select count(*) from memberships where organization_id = $1 and user_id = $2 and restricted",
+            &[&org, &rig.org.owner.id],
+        )
+        .await;
         assert_eq!(restricted, 0, "{}: the owner was not restricted", rig_label(rig));
     }
     cases
@@ -329,14 +430,22 @@ async fn no_path_lets_any_role_grant_more_than_it_holds() {
     let doc = app.served_openapi().await;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            let Some(reference) = op.pointer("/requestBody/content/application~1json/schema/$ref").and_then(Value::as_str) else {
+            let Some(reference) =
+                op.pointer("/requestBody/content/application~1json/schema/$ref").and_then(Value::as_str)
+            else {
                 continue;
             };
             let schema = &doc["components"]["schemas"][reference.rsplit('/').next().unwrap()];
-            let fields: Vec<&str> = schema["properties"].as_object().map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+            let fields: Vec<&str> = schema["properties"]
+                .as_object()
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
             let id = op["operationId"].as_str().unwrap();
             if fields.iter().any(|f| GRANTING_FIELDS.contains(f)) && !path.starts_with("/api/v1/admin/") {
-                assert!(COVERED.contains(&id), "{method} {path} ({id}) hands out access: add it to the grant matrix");
+                assert!(
+                    COVERED.contains(&id),
+                    "{method} {path} ({id}) hands out access: add it to the grant matrix"
+                );
             }
         }
     }
@@ -361,28 +470,63 @@ async fn a_member_manager_cannot_make_themselves_or_anyone_else_admin() {
     let role = app.custom_role(&org, "member-manager", &["org:read", "members:read", "members:manage"]).await;
     let mallory = app.user("mallory@escalate.test").await;
     let body = json!({"user_id": mallory.id, "role": "custom", "custom_role_id": role});
-    assert_eq!(app.post(&format!("/api/v1/orgs/{}/members", org.id), &org.owner.token, &body).await.status(), 201);
+    assert_eq!(
+        app.post(&format!("/api/v1/orgs/{}/members", org.id), &org.owner.token, &body).await.status(),
+        201
+    );
 
-    let res = app.patch(&format!("/api/v1/orgs/{}/members/{}", org.id, mallory.id), &mallory.token, &json!({"role": "admin"})).await;
-    let problem = assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
-    assert!(!["org:read", "members:read", "members:manage"].contains(&problem["permission"].as_str().unwrap()));
     let res = app
-        .post(&format!("/api/v1/orgs/{}/invitations", org.id), &mallory.token, &json!({"email": "friend@evil.test", "role": "admin"}))
+        .patch(
+            &format!("/api/v1/orgs/{}/members/{}", org.id, mallory.id),
+            &mallory.token,
+            &json!({"role": "admin"}),
+        )
+        .await;
+    let problem = assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    assert!(
+        !["org:read", "members:read", "members:manage"].contains(&problem["permission"].as_str().unwrap())
+    );
+    let res = app
+        .post(
+            &format!("/api/v1/orgs/{}/invitations", org.id),
+            &mallory.token,
+            &json!({"email": "friend@evil.test", "role": "admin"}),
+        )
         .await;
     assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
     let friend = app.user("friend@evil.test").await;
-    let res = app.post(&format!("/api/v1/orgs/{}/members", org.id), &mallory.token, &json!({"user_id": friend.id, "role": "editor"})).await;
+    let res = app
+        .post(
+            &format!("/api/v1/orgs/{}/members", org.id),
+            &mallory.token,
+            &json!({"user_id": friend.id, "role": "editor"}),
+        )
+        .await;
     assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
     // What they may give: their own role, or less.
     let res = app
-        .post(&format!("/api/v1/orgs/{}/members", org.id), &mallory.token, &json!({"user_id": friend.id, "role": "custom", "custom_role_id": role}))
+        .post(
+            &format!("/api/v1/orgs/{}/members", org.id),
+            &mallory.token,
+            &json!({"user_id": friend.id, "role": "custom", "custom_role_id": role}),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
-    assert_eq!(app.raw_count("select count(*) from memberships where organization_id = $1 and role = 'admin'", &[&org.id]).await, 0);
+    assert_eq!(
+        app.raw_count(
+            "select count(*) from memberships where organization_id = $1 and role = 'admin'",
+            &[&org.id]
+        )
+        .await,
+        0
+    );
     assert_eq!(app.raw_count("select count(*) from invitations", &[]).await, 0);
     let denied = app
-        .raw_count("select count(*) from audit_events where organization_id = $1 and outcome = 'denied'", &[&org.id])
+        .raw_count(
+            "select count(*) from audit_events where organization_id = $1 and outcome = 'denied'",
+            &[&org.id],
+        )
         .await;
     assert_eq!(denied, 3, "each refusal is in the audit log");
 }
@@ -406,60 +550,115 @@ async fn a_restricted_member_cannot_reach_beyond_their_workspaces() {
     let base = format!("/api/v1/orgs/{}", org.id);
 
     // Their key is restricted like them, and W2 does not exist for it.
-    let res = app.post(&format!("{base}/api-keys"), &admin.token, &json!({"name": "mine", "scopes": ["workspaces:read"]})).await;
+    let res = app
+        .post(
+            &format!("{base}/api-keys"),
+            &admin.token,
+            &json!({"name": "mine", "scopes": ["workspaces:read"]}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let key: Value = res.json().await.unwrap();
     assert_eq!(key["workspace_ids"], json!([w1]));
     let secret = key["secret"].as_str().unwrap();
     assert_eq!(app.get(&format!("{base}/workspaces/{w1}"), secret).await.status(), StatusCode::OK);
-    assert_problem(app.get(&format!("{base}/workspaces/{w2}"), secret).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_problem(
+        app.get(&format!("{base}/workspaces/{w2}"), secret).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     let listed: Value = app.get(&format!("{base}/workspaces"), secret).await.json().await.unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     let res = app
-        .post(&format!("{base}/api-keys"), &admin.token, &json!({"name": "wider", "scopes": ["workspaces:read"], "workspace_ids": [w2]}))
+        .post(
+            &format!("{base}/api-keys"),
+            &admin.token,
+            &json!({"name": "wider", "scopes": ["workspaces:read"], "workspace_ids": [w2]}),
+        )
         .await;
     assert_problem(res, StatusCode::FORBIDDEN, "workspace_restricted").await;
 
     // They cannot lift or widen their own restriction, nor touch an unrestricted member.
     let own = format!("{base}/members/{}/workspaces", admin.id);
     for ids in [json!([]), json!([w1, w2]), json!([w2])] {
-        let res = app.request(Method::PUT, &own, Some(&admin.token), Some(&json!({"workspace_ids": ids}))).await;
+        let res =
+            app.request(Method::PUT, &own, Some(&admin.token), Some(&json!({"workspace_ids": ids}))).await;
         assert_problem(res, StatusCode::FORBIDDEN, "workspace_restricted").await;
     }
     let editor = app.member(&org, "editor@restricted.test", "editor").await;
     let res = app
-        .request(Method::PUT, &format!("{base}/members/{}/workspaces", editor.id), Some(&admin.token), Some(&json!({"workspace_ids": [w1]})))
+        .request(
+            Method::PUT,
+            &format!("{base}/members/{}/workspaces", editor.id),
+            Some(&admin.token),
+            Some(&json!({"workspace_ids": [w1]})),
+        )
         .await;
     assert_problem(res, StatusCode::FORBIDDEN, "workspace_restricted").await;
-    let res = app.patch(&format!("{base}/members/{}", editor.id), &admin.token, &json!({"role": "viewer"})).await;
+    let res =
+        app.patch(&format!("{base}/members/{}", editor.id), &admin.token, &json!({"role": "viewer"})).await;
     assert_problem(res, StatusCode::FORBIDDEN, "workspace_restricted").await;
 
     // What they add or invite is restricted to their workspaces.
     let newcomer = app.user("new@restricted.test").await;
-    let res = app.post(&format!("{base}/members"), &admin.token, &json!({"user_id": newcomer.id, "role": "editor", "workspace_ids": [w2]})).await;
+    let res = app
+        .post(
+            &format!("{base}/members"),
+            &admin.token,
+            &json!({"user_id": newcomer.id, "role": "editor", "workspace_ids": [w2]}),
+        )
+        .await;
     assert_problem(res, StatusCode::FORBIDDEN, "workspace_restricted").await;
-    let res = app.post(&format!("{base}/members"), &admin.token, &json!({"user_id": newcomer.id, "role": "editor"})).await;
+    let res = app
+        .post(&format!("{base}/members"), &admin.token, &json!({"user_id": newcomer.id, "role": "editor"}))
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
-    let shown: Value = app.get(&format!("{base}/members/{}/workspaces", newcomer.id), &admin.token).await.json().await.unwrap();
+    let shown: Value = app
+        .get(&format!("{base}/members/{}/workspaces", newcomer.id), &admin.token)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(shown, json!({"user_id": newcomer.id, "restricted": true, "workspace_ids": [w1]}));
-    let res = app.post(&format!("{base}/invitations"), &admin.token, &json!({"email": "inv@restricted.test", "role": "viewer"})).await;
+    let res = app
+        .post(
+            &format!("{base}/invitations"),
+            &admin.token,
+            &json!({"email": "inv@restricted.test", "role": "viewer"}),
+        )
+        .await;
     let invitation: Value = res.json().await.unwrap();
     assert_eq!(invitation["workspace_ids"], json!([w1]));
     let invitee = app.user("inv@restricted.test").await;
-    let res = app.post("/api/v1/invitations/accept", &invitee.token, &json!({"token": invitation["token"]})).await;
+    let res =
+        app.post("/api/v1/invitations/accept", &invitee.token, &json!({"token": invitation["token"]})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let listed: Value = app.get(&format!("{base}/workspaces"), &invitee.token).await.json().await.unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "the invitee joined restricted to W1");
     // Provider-granted members would be unrestricted: a restricted member cannot consent.
-    let res = app.post(&format!("{base}/provider-grants"), &admin.token, &json!({"provider": "issuer:https://idp.example.test", "role": "viewer"})).await;
+    let res = app
+        .post(
+            &format!("{base}/provider-grants"),
+            &admin.token,
+            &json!({"provider": "issuer:https://idp.example.test", "role": "viewer"}),
+        )
+        .await;
     assert_problem(res, StatusCode::FORBIDDEN, "workspace_restricted").await;
 
     // Deleting their last workspace leaves them restricted to nothing, not unrestricted.
-    assert_eq!(app.delete(&format!("{base}/workspaces/{w1}"), &org.owner.token).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&format!("{base}/workspaces/{w1}"), &org.owner.token).await.status(),
+        StatusCode::NO_CONTENT
+    );
     let listed: Value = app.get(&format!("{base}/workspaces"), &admin.token).await.json().await.unwrap();
     assert_eq!(listed["items"], json!([]));
     assert_eq!(
-        app.raw_count("select count(*) from memberships where organization_id = $1 and user_id = $2 and restricted", &[&org.id, &admin.id]).await,
+        app.raw_count(
+            "select count(*) from memberships where organization_id = $1 and user_id = $2 and restricted",
+            &[&org.id, &admin.id]
+        )
+        .await,
         1
     );
 }

@@ -213,6 +213,11 @@ pub fn test_settings(database: &str, key_file: std::path::PathBuf) -> Settings {
         listen_database_url: Some(app_url(database).into()),
         pool_size: 8,
         workers: Some(2),
+        // One address (the tests') makes every request: the per-address limit is tested on its own.
+        rate_limits: tenantry::config::RateLimitSettings {
+            unauthenticated_per_minute: 1_000_000,
+            ..defaults.rate_limits.clone()
+        },
         auth: tenantry::config::AuthSettings { signing_key_file: key_file, ..defaults.auth.clone() },
         ..defaults
     }
@@ -587,7 +592,8 @@ pub fn without_request_id(mut body: Value) -> Value {
 
 /// A stand-in LLM provider on loopback: `/v1/models` answers 200 to the good key and 401 to any
 /// other; `POST /v1/chat/completions` (good key) answers `stub answer to: <prompt>`; under
-/// `/redirect` it redirects; under `/slow` it never answers.
+/// `/redirect` it redirects; under `/slow` it never answers; a prompt starting with `huge` gets an
+/// endless (4 MiB) answer.
 pub struct StubProvider {
     pub url: String,
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
@@ -632,6 +638,23 @@ pub async fn stub_provider(good_key: String) -> StubProvider {
                 let authorized = request.contains(&format!("authorization: bearer {key}\r\n"))
                     || request.contains(&format!("x-api-key: {key}\r\n"))
                     || request.contains(&format!("api-key: {key}\r\n"));
+                let prompt = body.pointer("/messages/0/content").and_then(Value::as_str).unwrap_or_default();
+                if authorized && path.starts_with("/v1/chat/completions") && prompt.starts_with("huge") {
+                    // An answer without a length that never ends within the 1 MiB we take.
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = socket.write_all(b"{\"choices\": [{\"message\": {\"content\": \"").await;
+                    let chunk = vec![b'a'; 64 * 1024];
+                    for _ in 0..64 {
+                        if socket.write_all(&chunk).await.is_err() {
+                            return; // the reader gave up, as it should
+                        }
+                    }
+                    return;
+                }
                 let response = if path.starts_with("/slow") {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     return;

@@ -5,6 +5,7 @@
 use reqwest::StatusCode;
 use tenantry::domain::OrgId;
 use tenantry::http::ratelimit::RateLimits;
+use uuid::Uuid;
 
 use crate::helpers::{TestApp, assert_problem};
 use crate::services::Redis;
@@ -188,4 +189,150 @@ async fn when_redis_goes_away_each_instance_limits_on_its_own() {
         .find_map(|l| l.strip_prefix("tenantry_rate_limit_backend_errors_total "))
         .expect("the backend error counter");
     assert!(errors.parse::<u64>().unwrap() >= 1, "{errors}");
+}
+
+/// Strangers cost nothing past their address's budget: requests whose credential is absent or
+/// unknown (each would cost a lookup or a signature check) are limited per client address, and a
+/// caller whose credential was verified before is not charged at all.
+#[tokio::test]
+async fn unauthenticated_work_is_limited_per_client_address() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limits.unauthenticated_per_minute = 5;
+        let mut github = tenantry::config::ProviderSettings::new(
+            "github",
+            tenantry::config::ProviderKind::Github,
+            "client",
+            "http://127.0.0.1/api/v1/auth/github/callback",
+        );
+        github.base_url = Some("http://127.0.0.1:9".into());
+        s.auth.providers = vec![github];
+    })
+    .await;
+    let owner = app.user("owner@flood.test").await; // one charge: a new token
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let res = app.http.get(format!("{}/api/v1/auth/github/login", app.address)).send().await.unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 4, "{statuses:?}");
+    let refused = app.http.get(format!("{}/api/v1/auth/github/login", app.address)).send().await.unwrap();
+    assert_eq!(refused.headers()["ratelimit-policy"].to_str().unwrap(), "\"address\";q=5;w=60");
+    assert_problem(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert_eq!(app.raw_count("select count(*) from login_attempts", &[]).await, 4, "no row past the budget");
+    // Guessed API keys (valid checksums) and refresh tokens: no lookup past the budget either.
+    let lookups = app.state.auth.api_key_lookups();
+    let guess = {
+        let body = format!("tnty_{}{}", Uuid::new_v4().simple(), "ab".repeat(32));
+        format!("{body}{:08x}", crc32fast::hash(body.as_bytes()))
+    };
+    let res = app.get("/api/v1/me", &guess).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.state.auth.api_key_lookups(), lookups, "refused before the lookup");
+    // A token verified before costs nothing: the owner is still served.
+    assert_eq!(app.get("/api/v1/me", &owner.token).await.status(), StatusCode::OK);
+    // Another client (as reported by a trusted proxy) has its own budget; see the next test.
+}
+
+/// Behind a trusted proxy, the client is the address it reports (for the per-address limit and
+/// the audit log); from anyone else, forwarded headers are ignored.
+#[tokio::test]
+async fn a_trusted_proxy_reports_the_client_address() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limits.unauthenticated_per_minute = 2;
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let from = |client: &'static str| {
+        app.http
+            .get(format!("{}/api/v1/auth/providers", app.address))
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    for client in ["198.51.100.1", "198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+        assert_eq!(from(client).await.unwrap().status(), StatusCode::OK, "{client}: within its own budget");
+    }
+    assert_eq!(from("198.51.100.1").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    let org = app.org_with_owner("proxied").await;
+    let res = app
+        .http
+        .post(format!("{}/api/v1/orgs/{}/workspaces", app.address, org.id))
+        .bearer_auth(&org.owner.token)
+        .header("x-forwarded-for", "203.0.113.50")
+        .json(&serde_json::json!({"name": "W"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let recorded = app
+        .raw_count(
+            "select count(*) from audit_events where action = 'workspace.create' and ip = '203.0.113.50'",
+            &[],
+        )
+        .await;
+    assert_eq!(recorded, 1, "the audit log records the client, not the proxy");
+}
+
+/// A paid plan's rate needs a subscription in good standing: an `incomplete` one (first invoice
+/// unpaid) is limited at the free plan's rate until the payment arrives.
+#[tokio::test]
+async fn an_unpaid_subscription_gets_the_free_plans_rate() {
+    let app = TestApp::spawn_with(|s| {
+        s.billing.stripe_webhook_secrets = vec!["whsec_rate".to_owned().into()];
+    })
+    .await;
+    app.rls_bypassing_admin
+        .execute(
+            "update plans set limits = jsonb_set(limits, '{requests_per_minute}', '7') where id = 'free'",
+            &[],
+        )
+        .await
+        .unwrap();
+    app.rls_bypassing_admin
+        .execute(
+            "update plans set limits = jsonb_set(limits, '{requests_per_minute}', '70') where id = 'pro'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let acme = app.org_with_owner("unpaid").await;
+    let invoice = app.subscription(&acme).await;
+    assert_eq!(app.subscription_status(&acme).await, "incomplete");
+    let org = OrgId(acme.id);
+    let rate = |expected: u32| {
+        let app = &app;
+        let owner = acme.owner.id;
+        async move {
+            let limits = RateLimits::new(&Default::default()).unwrap();
+            limits.admitted(
+                owner,
+                tenantry::db::Actor::user(tenantry::domain::UserId(owner)),
+                org,
+                &app.state.db,
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await; // the rate lookup lands
+            let metrics = tenantry::http::metrics::Metrics::new();
+            let d = limits.check(owner, Some(org), &metrics).await.unwrap();
+            assert_eq!((d.policy, d.limit), ("organization", expected));
+        }
+    };
+    rate(7).await;
+    // The first invoice is paid: the plan's rate applies.
+    let body = serde_json::json!({"id": "evt_rate", "type": "invoice.paid", "created": chrono::Utc::now().timestamp(),
+        "data": {"object": {"amount_paid": 4900, "currency": "usd", "metadata": {"invoice_id": invoice}}}})
+    .to_string();
+    let t = chrono::Utc::now().timestamp();
+    let signature =
+        format!("t={t},v1={}", tenantry::webhooks::sign_hex("whsec_rate", format!("{t}.{body}").as_bytes()));
+    let res = app
+        .http
+        .post(format!("{}/api/v1/webhooks/stripe", app.address))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.subscription_status(&acme).await, "active");
+    rate(70).await;
 }

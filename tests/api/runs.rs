@@ -432,6 +432,14 @@ async fn an_llm_step_calls_the_provider_with_the_workspaces_own_key() {
     let run = get_run(&app, &org, keyless, run["id"].as_str().unwrap()).await;
     assert_eq!(run["error"]["code"], "provider_key_missing");
     assert_eq!(run["error"]["step"], "ask");
+
+    // An answer larger than we read fails the step, without filling the worker's memory.
+    let run = start(&app, &org, &url, json!({"prompt": "huge answer please"})).await;
+    let (_, outcome) = worker.run_once().await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::Failed);
+    let run = get_run(&app, &org, ws, run["id"].as_str().unwrap()).await;
+    assert_eq!(run["error"]["code"], "provider_failed");
+    assert!(run["error"]["message"].as_str().unwrap().contains("larger than"), "{run}");
 }
 
 #[tokio::test]

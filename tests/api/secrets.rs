@@ -8,7 +8,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, admin_url, assert_problem, captured_logs};
 
-async fn post_with_key(app: &TestApp, path: &str, token: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
+async fn post_with_key(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
     let mut req = app.http.post(format!("{}{path}", app.address)).bearer_auth(token).json(body);
     if let Some(key) = key {
         req = req.header("Idempotency-Key", key);
@@ -48,26 +54,37 @@ async fn no_minted_secret_is_in_a_dump_or_a_log_and_a_replay_never_shows_one_aga
         let label = idempotency.unwrap_or("none");
         // An API key.
         let body = json!({"name": format!("key-{label}"), "scopes": ["org:read"]});
-        let res = post_with_key(&app, &format!("{base}/api-keys"), &integrator.token, idempotency, &body).await;
+        let res =
+            post_with_key(&app, &format!("{base}/api-keys"), &integrator.token, idempotency, &body).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let key: Value = res.json().await.unwrap();
         minted.push((format!("api key ({label})"), key["secret"].as_str().unwrap().to_owned()));
         // An invitation token.
         let body = json!({"email": format!("{label}@example.test"), "role": "viewer"});
-        let res = post_with_key(&app, &format!("{base}/invitations"), &org.owner.token, idempotency, &body).await;
+        let res =
+            post_with_key(&app, &format!("{base}/invitations"), &org.owner.token, idempotency, &body).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let invitation: Value = res.json().await.unwrap();
         minted.push((format!("invitation ({label})"), invitation["token"].as_str().unwrap().to_owned()));
         // A refresh token, and the one its rotation mints.
         let pair = app.sign_in(&org.owner).await;
         minted.push((format!("refresh token ({label})"), pair.refresh_token.clone()));
-        let res =
-            post_with_key(&app, "/api/v1/auth/token", &pair.access_token, idempotency, &json!({"refresh_token": pair.refresh_token}))
-                .await;
+        let res = post_with_key(
+            &app,
+            "/api/v1/auth/token",
+            &pair.access_token,
+            idempotency,
+            &json!({"refresh_token": pair.refresh_token}),
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::OK);
         let rotated: Value = res.json().await.unwrap();
-        minted.push((format!("rotated refresh token ({label})"), rotated["refresh_token"].as_str().unwrap().to_owned()));
-        minted.push((format!("access token ({label})"), rotated["access_token"].as_str().unwrap().to_owned()));
+        minted.push((
+            format!("rotated refresh token ({label})"),
+            rotated["refresh_token"].as_str().unwrap().to_owned(),
+        ));
+        minted
+            .push((format!("access token ({label})"), rotated["access_token"].as_str().unwrap().to_owned()));
     }
     // A provider key (PUT: never kept for replay).
     let provider_key = app.provider_key(&org, workspace).await;
@@ -76,23 +93,35 @@ async fn no_minted_secret_is_in_a_dump_or_a_log_and_a_replay_never_shows_one_aga
     // Replays: the request succeeded before; its secret is not shown again. Not even once the
     // caller has lost the permission that minted it.
     let body = json!({"name": "key-mint-1", "scopes": ["org:read"]});
-    let res = post_with_key(&app, &format!("{base}/api-keys"), &integrator.token, Some("mint-1"), &body).await;
+    let res =
+        post_with_key(&app, &format!("{base}/api-keys"), &integrator.token, Some("mint-1"), &body).await;
     assert_eq!(res.headers()["idempotent-replayed"], "true");
     assert!(res.headers()["location"].to_str().unwrap().contains("/api-keys/"));
     let replay = assert_problem(res, StatusCode::CONFLICT, "idempotent_secret_withheld").await;
     assert!(replay.get("secret").is_none());
     let res = app
-        .request(Method::PATCH, &format!("{base}/members/{}", integrator.id), Some(&org.owner.token), Some(&json!({"role": "viewer"})))
+        .request(
+            Method::PATCH,
+            &format!("{base}/members/{}", integrator.id),
+            Some(&org.owner.token),
+            Some(&json!({"role": "viewer"})),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = post_with_key(&app, &format!("{base}/api-keys"), &integrator.token, Some("mint-1"), &body).await;
+    let res =
+        post_with_key(&app, &format!("{base}/api-keys"), &integrator.token, Some("mint-1"), &body).await;
     let text = res.text().await.unwrap();
     assert!(!text.contains("tnty_"), "a replay after losing api_keys:manage shows no key: {text}");
     let body = json!({"email": "mint-1@example.test", "role": "viewer"});
-    let res = post_with_key(&app, &format!("{base}/invitations"), &org.owner.token, Some("mint-1"), &body).await;
+    let res =
+        post_with_key(&app, &format!("{base}/invitations"), &org.owner.token, Some("mint-1"), &body).await;
     assert_problem(res, StatusCode::CONFLICT, "idempotent_secret_withheld").await;
     assert_eq!(
-        app.raw_count("select count(*) from idempotency_keys where secret_withheld and response_body is null", &[]).await,
+        app.raw_count(
+            "select count(*) from idempotency_keys where secret_withheld and response_body is null",
+            &[]
+        )
+        .await,
         2,
         "both idempotency records keep status and Location only"
     );
