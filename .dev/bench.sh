@@ -8,6 +8,9 @@
 #   - the same pgbench run with RLS disabled on the tables and explicit
 #     `WHERE organization_id = ...` clauses instead: the cost of RLS itself (runs in the
 #     order RLS, WHERE, WHERE, RLS, averaged).
+# And the floor of a tenant read: the same list as a superuser (no policies), with an explicit
+# WHERE, one set_config and no principal check. The server's own SQL against it is the price of
+# verified isolation in the database.
 # Then flag evaluation (POST /orgs/{org}/flags/evaluate) with its server-side latency.
 # 100 organizations in rotation; req/s, p50/p99, ratios and the server's peak RSS are printed.
 set -euo pipefail
@@ -61,9 +64,14 @@ $AUDIT"
 write_sql create-rls "$CREATE"
 write_sql create-where "$CREATE"
 
-run_pgbench() { # name: appends its tps and latencies (one run of DURATION)
+printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\nCOMMIT;\n' "$HOT" \
+  "select set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true);" \
+  "select $COLUMNS from workspaces where organization_id = md5('org' || :n)::uuid and id > '00000000-0000-0000-0000-000000000000' order by id limit 21;" \
+  > $OUT/list-floor.sql
+
+run_pgbench() { # name [role]: appends its tps and latencies (one run of DURATION)
   rm -f $OUT/pgbench_log*
-  (cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U tenantry_app -c 16 -j 2 -T $DURATION -M prepared \
+  (cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U "${2:-tenantry_app}" -c 16 -j 2 -T $DURATION -M prepared \
      -l --log-prefix=pgbench_log -f $1.sql bench > pgbench-run.txt 2>&1) || { cat $OUT/pgbench-run.txt >&2; exit 1; }
   grep -o "tps = [0-9.]*" $OUT/pgbench-run.txt >> $OUT/pgbench-$1.txt
   cat $OUT/pgbench_log* | awk '{print $3}' >> $OUT/pgbench-$1-latency.txt
@@ -80,6 +88,10 @@ for scenario in list get create; do
   run_pgbench $scenario-rls
   rls off; run_pgbench $scenario-where; run_pgbench $scenario-where; rls on
   run_pgbench $scenario-rls
+  if [ $scenario = list ]; then
+    echo "== SQL list, the floor: as a superuser, explicit WHERE, no policies, no principal check (twice)"
+    run_pgbench list-floor postgres; run_pgbench list-floor postgres
+  fi
 done
 
 echo "== flags: 20 platform flags, each of the $HOT organizations configures 10 (percentages, allow/deny lists)"

@@ -46,6 +46,14 @@ print(f"\nserver peak RSS: {rss_kb / 1024:.1f} MiB   unexpected statuses: {error
       + (f" ({', '.join(sorted(set(statuses)))})" if statuses else ""))
 print("RLS cost: how much throughput the same SQL transaction loses with the policies enforced, against")
 print("RLS disabled and explicit WHERE organization_id = ... clauses (same context and principal check).")
+floor, f50, f99 = pgbench("list-floor")
+rls, _, _ = pgbench("list-rls")
+rps = wrk(f"{out}/wrk-list.txt")[0]
+print()
+print("| the list's floor: superuser, explicit WHERE, no policies, no principal check | tx/s | p50 / p99 | the server's SQL (RLS, principal check) | its cost over the floor | HTTP / floor |")
+print("|---|---|---|---|---|---|")
+print(f"| BEGIN; set_config(org); SELECT ... WHERE organization_id = $1 ... LIMIT 21; COMMIT | {floor:,.0f} tx/s "
+      f"| {f50:.2f} / {f99:.2f} ms | {rls:,.0f} tx/s | {floor / rls:.2f}x | {rps / floor:.2f} |")
 print()
 print("| flags: POST /orgs/{org}/flags/evaluate (20 flags) | throughput | client p50 | client p99 | server p50 | server p99 | server p99.9 |")
 print("|---|---|---|---|---|---|---|")

@@ -68,18 +68,22 @@ grant execute on function app.current_webhook_token() to tenantry_app, tenantry_
 -- tenantry_definer, callable by nobody by default, and by the roles named (the app role for the
 -- doors it may use; nobody for the internal helpers). Each file ends with its list, so a reviewer
 -- sees in one place which doors a file opens and for whom.
-create or replace procedure app.install_definer(p_function text, p_callers text[])
+drop procedure if exists app.install_definer(text, text[]);
+create or replace procedure app.install_definer(p_functions text[], p_callers text[])
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  v_function text;
   v_role text;
 begin
-  execute format('alter function %s owner to tenantry_definer', p_function);
-  execute format('revoke all on function %s from public', p_function);
-  foreach v_role in array p_callers loop
-    execute format('grant execute on function %s to %I', p_function, v_role);
+  foreach v_function in array p_functions loop
+    execute format('alter function %s owner to tenantry_definer', v_function);
+    execute format('revoke all on function %s from public', v_function);
+    foreach v_role in array p_callers loop
+      execute format('grant execute on function %s to %I', v_function, v_role);
+    end loop;
   end loop;
 end
 $$;
-revoke all on procedure app.install_definer(text, text[]) from public;
+revoke all on procedure app.install_definer(text[], text[]) from public;

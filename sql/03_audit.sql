@@ -36,5 +36,4 @@ as $$ select '00000000-0000-0000-0000-000000000000'::uuid $$;
 revoke all on function app.platform_org() from public;
 grant execute on function app.platform_org() to tenantry_definer;
 
-call app.install_definer(
-  'app.audit_append(uuid, text, uuid, text, text, text, text, jsonb, inet, text, text)', '{}');
+call app.install_definer(array['app.audit_append(uuid, text, uuid, text, text, text, text, jsonb, inet, text, text)'], '{}');

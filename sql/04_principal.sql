@@ -344,19 +344,10 @@ begin
 end
 $$;
 
-do $install$
-declare
-  v_function text;
-begin
-  foreach v_function in array array[
+call app.install_definer(array[
     'app.current_org_id()', 'app.current_principal()', 'app.has_permission(text)',
     'app.workspace_restricted()', 'app.allowed_workspace_ids()', 'app.current_permissions()',
     'app.role_grants(text, uuid)', 'app.can_grant_role(text, uuid)', 'app.within_restriction(uuid[])',
     'app.member_within_restriction(uuid)'
-  ] loop
-    call app.install_definer(v_function, '{tenantry_app}');
-  end loop;
-  call app.install_definer('app.role_grants_in(uuid, text, uuid)', '{}');
-  call app.install_definer('app.member_permissions(uuid, uuid)', '{}');
-end
-$install$;
+], '{tenantry_app}');
+call app.install_definer(array['app.role_grants_in(uuid, text, uuid)', 'app.member_permissions(uuid, uuid)'], '{}');

@@ -284,11 +284,7 @@ begin
 end
 $$;
 
-do $install$
-declare
-  v_function text;
-begin
-  foreach v_function in array array[
+call app.install_definer(array[
     'app.provision_user(text, text, text, text)',
     'app.refresh_profile(text, text)',
     'app.create_login_attempt(bytea, bytea, text, text, text, text, text, timestamptz, timestamptz)',
@@ -300,8 +296,4 @@ begin
     'app.end_session(uuid, bytea, text, timestamptz)',
     'app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)',
     'app.erase_current_user(inet, text, text)'
-  ] loop
-    call app.install_definer(v_function, '{tenantry_app}');
-  end loop;
-end
-$install$;
+], '{tenantry_app}');

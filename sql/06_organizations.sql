@@ -174,19 +174,11 @@ begin
 end
 $$;
 
-do $install$
-declare
-  v_function text;
-begin
-  foreach v_function in array array[
+call app.install_definer(array[
     'app.create_organization(uuid, text, text, text, text)',
     'app.accept_invitation(uuid, bytea, inet, text, text)',
     'app.find_api_key(uuid, bytea)',
     'app.touch_api_key(uuid, bytea)',
     'app.anonymise_organization_audit(uuid)'
-  ] loop
-    call app.install_definer(v_function, '{tenantry_app}');
-  end loop;
-  call app.install_definer('app.organization_tombstone()', '{}');
-end
-$install$;
+], '{tenantry_app}');
+call app.install_definer(array['app.organization_tombstone()'], '{}');

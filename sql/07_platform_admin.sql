@@ -163,21 +163,13 @@ begin
 end
 $$;
 
-do $install$
-declare
-  v_function text;
-begin
-  foreach v_function in array array[
+call app.install_definer(array[
     'app.is_platform_admin()',
     'app.admin_list_organizations(uuid, int)',
     'app.admin_change_organization(uuid, text, text, inet, text, text)',
     'app.admin_put_flag(text, text, boolean, boolean, inet, text, text)',
     'app.admin_target_flag(text, uuid, boolean, inet, text, text)',
     'app.admin_list_webhook_events(text, int)'
-  ] loop
-    call app.install_definer(v_function, '{tenantry_app}');
-  end loop;
-  call app.install_definer('app.require_platform_admin()', '{}');
-  call app.install_definer('app.admin_audit(uuid, text, text, text, jsonb, inet, text, text)', '{}');
-end
-$install$;
+], '{tenantry_app}');
+call app.install_definer(array['app.require_platform_admin()',
+                               'app.admin_audit(uuid, text, text, text, jsonb, inet, text, text)'], '{}');

@@ -147,17 +147,9 @@ begin
 end
 $$;
 
-do $install$
-declare
-  v_function text;
-begin
-  foreach v_function in array array[
+call app.install_definer(array[
     'app.publish_workflow(uuid, text, jsonb)',
     'app.current_run_id()',
     'app.claim_next_run(text, integer, integer, integer)',
     'app.renew_run_claim(uuid, integer)'
-  ] loop
-    call app.install_definer(v_function, '{tenantry_app}');
-  end loop;
-end
-$install$;
+], '{tenantry_app}');

@@ -144,18 +144,10 @@ begin
 end
 $$;
 
-do $install$
-declare
-  v_function text;
-begin
-  foreach v_function in array array[
+call app.install_definer(array[
     'app.begin_webhook_event(text, text, text, timestamptz, jsonb, uuid, uuid, text, uuid)',
     'app.finish_webhook_event(uuid, text, text)',
     'app.record_unroutable_webhook_event(text, text, text, uuid, timestamptz, jsonb, text)',
     'app.record_usage(uuid[], date[], uuid[], bigint[])',
     'app.organization_requests_per_minute()'
-  ] loop
-    call app.install_definer(v_function, '{tenantry_app}');
-  end loop;
-end
-$install$;
+], '{tenantry_app}');

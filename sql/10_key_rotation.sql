@@ -34,5 +34,5 @@ begin
 end
 $$;
 
-call app.install_definer('app.data_keys_to_rewrap(integer, integer)', '{tenantry_owner}');
-call app.install_definer('app.rewrap_data_key(uuid, uuid, integer, bytea, integer)', '{tenantry_owner}');
+call app.install_definer(array['app.data_keys_to_rewrap(integer, integer)',
+                               'app.rewrap_data_key(uuid, uuid, integer, bytea, integer)'], '{tenantry_owner}');

@@ -52,15 +52,21 @@ pub async fn authorize_named_in(
     if membership.permissions.iter().any(|p| p == permission) {
         return Ok(());
     }
+    record_denial(tx, principal, denial(permission, action, meta)).await;
+    Err(ApiError::Forbidden(permission.to_owned()))
+}
+
+/// Appends a denial to the organization's log in the handler's transaction and commits it (the
+/// handler then answers 403; nothing else of its transaction has been written yet).
+async fn record_denial(tx: &mut TenantTx, principal: &Principal, entry: AuditEntry<'_>) {
     let recorded = async {
-        record(tx, principal, denial(permission, action, meta)).await?;
+        record(tx, principal, entry).await?;
         tx.commit_in_place().await
     }
     .await;
     if let Err(e) = recorded {
         tracing::error!(error = %e, "recording a denied attempt failed");
     }
-    Err(ApiError::Forbidden(permission.to_owned()))
 }
 
 /// The permission check of the pipelined reads (whose connection is already back in the pool):
@@ -153,13 +159,6 @@ pub async fn deny_restricted<T>(
         details: serde_json::json!({ "reason": "beyond the caller's workspace restriction" }),
         meta,
     };
-    let recorded = async {
-        record(tx, principal, entry).await?;
-        tx.commit_in_place().await
-    }
-    .await;
-    if let Err(e) = recorded {
-        tracing::error!(error = %e, "recording a denied attempt failed");
-    }
+    record_denial(tx, principal, entry).await;
     Err(ApiError::WorkspaceRestricted)
 }

@@ -57,19 +57,6 @@ impl Target {
     }
 }
 
-fn catalogue_roles(catalogue: &Value) -> HashMap<String, Perms> {
-    catalogue["builtin_roles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let perms =
-                r["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
-            (r["name"].as_str().unwrap().to_owned(), perms)
-        })
-        .collect()
-}
-
 fn perms(list: &[&str]) -> Perms {
     list.iter().map(|p| (*p).to_owned()).collect()
 }
@@ -421,9 +408,7 @@ async fn no_path_lets_any_role_grant_more_than_it_holds() {
         s.rate_limits.enabled = false;
     })
     .await;
-    let reader = app.user("catalogue@grants.test").await;
-    let catalogue: Value = app.get("/api/v1/permissions", &reader.token).await.json().await.unwrap();
-    let builtin = catalogue_roles(&catalogue);
+    let builtin = crate::helpers::builtin_role_grants(&app).await;
     assert_eq!(builtin.len(), 8);
 
     // Every operation that hands out access is walked here.

@@ -567,6 +567,24 @@ impl TestApp {
     }
 }
 
+/// What each built-in role grants, from the catalogue the server publishes (`GET /permissions`).
+pub async fn builtin_role_grants(
+    app: &TestApp,
+) -> std::collections::HashMap<String, std::collections::BTreeSet<String>> {
+    let reader = app.user(&format!("catalogue-{}@example.test", Uuid::new_v4().simple())).await;
+    let catalogue: Value = app.get("/api/v1/permissions", &reader.token).await.json().await.unwrap();
+    catalogue["builtin_roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let perms =
+                r["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+            (r["name"].as_str().unwrap().to_owned(), perms)
+        })
+        .collect()
+}
+
 /// Status and body, asserting the body is a problem document with the expected code.
 pub async fn assert_problem(res: reqwest::Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(res.status(), status, "unexpected status");

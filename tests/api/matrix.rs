@@ -2,8 +2,6 @@
 //! catalogue the server publishes (`GET /api/v1/permissions`). Allowed → 2xx and the row really
 //! changed; otherwise 403 naming the permission, and nothing changed.
 
-use std::collections::{BTreeSet, HashMap};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -648,18 +646,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
 #[tokio::test]
 async fn every_route_answers_every_built_in_role_according_to_the_catalogue() {
     let app = TestApp::spawn_with(crate::helpers::with_trusted_idp).await;
-    let anyone = app.user("catalogue-reader@example.test").await;
-    let catalogue: Value = app.get("/api/v1/permissions", &anyone.token).await.json().await.unwrap();
-    let grants: HashMap<String, BTreeSet<String>> = catalogue["builtin_roles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let perms =
-                r["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
-            (r["name"].as_str().unwrap().to_owned(), perms)
-        })
-        .collect();
+    let grants = crate::helpers::builtin_role_grants(&app).await;
     assert_eq!(grants.len(), 8, "eight built-in roles");
 
     // Every organization-scoped operation of the API has a row in the matrix.
