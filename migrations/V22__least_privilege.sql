@@ -11,6 +11,9 @@ update public.memberships m set restricted = true
 where exists (select 1 from public.member_workspaces w
               where w.organization_id = m.organization_id and w.user_id = m.user_id);
 alter table public.memberships force row level security;
+-- app.workspace_restricted() runs once per statement of every workspace-scoped read: a partial
+-- index of the (few) restricted memberships keeps that lookup as cheap as an empty table.
+create index memberships_restricted on public.memberships (organization_id, user_id) where restricted;
 
 -- An API key or an invitation made by a restricted member is restricted too (NULL: unrestricted).
 alter table public.api_keys add column workspace_ids uuid[]

@@ -207,24 +207,27 @@ $$;
 -- membership says so (`memberships.restricted`), to the workspaces listed in member_workspaces
 -- (none left: no workspace at all). An API key is restricted when it carries `workspace_ids`
 -- (a restricted member's keys always do). A worker and a payment webhook act for the whole
--- organization. Fail closed: a principal with no standing here is restricted to nothing.
--- Policies use both through (select ...), so each is evaluated once per statement.
+-- organization. A principal with no standing in the organization is never admitted by
+-- app.current_org_id(), which every policy also requires, so the answer for it does not matter.
+-- Policies use both through (select ...), so each is evaluated once per statement; the member
+-- case comes first and reads a partial index of restricted memberships (usually empty).
 create or replace function app.workspace_restricted() returns boolean
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_user uuid := app.current_user_id();
 begin
-  if app.current_run_claim() is not null or app.current_webhook_token() is not null then
-    return false;
+  if v_user is not null then
+    return exists (select 1 from public.memberships m
+                   where m.organization_id = app.requested_org_id() and m.user_id = v_user and m.restricted);
   end if;
   if app.current_api_key_id() is not null then
-    return not exists (select 1 from public.api_keys k
-                       where k.id = app.current_api_key_id() and k.organization_id = app.requested_org_id()
-                         and k.workspace_ids is null);
+    return exists (select 1 from public.api_keys k
+                   where k.id = app.current_api_key_id() and k.organization_id = app.requested_org_id()
+                     and k.workspace_ids is not null);
   end if;
-  return not exists (select 1 from public.memberships m
-                     where m.organization_id = app.requested_org_id() and m.user_id = app.current_user_id()
-                       and not m.restricted);
+  return false;
 end
 $$;
 

@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(63);
+select plan(64);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -122,8 +122,10 @@ select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', 'select permissi
   null, 'current_principal: no permissions in another organization');
 select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', $$select app.has_permission('billing:manage')::text$$),
   'false', 'has_permission: nothing in another organization');
-select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', 'select app.workspace_restricted()::text'), 'true',
-  'workspace_restricted: a principal without standing is restricted (fail closed)');
+select is(pg_temp.as_app('00000000-0000-0000-0000-00000000da7e', 'aaaaaaaa-0000-0000-0000-000000000000',
+  'select app.workspace_restricted()::text'), 'true', 'workspace_restricted: a restricted member is');
+select is(pg_temp.as_app('00000000-0000-0000-0000-00000000da7e', 'bbbbbbbb-0000-0000-0000-000000000000',
+  'select count(*)::text from workspaces'), '0', 'workspace_restricted: and nothing of another organization opens up');
 select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', 'select count(*)::text from app.allowed_workspace_ids()'),
   '0', 'allowed_workspace_ids: none in another organization');
 select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', 'select app.current_permissions()::text'), null,
