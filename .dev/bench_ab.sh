@@ -21,21 +21,7 @@ ADMIN="postgres://postgres@127.0.0.1:$PORT"
 prepare() { # db bin
   psql "$ADMIN/postgres" -qc "drop database if exists $1 with (force)" -qc "create database $1"
   TENANTRY_ADMIN_DATABASE_URL="$ADMIN/$1" TENANTRY_LOG=warn $2 migrate
-  LOAD_DB="$ADMIN/$1"
-  psql "$LOAD_DB" -q <<SQL
-insert into users (id, issuer, subject, email)
-  select md5('user' || n)::uuid, 'tenantry', 'owner' || n || '@bench.test', 'owner' || n || '@bench.test'
-  from generate_series(1, $ORGS) n;
-insert into organizations (id, name, slug)
-  select md5('org' || n)::uuid, 'Org ' || n, 'bench-' || n from generate_series(1, $ORGS) n;
-insert into memberships (organization_id, user_id, role)
-  select md5('org' || n)::uuid, md5('user' || n)::uuid, 'owner' from generate_series(1, $ORGS) n;
-insert into workspaces (organization_id, id, name, region)
-  select md5('org' || n)::uuid, md5('ws' || n || '-' || w)::uuid, 'ws-' || n || '-' || w, 'us'
-  from generate_series(1, $ORGS) n, generate_series(1, $ROWS) w;
-update plans set limits = jsonb_set(limits, '{requests_per_minute}', '100000000');
-vacuum analyze;
-SQL
+  load_seed "$ADMIN/$1" $ORGS $ROWS
 }
 echo "== two databases: ab_base migrated by $BASE_BIN, ab_new by $NEW_BIN"
 prepare ab_base "$BASE_BIN"; prepare ab_new "$NEW_BIN"

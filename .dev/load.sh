@@ -2,6 +2,7 @@
 # database, the release server on it, and the wrk request scripts.
 #
 #   load_prepare DIR PORT DB ORGS ROWS  build, start the cluster, (re)create DB, migrate, seed
+#   load_seed DB_URL ORGS ROWS          the seed alone (make bench's data)
 #   load_serve HTTP_PORT OUT            start the release server in the background (SERVER=pid)
 #   load_targets HOT OUT                write OUT/targets.lua: per hot organization its workspaces
 #                                       path, one workspace's path and an owner's bearer token
@@ -32,8 +33,15 @@ load_prepare() {
   .dev/pg.sh start "$dir" "$port"
   psql "$ADMIN/postgres" -qc "drop database if exists $db with (force)" -qc "create database $db"
   TENANTRY_ADMIN_DATABASE_URL="$LOAD_DB" TENANTRY_LOG=warn $BIN migrate
+  load_seed "$LOAD_DB" "$orgs" "$rows"
+  export TENANTRY_DATABASE_URL="postgres://tenantry_app@127.0.0.1:$port/$db"
+}
+
+# Seeds DB_URL with ORGS organizations, an owner each (ownerN@bench.test) and ROWS workspaces each.
+load_seed() {
+  local url=$1 orgs=$2 rows=$3
   echo "== seeding $orgs organizations x $rows workspaces"
-  psql "$LOAD_DB" -q <<SQL
+  psql "$url" -q <<SQL
 insert into users (id, issuer, subject, email)
   select md5('user' || n)::uuid, 'tenantry', 'owner' || n || '@bench.test', 'owner' || n || '@bench.test'
   from generate_series(1, $orgs) n;
@@ -47,7 +55,6 @@ insert into workspaces (organization_id, id, name, region)
 update plans set limits = jsonb_set(limits, '{requests_per_minute}', '100000000');
 vacuum analyze;
 SQL
-  export TENANTRY_DATABASE_URL="postgres://tenantry_app@127.0.0.1:$port/$db"
 }
 
 load_serve() {
