@@ -267,6 +267,19 @@ begin
 end
 $$;
 
+-- Internal (definer functions only): the user in context, or an error when there is none.
+create or replace function app.require_user() returns uuid
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if app.current_user_id() is null then
+    raise exception 'no current user' using errcode = '42501';
+  end if;
+  return app.current_user_id();
+end
+$$;
+
 -- Internal (definer functions only): what a role grants in `p_org`, and what a member holds there.
 create or replace function app.role_grants_in(p_org uuid, p_role text, p_custom_role uuid) returns text[]
 language plpgsql stable security definer
@@ -353,4 +366,5 @@ call app.install_definer(array[
     'app.role_grants(text, uuid)', 'app.can_grant_role(text, uuid)', 'app.within_restriction(uuid[])',
     'app.member_within_restriction(uuid)'
 ], '{tenantry_app}');
-call app.install_definer(array['app.role_grants_in(uuid, text, uuid)', 'app.member_permissions(uuid, uuid)'], '{}');
+call app.install_definer(array['app.require_user()', 'app.role_grants_in(uuid, text, uuid)',
+                               'app.member_permissions(uuid, uuid)'], '{}');

@@ -108,12 +108,9 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := app.current_user_id();
+  v_user uuid := app.require_user();
   v record;
 begin
-  if v_user is null then
-    raise exception 'no current user' using errcode = '42501';
-  end if;
   for v in
     insert into public.memberships (organization_id, user_id, role, granted_by_provider)
     select o.org, v_user, o.role, p_provider
@@ -263,12 +260,9 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := app.current_user_id();
+  v_user uuid := app.require_user();
   v_orgs text;
 begin
-  if v_user is null then
-    raise exception 'no current user' using errcode = '42501';
-  end if;
   select string_agg(m.organization_id::text, ',') into v_orgs
   from public.memberships m
   where m.user_id = v_user and m.role = 'owner'

@@ -13,11 +13,8 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := app.current_user_id();
+  v_user uuid := app.require_user();
 begin
-  if v_user is null then
-    raise exception 'no current user' using errcode = '42501';
-  end if;
   if p_id is null or p_id = app.platform_org() then
     raise exception 'not an organization id' using errcode = '22023';
   end if;
@@ -41,13 +38,10 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := app.current_user_id();
+  v_user uuid := app.require_user();
   v public.invitations;
   v_inviter public.memberships;
 begin
-  if v_user is null then
-    raise exception 'no current user' using errcode = '42501';
-  end if;
   select * into v from public.invitations i
   where i.id = p_invitation and i.token_hash = p_token_hash
   for update;
