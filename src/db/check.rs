@@ -391,8 +391,98 @@ async fn standing_violations(client: &impl GenericClient) -> Result<Vec<Violatio
     Ok(out)
 }
 
-/// The backup role (`tenantry_backup`, the one login role that bypasses RLS) must stay
-/// read-only and unprivileged.
+/// The definer (`tenantry_definer`) sees across tenants only through the one policy written for
+/// it, on exactly the tables it is granted: it can neither log in nor bypass RLS, and the app
+/// role cannot become it.
+async fn definer_violations(
+    client: &impl GenericClient,
+    app_role: &str,
+) -> Result<Vec<Violation>, tokio_postgres::Error> {
+    const DEFINER: &str = "tenantry_definer";
+    let mut out = Vec::new();
+    let violation = |rule, object: String, message: &str| Violation { rule, object, message: message.into() };
+    let Some(role) = client
+        .query_opt(
+            "select rolcanlogin, rolsuper, rolbypassrls, pg_has_role($2, oid, 'MEMBER') \
+             from pg_roles where rolname = $1",
+            &[&DEFINER, &app_role],
+        )
+        .await?
+    else {
+        out.push(violation("definer_missing", DEFINER.into(), "the definer role does not exist"));
+        return Ok(out);
+    };
+    if role.get::<_, bool>(0) {
+        out.push(violation("definer_can_log_in", DEFINER.into(), "nobody may log in as the definer"));
+    }
+    if role.get::<_, bool>(1) || role.get::<_, bool>(2) {
+        out.push(violation(
+            "definer_bypasses_rls",
+            DEFINER.into(),
+            "the definer is SUPERUSER or BYPASSRLS; re-apply sql/01_roles.sql as a superuser \
+             (it sees across tenants through its policies alone)",
+        ));
+    }
+    if app_role != DEFINER && role.get::<_, bool>(3) {
+        out.push(violation(
+            "app_role_definer_member",
+            app_role.into(),
+            "the app role can become the definer, which sees every tenant",
+        ));
+    }
+    // Every policy that names the definer: only it, only as `definer_across_tenants`, and only
+    // where it holds a privilege (the grants are the specification, policies/zz_definer.sql).
+    let granted = "(has_table_privilege($1, c.oid, 'SELECT, INSERT, UPDATE, DELETE') \
+                    or has_any_column_privilege($1, c.oid, 'SELECT, INSERT, UPDATE'))";
+    let sql = format!(
+        "select c.oid::regclass::text as name, p.polname, \
+                p.polroles = array[(select oid from pg_roles where rolname = $1)] as only_definer, \
+                {granted} as granted \
+           from pg_policy p join pg_class c on c.oid = p.polrelid \
+          where (select oid from pg_roles where rolname = $1) = any(p.polroles)"
+    );
+    for row in client.query(&sql, &[&DEFINER]).await? {
+        let name: String = row.get("name");
+        let polname: String = row.get("polname");
+        let object = format!("{name}.{polname}");
+        if !row.get::<_, bool>("only_definer") {
+            out.push(violation(
+                "definer_policy_shared",
+                object,
+                "a policy names the definer together with other roles",
+            ));
+        } else if polname != "definer_across_tenants" {
+            out.push(violation(
+                "definer_policy_unexpected",
+                object,
+                "the definer's only policy is definer_across_tenants (policies/zz_definer.sql)",
+            ));
+        } else if !row.get::<_, bool>("granted") {
+            out.push(violation(
+                "definer_policy_ungranted",
+                object,
+                "the definer holds no privilege here, so it needs no view across tenants",
+            ));
+        }
+    }
+    let sql = format!(
+        "select c.oid::regclass::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+          where n.nspname = 'public' and c.relkind in ('r', 'p') and c.relrowsecurity and {granted} \
+            and not exists (select 1 from pg_policy p where p.polrelid = c.oid \
+                              and p.polname = 'definer_across_tenants')"
+    );
+    for row in client.query(&sql, &[&DEFINER]).await? {
+        out.push(violation(
+            "definer_policy_missing",
+            row.get(0),
+            "the definer is granted this table but has no policy on it: its functions see no rows",
+        ));
+    }
+    Ok(out)
+}
+
+/// The backup role (`tenantry_backup`, only where a superuser installed tenantry; the one login
+/// role that bypasses RLS) must stay read-only and unprivileged.
 async fn backup_role_violations(
     client: &impl GenericClient,
 ) -> Result<Vec<Violation>, tokio_postgres::Error> {
@@ -434,6 +524,7 @@ pub async fn run(
     out.extend(table_violations(client, app_role).await?);
     out.extend(function_and_view_violations(client).await?);
     out.extend(standing_violations(client).await?);
+    out.extend(definer_violations(client, app_role).await?);
     out.extend(backup_role_violations(client).await?);
     Ok(out)
 }

@@ -33,10 +33,14 @@ pub async fn run(admin_url: &str) -> anyhow::Result<()> {
 }
 
 async fn apply_all(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
-    let row = client.query_one("select rolsuper from pg_roles where rolname = current_user", &[]).await?;
-    let is_superuser: bool = row.get(0);
+    // A superuser, or the NOSUPERUSER CREATEROLE admin of a managed database, applies the roles
+    // file itself; an admin without CREATEROLE needs a DBA to have applied it.
+    let row = client
+        .query_one("select rolsuper or rolcreaterole from pg_roles where rolname = current_user", &[])
+        .await?;
+    let manages_roles: bool = row.get(0);
     for (name, sql) in SQL_FILES {
-        if name.ends_with("01_roles.sql") && !is_superuser {
+        if name.ends_with("01_roles.sql") && !manages_roles {
             let row = client
                 .query_one(
                     "select count(*) from pg_roles where rolname in ('tenantry_owner','tenantry_app','tenantry_definer')",
@@ -46,9 +50,9 @@ async fn apply_all(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
             let count: i64 = row.get(0);
             anyhow::ensure!(
                 count == 3,
-                "the tenantry roles do not exist: apply sql/01_roles.sql as a superuser first"
+                "the tenantry roles do not exist: apply sql/01_roles.sql as a role with CREATEROLE first"
             );
-            tracing::info!(file = name, "not a superuser: skipping role creation (roles exist)");
+            tracing::info!(file = name, "no CREATEROLE: skipping role creation (roles exist)");
             continue;
         }
         client.batch_execute(sql).await.with_context(|| format!("applying {name}"))?;
@@ -67,6 +71,20 @@ async fn apply_all(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
     for (name, sql) in POLICY_FILES {
         client.batch_execute(sql).await.with_context(|| format!("applying {name}"))?;
         tracing::info!(file = name, "applied");
+    }
+    // An install from before the definer's policies: drop the BYPASSRLS it needed then, now that
+    // policies/zz_definer.sql gives it its view (only a superuser can, and only one gave it).
+    client.batch_execute("reset role").await?;
+    let row = client
+        .query_one(
+            "select r.rolbypassrls and me.rolsuper from pg_roles r, pg_roles me \
+             where r.rolname = 'tenantry_definer' and me.rolname = current_user",
+            &[],
+        )
+        .await?;
+    if row.get::<_, bool>(0) {
+        client.batch_execute("alter role tenantry_definer nobypassrls").await?;
+        tracing::info!("tenantry_definer no longer bypasses RLS (its policies give it its view)");
     }
     Ok(())
 }
