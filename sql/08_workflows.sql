@@ -147,8 +147,33 @@ begin
 end
 $$;
 
+-- A worker shutting down gives a run it could not finish back to the queue: queued again, its
+-- attempt returned (a release is not a failure), for any worker to claim. Only the holder of
+-- the claim token can (the token is the worker's proof, as for renewal); false when the claim
+-- is gone (cancelled, re-claimed).
+create or replace function app.release_run_claim(p_claim uuid) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_claim is null then
+    return false;
+  end if;
+  update public.workflow_runs r
+  set status = 'queued', claim_token = null, claimed_by = null, lease_expires_at = null,
+      attempts = greatest(r.attempts - 1, 0)
+  where r.claim_token = p_claim and r.status = 'running';
+  if found then
+    perform pg_notify('tenantry_runs', ''); -- idle workers elsewhere claim it at once
+    return true;
+  end if;
+  return false;
+end
+$$;
+
 call app.install_definer(array[
     'app.publish_workflow(uuid, text, jsonb)',
+    'app.release_run_claim(uuid)',
     'app.current_run_id()',
     'app.claim_next_run(text, integer, integer, integer)',
     'app.renew_run_claim(uuid, integer)'

@@ -59,6 +59,11 @@ pub struct Settings {
     /// before rolling back. PgBouncer 1.18 in transaction pooling can crash on cancel requests:
     /// turn this off there (the rollback then waits for the statement to end).
     pub database_cancel_on_drop: bool,
+    /// TLS to PostgreSQL for every connection (app pool, LISTEN, admin, cancel requests), as
+    /// libpq's `sslmode` / `sslrootcert` / `sslcert` / `sslkey`. Parameters in a URL override
+    /// these for that URL.
+    #[serde(default)]
+    pub database_tls: DatabaseTls,
     /// A direct connection to PostgreSQL for LISTEN, which a transaction-pooling PgBouncer
     /// cannot carry. Defaults to `database_url`.
     #[serde(serialize_with = "redacted")]
@@ -102,6 +107,57 @@ pub struct Settings {
     pub billing: BillingSettings,
 }
 
+/// libpq's `sslmode`: how a PostgreSQL connection uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS if the server offers it, else plaintext (libpq's default; refused in production).
+    #[default]
+    Prefer,
+    /// TLS, the certificate unchecked (checked against `sslrootcert` when one is given).
+    Require,
+    /// TLS, the certificate signed by a trusted CA.
+    VerifyCa,
+    /// TLS, the certificate signed by a trusted CA and issued for the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn parse(value: &str) -> Option<SslMode> {
+        Some(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// Whether a connection in this mode can end up in plaintext.
+    pub fn allows_plaintext(self) -> bool {
+        matches!(self, SslMode::Disable | SslMode::Prefer)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseTls {
+    /// Default `prefer`, as libpq. Managed databases: `verify-full` with the provider's CA.
+    pub sslmode: Option<SslMode>,
+    /// PEM bundle of the CAs to trust (your provider's); `system` or unset: the system roots.
+    pub sslrootcert: Option<PathBuf>,
+    /// A client certificate chain (PEM), for servers that authenticate clients by certificate.
+    pub sslcert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub sslkey: Option<PathBuf>,
+    /// In `environment = "production"`, connections that may be plaintext (`disable`, `prefer`)
+    /// are refused unless this is set (a database on the same host, a private link that encrypts).
+    pub allow_plaintext: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatementCache {
@@ -124,11 +180,17 @@ pub struct RateLimitSettings {
     /// token refresh, a key or token seen for the first time): what costs work before anyone is
     /// authenticated. Health, the OpenAPI document and signed provider webhooks are exempt.
     pub unauthenticated_per_minute: u32,
-    /// A Redis shared by every instance (`redis://host:6379/0` or `unix:///path`; no TLS yet),
-    /// so the budgets are the same however requests are spread. Without one, each instance
-    /// limits on its own. While Redis cannot answer, each instance falls back to its own.
+    /// A Redis shared by every instance (`rediss://` for TLS, `redis://host:6379/0` or
+    /// `unix:///path`), so the budgets are the same however requests are spread. Without one,
+    /// each instance limits on its own. While Redis cannot answer, each instance falls back to
+    /// its own.
     #[serde(serialize_with = "redacted")]
     pub redis_url: Option<SecretString>,
+    /// For `rediss://`: the CAs to trust (PEM; default: the system roots).
+    pub redis_ca_file: Option<PathBuf>,
+    /// For `rediss://` to a Redis that authenticates clients by certificate: chain and key (PEM).
+    pub redis_client_cert_file: Option<PathBuf>,
+    pub redis_client_key_file: Option<PathBuf>,
     /// How long a request waits for Redis before falling back to the local limits.
     pub redis_timeout_ms: u64,
 }
@@ -141,6 +203,9 @@ impl Default for RateLimitSettings {
             default_org_per_minute: 600,
             unauthenticated_per_minute: 300,
             redis_url: None,
+            redis_ca_file: None,
+            redis_client_cert_file: None,
+            redis_client_key_file: None,
             redis_timeout_ms: 250,
         }
     }
@@ -252,6 +317,10 @@ pub struct WorkerSettings {
     /// Runs of one organization running at once across all workers of the region: one tenant's
     /// backlog leaves capacity to the others (claims also favour the least busy organization).
     pub max_running_per_org: u32,
+    /// On SIGTERM / SIGINT a worker stops claiming and gives runs in flight this long to
+    /// finish; the rest are released (queued again, the attempt given back) for another worker.
+    /// Keep it below the orchestrator's grace period (Kubernetes: 30 s).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for WorkerSettings {
@@ -263,6 +332,7 @@ impl Default for WorkerSettings {
             run_timeout_secs: 600,
             poll_interval_ms: 1000,
             max_running_per_org: 4,
+            shutdown_grace_secs: 20,
         }
     }
 }
@@ -455,6 +525,7 @@ impl Default for Settings {
             database_statement_cache: StatementCache::Connection,
             database_cancel_on_drop: true,
             listen_database_url: None,
+            database_tls: DatabaseTls::default(),
             pool_size: 16,
             pool_timeout_ms: 2000,
             workers: None,
@@ -492,7 +563,31 @@ impl Default for Settings {
 }
 
 /// `TENANTRY_*` variables read elsewhere, not settings.
-const NOT_SETTINGS: &[&str] = &["config", "log", "database_url_file", "admin_database_url_file"];
+const NOT_SETTINGS: &[&str] = &["config", "log"];
+
+/// Secret settings with a `TENANTRY_<NAME>_FILE` variable (`rate_limits.redis_url`:
+/// `TENANTRY_RATE_LIMITS__REDIS_URL_FILE`). The other secrets are files already:
+/// `auth.signing_key_file`, `provider_keys.master_keys_file`, a provider's `client_secret_file`,
+/// `tls.key_file`, `database_tls.sslkey`, `rate_limits.redis_client_key_file`.
+pub const SECRET_FILES: &[&str] = &[
+    "database_url",
+    "admin_database_url",
+    "listen_database_url",
+    "metrics_token",
+    "rate_limits.redis_url",
+    "billing.stripe_webhook_secrets",
+    "billing.razorpay_webhook_secrets",
+];
+
+/// `rate_limits.redis_url` → `TENANTRY_RATE_LIMITS__REDIS_URL_FILE`.
+pub fn secret_file_variable(setting: &str) -> String {
+    format!("TENANTRY_{}_FILE", setting.replace('.', "__").to_ascii_uppercase())
+}
+
+/// Whether a `TENANTRY_*` variable (lowercased, `__` as `.`) is a secret's `_FILE` variant.
+fn is_secret_file_key(key: &str) -> bool {
+    key.strip_suffix("_file").is_some_and(|setting| SECRET_FILES.contains(&setting))
+}
 
 /// Top-level keys, for warning about misspelt `TENANTRY_*` variables.
 const KNOWN_KEYS: &[&str] = &[
@@ -504,9 +599,12 @@ const KNOWN_KEYS: &[&str] = &[
     "database_url_file",
     "admin_database_url",
     "admin_database_url_file",
+    "listen_database_url_file",
+    "metrics_token_file",
     "database_statement_cache",
     "database_cancel_on_drop",
     "listen_database_url",
+    "database_tls",
     "pool_size",
     "pool_timeout_ms",
     "workers",
@@ -539,7 +637,7 @@ impl Settings {
                     // `split` has already turned `__` into `.` by the time the filter runs.
                     let key = key.as_str().replace("__", ".").to_ascii_lowercase();
                     let top = key.split('.').next().unwrap_or_default();
-                    KNOWN_KEYS.contains(&top) && !NOT_SETTINGS.contains(&top)
+                    KNOWN_KEYS.contains(&top) && !NOT_SETTINGS.contains(&top) && !is_secret_file_key(&key)
                 }),
             ),
         )
@@ -548,18 +646,41 @@ impl Settings {
     fn from_figment(figment: Figment) -> anyhow::Result<Settings> {
         let mut settings: Settings =
             figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        for (var, target) in [
-            ("TENANTRY_DATABASE_URL_FILE", &mut settings.database_url),
-            ("TENANTRY_ADMIN_DATABASE_URL_FILE", &mut settings.admin_database_url),
-        ] {
-            if let Ok(path) = std::env::var(var) {
-                let value = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {var}={path}: {e}"))?;
-                *target = Some(SecretString::from(value.trim().to_owned()));
-            }
-        }
+        settings.read_secret_files(|var| std::env::var_os(var))?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The `_FILE` variant of every secret setting (`SECRET_FILES`): the variable names a file
+    /// holding the value, as Docker and Kubernetes mount secrets; it wins over the plain value.
+    /// List settings take one value per line. Errors name the variable and path, never content.
+    fn read_secret_files(&mut self, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> anyhow::Result<()> {
+        for setting in SECRET_FILES {
+            let name = secret_file_variable(setting);
+            let Some(path) = var(&name) else { continue };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("cannot read {name}={}: {}", path.to_string_lossy(), e.kind())
+            })?;
+            let one = || Some(SecretString::from(text.trim().to_owned()));
+            let many = || {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| SecretString::from(l.to_owned()))
+                    .collect()
+            };
+            match *setting {
+                "database_url" => self.database_url = one(),
+                "admin_database_url" => self.admin_database_url = one(),
+                "listen_database_url" => self.listen_database_url = one(),
+                "metrics_token" => self.metrics_token = one(),
+                "rate_limits.redis_url" => self.rate_limits.redis_url = one(),
+                "billing.stripe_webhook_secrets" => self.billing.stripe_webhook_secrets = many(),
+                "billing.razorpay_webhook_secrets" => self.billing.razorpay_webhook_secrets = many(),
+                other => unreachable!("SECRET_FILES lists {other} without a target"),
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -694,6 +815,38 @@ mod tests {
         };
         assert!(!format!("{settings:?}").contains("hunter2"));
         assert!(!settings.redacted_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn every_secret_setting_is_read_from_its_file_variant() {
+        let dir = std::env::temp_dir().join(format!("tenantry-secrets-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = std::collections::HashMap::new();
+        for (i, setting) in SECRET_FILES.iter().enumerate() {
+            let path = dir.join(format!("{i}"));
+            std::fs::write(&path, format!("secret-{i}-a\nsecret-{i}-b\n")).unwrap();
+            files.insert(secret_file_variable(setting), path.into_os_string());
+        }
+        let mut settings = Settings::default();
+        settings.read_secret_files(|var| files.get(var).cloned()).unwrap();
+        let one = |s: &Option<SecretString>| s.as_ref().unwrap().expose_secret().to_owned();
+        let many = |s: &[SecretString]| s.iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>();
+        assert_eq!(one(&settings.database_url), "secret-0-a\nsecret-0-b");
+        assert_eq!(one(&settings.admin_database_url), "secret-1-a\nsecret-1-b");
+        assert_eq!(one(&settings.listen_database_url), "secret-2-a\nsecret-2-b");
+        assert_eq!(one(&settings.metrics_token), "secret-3-a\nsecret-3-b");
+        assert_eq!(one(&settings.rate_limits.redis_url), "secret-4-a\nsecret-4-b");
+        assert_eq!(many(&settings.billing.stripe_webhook_secrets), ["secret-5-a", "secret-5-b"]);
+        assert_eq!(many(&settings.billing.razorpay_webhook_secrets), ["secret-6-a", "secret-6-b"]);
+        let shown = format!("{settings:?}{}", settings.redacted_toml());
+        assert!(!shown.contains("secret-"), "{shown}");
+        assert_eq!(secret_file_variable("rate_limits.redis_url"), "TENANTRY_RATE_LIMITS__REDIS_URL_FILE");
+        // A missing file names the variable and the path, nothing else.
+        let missing =
+            |var: &str| (var == "TENANTRY_METRICS_TOKEN_FILE").then(|| dir.join("nope").into_os_string());
+        let err = Settings::default().read_secret_files(missing).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read TENANTRY_METRICS_TOKEN_FILE="), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

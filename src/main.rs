@@ -149,30 +149,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app.run_until_stopped().await?;
         }
         Command::Worker => {
-            let url = settings.require_database_url()?.to_owned();
+            let connector = tenantry::db::app_connector(&settings)?;
             let pool = tenantry::db::app_pool(
-                &url,
+                &connector,
                 settings.worker.concurrency + 2,
                 std::time::Duration::from_millis(settings.pool_timeout_ms),
             )?;
             tenantry::db::check::refuse_privileged_app_role(&pool).await?;
-            let db = tenantry::db::Db::from_settings(pool, &settings);
+            let db = tenantry::db::Db::from_settings(pool, &connector, &settings);
             tracing::info!(concurrency = settings.worker.concurrency, region = %settings.region, "worker started");
             let master_keys = std::sync::Arc::new(settings.master_keys()?);
             let worker = tenantry::worker::Worker::new(db, settings.worker.clone())
                 .with_providers(settings.provider_keys.clone(), master_keys);
             worker
-                .run_until(settings.require_listen_database_url()?, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
+                .run_until(tenantry::db::listen_connector(&settings)?, tenantry::startup::shutdown_signal())
                 .await?;
         }
         Command::Migrate => {
-            tenantry::db::migrate::run(settings.require_admin_database_url()?).await?;
+            tenantry::db::migrate::run(&tenantry::db::admin_connector(&settings)?).await?;
             tracing::info!("database is up to date");
         }
         Command::Check { app_role } => {
-            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            let client = tenantry::db::admin_client(&tenantry::db::admin_connector(&settings)?).await?;
             let mut violations = tenantry::db::check::run(&client, &app_role).await?;
             let applied: i64 = client
                 .query_one("select coalesce(max(version), 0)::int8 from refinery_schema_history", &[])
@@ -180,12 +178,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|r| r.get(0))
                 .unwrap_or(0);
             let expected = tenantry::db::migrate::latest_version();
-            if applied != expected {
+            if applied < expected {
                 violations.push(tenantry::db::check::Violation {
                     rule: "migrations_behind",
                     object: "refinery_schema_history".into(),
                     message: format!("applied version {applied}, this binary expects {expected}"),
                 });
+            } else if applied > expected {
+                eprintln!(
+                    "note: migrations at {applied}, ahead of this binary's {expected} (a newer release)"
+                );
             }
             if violations.is_empty() {
                 println!("tenantry check: OK (app role {app_role}, migrations at {expected})");
@@ -198,8 +200,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         Command::Seed { print_tokens } => {
-            let pool = tenantry::db::app_pool(settings.require_database_url()?, 2, Duration::from_secs(5))?;
-            let db = tenantry::db::Db::from_settings(pool, &settings);
+            let connector = tenantry::db::app_connector(&settings)?;
+            let pool = tenantry::db::app_pool(&connector, 2, Duration::from_secs(5))?;
+            let db = tenantry::db::Db::from_settings(pool, &connector, &settings);
             tenantry::seed::run(&db, &settings.auth.issuer).await?;
             if print_tokens {
                 let keys = tenantry::startup::signing_keys(&settings)?;
@@ -235,7 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{token}");
         }
         Command::Audit { command: AuditCommand::Verify { org } } => {
-            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            let client = tenantry::db::admin_client(&tenantry::db::admin_connector(&settings)?).await?;
             let rows = client
                 .query(
                     "select o.organization_id, count(*) as entries, v.seq as broken_seq, v.reason \
@@ -264,7 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Admin { command } => {
-            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            let client = tenantry::db::admin_client(&tenantry::db::admin_connector(&settings)?).await?;
             match command {
                 AdminCommand::Grant { issuer, subject, note } => {
                     client
@@ -297,7 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command: KeysCommand::RotateMaster { batch } } => {
             anyhow::ensure!(batch >= 1, "--batch must be at least 1");
             let keys = settings.master_keys()?;
-            let client = tenantry::db::admin_client(settings.require_admin_database_url()?).await?;
+            let client = tenantry::db::admin_client(&tenantry::db::admin_connector(&settings)?).await?;
             let rewrapped = tenantry::db::rotation::rotate_master(&client, &keys, batch).await?;
             println!("re-wrapped {rewrapped} data key(s) with master key version {}", keys.current_version());
             let remaining = tenantry::db::rotation::remaining(&client, keys.current_version()).await?;

@@ -42,11 +42,9 @@ impl Application {
 
     /// As `build`, with the clock sessions are timed by (tests move it forward).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
-        let pool = db::app_pool(
-            settings.require_database_url()?,
-            settings.pool_size,
-            Duration::from_millis(settings.pool_timeout_ms),
-        )?;
+        let connector = db::app_connector(&settings)?;
+        let pool =
+            db::app_pool(&connector, settings.pool_size, Duration::from_millis(settings.pool_timeout_ms))?;
         db::check::refuse_privileged_app_role(&pool).await?;
         let keys = signing_keys(&settings)?;
         let master_keys = Arc::new(settings.master_keys()?);
@@ -58,7 +56,7 @@ impl Application {
             let (flags, standing) = (flags.clone(), standing.clone());
             let (on_connect_flags, on_connect_standing) = (flags.clone(), standing.clone());
             tokio::spawn(db::notify::listen(
-                settings.require_listen_database_url()?.to_owned(),
+                db::listen_connector(&settings)?,
                 &["tenantry_flags", "tenantry_standing"],
                 move || {
                     on_connect_flags.invalidate(None);
@@ -71,7 +69,7 @@ impl Application {
             ));
         }
         let validator = TokenValidator::new(&settings.auth, keys.clone())?;
-        let db = db::Db::from_settings(pool, &settings);
+        let db = db::Db::from_settings(pool, &connector, &settings);
         let sessions = SessionService::new(db.clone(), keys.clone(), &settings.auth, clock.clone());
         let sign_in = SignInProviders::new(&settings.auth, clock.clone())?;
         let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, db.clone());
@@ -147,7 +145,9 @@ impl Application {
                 .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }))
         })
         .workers(workers)
-        // On SIGTERM/SIGINT: stop accepting, let requests in flight finish (up to 30 s).
+        // Signals are ours (`shutdown_signal`): actix-server stops at once on SIGINT.
+        .disable_signals()
+        // On shutdown: stop accepting, let requests in flight finish (up to 30 s).
         .shutdown_timeout(30);
         let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, config)?,
@@ -166,13 +166,51 @@ impl Application {
         self.state.clone()
     }
 
+    /// Serves until SIGTERM or SIGINT, then drains: no new connections, requests in flight
+    /// finish (up to 30 s), the last usage counts are written.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = shutdown_signal() => {
+                tracing::info!("shutting down: draining requests in flight");
+                // The command is sent now; polling the server carries it out (awaiting the
+                // returned future alone would wait for a server nobody polls).
+                let (result, ()) = tokio::join!(&mut server, handle.stop(true));
+                result
+            }
+        };
         // The last counts, before the process goes.
         if let Err(e) = self.state.usage.flush(&self.state.db).await {
             tracing::warn!(error = %e, "writing the last usage counts failed");
         }
         result
+    }
+}
+
+/// Completes on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C). The server drains and the
+/// worker finishes or releases its runs on either.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+                    _ = int.recv() => tracing::info!(signal = "SIGINT", "stopping"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

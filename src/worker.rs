@@ -50,6 +50,17 @@ pub enum Outcome {
     Failed,
     /// Cancelled or re-claimed while it ran: nothing was written.
     Abandoned,
+    /// Given back to the queue by a worker shutting down, its attempt returned.
+    Released,
+}
+
+/// How a claimed execution ended.
+enum Execution {
+    Done(Result<Value, Failure>),
+    /// The claim was lost (cancelled, or re-claimed after the lease ran out).
+    Lost,
+    /// The worker is shutting down and released the run.
+    Released,
 }
 
 /// What `llm.chat` steps need: where providers are, and the run's workspace's keys (decrypted).
@@ -150,13 +161,16 @@ pub struct Worker {
     providers: Option<(ProviderKeySettings, Arc<MasterKeys>)>,
     name: String,
     wake: Arc<Notify>,
+    /// Set when a shutdown's grace period is over: runs still executing are released.
+    release: tokio::sync::watch::Sender<bool>,
 }
 
 impl Worker {
     pub fn new(db: Db, settings: WorkerSettings) -> Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let name = format!("{host}:{}", std::process::id());
-        Worker { db, settings, providers: None, name, wake: Arc::new(Notify::new()) }
+        let (release, _) = tokio::sync::watch::channel(false);
+        Worker { db, settings, providers: None, name, wake: Arc::new(Notify::new()), release }
     }
 
     /// Lets `llm.chat` steps call providers with the workspaces' own keys.
@@ -213,8 +227,9 @@ impl Worker {
             (Ok(spec), Ok(keys)) => {
                 let providers = self.providers.as_ref().map(|(settings, _)| Providers { settings, keys });
                 match self.execute_while_claimed(&claim, &spec, &input, providers.as_ref()).await? {
-                    Some(result) => result,
-                    None => return Ok(Outcome::Abandoned),
+                    Execution::Done(result) => result,
+                    Execution::Lost => return Ok(Outcome::Abandoned),
+                    Execution::Released => return Ok(Outcome::Released),
                 }
             }
             (Err(e), _) => Err(Failure { code: "invalid_definition", step: None, message: e.to_string() }),
@@ -254,14 +269,16 @@ impl Worker {
         Ok(Ok(keys))
     }
 
-    /// Executes while renewing the claim; `None` if the claim was lost.
+    /// Executes while renewing the claim, until it ends, the claim is lost, or a shutdown
+    /// releases it.
     async fn execute_while_claimed(
         &self,
         claim: &Claim,
         spec: &WorkflowSpec,
         input: &Value,
         providers: Option<&Providers<'_>>,
-    ) -> Result<Option<Result<Value, Failure>>, DbError> {
+    ) -> Result<Execution, DbError> {
+        let mut release = self.release.subscribe();
         let execution = execute(spec, input, providers);
         tokio::pin!(execution);
         let timeout = tokio::time::sleep(Duration::from_secs(self.settings.run_timeout_secs));
@@ -270,14 +287,22 @@ impl Worker {
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
-                result = &mut execution => return Ok(Some(result)),
+                result = &mut execution => return Ok(Execution::Done(result)),
                 _ = &mut timeout => {
-                    return Ok(Some(Err(Failure { code: "timeout", step: None, message: "the run took too long".into() })));
+                    return Ok(Execution::Done(Err(Failure { code: "timeout", step: None, message: "the run took too long".into() })));
                 }
                 _ = renew.tick() => {
                     if !queue::renew_run_claim(&self.db, claim.token, self.settings.lease_secs).await? {
-                        return Ok(None);
+                        return Ok(Execution::Lost);
                     }
+                }
+                () = async { drop(release.wait_for(|release| *release).await) } => {
+                    // Dropping `execution` stops it; nothing of it was written.
+                    return Ok(if queue::release_run_claim(&self.db, claim.token).await? {
+                        Execution::Released
+                    } else {
+                        Execution::Lost
+                    });
                 }
             }
         }
@@ -331,18 +356,20 @@ impl Worker {
         }
     }
 
-    /// Runs `concurrency` loops until `shutdown` completes, then lets runs in flight finish.
-    /// Idle loops wake on a notification from new runs, or every poll interval.
+    /// Runs `concurrency` loops until `shutdown` completes. Then no loop claims again; runs in
+    /// flight get `shutdown_grace_secs` to finish, and those still running are released to the
+    /// queue (a run is never cut off mid-way and burns no attempt). Idle loops wake on a
+    /// notification from new runs, or every poll interval.
     pub async fn run_until(
         self,
-        database_url: &str,
+        listen: crate::db::Connector,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let worker = Arc::new(self);
         // Idle loops wake on a new run; polling covers missed notifications.
         let wake = worker.wake.clone();
         let listener = tokio::spawn(crate::db::notify::listen(
-            database_url.to_owned(),
+            listen,
             &["tenantry_runs"],
             || {},
             move |_, _| wake.notify_waiters(),
@@ -375,12 +402,18 @@ impl Worker {
             }));
         }
         shutdown.await;
-        tracing::info!("worker stopping; letting runs in flight finish");
+        let grace = Duration::from_secs(worker.settings.shutdown_grace_secs);
+        tracing::info!(grace_secs = grace.as_secs(), "worker stopping; letting runs in flight finish");
         let _ = stop_tx.send(true);
-        for handle in loops {
-            let _ = handle.await;
+        let all = futures_util::future::join_all(loops);
+        tokio::pin!(all);
+        if tokio::time::timeout(grace, &mut all).await.is_err() {
+            tracing::info!("grace period over; releasing the runs still in flight to the queue");
+            let _ = worker.release.send(true);
+            all.await;
         }
         listener.abort();
+        tracing::info!("worker stopped");
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(64);
+select plan(65);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -110,7 +110,8 @@ select set_eq(
         'record_security_event', 'erase_current_user', 'create_organization', 'accept_invitation', 'find_api_key',
         'touch_api_key', 'anonymise_organization_audit', 'is_platform_admin', 'admin_list_organizations',
         'admin_change_organization', 'admin_put_flag', 'admin_target_flag', 'admin_list_webhook_events',
-        'publish_workflow', 'current_run_id', 'claim_next_run', 'renew_run_claim', 'begin_webhook_event',
+        'publish_workflow', 'current_run_id', 'claim_next_run', 'renew_run_claim', 'release_run_claim',
+        'begin_webhook_event',
         'finish_webhook_event', 'record_unroutable_webhook_event', 'record_usage',
         'organization_requests_per_minute', 'organization_data_mode'],
   'every definer function the app role may call is covered here');
@@ -241,6 +242,9 @@ select is(pg_temp.as_app(null, null, $$select count(*)::text from app.claim_next
   '0', 'claim_next_run: an eu run is not claimed in the us, whatever the arguments');
 select is(pg_temp.as_app(null, null, $$select app.renew_run_claim(gen_random_uuid(), 100000000)::text$$), 'false',
   'renew_run_claim: nothing without the claim');
+select is(pg_temp.as_app(null, null, $$select app.release_run_claim(gen_random_uuid())::text
+                                       || app.release_run_claim(null)::text$$), 'falsefalse',
+  'release_run_claim: nothing without the claim');
 
 -- Billing.
 create temp table hostile_webhook as select gen_random_uuid() as token;

@@ -95,9 +95,25 @@ async fn evaluate(state: &AppState) -> ReadinessResponse {
         },
         Ok(r) => ReadinessChecks {
             database: CheckResult { ok: true, detail: format!("connected as {}", r.role) },
+            // At or ahead of this binary: during a rolling deploy the new release migrates
+            // (expand-only) while this one still serves.
             migrations: CheckResult {
-                ok: r.applied_version == r.expected_version,
-                detail: format!("applied {} of {}", r.applied_version, r.expected_version),
+                ok: r.applied_version >= r.expected_version,
+                detail: match r.applied_version.cmp(&r.expected_version) {
+                    std::cmp::Ordering::Less => {
+                        format!(
+                            "applied {} of {}: run `tenantry migrate`",
+                            r.applied_version, r.expected_version
+                        )
+                    }
+                    std::cmp::Ordering::Equal => {
+                        format!("applied {} of {}", r.applied_version, r.expected_version)
+                    }
+                    std::cmp::Ordering::Greater => format!(
+                        "applied {}, ahead of this binary's {} (a newer release migrated; compatible by expand/contract)",
+                        r.applied_version, r.expected_version
+                    ),
+                },
             },
             policies: CheckResult {
                 ok: r.violations.is_empty(),

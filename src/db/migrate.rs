@@ -19,8 +19,8 @@ pub fn latest_version() -> i64 {
     migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)
 }
 
-pub async fn run(admin_url: &str) -> anyhow::Result<()> {
-    let mut client = super::admin_client(admin_url).await?;
+pub async fn run(admin: &super::Connector) -> anyhow::Result<()> {
+    let mut client = super::admin_client(admin).await?;
     client
         .query("select pg_advisory_lock($1)", &[&MIGRATE_LOCK])
         .await

@@ -9,14 +9,15 @@ pub mod notify;
 pub mod queue;
 pub mod rotation;
 pub mod tenant;
+pub mod tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 pub use tenant::{Actor, Params, TenantTx, call, call_as};
+pub use tls::Connector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -172,12 +173,20 @@ pub struct Db {
     pub statements: crate::config::StatementCache,
     /// Whether a transaction dropped mid-statement cancels it (`database_cancel_on_drop`).
     pub cancel_on_drop: bool,
+    /// The pool's TLS, which cancel requests use too.
+    pub tls: tls::Tls,
 }
 
 impl Db {
-    /// The pool for `region`, preparing statements once per connection.
-    pub fn new(pool: Pool, region: crate::domain::Region) -> Db {
-        Db { pool, region, statements: crate::config::StatementCache::Connection, cancel_on_drop: true }
+    /// The pool for `region` made with `connector`, preparing statements once per connection.
+    pub fn new(pool: Pool, connector: &Connector, region: crate::domain::Region) -> Db {
+        Db {
+            pool,
+            region,
+            statements: crate::config::StatementCache::Connection,
+            cancel_on_drop: true,
+            tls: connector.tls.clone(),
+        }
     }
 
     /// The same pool and statement policy, acting for another region.
@@ -185,13 +194,15 @@ impl Db {
         Db { region, ..self.clone() }
     }
 
-    /// The pool for `settings.region`, with the settings' statement and cancel policies.
-    pub fn from_settings(pool: Pool, settings: &crate::config::Settings) -> Db {
+    /// The pool for `settings.region` made with `connector`, with the settings' statement and
+    /// cancel policies.
+    pub fn from_settings(pool: Pool, connector: &Connector, settings: &crate::config::Settings) -> Db {
         Db {
             pool,
             region: settings.region,
             statements: settings.database_statement_cache,
             cancel_on_drop: settings.database_cancel_on_drop,
+            tls: connector.tls.clone(),
         }
     }
 
@@ -304,15 +315,17 @@ fn typed<'a>(
 /// The app role's pool. `Fast` recycling is safe because every checkout runs inside a
 /// transaction that is committed or rolled back before the connection is returned, and the
 /// context settings are transaction-local.
-pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::Result<Pool> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|_| anyhow::anyhow!("TENANTRY_DATABASE_URL is not a valid PostgreSQL URL"))?;
+pub fn app_pool(connector: &Connector, max_size: usize, wait_timeout: Duration) -> anyhow::Result<Pool> {
+    let mut config = connector.config.clone();
     if config.get_application_name().is_none() {
         config.application_name("tenantry");
     }
     config.connect_timeout(wait_timeout);
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        config,
+        connector.tls.clone(),
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     Ok(Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(wait_timeout))
@@ -322,11 +335,36 @@ pub fn app_pool(url: &str, max_size: usize, wait_timeout: Duration) -> anyhow::R
         .build()?)
 }
 
+/// The app role's URL (`TENANTRY_DATABASE_URL`) with the TLS settings.
+pub fn app_connector(settings: &crate::config::Settings) -> anyhow::Result<Connector> {
+    Connector::new(settings.require_database_url()?, &settings.database_tls, "TENANTRY_DATABASE_URL")?
+        .refuse_plaintext(settings.environment, &settings.database_tls)
+}
+
+/// Where LISTEN connects (`TENANTRY_LISTEN_DATABASE_URL`, else the app role's URL).
+pub fn listen_connector(settings: &crate::config::Settings) -> anyhow::Result<Connector> {
+    let what = if settings.listen_database_url.is_some() {
+        "TENANTRY_LISTEN_DATABASE_URL"
+    } else {
+        "TENANTRY_DATABASE_URL"
+    };
+    Connector::new(settings.require_listen_database_url()?, &settings.database_tls, what)?
+        .refuse_plaintext(settings.environment, &settings.database_tls)
+}
+
+/// The owner/admin URL (`TENANTRY_ADMIN_DATABASE_URL`) with the TLS settings.
+pub fn admin_connector(settings: &crate::config::Settings) -> anyhow::Result<Connector> {
+    Connector::new(
+        settings.require_admin_database_url()?,
+        &settings.database_tls,
+        "TENANTRY_ADMIN_DATABASE_URL",
+    )?
+    .refuse_plaintext(settings.environment, &settings.database_tls)
+}
+
 /// A single owner/admin connection for migrate, check and seed. Never used by the server.
-pub async fn admin_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    use anyhow::Context as _;
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.context("connecting with TENANTRY_ADMIN_DATABASE_URL")?;
+pub async fn admin_client(connector: &Connector) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = connector.connect().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "admin connection ended");

@@ -6,16 +6,16 @@
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 pub async fn listen(
-    url: String,
+    connector: super::Connector,
     channels: &'static [&'static str],
     on_connected: impl Fn() + Send + 'static,
     on_message: impl Fn(&str, &str) + Send + 'static,
 ) {
     loop {
-        match tokio_postgres::connect(&url, NoTls).await {
+        match connector.connect().await {
             Ok((client, mut connection)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 // Channels are fixed identifiers, never input.
@@ -39,7 +39,7 @@ pub async fn listen(
                 }
                 tracing::warn!(?channels, "LISTEN connection lost; reconnecting");
             }
-            Err(e) => tracing::warn!(?channels, error = %e, "cannot LISTEN; retrying"),
+            Err(e) => tracing::warn!(?channels, error = %format!("{e:#}"), "cannot LISTEN; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

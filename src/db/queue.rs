@@ -42,6 +42,13 @@ pub async fn claim_next_run(
     }))
 }
 
+/// Gives a claimed run back to the queue (a worker shutting down): queued again, the attempt
+/// returned. False when the claim is gone already.
+pub async fn release_run_claim(db: &Db, token: Uuid) -> Result<bool, DbError> {
+    let rows = super::call(db, "select app.release_run_claim($1)", &[&token]).await?;
+    Ok(rows.first().is_some_and(|row| row.get(0)))
+}
+
 /// Extends the claim's lease; false when the claim is gone (cancelled, or re-claimed).
 pub async fn renew_run_claim(db: &Db, token: Uuid, lease_secs: u32) -> Result<bool, DbError> {
     let lease = i32::try_from(lease_secs).unwrap_or(i32::MAX);

@@ -252,11 +252,12 @@ impl Drop for TenantTx {
         // statement still running is cancelled first; the cancel is delivered before the
         // ROLLBACK is sent, and an idle backend ignores one, so it cannot hit a later request.
         let cancel = (self.in_flight && self.db.cancel_on_drop).then(|| client.cancel_token());
+        let tls = self.db.tls.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
                     if let Some(cancel) = cancel
-                        && cancel.cancel_query(tokio_postgres::NoTls).await.is_err()
+                        && cancel.cancel_query(tls).await.is_err()
                     {
                         let _ = Object::take(client);
                         return;

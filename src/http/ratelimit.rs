@@ -94,9 +94,7 @@ impl RateLimits {
         let shared = settings
             .redis_url
             .as_ref()
-            .map(|url| {
-                SharedBuckets::new(url.expose_secret(), Duration::from_millis(settings.redis_timeout_ms))
-            })
+            .map(|url| SharedBuckets::new(url.expose_secret(), settings))
             .transpose()?;
         Ok(RateLimits {
             principal_per_minute: settings.per_principal_per_minute,
@@ -299,11 +297,45 @@ struct SharedBuckets {
 
 const SHARED_BACKOFF: Duration = Duration::from_secs(5);
 
+/// A client for `url`; `rediss://` with the configured CA bundle and client certificate.
+fn redis_client(url: &str, settings: &RateLimitSettings) -> anyhow::Result<redis::Client> {
+    // The URL may carry a password: say only that it is invalid.
+    let invalid = || anyhow::anyhow!("rate_limits.redis_url is not a valid Redis URL");
+    if !url.starts_with("rediss://") {
+        anyhow::ensure!(
+            settings.redis_ca_file.is_none() && settings.redis_client_cert_file.is_none(),
+            "rate_limits.redis_ca_file / redis_client_cert_file need a rediss:// URL"
+        );
+        return redis::Client::open(url).map_err(|_| invalid());
+    }
+    // redis-rs builds its rustls configuration with the process's provider; tenantry uses one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("rate_limits.{what} {}: {e}", path.display()))
+    };
+    let root_cert = settings.redis_ca_file.as_deref().map(|p| read("redis_ca_file", p)).transpose()?;
+    let client_tls = match (&settings.redis_client_cert_file, &settings.redis_client_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("redis_client_cert_file", cert)?,
+            client_key: read("redis_client_key_file", key)?,
+        }),
+        (None, None) => None,
+        _ => anyhow::bail!("rate_limits.redis_client_cert_file and redis_client_key_file go together"),
+    };
+    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(|e| {
+        // A bad CA or key file is named by its kind, never by content.
+        if e.kind() == redis::ErrorKind::InvalidClientConfig {
+            invalid()
+        } else {
+            anyhow::anyhow!("rate_limits: the Redis TLS files are not valid PEM ({:?})", e.kind())
+        }
+    })
+}
+
 impl SharedBuckets {
-    fn new(url: &str, timeout: Duration) -> anyhow::Result<SharedBuckets> {
-        // The URL may carry a password: say only that it is invalid.
-        let client = redis::Client::open(url)
-            .map_err(|_| anyhow::anyhow!("rate_limits.redis_url is not a valid Redis URL"))?;
+    fn new(url: &str, settings: &RateLimitSettings) -> anyhow::Result<SharedBuckets> {
+        let timeout = Duration::from_millis(settings.redis_timeout_ms);
+        let client = redis_client(url, settings)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -29,8 +29,9 @@ async fn invoices(app: &TestApp, org: &TestOrg) -> Vec<Value> {
 }
 
 fn db(app: &TestApp) -> Db {
-    let pool = tenantry::db::app_pool(&app_url(&app.database), 2, std::time::Duration::from_secs(5)).unwrap();
-    Db::new(pool, tenantry::domain::Region::Us)
+    let connector = tenantry::db::Connector::from_url(&app_url(&app.database)).unwrap();
+    let pool = tenantry::db::app_pool(&connector, 2, std::time::Duration::from_secs(5)).unwrap();
+    Db::new(pool, &connector, tenantry::domain::Region::Us)
 }
 
 #[tokio::test]

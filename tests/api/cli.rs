@@ -63,6 +63,49 @@ fn config_redacts_secrets_and_warns_about_misspelt_variables() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("TENANTRY_LISTN"));
 }
 
+#[test]
+fn every_secret_file_variant_is_read_and_never_printed() {
+    let dir = std::env::temp_dir().join(format!("tenantry-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut env = Vec::new();
+    for (i, setting) in tenantry::config::SECRET_FILES.iter().enumerate() {
+        let path = dir.join(format!("secret-{i}"));
+        let value = match *setting {
+            "rate_limits.redis_url" => format!("redis://:pw-{i}-hunter2@127.0.0.1:1/0"),
+            s if s.ends_with("_url") => format!("postgres://app:pw-{i}-hunter2@db/x"),
+            _ => format!("pw-{i}-hunter2"),
+        };
+        std::fs::write(&path, value).unwrap();
+        env.push((tenantry::config::secret_file_variable(setting), path.to_str().unwrap().to_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = tenantry(&["config"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stdout}{stderr}");
+    // Each one was read: it shows as redacted, where unset secrets show as null / [].
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    for pointer in [
+        "/database_url",
+        "/admin_database_url",
+        "/listen_database_url",
+        "/metrics_token",
+        "/rate_limits/redis_url",
+        "/billing/stripe_webhook_secrets/0",
+        "/billing/razorpay_webhook_secrets/0",
+    ] {
+        assert_eq!(shown.pointer(pointer), Some(&Value::from("[redacted]")), "{pointer}: {stdout}");
+    }
+    assert!(!stderr.contains("unknown TENANTRY_"), "the _FILE variables are known: {stderr}");
+    // An unreadable file: the variable and path are named, and the server does not start.
+    let missing = dir.join("missing");
+    let out = tenantry(&["config"], &[("TENANTRY_METRICS_TOKEN_FILE", missing.to_str().unwrap())]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read TENANTRY_METRICS_TOKEN_FILE="));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[tokio::test]
 async fn check_exits_non_zero_and_lists_violations() {
     let db = fresh_database().await;

@@ -109,7 +109,9 @@ async fn template() -> &'static str {
             }
             let name = format!("tt_template_{}", std::process::id());
             admin.batch_execute(&format!("create database {name}")).await.unwrap();
-            tenantry::db::migrate::run(&admin_url(&name)).await.expect("migrating the template");
+            tenantry::db::migrate::run(&tenantry::db::Connector::from_url(&admin_url(&name)).unwrap())
+                .await
+                .expect("migrating the template");
             name
         })
         .await

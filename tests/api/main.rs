@@ -29,6 +29,7 @@ mod provider_keys;
 mod ratelimit;
 mod regions;
 mod roles;
+mod rollout;
 mod runs;
 mod secrets;
 mod services;

@@ -14,8 +14,9 @@ use tenantry::worker::{Outcome, Worker};
 use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, stub_provider};
 
 fn worker_db(app: &TestApp, pool_size: usize) -> Db {
-    let pool = tenantry::db::app_pool(&app_url(&app.database), pool_size, Duration::from_secs(5)).unwrap();
-    Db::new(pool, tenantry::domain::Region::Us)
+    let connector = tenantry::db::Connector::from_url(&app_url(&app.database)).unwrap();
+    let pool = tenantry::db::app_pool(&connector, pool_size, Duration::from_secs(5)).unwrap();
+    Db::new(pool, &connector, tenantry::domain::Region::Us)
 }
 
 fn worker(app: &TestApp, settings: WorkerSettings) -> Worker {
@@ -452,10 +453,10 @@ async fn an_idle_worker_is_woken_by_a_new_run_and_stops_when_asked() {
     let settings = WorkerSettings { poll_interval_ms: 60_000, concurrency: 2, ..WorkerSettings::default() };
     let worker = worker(&app, settings);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let database_url = app_url(&app.database);
+    let listen = tenantry::db::Connector::from_url(&app_url(&app.database)).unwrap();
     let handle = tokio::spawn(async move {
         worker
-            .run_until(&database_url, async {
+            .run_until(listen, async {
                 let _ = stopped.await;
             })
             .await
