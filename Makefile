@@ -15,6 +15,11 @@ TEST_PG_PORT ?= 55433
 # The tests' PgBouncer (transaction pooling) in front of the test cluster.
 TEST_PGBOUNCER_DIR := .tenantry/pgbouncer-test
 PGBOUNCER_TEST_PORT ?= 56433
+# A second test cluster shaped like a managed database (TLS only, no superuser for the install),
+# and the throwaway CA its certificate (and the TLS Redis's) comes from.
+TEST_MANAGED_DIR := .tenantry/pg-managed
+MANAGED_PG_PORT ?= 55434
+TEST_TLS_DIR := .tenantry/tls
 PG_ADMIN    = postgres://postgres@127.0.0.1:$(1)/$(2)
 PG_APP      = postgres://tenantry_app@127.0.0.1:$(1)/$(2)
 
@@ -23,7 +28,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: help build db db-stop run migrate seed check openapi test test-db lint fmt pgtap contract bench soak clean-db backup restore
+.PHONY: help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -44,6 +49,7 @@ db-stop:
 	@.dev/pg.sh stop $(PG_DIR)
 	@.dev/pgbouncer.sh stop $(TEST_PGBOUNCER_DIR)
 	@.dev/pg.sh stop $(TEST_PG_DIR)
+	@.dev/managed.sh stop $(TEST_MANAGED_DIR)
 
 # The three URLs `make run` uses, also written to .tenantry/env for a second shell.
 .tenantry/env: | db
@@ -130,10 +136,22 @@ lint:
 # The test cluster: its own directory and port, durability off (it is thrown away).
 test-db:
 	@.dev/pg.sh start $(TEST_PG_DIR) $(TEST_PG_PORT) fast
-	@.dev/tools.sh redis-server pgbouncer
+	@.dev/tools.sh redis-server pgbouncer openssl
+	@.dev/tls.sh $(TEST_TLS_DIR)
 
 TEST_ENV = TEST_ADMIN_DATABASE_URL=$(call PG_ADMIN,$(TEST_PG_PORT),postgres) \
-           TEST_PG_PORT=$(TEST_PG_PORT)
+           TEST_PG_PORT=$(TEST_PG_PORT) TEST_TLS_DIR=$(abspath $(TEST_TLS_DIR))
+
+# The managed pass: the same suites on the managed-shaped cluster, through verify-full, the
+# install done by its NOSUPERUSER CREATEROLE CREATEDB admin, the app role signed in by its
+# client certificate. Passwords are generated per cluster by .dev/managed.sh.
+MANAGED_TLS = sslmode=verify-full&sslrootcert=$(abspath $(TEST_TLS_DIR))/ca.crt
+MANAGED_ENV = TEST_PG_PORT=$(MANAGED_PG_PORT) TEST_PG_HOST=localhost TEST_TLS_DIR=$(abspath $(TEST_TLS_DIR)) \
+  TEST_PG_TLS='$(MANAGED_TLS)' \
+  TEST_PG_SUPERUSER="postgres:$$(cat $(TEST_MANAGED_DIR)/superuser.password)" \
+  TEST_PG_INSTALLER="tenantry_admin:$$(cat $(TEST_MANAGED_DIR)/admin.password)" \
+  TEST_PG_APP_TLS='sslcert=$(abspath $(TEST_TLS_DIR))/client.crt&sslkey=$(abspath $(TEST_TLS_DIR))/client.key'
+MANAGED_URL = postgres://$(1):$$(cat $(TEST_MANAGED_DIR)/$(2).password)@localhost:$(MANAGED_PG_PORT)/{db}?$(MANAGED_TLS)
 
 # The real OpenID provider the sign-in tests start (node oidc-provider, pinned by its lockfile).
 $(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.json
@@ -143,18 +161,29 @@ $(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.
 # The integration tests run twice: straight to PostgreSQL, then through PgBouncer 1.18 in
 # transaction pooling (the servers then use database_statement_cache = "transaction").
 test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
-	env -u TEST_PGBOUNCER_PORT $(TEST_ENV) $(CARGO) test --all-targets
+	env -u TEST_PGBOUNCER_PORT $(TEST_ENV) $(CARGO) test --all-targets -- --skip managed::
 	@.dev/pgbouncer.sh start $(TEST_PGBOUNCER_DIR) $(PGBOUNCER_TEST_PORT) $(TEST_PG_PORT)
 	@echo "The integration tests again, through PgBouncer (transaction pooling) on port $(PGBOUNCER_TEST_PORT):"
-	$(TEST_ENV) TEST_PGBOUNCER_PORT=$(PGBOUNCER_TEST_PORT) $(CARGO) test --test api
+	$(TEST_ENV) TEST_PGBOUNCER_PORT=$(PGBOUNCER_TEST_PORT) $(CARGO) test --test api -- --skip managed::
 	@.dev/pgbouncer.sh stop $(TEST_PGBOUNCER_DIR)
 	@$(MAKE) --no-print-directory pgtap
+	@$(MAKE) --no-print-directory test-managed
 	@$(MAKE) --no-print-directory contract
 	@echo "make test: all checks passed"
 
+# The integration suites and pgTAP on the managed-shaped cluster (also part of `make test`). The
+# backup tests stay on the plain cluster: without a superuser there is no backup role (what
+# managed::a_backup_without_a_role... checks instead).
+test-managed: test-db build
+	@.dev/managed.sh start $(TEST_MANAGED_DIR) $(MANAGED_PG_PORT) $(TEST_TLS_DIR)
+	@echo "The integration tests on a managed-shaped PostgreSQL (TLS only, installed without a superuser) on port $(MANAGED_PG_PORT):"
+	env -u TEST_PGBOUNCER_PORT $(MANAGED_ENV) $(CARGO) test --test api -- --skip backup:: --skip catalog::a_backup_role_that_can_write_is_reported
+	@echo "pgTAP on the managed-shaped cluster, installed by its admin:"
+	@.dev/pgtap.sh "$(call MANAGED_URL,postgres,superuser)" $(BIN) "$(call MANAGED_URL,tenantry_admin,admin)"
+
 # pgTAP: migrate a scratch database, run policies/tests with pg_prove, then `tenantry check` on it.
 pgtap: test-db build
-	@.dev/pgtap.sh "$(call PG_ADMIN,$(TEST_PG_PORT),postgres)" $(TEST_PG_PORT) $(BIN)
+	@.dev/pgtap.sh "postgres://postgres@127.0.0.1:$(TEST_PG_PORT)/{db}" $(BIN)
 
 # Contract: schemathesis against the served OpenAPI document (no 5xx, responses match the schema).
 contract: test-db build
@@ -163,8 +192,9 @@ contract: test-db build
 # Backups of the local database: `make backup` writes .tenantry/backups/tenantry-<time>.dump as
 # tenantry_backup; `make restore FILE=... DB=restored` restores it into a new database and checks it.
 BACKUP_DIR ?= .tenantry/backups
+BACKUP_URL ?= postgres://tenantry_backup@127.0.0.1:$(PG_PORT)/tenantry
 backup: migrate
-	@.dev/backup.sh backup "postgres://tenantry_backup@127.0.0.1:$(PG_PORT)/tenantry" $(BACKUP_DIR)
+	@.dev/backup.sh backup "$(BACKUP_URL)" $(BACKUP_DIR)
 
 restore: build db
 	@test -n "$(FILE)" -a -n "$(DB)" || { echo "usage: make restore FILE=<dump> DB=<new database name>"; exit 2; }
@@ -179,4 +209,4 @@ soak: build
 	@.dev/soak.sh
 
 clean-db: db-stop
-	rm -rf $(PG_DIR) $(TEST_PG_DIR) $(TEST_PGBOUNCER_DIR)
+	rm -rf $(PG_DIR) $(TEST_PG_DIR) $(TEST_PGBOUNCER_DIR) $(TEST_MANAGED_DIR) $(TEST_TLS_DIR)

@@ -12,6 +12,20 @@ cmd=${1:-}
 case "$cmd" in
   backup)
     URL=$2; DIR=$3
+    # A dump of every tenant needs a role that bypasses RLS, which only a superuser can create.
+    # Say so plainly instead of failing half-way with "query would be affected by row-level
+    # security policy".
+    no_backup_role() {
+      echo "backup.sh: $1. A whole-database dump needs tenantry_backup (BYPASSRLS), which only a" >&2
+      echo "superuser can create: a managed PostgreSQL (RDS/Aurora, Cloud SQL, Azure) has none. Back up" >&2
+      echo "with the provider's snapshots and point-in-time recovery instead (README, \"Backups\")." >&2
+      exit 3
+    }
+    if ! bypass=$(psql "$URL" -XqtAc "select rolbypassrls or rolsuper from pg_roles where rolname = current_user" 2>&1); then
+      echo "$bypass" >&2
+      no_backup_role "cannot connect as the backup role (above)"
+    fi
+    [ "$bypass" = t ] || no_backup_role "the role in BACKUP_URL does not bypass row-level security"
     mkdir -p "$DIR"
     FILE="$DIR/tenantry-$(date -u +%Y%m%dT%H%M%SZ)-$$.dump"
     trap 'rm -f "$FILE.partial"' EXIT # a failed dump leaves nothing that looks like a backup

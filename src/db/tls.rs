@@ -134,7 +134,22 @@ pub fn explain(what: &str, mode: SslMode, err: &tokio_postgres::Error) -> anyhow
         }
         source = e.source();
     }
-    let message = err.as_db_error().map(|db| db.message().to_owned()).unwrap_or_else(|| err.to_string());
+    // The server's own message, or the error with its innermost cause (e.g. rustls's reason).
+    let message = match err.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => {
+            let mut cause = std::error::Error::source(err);
+            let mut innermost = None;
+            while let Some(e) = cause {
+                innermost = Some(e.to_string());
+                cause = e.source();
+            }
+            match innermost {
+                Some(inner) if !err.to_string().contains(&inner) => format!("{err}: {inner}"),
+                _ => err.to_string(),
+            }
+        }
+    };
     if hint.is_none() && message.contains("no encryption") {
         hint = Some("the server accepts only TLS connections: set sslmode=verify-full and sslrootcert");
     }

@@ -4,7 +4,7 @@ use tenantry::db::check;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::helpers::{admin_url, connect, fresh_database, test_settings};
+use crate::helpers::{admin_url, connect, fresh_database, installer_url, test_settings};
 
 async fn scratch() -> (String, Client) {
     let db = fresh_database().await;
@@ -186,7 +186,9 @@ async fn the_server_refuses_to_start_as_a_role_that_bypasses_rls() {
 async fn migrating_twice_changes_nothing() {
     let (db, client) = scratch().await;
     let before: i64 = client.query_one("select count(*) from pg_policy", &[]).await.unwrap().get(0);
-    tenantry::db::migrate::run(&tenantry::db::Connector::from_url(&admin_url(&db)).unwrap()).await.unwrap();
+    tenantry::db::migrate::run(&tenantry::db::Connector::from_url(&installer_url(&db)).unwrap())
+        .await
+        .unwrap();
     let after: i64 = client.query_one("select count(*) from pg_policy", &[]).await.unwrap().get(0);
     assert_eq!(before, after);
     let versions: i64 =

@@ -14,7 +14,7 @@ use tenantry::config::Settings;
 use tenantry::startup::Application;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::OnceCell;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 pub const ISSUER: &str = "tenantry";
@@ -65,16 +65,41 @@ fn pg_port() -> String {
     })
 }
 
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A URL on the test cluster as `userinfo`, with `query` (TLS parameters) if any. By default
+/// the plain local cluster (`postgres`, no TLS). `make test`'s managed pass points the suites
+/// at a cluster shaped like a managed database instead: `TEST_PG_HOST` (the name in its
+/// certificate), `TEST_PG_TLS` (`sslmode=verify-full&sslrootcert=…`), `TEST_PG_SUPERUSER`
+/// (`postgres:password`), `TEST_PG_INSTALLER` (the NOSUPERUSER CREATEROLE CREATEDB admin that
+/// creates and migrates the databases) and `TEST_PG_APP_TLS` (the app role's client certificate).
+fn pg_url(userinfo: &str, db: &str, query: &[String]) -> String {
+    let host = env_or("TEST_PG_HOST", "127.0.0.1");
+    let query: Vec<&str> = query.iter().map(String::as_str).filter(|q| !q.is_empty()).collect();
+    let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+    format!("postgres://{userinfo}@{host}:{}/{db}{query}", pg_port())
+}
+
+/// A superuser on `db`: arranges data and asserts on raw rows.
 pub fn admin_url(db: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:{}/{db}", pg_port())
+    pg_url(&env_or("TEST_PG_SUPERUSER", "postgres"), db, &[env_or("TEST_PG_TLS", "")])
+}
+
+/// Who creates and migrates the test databases: the superuser, or a managed database's admin.
+pub fn installer_url(db: &str) -> String {
+    let superuser = env_or("TEST_PG_SUPERUSER", "postgres");
+    pg_url(&env_or("TEST_PG_INSTALLER", &superuser), db, &[env_or("TEST_PG_TLS", "")])
 }
 
 pub fn app_url(db: &str) -> String {
-    format!("postgres://tenantry_app@127.0.0.1:{}/{db}", pg_port())
+    pg_url("tenantry_app", db, &[env_or("TEST_PG_TLS", ""), env_or("TEST_PG_APP_TLS", "")])
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to test PostgreSQL");
+    let connector = tenantry::db::Connector::from_url(url).expect("a test database URL");
+    let (client, connection) = connector.connect().await.expect("connect to test PostgreSQL");
     tokio::spawn(connection);
     client
 }
@@ -108,10 +133,10 @@ async fn template() -> &'static str {
                 }
             }
             let name = format!("tt_template_{}", std::process::id());
-            admin.batch_execute(&format!("create database {name}")).await.unwrap();
-            tenantry::db::migrate::run(&tenantry::db::Connector::from_url(&admin_url(&name)).unwrap())
-                .await
-                .expect("migrating the template");
+            let installer = connect(&installer_url("postgres")).await;
+            installer.batch_execute(&format!("create database {name}")).await.unwrap();
+            let connector = tenantry::db::Connector::from_url(&installer_url(&name)).unwrap();
+            tenantry::db::migrate::run(&connector).await.expect("migrating the template");
             name
         })
         .await
@@ -121,7 +146,7 @@ async fn template() -> &'static str {
 pub async fn fresh_database() -> String {
     let template = template().await;
     let name = format!("tt_{}", Uuid::new_v4().simple());
-    let admin = connect(&admin_url("postgres")).await;
+    let admin = connect(&installer_url("postgres")).await;
     let sql = format!("create database {name} template {template}");
     let mut attempt = 0;
     loop {

@@ -20,6 +20,7 @@ mod idempotency;
 mod invitations;
 mod isolation;
 mod lifecycle;
+mod managed;
 mod matrix;
 mod members;
 mod metrics;

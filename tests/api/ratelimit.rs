@@ -124,6 +124,39 @@ async fn two_instances_sharing_redis_share_a_principals_budget() {
     assert_eq!(a.get("/api/v1/orgs", &other.token).await.status(), StatusCode::OK);
 }
 
+/// The same over TLS (`rediss://`, the tests' CA, a client certificate), as managed Redis with
+/// in-transit encryption; with a CA that did not sign the server's certificate nothing is shared.
+#[tokio::test]
+async fn instances_share_budgets_over_rediss_and_a_wrong_ca_shares_nothing() {
+    let (_redis, port) = Redis::start_tls();
+    let tls = std::env::var("TEST_TLS_DIR").unwrap();
+    let over_tls = |ca: &str| {
+        let (url, ca, tls) = (format!("rediss://localhost:{port}/0"), format!("{tls}/{ca}"), tls.clone());
+        move |s: &mut tenantry::config::Settings| {
+            s.rate_limits.per_principal_per_minute = 4;
+            s.rate_limits.redis_url = Some(url.clone().into());
+            s.rate_limits.redis_ca_file = Some(ca.clone().into());
+            s.rate_limits.redis_client_cert_file = Some(format!("{tls}/client.crt").into());
+            s.rate_limits.redis_client_key_file = Some(format!("{tls}/client.key").into());
+        }
+    };
+    let a = TestApp::spawn_with(over_tls("ca.crt")).await;
+    let b = a.sibling(over_tls("ca.crt")).await;
+    let user = a.user("alice@example.test").await; // 1 of the 4
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &b } else { &a };
+        statuses.push(app.get("/api/v1/orgs", &user.token).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429], "{statuses:?}");
+
+    // Trusting the wrong CA, an instance cannot reach Redis and limits on its own: Alice,
+    // refused by the two that share, is served there.
+    let c = a.sibling(over_tls("other-ca.crt")).await;
+    assert_eq!(c.get("/api/v1/orgs", &user.token).await.status(), StatusCode::OK);
+    assert_eq!(a.get("/api/v1/orgs", &user.token).await.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 #[tokio::test]
 async fn an_organizations_budget_is_shared_and_a_refusal_charges_nothing() {
     let redis = Redis::start();
@@ -270,6 +303,50 @@ async fn a_trusted_proxy_reports_the_client_address() {
         )
         .await;
     assert_eq!(recorded, 1, "the audit log records the client, not the proxy");
+}
+
+/// From a peer that is not a trusted proxy, `X-Forwarded-For` and `Forwarded` are ignored: a
+/// caller can neither escape its address's budget by rotating them nor write them into the audit
+/// log.
+#[tokio::test]
+async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
+    let app = TestApp::spawn_with(|s| {
+        s.rate_limits.unauthenticated_per_minute = 3;
+        s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()]; // the balancer, not the test
+    })
+    .await;
+    let org = app.org_with_owner("spoofed").await; // its first-seen token: 1 of the 3
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let res = app
+            .http
+            .get(format!("{}/api/v1/auth/providers", app.address))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .header("forwarded", format!("for=198.51.100.{}", i + 100))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429, 429], "one budget however the headers rotate");
+    let res = app
+        .http
+        .post(format!("{}/api/v1/orgs/{}/workspaces", app.address, org.id))
+        .bearer_auth(&org.owner.token)
+        .header("x-forwarded-for", "203.0.113.66")
+        .header("forwarded", "for=203.0.113.67")
+        .json(&serde_json::json!({"name": "W"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let ip = app
+        .rls_bypassing_admin
+        .query_one("select host(ip) from audit_events where action = 'workspace.create'", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(ip, "127.0.0.1", "the audit log records the peer, not what it claims");
 }
 
 /// A paid plan's rate needs a subscription in good standing: an `incomplete` one (first invoice

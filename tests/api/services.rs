@@ -55,6 +55,35 @@ impl Redis {
         Redis { child, dir }
     }
 
+    /// A throwaway redis-server speaking TLS only, as managed Redis with in-transit encryption:
+    /// its certificate (for `localhost`) from the tests' CA in `TEST_TLS_DIR` (.dev/tls.sh), and
+    /// clients must present a certificate from the same CA. Returns it and its port.
+    pub fn start_tls() -> (Redis, u16) {
+        require("redis-server", "redis-server");
+        let tls = std::env::var("TEST_TLS_DIR")
+            .unwrap_or_else(|_| panic!("TEST_TLS_DIR is not set: run the tests with `make test`"));
+        let dir = scratch_dir("redis-tls");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "yes"])
+            .args([
+                "--tls-cert-file",
+                &format!("{tls}/server.crt"),
+                "--tls-key-file",
+                &format!("{tls}/server.key"),
+            ])
+            .args(["--tls-ca-cert-file", &format!("{tls}/ca.crt")])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server with TLS");
+        wait_until("redis-server (TLS)", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        (Redis { child, dir }, port)
+    }
+
     pub fn url(&self) -> String {
         format!("unix://{}", self.dir.join("redis.sock").display())
     }
