@@ -44,7 +44,7 @@ begin
   if v_superuser then
     alter role tenantry_owner nosuperuser noreplication nobypassrls;
     alter role tenantry_app nosuperuser noreplication nobypassrls;
-    -- Releases before 0.2 gave the definer BYPASSRLS; policies/zz_definer.sql now names it
+    -- Earlier releases gave the definer BYPASSRLS; policies/zz_definer.sql now names it
     -- instead. `tenantry migrate` drops the attribute once those policies exist (a DBA applying
     -- the files by hand runs `alter role tenantry_definer nobypassrls` after the policies), so
     -- running instances never see the definer lose its view.
