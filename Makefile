@@ -18,7 +18,7 @@ PGBOUNCER_TEST_PORT ?= 56433
 # A second test cluster shaped like a managed database (TLS only, no superuser for the install),
 # and the throwaway CA its certificate (and the TLS Redis's) comes from.
 TEST_MANAGED_DIR := .tenantry/pg-managed
-MANAGED_PG_PORT ?= 55434
+MANAGED_PG_PORT ?= 55436
 TEST_TLS_DIR := .tenantry/tls
 PG_ADMIN    = postgres://postgres@127.0.0.1:$(1)/$(2)
 PG_APP      = postgres://tenantry_app@127.0.0.1:$(1)/$(2)
