@@ -34,6 +34,11 @@ fn main() {
     let mut out = String::new();
     embed("sql", &mut out, "SQL_FILES");
     embed("policies", &mut out, "POLICY_FILES");
+    // Two checkouts building into one CARGO_TARGET_DIR share this script's output, and cargo
+    // reruns it only when files of the checkout being built are newer than that output. So a
+    // build could embed another checkout's SQL; the crate refuses to compile when it would.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    writeln!(out, "pub const EMBEDDED_FROM: &str = {dir:?};").unwrap();
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded_sql.rs");
     std::fs::write(dest, out).unwrap();
 }

@@ -9,6 +9,25 @@ mod embedded {
 }
 pub use embedded::{POLICY_FILES, SQL_FILES};
 
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+const _: () = assert!(
+    same(embedded::EMBEDDED_FROM, env!("CARGO_MANIFEST_DIR")),
+    "the embedded SQL comes from another checkout sharing this target dir: `touch src/build.rs` and build again"
+);
+
 refinery::embed_migrations!("migrations");
 
 /// Arbitrary but fixed: the advisory lock key every `tenantry migrate` takes.
