@@ -562,6 +562,23 @@ impl Default for Settings {
     }
 }
 
+/// Algorithms a trusted issuer may be configured with, and tokens accepted from anyone: asymmetric only, so a public key can never be used as an
+/// HMAC secret (the classic RS/HS confusion).
+pub fn parse_asymmetric_algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
+    match name {
+        "RS256" => Some(jsonwebtoken::Algorithm::RS256),
+        "RS384" => Some(jsonwebtoken::Algorithm::RS384),
+        "RS512" => Some(jsonwebtoken::Algorithm::RS512),
+        "PS256" => Some(jsonwebtoken::Algorithm::PS256),
+        "PS384" => Some(jsonwebtoken::Algorithm::PS384),
+        "PS512" => Some(jsonwebtoken::Algorithm::PS512),
+        "ES256" => Some(jsonwebtoken::Algorithm::ES256),
+        "ES384" => Some(jsonwebtoken::Algorithm::ES384),
+        "EdDSA" => Some(jsonwebtoken::Algorithm::EdDSA),
+        _ => None,
+    }
+}
+
 /// `TENANTRY_*` variables read elsewhere, not settings.
 const NOT_SETTINGS: &[&str] = &["config", "log"];
 
@@ -754,7 +771,7 @@ impl Settings {
         for issuer in &self.auth.trusted_issuers {
             for alg in &issuer.algorithms {
                 anyhow::ensure!(
-                    crate::auth::parse_asymmetric_algorithm(alg).is_some(),
+                    parse_asymmetric_algorithm(alg).is_some(),
                     "trusted issuer {}: algorithm {alg} is not an accepted asymmetric algorithm",
                     issuer.issuer
                 );

@@ -1,5 +1,15 @@
 //! tenantry: a multi-tenant SaaS backend in which PostgreSQL row-level security does all tenant
-//! isolation. Dependencies point one way: `http` → `api` → `db`/`auth`/`domain`.
+//! isolation. Dependencies point one way, each layer using only those below it:
+//!
+//! 1. `startup` (the server), `worker` (the run processor), `seed`
+//! 2. `http`: the middleware around the handlers (its own state is `http::Edge`)
+//! 3. `api`: the handlers, their state (`AppState`) and their error type (`ApiError`)
+//! 4. `auth`, `billing`, `flags`, `usage`
+//! 5. `db`: the pool, the tenant transaction, migrations, the catalog check; `providers` (the
+//!    LLM providers' APIs)
+//! 6. `config`; `request` (what a request carries to every layer: its id, the organization its
+//!    caller was admitted to, the client's address)
+//! 7. `crypto`, `domain`, `webhooks` (signature checks of payment providers' events)
 
 pub mod api;
 pub mod auth;
@@ -11,6 +21,7 @@ pub mod domain;
 pub mod flags;
 pub mod http;
 pub mod providers;
+pub mod request;
 pub mod seed;
 pub mod startup;
 pub mod usage;

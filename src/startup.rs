@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use tracing_actix_web::TracingLogger;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use crate::api::ApiError;
 use crate::api::{self, AppState};
 use crate::auth::clock::{Clock, SystemClock};
 use crate::auth::keys::SigningKeys;
@@ -19,7 +20,6 @@ use crate::auth::signin::SignInProviders;
 use crate::auth::{Authenticator, TokenValidator};
 use crate::config::{Environment, Settings};
 use crate::db;
-use crate::http::ApiError;
 use crate::http::middleware::{RequestContext, TenantryRootSpan};
 
 pub struct Application {
@@ -117,9 +117,9 @@ impl Application {
             flags,
             standing,
             usage: usage.clone(),
-            metrics: Arc::new(crate::http::metrics::Metrics::new()),
-            rate_limits: rate_limits.clone(),
         });
+        let edge =
+            web::Data::new(crate::http::Edge { metrics: crate::http::metrics::Metrics::new(), rate_limits });
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
         let tls = state.settings.tls.as_ref().map(tls_config).transpose()?;
@@ -127,6 +127,7 @@ impl Application {
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
+                .app_data(edge.clone())
                 .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
                 .wrap(actix_web::middleware::from_fn(crate::http::middleware::time_limit))

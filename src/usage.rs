@@ -2,11 +2,11 @@
 //! written in batches (`app.record_usage()`), never one write per request.
 //!
 //! What counts is a request whose caller the database admitted to the organization: the tenant
-//! transaction notes it (`note`) inside the request's scope (`scope`), and the middleware counts
-//! it once when the response is ready. Requests by strangers naming an organization are never
+//! transaction notes it (`crate::request::note_admitted`) inside the request's scope
+//! (`crate::request::with_admission`), and the middleware counts it once when the response is
+//! ready. Requests by strangers naming an organization are never
 //! counted against it.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -15,31 +15,6 @@ use uuid::Uuid;
 
 use crate::db::{Db, DbError};
 use crate::domain::OrgId;
-
-tokio::task_local! {
-    static ADMITTED: Cell<Option<(OrgId, Uuid)>>;
-}
-
-/// Runs a request with a slot in which the tenant transaction can note who it admitted.
-pub async fn scope<F: Future>(request: F) -> (F::Output, Option<(OrgId, Uuid)>) {
-    ADMITTED
-        .scope(Cell::new(None), async {
-            let output = request.await;
-            (output, ADMITTED.with(Cell::get))
-        })
-        .await
-}
-
-/// The request's caller was admitted to `org` (as the API key `api_key`, or as a member). A no-op
-/// outside a request (workers, webhooks, tests).
-pub fn note(org: OrgId, api_key: Option<Uuid>) {
-    let _ = ADMITTED.try_with(|slot| slot.set(Some((org, api_key.unwrap_or_default()))));
-}
-
-/// Who the current request's caller was admitted to so far (inside `scope`).
-pub fn admitted() -> Option<(OrgId, Uuid)> {
-    ADMITTED.try_with(Cell::get).ok().flatten()
-}
 
 /// Rows per `app.record_usage` call (the function takes at most 10,000).
 const FLUSH_ROWS: usize = 5_000;

@@ -256,7 +256,7 @@ impl Worker {
                     keys.insert(provider, key);
                 }
                 Ok(None) => {}
-                Err(crate::http::ApiError::NotFound) => {}
+                Err(crate::api::ApiError::NotFound) => {}
                 Err(_) => {
                     return Ok(Err(Failure {
                         code: "provider_key_unreadable",

@@ -12,11 +12,11 @@ use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, check};
 use crate::domain::{OrgId, Region};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminOrganization {

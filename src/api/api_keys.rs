@@ -18,13 +18,13 @@ use super::members::{check_workspaces, sorted};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::auth::api_keys;
 use crate::auth::events::{SecurityEvent, emit};
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, Name, OrgId, Permission, UserId, supported_time};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

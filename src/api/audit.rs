@@ -17,11 +17,11 @@ use super::authz::authorize;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::pagination::MAX_LIMIT;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{DbError, TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission, supported_time};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 /// One thing that happened, to be appended to the organization's log.
 pub struct AuditEntry<'a> {

@@ -9,10 +9,10 @@ use uuid::Uuid;
 use super::AppState;
 use super::audit::{AuditEntry, record};
 use super::extract::RequestMeta;
+use crate::api::ApiError;
 use crate::auth::Principal;
 use crate::db::TenantTx;
 use crate::domain::{Membership, Permission, Role};
-use crate::http::ApiError;
 
 pub(super) fn denial<'a>(permission: &str, action: &'static str, meta: &'a RequestMeta) -> AuditEntry<'a> {
     AuditEntry {

@@ -16,12 +16,12 @@ use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::billing::{self, NewInvoice};
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlanResponse {

@@ -14,11 +14,11 @@ use super::authz::{authorize, authorize_in};
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{OrgId, Permission};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 /// What an export holds: each tenant table, as the statement that reads the organization's rows.
 pub const TABLES: &[(&str, &str)] = &[

@@ -10,9 +10,9 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 
 use super::AppState;
+use crate::api::ApiError;
 use crate::auth::Principal;
 use crate::domain::FieldError;
-use crate::http::ApiError;
 
 /// The request's authentication outcome: a principal, or `None` for a refused credential.
 #[derive(Clone)]
@@ -202,9 +202,9 @@ impl FromRequest for RequestMeta {
             .map(|ua| ua.chars().take(500).collect());
         let trusted = req.app_data::<web::Data<AppState>>().map(|s| s.settings.trusted_proxies.as_slice());
         std::future::ready(Ok(RequestMeta {
-            ip: crate::http::client_addr(req, trusted.unwrap_or_default()),
+            ip: crate::request::client_addr(req, trusted.unwrap_or_default()),
             user_agent,
-            request_id: crate::http::middleware::current_request_id(),
+            request_id: crate::request::current_request_id(),
         }))
     }
 }

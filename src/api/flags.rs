@@ -17,12 +17,12 @@ use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission};
 use crate::flags::{FlagRule, RULES_SQL, Reason, evaluate, rule_from_row};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -162,7 +162,7 @@ pub async fn evaluate_flags(
         }
     };
     authorize(&state, &principal, &meta, &membership, Permission::FlagsRead, "flag.evaluate").await?;
-    crate::usage::note(org, actor.api_key); // counted even when served from memory
+    crate::request::note_admitted(org, actor.api_key); // counted even when served from memory
     let user = principal.as_user().map(|u| u.user_id.0);
     let subject = user.or(principal.actor().api_key).unwrap_or_default();
     let flags = rules

@@ -18,12 +18,12 @@ use super::members::{check_custom_role, check_workspaces, custom_role_of, sorted
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::auth::api_keys::{new_opaque, parse_opaque};
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission, Role, UserId};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 const PREFIX: &str = "tnty_inv_";
 

@@ -13,11 +13,11 @@ use super::authz::authorize;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::tenant;
 use crate::domain::{OrgId, Permission};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Balance {

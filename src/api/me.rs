@@ -6,12 +6,12 @@ use utoipa::ToSchema;
 
 use super::extract::RequestMeta;
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::TenantTx;
 use crate::db::tenant;
 use crate::domain::UserId;
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeResponse {

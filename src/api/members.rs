@@ -21,11 +21,11 @@ use super::authz::{
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{Membership, OrgId, Permission, Role, UserId};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

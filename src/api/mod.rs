@@ -18,6 +18,7 @@ pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod permissions;
+pub mod problem;
 pub mod provider_grants;
 pub mod provider_keys;
 pub mod roles;
@@ -44,7 +45,7 @@ use crate::auth::sessions::SessionService;
 use crate::auth::signin::SignInProviders;
 use crate::config::Settings;
 use crate::domain::{Membership, Permission};
-use crate::http::ApiError;
+pub use problem::ApiError;
 
 /// Everything a handler may use. No globals: this travels in actix's app data.
 pub struct AppState {
@@ -64,8 +65,6 @@ pub struct AppState {
     pub standing: Arc<crate::flags::StandingCache>,
     /// Requests counted since the last flush (`crate::usage`).
     pub usage: Arc<crate::usage::UsageMeter>,
-    pub metrics: Arc<crate::http::metrics::Metrics>,
-    pub rate_limits: Arc<crate::http::ratelimit::RateLimits>,
 }
 
 /// Set in a response's extensions by a handler whose body shows a one-time secret (a new API
@@ -94,7 +93,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(crate::http::problem::Problem, crate::http::problem::ProblemField)),
+    components(schemas(crate::api::problem::Problem, crate::api::problem::ProblemField)),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "me", description = "The caller"),

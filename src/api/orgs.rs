@@ -15,11 +15,11 @@ use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{DataMode, FieldError, Name, OrgId, Permission, Region, Role, Slug};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -6,11 +6,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::tenant;
 use crate::domain::Role;
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PermissionResponse {

@@ -17,11 +17,11 @@ use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_grant, authorize_in, deny_restricted, restriction};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{OrgId, Permission, Role, UserId};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

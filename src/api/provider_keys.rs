@@ -17,13 +17,13 @@ use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::workspaces::WorkspacePath;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::auth::events::{SecurityEvent, emit};
 use crate::crypto::{CryptoError, DataKey, MasterKeys};
 use crate::db::{TenantTx, tenant};
 use crate::domain::{OrgId, Permission};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 use crate::providers::{LiveCheckError, Provider, key_suffix, live_check};
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -20,11 +20,11 @@ use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::workflows::WorkflowPath;
 use super::workspaces::WorkspacePath;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission, UserId};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 /// The largest input accepted, serialized.
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;

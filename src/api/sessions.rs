@@ -11,12 +11,12 @@ use uuid::Uuid;
 use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::auth::events::{SecurityEvent, emit};
 use crate::auth::sessions::{SessionError, TokenPair};
 use crate::db::{TenantTx, tenant};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,10 +8,10 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::sessions::TokenResponse;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::sessions::{SessionError, SignInContext};
 use crate::auth::signin::{BROWSER_COOKIE, CallbackParams, ProviderInfo, SignInError};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -129,7 +129,7 @@ pub async fn sign_in_callback(
         .await
         .map_err(sign_in_error)?;
     let user_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-    let ip = crate::http::client_addr(&request, &state.settings.trusted_proxies);
+    let ip = crate::request::client_addr(&request, &state.settings.trusted_proxies);
     let context = SignInContext { provider: &done.provider, user_agent, ip };
     let pair = state.sessions.start(done.user, done.completion, &context).await.map_err(|e| match e {
         SessionError::Database(e) => e.into(),

@@ -12,11 +12,11 @@ use super::AppState;
 use super::authz::authorize;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::tenant;
 use crate::domain::{FieldError, OrgId, Permission, supported_date};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

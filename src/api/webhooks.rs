@@ -13,12 +13,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::billing::{self, PaymentOutcome};
 use crate::db::{Actor, DbError, TenantTx};
 use crate::domain::OrgId;
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 use crate::webhooks::{
     Action, Event, SignatureError, parse_razorpay, parse_stripe, razorpay_event_id, verify_razorpay,
     verify_stripe,

@@ -18,11 +18,11 @@ use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::workspaces::WorkspacePath;
 use super::{AppState, require_user};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, Name, OrgId, Permission, UserId};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 /// The shape a workflow definition must have.
 #[derive(Debug, Deserialize, Serialize)]

@@ -16,11 +16,11 @@ use super::authz::{authorize, authorize_in};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
+use crate::api::ApiError;
+use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{Name, OrgId, Permission, Region, WorkspaceId};
-use crate::http::ApiError;
-use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -505,10 +505,14 @@ impl SignInProviders {
         // Only from the browser that started it (its cookie), and taken whatever happens next:
         // a state works once.
         let browser = browser_secret.filter(|b| b.len() <= 100).ok_or(SignInError::InvalidState)?;
+        let completion = crate::auth::api_keys::new_opaque("tnty_signin_").plaintext;
+        let completion_hash = sha256(completion.as_bytes());
         let (attempt, completion) = identity::take_login_attempt(
             pool,
             &sha256(state.as_bytes()),
             &sha256(browser.as_bytes()),
+            completion,
+            &completion_hash,
             self.clock.now(),
         )
         .await?

@@ -74,22 +74,7 @@ pub struct TokenValidator {
     http: reqwest::Client,
 }
 
-/// Algorithms accepted from anyone: asymmetric only, so a public key can never be used as an
-/// HMAC secret (the classic RS/HS confusion).
-pub fn parse_asymmetric_algorithm(name: &str) -> Option<Algorithm> {
-    match name {
-        "RS256" => Some(Algorithm::RS256),
-        "RS384" => Some(Algorithm::RS384),
-        "RS512" => Some(Algorithm::RS512),
-        "PS256" => Some(Algorithm::PS256),
-        "PS384" => Some(Algorithm::PS384),
-        "PS512" => Some(Algorithm::PS512),
-        "ES256" => Some(Algorithm::ES256),
-        "ES384" => Some(Algorithm::ES384),
-        "EdDSA" => Some(Algorithm::EdDSA),
-        _ => None,
-    }
-}
+pub use crate::config::parse_asymmetric_algorithm;
 
 #[derive(Deserialize)]
 struct IssuerOnly {

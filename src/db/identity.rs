@@ -98,7 +98,7 @@ const RECORD_EVENT: &str = "select app.record_security_event($1, $2, $3, $4, $5,
 
 /// Appends `event` to the platform chain in `tx`, so it commits with the change it describes.
 pub async fn record_event(tx: &mut TenantTx, event: &PlatformEvent) -> Result<(), DbError> {
-    let request_id = crate::http::middleware::current_request_id();
+    let request_id = crate::request::current_request_id();
     tx.query(
         RECORD_EVENT,
         &[
@@ -288,19 +288,20 @@ pub async fn create_login_attempt(pool: &Db, a: &NewLoginAttempt<'_>) -> Result<
 }
 
 /// Takes the attempt for this `state` from the browser that started it, if it has not expired
-/// and was not taken before; with it, the completion that lets this sign-in start a session.
+/// and was not taken before; with it, `completion` (a fresh secret the caller made, stored as
+/// `completion_hash`) becomes what lets this sign-in start a session.
 pub async fn take_login_attempt(
     pool: &Db,
     state_hash: &[u8],
     browser_hash: &[u8],
+    completion: String,
+    completion_hash: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Option<(LoginAttempt, SignInCompletion)>, DbError> {
-    let secret = crate::auth::api_keys::new_opaque("tnty_signin_");
-    let completion_hash = crate::auth::api_keys::sha256(secret.plaintext.as_bytes());
     let rows = call(
         pool,
         "select * from app.take_login_attempt($1, $2, $3, $4)",
-        &[&state_hash, &browser_hash, &completion_hash.as_slice(), &now],
+        &[&state_hash, &browser_hash, &completion_hash, &now],
     )
     .await?;
     Ok(rows.into_iter().next().map(|row| {
@@ -310,7 +311,7 @@ pub async fn take_login_attempt(
             nonce: row.get("nonce"),
             redirect_to: row.get("redirect_to"),
         };
-        (attempt, SignInCompletion(secret.plaintext))
+        (attempt, SignInCompletion(completion))
     }))
 }
 

@@ -430,6 +430,6 @@ fn note_usage(actor: Actor, org: Option<OrgId>, membership: Option<&Membership>)
     if let (Some(org), Some(_)) = (org, membership)
         && (actor.user.is_some() || actor.api_key.is_some())
     {
-        crate::usage::note(org, actor.api_key);
+        crate::request::note_admitted(org, actor.api_key);
     }
 }

@@ -25,11 +25,11 @@ use actix_web::{Error, FromRequest, HttpMessage as _, HttpResponse, ResponseErro
 use futures_util::StreamExt as _;
 use uuid::Uuid;
 
+use crate::api::ApiError;
 use crate::api::{AppState, OneTimeSecret};
 use crate::auth::Principal;
 use crate::db::TenantTx;
 use crate::domain::OrgId;
-use crate::http::ApiError;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 

@@ -20,8 +20,8 @@ use prometheus::{
 };
 use secrecy::ExposeSecret as _;
 
+use crate::api::ApiError;
 use crate::api::AppState;
-use crate::http::ApiError;
 
 pub struct Metrics {
     registry: Registry,
@@ -142,7 +142,11 @@ impl Default for Metrics {
 }
 
 /// `GET /metrics`: the Prometheus text format, for the configured bearer token only.
-pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub async fn serve(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    edge: web::Data<super::Edge>,
+) -> HttpResponse {
     let Some(expected) = state.settings.metrics_token.as_ref() else {
         return ApiError::NotFound.error_response();
     };
@@ -161,7 +165,7 @@ pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     if !matches {
         return ApiError::Unauthorized.error_response();
     }
-    match state.metrics.render(&state) {
+    match edge.metrics.render(&state) {
         Ok(body) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body),
         Err(e) => ApiError::Internal(e.into()).error_response(),
     }

@@ -12,16 +12,8 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use futures_util::FutureExt as _;
 
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The id of the request being served on this task ("-" outside a request).
-pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
-}
+pub use crate::request::REQUEST_ID_HEADER;
+use crate::request::current_request_id;
 
 /// An incoming id is reused only when it is short and made of safe characters, so a client can
 /// correlate logs without being able to inject anything into them.
@@ -76,16 +68,17 @@ where
         let id_for_header = request_id.clone();
         let started = std::time::Instant::now();
         let state = req.app_data::<actix_web::web::Data<crate::api::AppState>>().cloned();
-        Box::pin(REQUEST_ID.scope(request_id, async move {
-            let (res, admitted) = crate::usage::scope(service.call(req)).await;
+        let edge = req.app_data::<actix_web::web::Data<super::Edge>>().cloned();
+        Box::pin(crate::request::with_request_id(request_id, async move {
+            let (res, admitted) = crate::request::with_admission(service.call(req)).await;
             let mut res = res?;
-            if let Some(state) = &state {
-                if let Some((org, api_key)) = admitted {
-                    state.usage.count(org, api_key);
-                }
+            if let (Some(state), Some((org, api_key))) = (&state, admitted) {
+                state.usage.count(org, api_key);
+            }
+            if let Some(edge) = &edge {
                 let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-                let error = res.response().error().and_then(|e| e.as_error::<crate::http::ApiError>());
-                state.metrics.observe(
+                let error = res.response().error().and_then(|e| e.as_error::<crate::api::ApiError>());
+                edge.metrics.observe(
                     &route,
                     res.request().method().as_str(),
                     res.status(),
@@ -169,10 +162,10 @@ pub async fn time_limit(
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(crate::http::ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into())
+            Err(crate::api::ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into())
         }
         // The request cannot be kept aside (routing needs it unshared), so this answer takes
         // the error path.
-        Err(_) => Err(crate::http::ApiError::TimedOut { after_secs }.into()),
+        Err(_) => Err(crate::api::ApiError::TimedOut { after_secs }.into()),
     }
 }

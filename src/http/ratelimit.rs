@@ -40,12 +40,12 @@ use governor::{Quota, RateLimiter};
 use secrecy::ExposeSecret as _;
 use uuid::Uuid;
 
+use crate::api::ApiError;
 use crate::api::AppState;
 use crate::auth::Principal;
 use crate::config::RateLimitSettings;
 use crate::db::Db;
 use crate::domain::OrgId;
-use crate::http::ApiError;
 use crate::http::metrics::Metrics;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
@@ -436,16 +436,17 @@ pub async fn rate_limit(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned().filter(|s| s.settings.rate_limits.enabled);
-    let (Some(state), true) = (state, req.path().starts_with("/api/v1/")) else {
+    let edge = req.app_data::<web::Data<super::Edge>>().cloned();
+    let (Some(state), Some(edge), true) = (state, edge, req.path().starts_with("/api/v1/")) else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
-    let limits = &state.rate_limits;
+    let limits = &edge.rate_limits;
     if costs_unauthenticated_work(&req, &state) {
-        let address = crate::http::client_addr(req.request(), &state.settings.trusted_proxies);
+        let address = crate::request::client_addr(req.request(), &state.settings.trusted_proxies);
         if let Some(address) = address
-            && let Err(d) = limits.check_address(address, &state.metrics).await
+            && let Err(d) = limits.check_address(address, &edge.metrics).await
         {
-            return Ok(refuse(req, &state, d));
+            return Ok(refuse(req, &edge, d));
         }
     }
     // A refused credential goes on to the handler, which answers 401.
@@ -453,12 +454,12 @@ pub async fn rate_limit(
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let id = principal.as_user().map(|u| u.user_id.0).or(principal.actor().api_key).unwrap_or_default();
-    let decision = match limits.check(id, super::org_of_path(req.path()), &state.metrics).await {
+    let decision = match limits.check(id, super::org_of_path(req.path()), &edge.metrics).await {
         Ok(d) => d,
-        Err(d) => return Ok(refuse(req, &state, d)),
+        Err(d) => return Ok(refuse(req, &edge, d)),
     };
     let mut res = next.call(req).await?;
-    if let Some((admitted_org, _)) = crate::usage::admitted() {
+    if let Some((admitted_org, _)) = crate::request::admitted() {
         limits.admitted(id, principal.actor(), admitted_org, &state.db);
     }
     headers(res.headers_mut(), &decision);
@@ -486,8 +487,8 @@ fn costs_unauthenticated_work(req: &ServiceRequest, state: &AppState) -> bool {
     credential.is_none_or(|token| !state.auth.is_verified(token))
 }
 
-fn refuse(req: ServiceRequest, state: &AppState, d: Decision) -> ServiceResponse<BoxBody> {
-    state.metrics.rate_limited(d.policy);
+fn refuse(req: ServiceRequest, edge: &super::Edge, d: Decision) -> ServiceResponse<BoxBody> {
+    edge.metrics.rate_limited(d.policy);
     let mut response =
         ApiError::RateLimited { policy: d.policy, retry_after_secs: d.reset_secs }.error_response();
     headers(response.headers_mut(), &d);

@@ -569,11 +569,19 @@ impl TestApp {
             expires_at: now + chrono::Duration::minutes(10),
         };
         identity::create_login_attempt(&self.state.db, &attempt).await.expect("starting a sign-in");
-        let (_, completion) =
-            identity::take_login_attempt(&self.state.db, &hash(&state), &hash(&browser), now)
-                .await
-                .expect("taking the attempt")
-                .expect("the attempt exists");
+        let completion = tenantry::auth::api_keys::new_opaque("tnty_signin_").plaintext;
+        let completion_hash = hash(&completion);
+        let (_, completion) = identity::take_login_attempt(
+            &self.state.db,
+            &hash(&state),
+            &hash(&browser),
+            completion,
+            &completion_hash,
+            now,
+        )
+        .await
+        .expect("taking the attempt")
+        .expect("the attempt exists");
         let context =
             tenantry::auth::sessions::SignInContext { provider: "test", user_agent: Some("tests"), ip: None };
         self.state

@@ -19,6 +19,7 @@ mod hostile;
 mod idempotency;
 mod invitations;
 mod isolation;
+mod layers;
 mod lifecycle;
 mod managed;
 mod matrix;

@@ -228,7 +228,7 @@ impl ResponseError for ApiError {
             status: status.as_u16(),
             detail: self.detail(),
             code: self.code().to_owned(),
-            request_id: super::middleware::current_request_id(),
+            request_id: crate::request::current_request_id(),
             permission: match self {
                 ApiError::Forbidden(p) => Some(p.clone()),
                 _ => None,
