@@ -120,6 +120,7 @@ impl Application {
         });
         let edge =
             web::Data::new(crate::http::Edge { metrics: crate::http::metrics::Metrics::new(), rate_limits });
+        let routes = web::Data::new(crate::http::methods::Routes::from_openapi(&api::openapi_document()));
         let shared_state = state.clone();
         let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
         let tls = state.settings.tls.as_ref().map(tls_config).transpose()?;
@@ -128,12 +129,15 @@ impl Application {
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(edge.clone())
+                .app_data(routes.clone())
                 .app_data(openapi_json.clone())
                 .configure(|cfg| api::extractor_config(cfg, max_body))
                 .wrap(actix_web::middleware::from_fn(crate::http::middleware::time_limit))
                 .wrap(actix_web::middleware::from_fn(crate::http::idempotency::idempotency))
                 .wrap(actix_web::middleware::from_fn(crate::http::ratelimit::rate_limit))
                 .wrap(cors(&cors_origins))
+                .wrap(actix_web::middleware::from_fn(crate::http::compression::compress))
+                .wrap(actix_web::middleware::from_fn(crate::http::methods::methods))
                 .wrap(TracingLogger::<TenantryRootSpan>::new())
                 .wrap(RequestContext);
             let (app, _) = api::build_api(app);

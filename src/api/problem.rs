@@ -28,6 +28,9 @@ pub enum ApiError {
     WorkspaceRestricted,
     #[error("not found")]
     NotFound,
+    /// The path exists, the method does not (the response carries `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("misdirected: organization in region {0}")]
     Misdirected(String),
     #[error("organization suspended")]
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::UserRequired => "user_required",
             ApiError::WorkspaceRestricted => "workspace_restricted",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Misdirected(_) => "misdirected_region",
             ApiError::Suspended => "organization_suspended",
             ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => "Unauthorized",
             ApiError::Forbidden(_) | ApiError::UserRequired | ApiError::WorkspaceRestricted => "Forbidden",
             ApiError::NotFound => "Not Found",
+            ApiError::MethodNotAllowed => "Method Not Allowed",
             ApiError::Misdirected(_) => "Misdirected Request",
             ApiError::Suspended => "Forbidden",
             ApiError::Conflict { .. } => "Conflict",
@@ -130,6 +135,9 @@ impl ApiError {
                     .into()
             }
             ApiError::NotFound => "The resource does not exist or you do not have access to it.".into(),
+            ApiError::MethodNotAllowed => {
+                "This path does not take this method; Allow lists those it takes.".into()
+            }
             ApiError::Suspended => "This organization is suspended; contact the platform's support.".into(),
             ApiError::Misdirected(region) => {
                 format!(
@@ -199,6 +207,7 @@ impl ResponseError for ApiError {
                 StatusCode::FORBIDDEN
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Suspended => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,

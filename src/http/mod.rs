@@ -2,7 +2,9 @@
 //! limit, idempotency, rate limits, metrics). It depends on `api` (the handlers' state and error
 //! type); nothing in `api` or below depends on it.
 
+pub mod compression;
 pub mod idempotency;
+pub mod methods;
 pub mod metrics;
 pub mod middleware;
 pub mod ratelimit;

@@ -34,6 +34,7 @@ mod roles;
 mod rollout;
 mod runs;
 mod secrets;
+mod semantics;
 mod services;
 mod sessions;
 mod signin;
