@@ -79,6 +79,46 @@ impl<T> ApiJson<T> {
     }
 }
 
+/// One member of a PATCH body, read as an RFC 7396 merge patch (whether the body is sent as
+/// `application/merge-patch+json` or `application/json`): absent leaves the field as it is,
+/// `null` removes it (resets it to its default, or is refused where it cannot be removed) and a
+/// value replaces it. Fields take `#[serde(default)]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Patch<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Patch<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Option::<T>::deserialize(deserializer).map(|v| v.map_or(Patch::Null, Patch::Value))
+    }
+}
+
+impl<T> Patch<T> {
+    /// For a field that cannot be removed: `null` is a 422 naming it; else the new value, if any.
+    pub fn required(self, field: &'static str) -> Result<Option<T>, ApiError> {
+        match self {
+            Patch::Absent => Ok(None),
+            Patch::Null => {
+                Err(FieldError::new(field, "cannot be removed (null); send a value or leave it out").into())
+            }
+            Patch::Value(value) => Ok(Some(value)),
+        }
+    }
+
+    /// For a field whose removal resets it to `default`.
+    pub fn or_reset(self, default: impl FnOnce() -> T) -> Option<T> {
+        match self {
+            Patch::Absent => None,
+            Patch::Null => Some(default()),
+            Patch::Value(value) => Some(value),
+        }
+    }
+}
+
 impl<T> std::ops::Deref for ApiJson<T> {
     type Target = T;
     fn deref(&self) -> &T {

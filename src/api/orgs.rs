@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
-use super::extract::{ApiJson, RequestMeta};
+use super::extract::{ApiJson, Patch, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
 use crate::api::ApiError;
@@ -57,9 +57,15 @@ pub struct CreateOrganizationRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrganizationRequest {
-    pub name: Option<String>,
-    pub slug: Option<String>,
-    pub data_mode: Option<DataMode>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub name: Patch<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub slug: Patch<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<DataMode>)]
+    pub data_mode: Patch<DataMode>,
 }
 
 fn organization_from_row(row: &Row, role: Option<Role>) -> Result<OrganizationResponse, ApiError> {
@@ -237,9 +243,10 @@ pub async fn update_organization(
 ) -> Result<web::Json<OrganizationResponse>, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();
-    let name = body.name.as_deref().map(|n| Name::parse("name", n)).transpose()?;
-    let slug = body.slug.as_deref().map(|s| Slug::parse("slug", s)).transpose()?;
-    if name.is_none() && slug.is_none() && body.data_mode.is_none() {
+    let name = body.name.required("name")?.map(|n| Name::parse("name", &n)).transpose()?;
+    let slug = body.slug.required("slug")?.map(|s| Slug::parse("slug", &s)).transpose()?;
+    let data_mode = body.data_mode.required("data_mode")?;
+    if name.is_none() && slug.is_none() && data_mode.is_none() {
         return Err(FieldError::new("body", "at least one of name, slug, data_mode is required").into());
     }
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
@@ -254,12 +261,12 @@ pub async fn update_organization(
                 org.as_uuid(),
                 &name.as_ref().map(Name::as_str),
                 &slug.as_ref().map(Slug::as_str),
-                &body.data_mode.map(|m| m.as_str()),
+                &data_mode.map(|m| m.as_str()),
             ],
         )
         .await?;
     let entry = AuditEntry::allowed("organization.update", "organization", org, &meta).with_details(
-        serde_json::json!({"name": name.as_ref().map(Name::as_str), "slug": slug.as_ref().map(Slug::as_str), "data_mode": body.data_mode}),
+        serde_json::json!({"name": name.as_ref().map(Name::as_str), "slug": slug.as_ref().map(Slug::as_str), "data_mode": data_mode}),
     );
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in, authorize_named_in};
-use super::extract::{ApiJson, RequestMeta};
+use super::extract::{ApiJson, Patch, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
@@ -57,10 +57,17 @@ pub struct CreateRoleRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoleRequest {
-    pub name: Option<String>,
-    pub description: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub name: Patch<String>,
+    /// `null` clears it (RFC 7396 merge patch).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable)]
+    pub description: Patch<String>,
     /// Replaces the role's permissions; members holding it get the new set on their next request.
-    pub permissions: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub permissions: Patch<Vec<String>>,
 }
 
 fn role_from_row(row: &Row) -> RoleResponse {
@@ -265,14 +272,18 @@ pub async fn update_role(
 ) -> Result<web::Json<RoleResponse>, ApiError> {
     require_user(&principal)?;
     let org = OrgId(path.org_id);
-    if let Some(name) = &body.name {
+    let body = body.into_inner();
+    let name = body.name.required("name")?;
+    let description = body.description.or_reset(String::new);
+    let requested_permissions = body.permissions.required("permissions")?;
+    if let Some(name) = &name {
         valid_name(name)?;
     }
-    valid_description(body.description.as_deref())?;
+    valid_description(description.as_deref())?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::RolesManage, "role.update").await?;
     // Every check before any write: a denial commits only its own audit entry.
-    let permissions = match &body.permissions {
+    let permissions = match &requested_permissions {
         Some(requested) => Some(
             checked_permissions(&mut tx, &principal, &meta, &membership, requested, "role.update").await?,
         ),
@@ -282,7 +293,7 @@ pub async fn update_role(
         .execute(
             "update roles set name = coalesce($3, name), description = coalesce($4, description) \
              where organization_id = $1 and id = $2",
-            &[org.as_uuid(), &path.role_id, &body.name, &body.description],
+            &[org.as_uuid(), &path.role_id, &name, &description],
         )
         .await?;
     if changed != 1 {
@@ -293,7 +304,7 @@ pub async fn update_role(
     }
     let row = tx.query_found(SELECT_ROLE, &[org.as_uuid(), &path.role_id]).await?;
     let entry = AuditEntry::allowed("role.update", "role", path.role_id, &meta).with_details(
-        serde_json::json!({"name": body.name, "description": body.description, "permissions": permissions}),
+        serde_json::json!({"name": name, "description": description, "permissions": permissions}),
     );
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;

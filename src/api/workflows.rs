@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
-use super::extract::{ApiJson, RequestMeta};
+use super::extract::{ApiJson, Patch, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::workspaces::WorkspacePath;
 use super::{AppState, require_user};
@@ -240,8 +240,12 @@ pub struct CreateWorkflowRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWorkflowRequest {
-    pub name: Option<String>,
-    pub definition: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub name: Patch<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub definition: Patch<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -451,11 +455,13 @@ pub async fn update_workflow(
     path: web::Path<WorkflowPath>,
     body: ApiJson<UpdateWorkflowRequest>,
 ) -> Result<web::Json<WorkflowResponse>, ApiError> {
-    let name = body.name.as_deref().map(|n| Name::parse("name", n)).transpose()?;
+    let body = body.into_inner();
+    let name = body.name.required("name")?.map(|n| Name::parse("name", &n)).transpose()?;
+    let definition = body.definition.required("definition")?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsWrite, "workflow.update")
         .await?;
-    if let Some(definition) = &body.definition {
+    if let Some(definition) = &definition {
         parse_definition(definition)?;
     }
     let row = tx
@@ -468,12 +474,12 @@ pub async fn update_workflow(
                 &path.workspace_id,
                 &path.workflow_id,
                 &name.as_ref().map(Name::as_str),
-                &body.definition,
+                &definition,
             ],
         )
         .await?;
     let entry = AuditEntry::allowed("workflow.update", "workflow", path.workflow_id, &meta)
-        .with_details(serde_json::json!({"name": name.as_ref().map(Name::as_str), "definition_changed": body.definition.is_some()}));
+        .with_details(serde_json::json!({"name": name.as_ref().map(Name::as_str), "definition_changed": definition.is_some()}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(web::Json(workflow_from_row(&row)))

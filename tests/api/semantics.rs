@@ -126,3 +126,70 @@ async fn large_bodies_are_compressed_as_the_client_prefers_and_tiny_ones_are_not
     assert!(!res.headers().contains_key(header::CONTENT_ENCODING));
     assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "ok");
 }
+
+/// A PATCH body is an RFC 7396 merge patch: absent leaves a field, `null` removes it (a role's
+/// description) or is refused where the field cannot be removed, a value replaces it.
+#[tokio::test]
+async fn patch_bodies_are_merge_patches_where_null_removes() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let res = app
+        .post(
+            &format!("/api/v1/orgs/{}/roles", org.id),
+            &org.owner.token,
+            &serde_json::json!({"name": "auditor", "description": "Reads the audit log", "permissions": ["workspaces:read"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let role: serde_json::Value = res.json().await.unwrap();
+    let path = format!("{}/api/v1/orgs/{}/roles/{}", app.address, org.id, role["id"].as_str().unwrap());
+    let patch = |body: &'static str, content_type: &'static str| {
+        app.http
+            .patch(&path)
+            .bearer_auth(&org.owner.token)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+    };
+    let res = patch(r#"{"description": null}"#, "application/merge-patch+json").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let updated: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(updated["description"], "", "null cleared it");
+    assert_eq!(
+        (&updated["name"], &updated["permissions"]),
+        (&role["name"], &role["permissions"]),
+        "absent: kept"
+    );
+    // A field that cannot be removed: 422 naming it, and nothing changes.
+    for (body, field) in
+        [(r#"{"name": null}"#, "name"), (r#"{"permissions": null, "description": "x"}"#, "permissions")]
+    {
+        let res = patch(body, "application/merge-patch+json").await.unwrap();
+        let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let stored = app
+        .rls_bypassing_admin
+        .query_one(
+            "select name, description from roles where id = $1",
+            &[&role["id"].as_str().unwrap().parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored.get::<_, String>(0), stored.get::<_, String>(1)),
+        ("auditor".to_owned(), String::new())
+    );
+    // The same semantics as plain JSON, and for the organization's own fields.
+    let res = app
+        .http
+        .patch(format!("{}/api/v1/orgs/{}", app.address, org.id))
+        .bearer_auth(&org.owner.token)
+        .json(&serde_json::json!({"slug": null}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["field"], "slug");
+    assert_eq!(app.raw_count("select count(*) from organizations where slug = 'acme'", &[]).await, 1);
+}
