@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO       ?= cargo
 # Checkouts sharing one CARGO_TARGET_DIR (a CI clone, a worktree) rerun the build script that
 # embeds sql/ and policies/ when this changes (see src/build.rs).
-export TENANTRY_BUILD_CHECKOUT := $(CURDIR)
+export TNTY_BUILD_CHECKOUT := $(CURDIR)
 TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
 BIN         := $(TARGET_DIR)/debug/tenantry
 RELEASE_BIN := $(TARGET_DIR)/release/tenantry

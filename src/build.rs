@@ -37,9 +37,9 @@ fn main() {
     // Two checkouts building into one CARGO_TARGET_DIR share this script's output, and cargo
     // reruns it only when files of the checkout being built are newer than that output. So a
     // build could embed another checkout's SQL; the crate refuses to compile when it would.
-    // `make` exports TENANTRY_BUILD_CHECKOUT (the checkout's path), so a build through it reruns
+    // `make` exports TNTY_BUILD_CHECKOUT (the checkout's path), so a build through it reruns
     // this script when the checkout changes; a bare `cargo build` gets the error instead.
-    println!("cargo:rerun-if-env-changed=TENANTRY_BUILD_CHECKOUT");
+    println!("cargo:rerun-if-env-changed=TNTY_BUILD_CHECKOUT");
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     writeln!(out, "pub const EMBEDDED_FROM: &str = {dir:?};").unwrap();
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded_sql.rs");
