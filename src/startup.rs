@@ -120,9 +120,11 @@ impl Application {
         });
         let edge =
             web::Data::new(crate::http::Edge { metrics: crate::http::metrics::Metrics::new(), rate_limits });
-        let routes = web::Data::new(crate::http::methods::Routes::from_openapi(&api::openapi_document()));
         let shared_state = state.clone();
-        let openapi_json = web::Data::new(api::OpenApiJson(api::openapi_json()));
+        // One document: what /api/v1/openapi.json serves and where 405's `Allow` comes from.
+        let document = api::openapi_json();
+        let routes = web::Data::new(crate::http::methods::Routes::from_openapi(&document));
+        let openapi_json = web::Data::new(api::OpenApiJson(document));
         let tls = state.settings.tls.as_ref().map(tls_config).transpose()?;
         let cors_origins = state.settings.cors_allowed_origins.clone();
         let server = HttpServer::new(move || {

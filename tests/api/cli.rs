@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, admin_url, fresh_database};
 
-fn tenantry(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `tenantry ARGS` with `env`, logging warnings only.
+pub fn tenantry(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
     cmd.args(args).env("TENANTRY_LOG", "warn");
     for (k, v) in env {

@@ -3,25 +3,17 @@
 //! only, `hostssl` alone in pg_hba, a NOSUPERUSER CREATEROLE CREATEDB admin, the app role
 //! authenticated by its client certificate); the isolation suite runs there too.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use uuid::Uuid;
 
+use crate::cli::tenantry;
 use crate::helpers::{TestApp, admin_url, connect, fresh_database, installer_url};
 
 fn managed_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: the managed::tests run in `make test`'s managed pass (make test-managed)")
     })
-}
-
-fn tenantry(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
-    cmd.args(args).env("TENANTRY_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("running tenantry")
 }
 
 /// The installer's URL for `db` with `query` instead of the suite's TLS parameters.

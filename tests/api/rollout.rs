@@ -89,9 +89,7 @@ fn free_port() -> u16 {
 }
 
 fn scratch() -> TempDir {
-    let dir = std::env::temp_dir().join(format!("tenantry-test-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    TempDir(crate::services::scratch_dir("rollout"))
 }
 
 #[tokio::test]
