@@ -6,7 +6,7 @@ set local role tenantry_owner;
 
 revoke all on public.workflows, public.workflow_versions from tenantry_app;
 grant select, insert on public.workflows to tenantry_app;
-grant update (name, draft, archived_at) on public.workflows to tenantry_app;
+grant update (name, draft, draft_edited_at, archived_at) on public.workflows to tenantry_app;
 grant select on public.workflow_versions to tenantry_app;
 grant select, update (latest_version) on public.workflows to tenantry_definer;
 grant select, insert on public.workflow_versions to tenantry_definer;

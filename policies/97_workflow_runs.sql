@@ -9,7 +9,7 @@ set local role tenantry_owner;
 revoke all on public.workflow_runs, public.workflow_run_inputs from tenantry_app;
 grant select (organization_id, workspace_id, id, workflow_id, version, status, input, output, input_bytes,
               output_bytes, error_code, failed_step, error_message, attempts, claimed_by, lease_expires_at,
-              created_by, created_by_api_key, created_at, started_at, finished_at)
+              created_by, created_by_api_key, created_at, started_at, finished_at, row_version)
   on public.workflow_runs to tenantry_app;
 grant insert (organization_id, workspace_id, id, workflow_id, version, input, input_bytes, created_by,
               created_by_api_key)

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in, authorize_workspaces};
+use super::conditional::{Preconditions, etag};
 use super::extract::{ApiJson, RequestMeta};
 use super::members::{check_workspaces, sorted};
 use super::orgs::OrgPath;
@@ -156,7 +157,7 @@ pub async fn create_api_key(
             "insert into api_keys (organization_id, id, name, secret_hash, scopes, created_by, expires_at, workspace_ids) \
              values ($1, $2, $3, $4, $5, $6, $7, $8) \
              returning organization_id, id, name, scopes, workspace_ids, created_by, created_at, expires_at, \
-                       last_used_at, revoked_at",
+                       last_used_at, revoked_at, row_version",
             &[
                 org.as_uuid(),
                 &key.id,
@@ -178,6 +179,7 @@ pub async fn create_api_key(
     emit(SecurityEvent::ApiKeyCreated { org, key: key.id, by: user.user_id });
     let mut response = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/api-keys/{}", key.id)))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(CreatedApiKeyResponse { key: key_from_row(&row), secret: key.plaintext });
     // Never kept for an idempotent replay: the key exists in plaintext only in this response.
     response.extensions_mut().insert(super::OneTimeSecret);
@@ -222,6 +224,44 @@ pub async fn list_api_keys(
     Ok(web::Json(Page::from_items(rows.iter().map(key_from_row).collect(), page, |k| k.id)))
 }
 
+/// Get one API key (never its secret; permission `api_keys:manage`).
+#[utoipa::path(
+    tag = "api_keys",
+    params(ApiKeyPath),
+    responses(
+        (status = 200, description = "The key", body = ApiKeyResponse),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission api_keys:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/api-keys/{key_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_api_key(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<ApiKeyPath>,
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select organization_id, id, name, scopes, workspace_ids, created_by, created_at, expires_at, last_used_at, \
+                revoked_at, row_version \
+         from api_keys where organization_id = $1 and id = $2",
+        &[&path.org_id, &path.key_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.get").await?;
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &key_from_row(row)))
+}
+
 /// Revoke an API key; it is refused from its next request on.
 #[utoipa::path(
     tag = "api_keys",
@@ -241,6 +281,7 @@ pub async fn delete_api_key(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<ApiKeyPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let user = require_user(&principal)?;
     let org = OrgId(path.org_id);
@@ -249,12 +290,14 @@ pub async fn delete_api_key(
         .await?;
     let changed = tx
         .execute(
-            "update api_keys set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2",
-            &[org.as_uuid(), &path.key_id],
+            "update api_keys set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2 \
+               and ($3::bigint[] is null or row_version = any($3))",
+            &[org.as_uuid(), &path.key_id, &preconditions.versions()],
         )
         .await?;
     if changed != 1 {
-        return Err(ApiError::NotFound);
+        let exists = "select 1 from api_keys where organization_id = $1 and id = $2";
+        return Err(preconditions.missed(&mut tx, exists, &[org.as_uuid(), &path.key_id]).await);
     }
     record(&mut tx, &principal, AuditEntry::allowed("api_key.revoke", "api_key", path.key_id, &meta)).await?;
     tx.commit().await?;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
+use super::conditional::{Preconditions, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -186,20 +187,21 @@ pub async fn get_subscription(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
-) -> Result<web::Json<SubscriptionResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
         "select id, plan_id, status, current_period_start, current_period_end, canceled_at, provider, created_at, \
-         updated_at from subscriptions where organization_id = $1",
+         updated_at, row_version from subscriptions where organization_id = $1",
         &[&path.org_id],
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::BillingRead, "subscription.get").await?;
     let row = rows.first().ok_or_else(no_subscription)?;
-    Ok(web::Json(subscription_from_row(row, None)))
+    Ok(preconditions.respond(row.get("row_version"), &subscription_from_row(row, None)))
 }
 
 fn no_subscription() -> ApiError {
@@ -238,6 +240,7 @@ pub async fn put_subscription(
     meta: RequestMeta,
     path: web::Path<OrgPath>,
     body: ApiJson<PutSubscriptionRequest>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     if body.provider.as_deref().is_some_and(|p| !["stripe", "razorpay"].contains(&p)) {
         return Err(FieldError::new("provider", "must be stripe or razorpay").into());
@@ -267,10 +270,11 @@ pub async fn put_subscription(
         (plan.get("price_minor"), plan.get("currency"), plan.get("interval"), plan.get("name"));
     let current = tx
         .query_opt(
-            "select id, plan_id, status from subscriptions where organization_id = $1 for update",
+            "select id, plan_id, status, row_version from subscriptions where organization_id = $1 for update",
             &[org.as_uuid()],
         )
         .await?;
+    preconditions.check_upsert(current.as_ref().map(|r| r.get("row_version")))?;
     let now: DateTime<Utc> = tx.query_found("select now()", &[]).await?.get(0);
     let end = period_end(now, &interval)?;
     let (id, created, replaced_status): (Uuid, bool, Option<String>) = match &current {
@@ -280,12 +284,16 @@ pub async fn put_subscription(
                 let row = tx
                     .query_found(
                         "select id, plan_id, status, current_period_start, current_period_end, canceled_at, provider, \
-                         created_at, updated_at from subscriptions where organization_id = $1",
+                         created_at, updated_at, row_version from subscriptions where organization_id = $1",
                         &[org.as_uuid()],
                     )
                     .await?;
                 tx.commit().await?;
-                return Ok(HttpResponse::Ok().json(subscription_from_row(&row, None)));
+                return Ok(tagged(
+                    HttpResponse::Ok(),
+                    row.get("row_version"),
+                    &subscription_from_row(&row, None),
+                ));
             }
             let id: Uuid = row.get("id");
             billing::void_open_invoices(&mut tx, org, id).await?;
@@ -306,7 +314,7 @@ pub async fn put_subscription(
                 "insert into subscriptions (organization_id, id, plan_id, status, current_period_start, \
                    current_period_end, provider, provider_ref) values ($1, $2, $3, $4, $5, $6, $7, $8) \
                  returning id, plan_id, status, current_period_start, current_period_end, canceled_at, provider, \
-                   created_at, updated_at",
+                   created_at, updated_at, row_version",
                 &[org.as_uuid(), &id, &body.plan_id, &status, &now, &end, &body.provider, &body.provider_ref],
             )
             .await?
@@ -319,7 +327,7 @@ pub async fn put_subscription(
                    provider_event_at = case when id = $2 then provider_event_at end \
                  where organization_id = $1 \
                  returning id, plan_id, status, current_period_start, current_period_end, canceled_at, provider, \
-                   created_at, updated_at",
+                   created_at, updated_at, row_version",
                 &[org.as_uuid(), &id, &body.plan_id, &status, &now, &end, &body.provider, &body.provider_ref],
             )
             .await?
@@ -348,7 +356,8 @@ pub async fn put_subscription(
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     let response = subscription_from_row(&row, invoice_id);
-    Ok(if created { HttpResponse::Created().json(response) } else { HttpResponse::Ok().json(response) })
+    let status = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    Ok(tagged(status, row.get("row_version"), &response))
 }
 
 /// Cancel the subscription now; its open invoices are voided (permission `billing:manage`;
@@ -373,7 +382,8 @@ pub async fn delete_subscription(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
-) -> Result<web::Json<SubscriptionResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::BillingManage, "subscription.cancel")
@@ -381,11 +391,12 @@ pub async fn delete_subscription(
     billing::lock(&mut tx, org).await?;
     let current = tx
         .query_opt(
-            "select id, status from subscriptions where organization_id = $1 for update",
+            "select id, status, row_version from subscriptions where organization_id = $1 for update",
             &[org.as_uuid()],
         )
         .await?
         .ok_or_else(no_subscription)?;
+    preconditions.check_write(Some(current.get("row_version")))?;
     if current.get::<_, String>("status") == "canceled" {
         return Err(ApiError::Conflict {
             code: "subscription_state",
@@ -398,14 +409,14 @@ pub async fn delete_subscription(
         .query_found(
             "update subscriptions set status = 'canceled' where organization_id = $1 \
              returning id, plan_id, status, current_period_start, current_period_end, canceled_at, provider, \
-               created_at, updated_at",
+               created_at, updated_at, row_version",
             &[org.as_uuid()],
         )
         .await?;
     record(&mut tx, &principal, AuditEntry::allowed("subscription.cancel", "subscription", id, &meta))
         .await?;
     tx.commit().await?;
-    Ok(web::Json(subscription_from_row(&row, None)))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &subscription_from_row(&row, None)))
 }
 
 /// The organization's invoices, oldest first (permission `billing:read`).
@@ -465,14 +476,15 @@ pub async fn get_invoice(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<InvoicePath>,
-) -> Result<web::Json<InvoiceResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
         // The invoice's columns on every row, with one row per line.
         "select i.id, i.number, i.subscription_id, i.status, i.currency, i.total_minor, i.amount_paid_minor, \
-           i.period_start, i.period_end, i.issued_at, i.paid_at, i.voided_at, \
+           i.period_start, i.period_end, i.issued_at, i.paid_at, i.voided_at, i.row_version, \
            l.line_no, l.description, l.quantity, l.unit_amount_minor, l.amount_minor \
          from invoices i left join invoice_lines l on l.organization_id = i.organization_id and l.invoice_id = i.id \
          where i.organization_id = $1 and i.id = $2 order by l.line_no",
@@ -481,7 +493,8 @@ pub async fn get_invoice(
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::BillingRead, "invoice.get").await?;
-    let mut invoice = invoice_from_row(rows.first().ok_or(ApiError::NotFound)?);
+    let first = rows.first().ok_or(ApiError::NotFound)?;
+    let mut invoice = invoice_from_row(first);
     invoice.lines = Some(
         rows.iter()
             .filter(|r| r.get::<_, Option<i32>>("line_no").is_some())
@@ -494,5 +507,5 @@ pub async fn get_invoice(
             })
             .collect(),
     );
-    Ok(web::Json(invoice))
+    Ok(preconditions.respond(first.get("row_version"), &invoice))
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
+use super::conditional::{Preconditions, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::{AppState, require_user};
@@ -264,7 +265,8 @@ pub async fn put_flag_config(
     meta: RequestMeta,
     path: web::Path<FlagPath>,
     body: ApiJson<OrgFlagConfig>,
-) -> Result<web::Json<OrgFlagConfig>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let key = flag_key(&path.flag_key)?;
     let config = body.into_inner();
     validate_config(&config)?;
@@ -272,12 +274,27 @@ pub async fn put_flag_config(
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::FlagsWrite, "flag.configure").await?;
     tx.query_found("select 1 from feature_flags where key = $1", &[&key]).await?;
-    tx.execute(
+    if preconditions.is_conditional() {
+        // Locked: the setting cannot change or vanish between this check and the write.
+        let current = tx
+            .query_opt(
+                "select row_version from organization_flags where organization_id = $1 and flag_key = $2 \
+                 for no key update",
+                &[org.as_uuid(), &key],
+            )
+            .await?;
+        preconditions.check_upsert(current.map(|r| r.get(0)))?;
+    }
+    // `where not $8`: with If-None-Match, a setting created concurrently is not replaced (412).
+    let version: i64 = tx
+        .query_opt(
         "insert into organization_flags (organization_id, flag_key, enabled, rollout_percentage, allow_users, \
            deny_users, updated_by) values ($1, $2, $3, $4, $5, $6, $7) \
          on conflict (organization_id, flag_key) do update set enabled = excluded.enabled, \
            rollout_percentage = excluded.rollout_percentage, allow_users = excluded.allow_users, \
-           deny_users = excluded.deny_users, updated_by = excluded.updated_by",
+           deny_users = excluded.deny_users, updated_by = excluded.updated_by \
+         where not $8 \
+         returning row_version",
         &[
             org.as_uuid(),
             &key,
@@ -286,9 +303,12 @@ pub async fn put_flag_config(
             &config.allow_users,
             &config.deny_users,
             &principal.as_user().map(|u| u.user_id.0),
+            &preconditions.create_only(),
         ],
     )
-    .await?;
+    .await?
+    .ok_or(ApiError::PreconditionFailed)?
+    .get(0);
     let entry =
         AuditEntry::allowed("flag.configure", "feature_flag", key, &meta).with_details(serde_json::json!({
             "enabled": config.enabled, "rollout_percentage": config.rollout_percentage,
@@ -298,7 +318,7 @@ pub async fn put_flag_config(
     tx.commit().await?;
     // This server answers the change at once; the others on the NOTIFY.
     state.flags.invalidate(Some(org));
-    Ok(web::Json(config))
+    Ok(tagged(HttpResponse::Ok(), version, &config))
 }
 
 /// Remove this organization's configuration of a flag (permission `flags:write`; audited).
@@ -320,16 +340,23 @@ pub async fn delete_flag_config(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<FlagPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let key = flag_key(&path.flag_key)?;
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::FlagsWrite, "flag.reset").await?;
-    tx.query_found(
-        "delete from organization_flags where organization_id = $1 and flag_key = $2 returning 1",
-        &[org.as_uuid(), &key],
-    )
-    .await?;
+    let deleted = tx
+        .execute(
+            "delete from organization_flags where organization_id = $1 and flag_key = $2 \
+               and ($3::bigint[] is null or row_version = any($3))",
+            &[org.as_uuid(), &key, &preconditions.versions()],
+        )
+        .await?;
+    if deleted != 1 {
+        let exists = "select 1 from organization_flags where organization_id = $1 and flag_key = $2";
+        return Err(preconditions.missed(&mut tx, exists, &[org.as_uuid(), &key]).await);
+    }
     record(&mut tx, &principal, AuditEntry::allowed("flag.reset", "feature_flag", key, &meta)).await?;
     tx.commit().await?;
     state.flags.invalidate(Some(org));

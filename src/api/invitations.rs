@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_grant, authorize_in, authorize_workspaces};
+use super::conditional::{Preconditions, etag};
 use super::extract::{ApiJson, RequestMeta};
 use super::members::{check_custom_role, check_workspaces, custom_role_of, sorted};
 use super::orgs::OrgPath;
@@ -167,7 +168,7 @@ pub async fn create_invitation(
                workspace_ids) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              returning organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
-                       accepted_at, accepted_by, revoked_at",
+                       accepted_at, accepted_by, revoked_at, row_version",
             &[
                 org.as_uuid(),
                 &token.id,
@@ -188,6 +189,7 @@ pub async fn create_invitation(
     tx.commit().await?;
     let mut response = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/invitations/{}", token.id)))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(CreatedInvitationResponse { invitation: invitation_from_row(&row)?, token: token.plaintext });
     // Never kept for an idempotent replay: the token exists in plaintext only in this response.
     response.extensions_mut().insert(super::OneTimeSecret);
@@ -233,6 +235,44 @@ pub async fn list_invitations(
     Ok(web::Json(Page::from_items(items, page, |i| i.id)))
 }
 
+/// Get one invitation (never its token; permission `members:manage`).
+#[utoipa::path(
+    tag = "members",
+    params(InvitationPath),
+    responses(
+        (status = 200, description = "The invitation", body = InvitationResponse),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such invitation", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/invitations/{invitation_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_invitation(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<InvitationPath>,
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
+                accepted_at, accepted_by, revoked_at, row_version \
+         from invitations where organization_id = $1 and id = $2",
+        &[&path.org_id, &path.invitation_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.get").await?;
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &invitation_from_row(row)?))
+}
+
 /// Revoke an invitation (permission `members:manage`).
 #[utoipa::path(
     tag = "members",
@@ -252,6 +292,7 @@ pub async fn delete_invitation(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<InvitationPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
@@ -259,12 +300,14 @@ pub async fn delete_invitation(
         .await?;
     let changed = tx
         .execute(
-            "update invitations set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2",
-            &[org.as_uuid(), &path.invitation_id],
+            "update invitations set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2 \
+               and ($3::bigint[] is null or row_version = any($3))",
+            &[org.as_uuid(), &path.invitation_id, &preconditions.versions()],
         )
         .await?;
     if changed != 1 {
-        return Err(ApiError::NotFound);
+        let exists = "select 1 from invitations where organization_id = $1 and id = $2";
+        return Err(preconditions.missed(&mut tx, exists, &[org.as_uuid(), &path.invitation_id]).await);
     }
     record(
         &mut tx,

@@ -18,6 +18,7 @@ use super::audit::{AuditEntry, record};
 use super::authz::{
     authorize, authorize_grant, authorize_in, authorize_workspaces, deny_restricted, restriction,
 };
+use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -147,9 +148,15 @@ fn member_from_row(row: &Row) -> Result<MemberResponse, ApiError> {
     })
 }
 
-const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
+/// A member's ETag versions both rows it shows: the membership and the user's profile (both
+/// counters only grow, so their sum changes whenever either does).
+const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at, \
+     m.row_version + u.row_version as row_version \
      from memberships m join users u on u.id = m.user_id \
      where m.organization_id = $1 and m.user_id = $2";
+
+/// Whether the member exists (after a guarded write matched nothing: 412 or 404).
+const MEMBER_EXISTS: &str = "select 1 from memberships where organization_id = $1 and user_id = $2";
 
 /// List the members of an organization.
 #[utoipa::path(
@@ -190,6 +197,42 @@ pub async fn list_members(
     authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "member.list").await?;
     let items = rows.iter().map(member_from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(web::Json(Page::from_items(items, page, |m| m.user_id.0)))
+}
+
+/// Get one member (permission `members:read`).
+#[utoipa::path(
+    tag = "members",
+    params(MemberPath),
+    responses(
+        (status = 200, description = "The member", body = MemberResponse),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such member", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/members/{user_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<MemberPath>,
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        SELECT_MEMBER,
+        &[&path.org_id, &path.user_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "member.get").await?;
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &member_from_row(row)?))
 }
 
 /// Add an existing user to the organization (permission `members:manage`; `owners:manage` to
@@ -249,6 +292,7 @@ pub async fn add_member(
     tx.commit().await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/members/{}", body.user_id)))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(member_from_row(&row)?))
 }
 
@@ -275,7 +319,8 @@ pub async fn update_member(
     meta: RequestMeta,
     path: web::Path<MemberPath>,
     body: ApiJson<UpdateMemberRequest>,
-) -> Result<web::Json<MemberResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let custom_role = custom_role_of(body.role, body.custom_role_id)?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
@@ -286,17 +331,23 @@ pub async fn update_member(
     check_custom_role(&mut tx, org, custom_role).await?;
     authorize_grant(&mut tx, &principal, &meta, &membership, (body.role, custom_role), "member.update")
         .await?;
-    tx.execute(
-        "update memberships set role = $3, custom_role_id = $4 where organization_id = $1 and user_id = $2",
-        &[org.as_uuid(), &path.user_id, &body.role.as_str(), &custom_role],
-    )
-    .await?;
+    let changed = tx
+        .execute(
+            "update memberships m set role = $3, custom_role_id = $4 where organization_id = $1 and user_id = $2 \
+               and ($5::bigint[] is null \
+                    or m.row_version + (select u.row_version from users u where u.id = m.user_id) = any($5))",
+            &[org.as_uuid(), &path.user_id, &body.role.as_str(), &custom_role, &preconditions.versions()],
+        )
+        .await?;
+    if changed != 1 {
+        return Err(preconditions.missed(&mut tx, MEMBER_EXISTS, &[org.as_uuid(), &path.user_id]).await);
+    }
     let row = tx.query_found(SELECT_MEMBER, &[org.as_uuid(), &path.user_id]).await?;
     let entry = AuditEntry::allowed("member.update", "user", path.user_id, &meta)
         .with_details(serde_json::json!({"from": current, "to": body.role, "custom_role_id": custom_role}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
-    Ok(web::Json(member_from_row(&row)?))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &member_from_row(&row)?))
 }
 
 /// Remove a member from the organization.
@@ -319,6 +370,7 @@ pub async fn remove_member(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<MemberPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
@@ -331,11 +383,17 @@ pub async fn remove_member(
     let entry = AuditEntry::allowed("member.remove", "user", path.user_id, &meta)
         .with_details(serde_json::json!({"role": current}));
     record(&mut tx, &principal, entry).await?;
-    tx.execute(
-        "delete from memberships where organization_id = $1 and user_id = $2",
-        &[org.as_uuid(), &path.user_id],
-    )
-    .await?;
+    let removed = tx
+        .execute(
+            "delete from memberships m where organization_id = $1 and user_id = $2 \
+               and ($3::bigint[] is null \
+                    or m.row_version + (select u.row_version from users u where u.id = m.user_id) = any($3))",
+            &[org.as_uuid(), &path.user_id, &preconditions.versions()],
+        )
+        .await?;
+    if removed != 1 {
+        return Err(preconditions.missed(&mut tx, MEMBER_EXISTS, &[org.as_uuid(), &path.user_id]).await);
+    }
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -345,13 +403,12 @@ struct Target {
     user_id: UserId,
     role: Role,
     custom_role_id: Option<Uuid>,
-    restricted: bool,
 }
 
 async fn target(tx: &mut TenantTx, org: OrgId, user: Uuid) -> Result<Target, ApiError> {
     let row = tx
         .query_found(
-            "select role, custom_role_id, restricted from memberships where organization_id = $1 and user_id = $2",
+            "select role, custom_role_id from memberships where organization_id = $1 and user_id = $2",
             &[org.as_uuid(), &user],
         )
         .await?;
@@ -360,7 +417,6 @@ async fn target(tx: &mut TenantTx, org: OrgId, user: Uuid) -> Result<Target, Api
         role: Role::from_db(row.get("role"))
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unexpected role")))?,
         custom_role_id: row.get("custom_role_id"),
-        restricted: row.get("restricted"),
     })
 }
 
@@ -407,20 +463,27 @@ pub async fn get_member_workspaces(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<MemberPath>,
-) -> Result<web::Json<MemberWorkspacesResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersRead, "member.get_workspaces")
         .await?;
-    let target = target(&mut tx, org, path.user_id).await?;
+    let row = tx
+        .query_found(
+            "select restricted, row_version from memberships where organization_id = $1 and user_id = $2",
+            &[org.as_uuid(), &path.user_id],
+        )
+        .await?;
     let rows = tx.query(MEMBER_WORKSPACES, &[org.as_uuid(), &path.user_id]).await?;
     tx.commit().await?;
     let workspace_ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(web::Json(MemberWorkspacesResponse {
+    let body = MemberWorkspacesResponse {
         user_id: UserId(path.user_id),
-        restricted: target.restricted,
+        restricted: row.get("restricted"),
         workspace_ids,
-    }))
+    };
+    Ok(preconditions.respond(row.get("row_version"), &body))
 }
 
 /// Restrict a member to specific workspaces, or lift the restriction (permission `members:manage`).
@@ -445,7 +508,8 @@ pub async fn update_member_workspaces(
     meta: RequestMeta,
     path: web::Path<MemberPath>,
     body: ApiJson<MemberWorkspacesRequest>,
-) -> Result<web::Json<MemberWorkspacesResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let ids = sorted(body.workspace_ids.clone());
     let action = "member.update_workspaces";
@@ -468,18 +532,26 @@ pub async fn update_member_workspaces(
     )
     .await?;
     tx.execute(INSERT_MEMBER_WORKSPACES, &[org.as_uuid(), &path.user_id, &ids]).await?;
-    tx.execute(
-        "update memberships set restricted = $3 where organization_id = $1 and user_id = $2",
-        &[org.as_uuid(), &path.user_id, &!ids.is_empty()],
-    )
-    .await?;
+    // Always an update, so the restriction's version moves even when only the list changed.
+    let version = tx
+        .query_opt(
+            "update memberships set restricted = $3 where organization_id = $1 and user_id = $2 \
+               and ($4::bigint[] is null or row_version = any($4)) \
+             returning row_version",
+            &[org.as_uuid(), &path.user_id, &!ids.is_empty(), &preconditions.versions()],
+        )
+        .await?;
+    let Some(version) = version.map(|r| r.get::<_, i64>(0)) else {
+        return Err(preconditions.missed(&mut tx, MEMBER_EXISTS, &[org.as_uuid(), &path.user_id]).await);
+    };
     let entry = AuditEntry::allowed("member.update_workspaces", "user", path.user_id, &meta)
         .with_details(serde_json::json!({"workspace_ids": ids}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
-    Ok(web::Json(MemberWorkspacesResponse {
+    let body = MemberWorkspacesResponse {
         user_id: UserId(path.user_id),
         restricted: !ids.is_empty(),
         workspace_ids: ids,
-    }))
+    };
+    Ok(tagged(HttpResponse::Ok(), version, &body))
 }

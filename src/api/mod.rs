@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod authz;
 pub mod billing;
+pub mod conditional;
 pub mod exports;
 pub mod extract;
 pub mod flags;
@@ -147,12 +148,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(orgs::update_organization)
         .service(orgs::delete_organization)
         .service(members::list_members)
+        .service(members::get_member)
         .service(members::add_member)
         .service(members::update_member)
         .service(members::remove_member)
         .service(members::get_member_workspaces)
         .service(members::update_member_workspaces)
         .service(provider_grants::list_provider_grants)
+        .service(provider_grants::get_provider_grant)
         .service(provider_grants::create_provider_grant)
         .service(provider_grants::delete_provider_grant)
         .service(workspaces::list_workspaces)
@@ -206,9 +209,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(exports::get_export_file)
         .service(invitations::create_invitation)
         .service(invitations::list_invitations)
+        .service(invitations::get_invitation)
         .service(invitations::delete_invitation)
         .service(invitations::accept_invitation)
         .service(roles::list_roles)
+        .service(roles::get_role)
         .service(roles::create_role)
         .service(roles::update_role)
         .service(roles::delete_role)
@@ -216,6 +221,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(audit::verify_audit_events)
         .service(api_keys::create_api_key)
         .service(api_keys::list_api_keys)
+        .service(api_keys::get_api_key)
         .service(api_keys::delete_api_key)
         .service(signin::list_providers)
         .service(signin::sign_in_start)

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
+use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, Patch, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::{AppState, require_user};
@@ -124,7 +125,7 @@ pub async fn create_organization(
     .await?;
     let row = tx
         .query_found(
-            "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at \
+            "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.row_version \
              from organizations o where o.id = $1",
             &[id.as_uuid()],
         )
@@ -137,7 +138,10 @@ pub async fn create_organization(
     tx.commit().await?;
     let org = organization_from_row(&row, Some(Role::Owner))?;
     tracing::info!(org.id = %id, "organization created");
-    Ok(HttpResponse::Created().insert_header((header::LOCATION, format!("/api/v1/orgs/{id}"))).json(org))
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{id}")))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
+        .json(org))
 }
 
 /// List the organizations the caller belongs to.
@@ -182,7 +186,10 @@ pub async fn list_organizations(
     Ok(web::Json(Page::from_items(items, page, |o| o.id.0)))
 }
 
-/// Get an organization.
+/// Whether the organization exists (after a guarded write matched nothing: 412 or 404).
+const ORGANIZATION_EXISTS: &str = "select 1 from organizations where id = $1";
+
+/// Get an organization. Its ETag versions the organization; `role` is the caller's standing.
 #[utoipa::path(
     tag = "organizations",
     params(OrgPath),
@@ -200,13 +207,14 @@ pub async fn get_organization(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
-) -> Result<web::Json<OrganizationResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(org),
-        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at \
+        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.row_version \
          from organizations o where o.id = $1",
         &[org.as_uuid()],
     )
@@ -214,7 +222,7 @@ pub async fn get_organization(
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::OrgRead, "organization.get").await?;
     let row = rows.first().ok_or(ApiError::NotFound)?;
-    Ok(web::Json(organization_from_row(row, membership.role)?))
+    Ok(preconditions.respond(row.get("row_version"), &organization_from_row(row, membership.role)?))
 }
 
 /// Update an organization's name, slug or data mode (permission `org:update`).
@@ -240,7 +248,8 @@ pub async fn update_organization(
     meta: RequestMeta,
     path: web::Path<OrgPath>,
     body: ApiJson<UpdateOrganizationRequest>,
-) -> Result<web::Json<OrganizationResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let body = body.into_inner();
     let name = body.name.required("name")?.map(|n| Name::parse("name", &n)).transpose()?;
@@ -253,24 +262,29 @@ pub async fn update_organization(
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::OrgUpdate, "organization.update")
         .await?;
     let row = tx
-        .query_found(
+        .query_opt(
             "update organizations o set name = coalesce($2, o.name), slug = coalesce($3, o.slug), \
-             data_mode = coalesce($4, o.data_mode) where o.id = $1 \
-             returning o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at",
+             data_mode = coalesce($4, o.data_mode) \
+             where o.id = $1 and ($5::bigint[] is null or o.row_version = any($5)) \
+             returning o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.row_version",
             &[
                 org.as_uuid(),
                 &name.as_ref().map(Name::as_str),
                 &slug.as_ref().map(Slug::as_str),
                 &data_mode.map(|m| m.as_str()),
+                &preconditions.versions(),
             ],
         )
         .await?;
+    let Some(row) = row else {
+        return Err(preconditions.missed(&mut tx, ORGANIZATION_EXISTS, &[org.as_uuid()]).await);
+    };
     let entry = AuditEntry::allowed("organization.update", "organization", org, &meta).with_details(
         serde_json::json!({"name": name.as_ref().map(Name::as_str), "slug": slug.as_ref().map(Slug::as_str), "data_mode": data_mode}),
     );
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
-    Ok(web::Json(organization_from_row(&row, membership.role)?))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &organization_from_row(&row, membership.role)?))
 }
 
 /// Delete an organization and everything in it (permission `org:delete`).
@@ -292,11 +306,21 @@ pub async fn delete_organization(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::OrgDelete, "organization.delete")
         .await?;
+    if preconditions.has_if_match() {
+        let current = tx
+            .query_opt(
+                "select row_version from organizations where id = $1 for no key update",
+                &[org.as_uuid()],
+            )
+            .await?;
+        preconditions.check_write(current.map(|r| r.get(0)))?;
+    }
     // Recorded first: once the organization is gone, nothing can be written in its name. The
     // log itself outlives it.
     record(&mut tx, &principal, AuditEntry::allowed("organization.delete", "organization", org, &meta))

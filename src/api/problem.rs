@@ -39,6 +39,12 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     #[error("gone: {code}")]
     Gone { code: &'static str, detail: String },
+    /// `If-Match` (or `If-None-Match` on a write) named a version the resource is not at.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// A write that must name the version it replaces came without `If-Match`.
+    #[error("precondition required")]
+    PreconditionRequired(&'static str),
     #[error("invalid request body")]
     BadRequest { code: &'static str, detail: String },
     #[error("validation failed")]
@@ -86,6 +92,8 @@ impl ApiError {
             ApiError::Suspended => "organization_suspended",
             ApiError::Conflict { code, .. } | ApiError::Gone { code, .. } => code,
             ApiError::BadRequest { code, .. } => code,
+            ApiError::PreconditionFailed => "precondition_failed",
+            ApiError::PreconditionRequired(_) => "precondition_required",
             ApiError::Validation(_) => "validation_failed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unavailable => "unavailable",
@@ -108,6 +116,8 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Gone { .. } => "Gone",
             ApiError::BadRequest { .. } => "Bad Request",
+            ApiError::PreconditionFailed => "Precondition Failed",
+            ApiError::PreconditionRequired(_) => "Precondition Required",
             ApiError::Validation(_) => "Unprocessable Content",
             ApiError::PayloadTooLarge => "Content Too Large",
             ApiError::Unavailable | ApiError::TimedOut { .. } => "Service Unavailable",
@@ -148,6 +158,12 @@ impl ApiError {
             | ApiError::BadRequest { detail, .. }
             | ApiError::Gone { detail, .. }
             | ApiError::BadGateway { detail, .. } => detail.clone(),
+            ApiError::PreconditionFailed => {
+                "The resource has changed since the version you named (If-Match); fetch it again, \
+                 reapply your change and send its new ETag."
+                    .into()
+            }
+            ApiError::PreconditionRequired(why) => (*why).into(),
             ApiError::Validation(errors) => {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
                 format!("Invalid value for: {}.", fields.join(", "))
@@ -213,6 +229,8 @@ impl ResponseError for ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable | ApiError::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,

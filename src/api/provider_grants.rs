@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_grant, authorize_in, deny_restricted, restriction};
+use super::conditional::{Preconditions, etag};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use crate::api::ApiError;
@@ -103,6 +104,43 @@ pub async fn list_provider_grants(
     Ok(web::Json(rows.iter().map(grant_from_row).collect::<Result<_, _>>()?))
 }
 
+/// One consent (permission `members:read`).
+#[utoipa::path(
+    tag = "members",
+    params(ProviderGrantPath),
+    responses(
+        (status = 200, description = "The consent", body = ProviderGrantResponse),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such grant", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/provider-grants/{grant_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_provider_grant(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<ProviderGrantPath>,
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        "select id, provider, role, granted_by, created_at, row_version from provider_grants \
+         where organization_id = $1 and id = $2",
+        &[&path.org_id, &path.grant_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "provider_grant.get").await?;
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &grant_from_row(row)?))
+}
+
 /// Let an identity provider's role mappings give `role` here (permission `members:manage`, and
 /// every permission the role grants).
 #[utoipa::path(
@@ -147,7 +185,7 @@ pub async fn create_provider_grant(
     let row = tx
         .query_found(
             "insert into provider_grants (organization_id, id, provider, role, granted_by) \
-             values ($1, $2, $3, $4, $5) returning id, provider, role, granted_by, created_at",
+             values ($1, $2, $3, $4, $5) returning id, provider, role, granted_by, created_at, row_version",
             &[org.as_uuid(), &id, &body.provider, &body.role.as_str(), &granted_by],
         )
         .await?;
@@ -157,6 +195,7 @@ pub async fn create_provider_grant(
     tx.commit().await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/provider-grants/{id}")))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(grant_from_row(&row)?))
 }
 
@@ -180,6 +219,7 @@ pub async fn delete_provider_grant(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<ProviderGrantPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let org = OrgId(path.org_id);
     let action = "provider_grant.delete";
@@ -193,11 +233,17 @@ pub async fn delete_provider_grant(
         .await?;
     let role = Role::from_db(row.get("role")).ok_or(ApiError::NotFound)?;
     authorize_grant(&mut tx, &principal, &meta, &membership, (role, None), action).await?;
-    tx.execute(
-        "delete from provider_grants where organization_id = $1 and id = $2",
-        &[org.as_uuid(), &path.grant_id],
-    )
-    .await?;
+    let deleted = tx
+        .execute(
+            "delete from provider_grants where organization_id = $1 and id = $2 \
+               and ($3::bigint[] is null or row_version = any($3))",
+            &[org.as_uuid(), &path.grant_id, &preconditions.versions()],
+        )
+        .await?;
+    if deleted != 1 {
+        let exists = "select 1 from provider_grants where organization_id = $1 and id = $2";
+        return Err(preconditions.missed(&mut tx, exists, &[org.as_uuid(), &path.grant_id]).await);
+    }
     record(&mut tx, &principal, AuditEntry::allowed(action, "provider_grant", path.grant_id, &meta)).await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())

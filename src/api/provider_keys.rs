@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
+use super::conditional::{Preconditions, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::workspaces::WorkspacePath;
 use crate::api::ApiError;
@@ -228,6 +229,7 @@ pub async fn put_provider_key(
     meta: RequestMeta,
     path: web::Path<ProviderKeyPath>,
     body: ApiJson<PutProviderKeyRequest>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let (org, workspace, provider) = (OrgId(path.org_id), path.workspace_id, path.provider);
     let key = body.api_key.expose_secret();
@@ -267,6 +269,17 @@ pub async fn put_provider_key(
         &[org.as_uuid(), &workspace],
     )
     .await?;
+    if preconditions.is_conditional() {
+        // Locked: the key cannot change or vanish between this check and the write.
+        let current = tx
+            .query_opt(
+                "select row_version from provider_keys \
+                 where organization_id = $1 and workspace_id = $2 and provider = $3 for no key update",
+                &[org.as_uuid(), &workspace, &provider.as_str()],
+            )
+            .await?;
+        preconditions.check_upsert(current.map(|r| r.get(0)))?;
+    }
     let (data_key_id, data_key) =
         data_key_or_create(&mut tx, &state.master_keys, org, workspace, provider).await?;
     let (nonce, ciphertext) = data_key
@@ -274,16 +287,18 @@ pub async fn put_provider_key(
         .map_err(|e| ApiError::Internal(e.into()))?;
     drop(data_key);
     let suffix = key_suffix(key);
+    // `where not $11`: with If-None-Match, a key created concurrently is not replaced (412).
     let row = tx
-        .query_found(
+        .query_opt(
             "insert into provider_keys (organization_id, workspace_id, provider, data_key_id, nonce, ciphertext, \
                key_suffix, endpoint, last_verified_at, created_by) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              on conflict (organization_id, workspace_id, provider) do update set data_key_id = excluded.data_key_id, \
                nonce = excluded.nonce, ciphertext = excluded.ciphertext, key_suffix = excluded.key_suffix, \
                endpoint = excluded.endpoint, last_verified_at = excluded.last_verified_at \
+             where not $11 \
              returning workspace_id, provider, key_suffix, endpoint, last_verified_at, created_at, updated_at, \
-               (xmax = 0) as created",
+               row_version, (xmax = 0) as created",
             &[
                 org.as_uuid(),
                 &workspace,
@@ -295,9 +310,11 @@ pub async fn put_provider_key(
                 &endpoint,
                 &verified_at,
                 &principal.as_user().map(|u| u.user_id.0),
+                &preconditions.create_only(),
             ],
         )
-        .await?;
+        .await?
+        .ok_or(ApiError::PreconditionFailed)?;
     let created: bool = row.get("created");
     let entry = AuditEntry::allowed("provider_key.set", "provider_key", workspace, &meta).with_details(serde_json::json!({
         "provider": provider.as_str(), "masked_key": format!("…{suffix}"), "live_checked": verified_at.is_some(),
@@ -306,7 +323,8 @@ pub async fn put_provider_key(
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     let response = key_from_row(&row)?;
-    Ok(if created { HttpResponse::Created().json(response) } else { HttpResponse::Ok().json(response) })
+    let status = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    Ok(tagged(status, row.get("row_version"), &response))
 }
 
 /// List a workspace's provider keys, masked (permission `provider_keys:manage`).
@@ -369,12 +387,13 @@ pub async fn get_provider_key(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<ProviderKeyPath>,
-) -> Result<web::Json<ProviderKeyResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
-        "select workspace_id, provider, key_suffix, endpoint, last_verified_at, created_at, updated_at \
+        "select workspace_id, provider, key_suffix, endpoint, last_verified_at, created_at, updated_at, row_version \
          from provider_keys where organization_id = $1 and workspace_id = $2 and provider = $3",
         &[&path.org_id, &path.workspace_id, &path.provider.as_str()],
     )
@@ -382,7 +401,8 @@ pub async fn get_provider_key(
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::ProviderKeysManage, "provider_key.get")
         .await?;
-    Ok(web::Json(key_from_row(rows.first().ok_or(ApiError::NotFound)?)?))
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &key_from_row(row)?))
 }
 
 /// Delete a provider key (permission `provider_keys:manage`).
@@ -404,6 +424,7 @@ pub async fn delete_provider_key(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<ProviderKeyPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize_in(
@@ -415,11 +436,20 @@ pub async fn delete_provider_key(
         "provider_key.delete",
     )
     .await?;
-    tx.query_found(
-        "delete from provider_keys where organization_id = $1 and workspace_id = $2 and provider = $3 returning 1",
-        &[&path.org_id, &path.workspace_id, &path.provider.as_str()],
-    )
-    .await?;
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&path.org_id, &path.workspace_id, &path.provider.as_str()];
+    let deleted = tx
+        .execute(
+            "delete from provider_keys where organization_id = $1 and workspace_id = $2 and provider = $3 \
+               and ($4::bigint[] is null or row_version = any($4))",
+            &[key[0], key[1], key[2], &preconditions.versions()],
+        )
+        .await?;
+    if deleted != 1 {
+        let exists =
+            "select 1 from provider_keys where organization_id = $1 and workspace_id = $2 and provider = $3";
+        return Err(preconditions.missed(&mut tx, exists, &key).await);
+    }
     let entry = AuditEntry::allowed("provider_key.delete", "provider_key", path.workspace_id, &meta)
         .with_details(serde_json::json!({"provider": path.provider.as_str()}));
     record(&mut tx, &principal, entry).await?;

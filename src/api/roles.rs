@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in, authorize_named_in};
+use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, Patch, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -81,10 +82,13 @@ fn role_from_row(row: &Row) -> RoleResponse {
     }
 }
 
-const SELECT_ROLE: &str = "select r.id, r.name, r.description, r.created_at, r.updated_at, \
+const SELECT_ROLE: &str = "select r.id, r.name, r.description, r.created_at, r.updated_at, r.row_version, \
      array(select p.permission from role_permissions p \
            where p.organization_id = r.organization_id and p.role_id = r.id order by p.permission) as permissions \
      from roles r where r.organization_id = $1 and r.id = $2";
+
+/// Whether the role exists (after a guarded write matched nothing: 412 or 404).
+const ROLE_EXISTS: &str = "select 1 from roles where organization_id = $1 and id = $2";
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
     let ok = (1..=50).contains(&name.len())
@@ -196,6 +200,42 @@ pub async fn list_roles(
     Ok(web::Json(Page::from_items(rows.iter().map(role_from_row).collect(), page, |r| r.id)))
 }
 
+/// Get a custom role (permission `members:read`).
+#[utoipa::path(
+    tag = "roles",
+    params(RolePath),
+    responses(
+        (status = 200, description = "The role", body = RoleResponse),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such role", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/roles/{role_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_role(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<RolePath>,
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        SELECT_ROLE,
+        &[&path.org_id, &path.role_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "role.get").await?;
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &role_from_row(row)))
+}
+
 /// Create a custom role (permission `roles:manage`, and every permission it lists).
 #[utoipa::path(
     tag = "roles",
@@ -243,6 +283,7 @@ pub async fn create_role(
     tx.commit().await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/roles/{id}")))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(role_from_row(&row)))
 }
 
@@ -269,7 +310,8 @@ pub async fn update_role(
     meta: RequestMeta,
     path: web::Path<RolePath>,
     body: ApiJson<UpdateRoleRequest>,
-) -> Result<web::Json<RoleResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     require_user(&principal)?;
     let org = OrgId(path.org_id);
     let body = body.into_inner();
@@ -292,12 +334,12 @@ pub async fn update_role(
     let changed = tx
         .execute(
             "update roles set name = coalesce($3, name), description = coalesce($4, description) \
-             where organization_id = $1 and id = $2",
-            &[org.as_uuid(), &path.role_id, &name, &description],
+             where organization_id = $1 and id = $2 and ($5::bigint[] is null or row_version = any($5))",
+            &[org.as_uuid(), &path.role_id, &name, &description, &preconditions.versions()],
         )
         .await?;
     if changed != 1 {
-        return Err(ApiError::NotFound);
+        return Err(preconditions.missed(&mut tx, ROLE_EXISTS, &[org.as_uuid(), &path.role_id]).await);
     }
     if let Some(permissions) = &permissions {
         replace_permissions(&mut tx, org, path.role_id, permissions).await?;
@@ -308,7 +350,7 @@ pub async fn update_role(
     );
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
-    Ok(web::Json(role_from_row(&row)))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &role_from_row(&row)))
 }
 
 /// Delete a custom role that no member holds (permission `roles:manage`).
@@ -331,16 +373,21 @@ pub async fn delete_role(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<RolePath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     require_user(&principal)?;
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::RolesManage, "role.delete").await?;
     let deleted = tx
-        .execute("delete from roles where organization_id = $1 and id = $2", &[org.as_uuid(), &path.role_id])
+        .execute(
+            "delete from roles where organization_id = $1 and id = $2 \
+               and ($3::bigint[] is null or row_version = any($3))",
+            &[org.as_uuid(), &path.role_id, &preconditions.versions()],
+        )
         .await?;
     if deleted != 1 {
-        return Err(ApiError::NotFound);
+        return Err(preconditions.missed(&mut tx, ROLE_EXISTS, &[org.as_uuid(), &path.role_id]).await);
     }
     record(&mut tx, &principal, AuditEntry::allowed("role.delete", "role", path.role_id, &meta)).await?;
     tx.commit().await?;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
+use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::workflows::WorkflowPath;
@@ -34,7 +35,7 @@ macro_rules! run_columns {
     () => {
         "id, workspace_id, workflow_id, version, status, input, output, input_bytes, output_bytes, \
          error_code, failed_step, error_message, attempts, created_by, created_by_api_key, created_at, \
-         started_at, finished_at"
+         started_at, finished_at, row_version"
     };
 }
 
@@ -260,6 +261,7 @@ pub async fn start_run(
             header::LOCATION,
             format!("/api/v1/orgs/{org}/workspaces/{}/runs/{id}", path.workspace_id),
         ))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(run_from_row(&row)))
 }
 
@@ -333,7 +335,8 @@ pub async fn get_run(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<RunPath>,
-) -> Result<web::Json<RunResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
@@ -348,7 +351,8 @@ pub async fn get_run(
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "run.get").await?;
-    Ok(web::Json(run_from_row(rows.first().ok_or(ApiError::NotFound)?)))
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &run_from_row(row)))
 }
 
 /// Cancel a queued or running run (permission `runs:execute`). A running run's worker notices
@@ -372,22 +376,31 @@ pub async fn cancel_run(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<RunPath>,
-) -> Result<web::Json<RunResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::RunsExecute, "run.cancel").await?;
     // A finished run is refused by the database's state machine (409).
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&path.org_id, &path.workspace_id, &path.run_id];
     let row = tx
-        .query_found(
+        .query_opt(
             concat!(
                 "update workflow_runs set status = 'cancelled' \
-                 where organization_id = $1 and workspace_id = $2 and id = $3 returning ",
+                 where organization_id = $1 and workspace_id = $2 and id = $3 \
+                   and ($4::bigint[] is null or row_version = any($4)) returning ",
                 run_columns!()
             ),
-            &[&path.org_id, &path.workspace_id, &path.run_id],
+            &[key[0], key[1], key[2], &preconditions.versions()],
         )
         .await?;
+    let Some(row) = row else {
+        let exists =
+            "select 1 from workflow_runs where organization_id = $1 and workspace_id = $2 and id = $3";
+        return Err(preconditions.missed(&mut tx, exists, &key).await);
+    };
     record(&mut tx, &principal, AuditEntry::allowed("run.cancel", "workflow_run", path.run_id, &meta))
         .await?;
     tx.commit().await?;
-    Ok(web::Json(run_from_row(&row)))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &run_from_row(&row)))
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
+use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, Patch, RequestMeta};
 use super::pagination::{Page, PageQuery};
 use super::workspaces::WorkspacePath;
@@ -297,6 +298,11 @@ fn version_from_row(row: &Row) -> VersionResponse {
     }
 }
 
+/// Whether the workflow exists (for a guarded write that matched nothing: 412 or 404).
+const WORKFLOW_EXISTS: &str =
+    "select 1 from workflows where organization_id = $1 and workspace_id = $2 and id = $3";
+const WORKFLOW_EXISTS_UNARCHIVED: &str = "select 1 from workflows where organization_id = $1 and workspace_id = $2 and id = $3 and archived_at is null";
+
 /// Create a workflow with a draft definition (permission `workflows:write`).
 #[utoipa::path(
     tag = "workflows",
@@ -334,7 +340,7 @@ pub async fn create_workflow(
         .query_found(
             "insert into workflows (organization_id, workspace_id, id, name, draft, created_by) \
              values ($1, $2, $3, $4, $5, $6) \
-             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at",
+             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at, row_version",
             &[org.as_uuid(), &path.workspace_id, &id, &name.as_str(), &body.definition, &created_by],
         )
         .await?;
@@ -347,6 +353,7 @@ pub async fn create_workflow(
             header::LOCATION,
             format!("/api/v1/orgs/{org}/workspaces/{}/workflows/{id}", path.workspace_id),
         ))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(workflow_from_row(&row)))
 }
 
@@ -416,19 +423,21 @@ pub async fn get_workflow(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<WorkflowPath>,
-) -> Result<web::Json<WorkflowResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
-        "select id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at from workflows \
-         where organization_id = $1 and workspace_id = $2 and id = $3",
+        "select id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at, row_version \
+         from workflows where organization_id = $1 and workspace_id = $2 and id = $3",
         &[&path.org_id, &path.workspace_id, &path.workflow_id],
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.get").await?;
-    Ok(web::Json(workflow_from_row(rows.first().ok_or(ApiError::NotFound)?)))
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &workflow_from_row(row)))
 }
 
 /// Edit a workflow's name or draft (permission `workflows:write`); archived workflows are frozen.
@@ -454,7 +463,8 @@ pub async fn update_workflow(
     meta: RequestMeta,
     path: web::Path<WorkflowPath>,
     body: ApiJson<UpdateWorkflowRequest>,
-) -> Result<web::Json<WorkflowResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let name = body.name.required("name")?.map(|n| Name::parse("name", &n)).transpose()?;
     let definition = body.definition.required("definition")?;
@@ -464,25 +474,26 @@ pub async fn update_workflow(
     if let Some(definition) = &definition {
         parse_definition(definition)?;
     }
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&path.org_id, &path.workspace_id, &path.workflow_id];
     let row = tx
-        .query_found(
-            "update workflows set name = coalesce($4, name), draft = coalesce($5, draft) \
+        .query_opt(
+            "update workflows set name = coalesce($4, name), draft = coalesce($5, draft), \
+               draft_edited_at = case when $5 is null then draft_edited_at else now() end \
              where organization_id = $1 and workspace_id = $2 and id = $3 and archived_at is null \
-             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at",
-            &[
-                &path.org_id,
-                &path.workspace_id,
-                &path.workflow_id,
-                &name.as_ref().map(Name::as_str),
-                &definition,
-            ],
+               and ($6::bigint[] is null or row_version = any($6)) \
+             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at, row_version",
+            &[key[0], key[1], key[2], &name.as_ref().map(Name::as_str), &definition, &preconditions.versions()],
         )
         .await?;
+    let Some(row) = row else {
+        return Err(preconditions.missed(&mut tx, WORKFLOW_EXISTS_UNARCHIVED, &key).await);
+    };
     let entry = AuditEntry::allowed("workflow.update", "workflow", path.workflow_id, &meta)
         .with_details(serde_json::json!({"name": name.as_ref().map(Name::as_str), "definition_changed": definition.is_some()}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
-    Ok(web::Json(workflow_from_row(&row)))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &workflow_from_row(&row)))
 }
 
 /// Archive a workflow: it can no longer be edited or published (permission `workflows:write`).
@@ -504,22 +515,29 @@ pub async fn archive_workflow(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<WorkflowPath>,
-) -> Result<web::Json<WorkflowResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsWrite, "workflow.archive")
         .await?;
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&path.org_id, &path.workspace_id, &path.workflow_id];
     let row = tx
-        .query_found(
+        .query_opt(
             "update workflows set archived_at = coalesce(archived_at, now()) \
              where organization_id = $1 and workspace_id = $2 and id = $3 \
-             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at",
-            &[&path.org_id, &path.workspace_id, &path.workflow_id],
+               and ($4::bigint[] is null or row_version = any($4)) \
+             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at, row_version",
+            &[key[0], key[1], key[2], &preconditions.versions()],
         )
         .await?;
+    let Some(row) = row else {
+        return Err(preconditions.missed(&mut tx, WORKFLOW_EXISTS, &key).await);
+    };
     record(&mut tx, &principal, AuditEntry::allowed("workflow.archive", "workflow", path.workflow_id, &meta))
         .await?;
     tx.commit().await?;
-    Ok(web::Json(workflow_from_row(&row)))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &workflow_from_row(&row)))
 }
 
 /// Publish the draft as the next immutable version (permission `workflows:publish`).
@@ -542,19 +560,33 @@ pub async fn create_workflow_version(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<WorkflowPath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     require_user(&principal)?;
     let org = OrgId(path.org_id);
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkflowsPublish, "workflow.publish")
         .await?;
-    let draft: String = tx
+    // Not locked (a publisher need not be an editor, and FOR UPDATE would apply the editors'
+    // policy): an edit made after this read is simply not published, as the draft text read
+    // here, the one If-Match named, is what app.publish_workflow stores.
+    let current = tx
         .query_found(
-            "select draft from workflows where organization_id = $1 and workspace_id = $2 and id = $3",
+            "select draft, row_version, draft_edited_at > coalesce( \
+               (select max(v.published_at) from workflow_versions v \
+                where v.organization_id = w.organization_id and v.workflow_id = w.id), '-infinity') as edited \
+             from workflows w where organization_id = $1 and workspace_id = $2 and id = $3 and archived_at is null",
             &[org.as_uuid(), &path.workspace_id, &path.workflow_id],
         )
-        .await?
-        .get(0);
+        .await?;
+    if current.get::<_, Option<bool>>("edited") == Some(true) && !preconditions.has_if_match() {
+        return Err(ApiError::PreconditionRequired(
+            "The draft was edited since it was created or last published: send If-Match with the ETag \
+             of the draft that was reviewed, so an edit made since cannot be published unseen.",
+        ));
+    }
+    preconditions.check_write(Some(current.get("row_version")))?;
+    let draft: String = current.get("draft");
     let spec = parse_definition(&draft)?;
     let spec = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.into()))?;
     let row = tx
@@ -563,8 +595,8 @@ pub async fn create_workflow_version(
     let version: i32 = row.get::<_, Option<i32>>(0).ok_or(ApiError::NotFound)?;
     let row = tx
         .query_found(
-            "select workflow_id, version, definition, spec, published_by, published_at from workflow_versions \
-             where organization_id = $1 and workflow_id = $2 and version = $3",
+            "select workflow_id, version, definition, spec, published_by, published_at, row_version \
+             from workflow_versions where organization_id = $1 and workflow_id = $2 and version = $3",
             &[org.as_uuid(), &path.workflow_id, &version],
         )
         .await?;
@@ -580,6 +612,7 @@ pub async fn create_workflow_version(
                 path.workspace_id, path.workflow_id
             ),
         ))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(version_from_row(&row)))
 }
 
@@ -645,12 +678,13 @@ pub async fn get_workflow_version(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<VersionPath>,
-) -> Result<web::Json<VersionResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
-        "select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at \
+        "select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at, v.row_version \
          from workflow_versions v join workflows w on w.organization_id = v.organization_id and w.id = v.workflow_id \
          where v.organization_id = $1 and w.workspace_id = $2 and v.workflow_id = $3 and v.version = $4",
         &[&path.org_id, &path.workspace_id, &path.workflow_id, &path.version],
@@ -659,7 +693,8 @@ pub async fn get_workflow_version(
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.get_version")
         .await?;
-    Ok(web::Json(version_from_row(rows.first().ok_or(ApiError::NotFound)?)))
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &version_from_row(row)))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
+use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{Page, PageQuery};
@@ -138,7 +139,7 @@ pub async fn create_workspace(
     let row = tx
         .query_found(
             "insert into workspaces (organization_id, id, name, region) values ($1, $2, $3, $4) \
-             returning organization_id, id, name, region, created_at, updated_at",
+             returning organization_id, id, name, region, created_at, updated_at, row_version",
             &[org.as_uuid(), id.as_uuid(), &name.as_str(), &body.region.map(|r| r.as_str())],
         )
         .await?;
@@ -152,8 +153,12 @@ pub async fn create_workspace(
     tx.commit().await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/workspaces/{id}")))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
         .json(workspace_from_row(&row)?))
 }
+
+/// Whether the workspace exists (after a guarded write matched nothing: 412 or 404).
+const WORKSPACE_EXISTS: &str = "select 1 from workspaces where organization_id = $1 and id = $2";
 
 /// Get a workspace.
 #[utoipa::path(
@@ -173,19 +178,21 @@ pub async fn get_workspace(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<WorkspacePath>,
-) -> Result<web::Json<WorkspaceResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
-        "select organization_id, id, name, region, created_at, updated_at from workspaces \
+        "select organization_id, id, name, region, created_at, updated_at, row_version from workspaces \
          where organization_id = $1 and id = $2",
         &[&path.org_id, &path.workspace_id],
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkspacesRead, "workspace.get").await?;
-    Ok(web::Json(workspace_from_row(rows.first().ok_or(ApiError::NotFound)?)?))
+    let row = rows.first().ok_or(ApiError::NotFound)?;
+    Ok(preconditions.respond(row.get("row_version"), &workspace_from_row(row)?))
 }
 
 /// Rename a workspace (permission `workspaces:write`).
@@ -211,23 +218,30 @@ pub async fn update_workspace(
     meta: RequestMeta,
     path: web::Path<WorkspacePath>,
     body: ApiJson<UpdateWorkspaceRequest>,
-) -> Result<web::Json<WorkspaceResponse>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<HttpResponse, ApiError> {
     let name = Name::parse("name", &body.name)?;
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkspacesWrite, "workspace.update")
         .await?;
     let row = tx
-        .query_found(
+        .query_opt(
             "update workspaces set name = $3 where organization_id = $1 and id = $2 \
-             returning organization_id, id, name, region, created_at, updated_at",
-            &[&path.org_id, &path.workspace_id, &name.as_str()],
+               and ($4::bigint[] is null or row_version = any($4)) \
+             returning organization_id, id, name, region, created_at, updated_at, row_version",
+            &[&path.org_id, &path.workspace_id, &name.as_str(), &preconditions.versions()],
         )
         .await?;
+    let Some(row) = row else {
+        return Err(preconditions
+            .missed(&mut tx, WORKSPACE_EXISTS, &[&path.org_id, &path.workspace_id])
+            .await);
+    };
     let entry = AuditEntry::allowed("workspace.update", "workspace", path.workspace_id, &meta)
         .with_details(json!({"name": name.as_str()}));
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
-    Ok(web::Json(workspace_from_row(&row)?))
+    Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &workspace_from_row(&row)?))
 }
 
 /// Delete a workspace (permission `workspaces:delete`).
@@ -249,18 +263,22 @@ pub async fn delete_workspace(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<WorkspacePath>,
+    preconditions: Preconditions,
 ) -> Result<HttpResponse, ApiError> {
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), OrgId(path.org_id)).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::WorkspacesDelete, "workspace.delete")
         .await?;
     let deleted = tx
         .execute(
-            "delete from workspaces where organization_id = $1 and id = $2",
-            &[&path.org_id, &path.workspace_id],
+            "delete from workspaces where organization_id = $1 and id = $2 \
+               and ($3::bigint[] is null or row_version = any($3))",
+            &[&path.org_id, &path.workspace_id, &preconditions.versions()],
         )
         .await?;
     if deleted != 1 {
-        return Err(ApiError::NotFound);
+        return Err(preconditions
+            .missed(&mut tx, WORKSPACE_EXISTS, &[&path.org_id, &path.workspace_id])
+            .await);
     }
     record(
         &mut tx,

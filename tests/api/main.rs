@@ -8,6 +8,7 @@ mod backup;
 mod billing;
 mod catalog;
 mod cli;
+mod conditional;
 mod edges;
 mod errors;
 mod faults;
