@@ -163,13 +163,108 @@ begin
 end
 $$;
 
+-- Every organization, one page under a sort, for the admin list (src/api/admin.rs): p_sort is
+-- created_at, -created_at, name or -name; p_backwards pages towards the start from the key
+-- (p_key_text, p_key_id), returning the nearest rows first. Each branch is a fixed statement on
+-- the primary key or organizations_by_name.
+create or replace function app.admin_list_organizations(
+  p_sort text, p_backwards boolean, p_key_text text, p_key_id uuid, p_limit int, p_suspended boolean, p_region text)
+returns table (id uuid, name text, slug text, region text, data_mode text, suspended_at timestamptz,
+               created_at timestamptz, members bigint)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_limit int := least(greatest(p_limit, 1), 501);
+  v_ascending boolean := (p_sort in ('created_at', 'name')) <> coalesce(p_backwards, false);
+begin
+  perform app.require_platform_admin();
+  if p_sort not in ('created_at', '-created_at', 'name', '-name') then
+    raise exception 'unknown sort' using errcode = '22023';
+  end if;
+  if p_sort in ('created_at', '-created_at') and v_ascending then
+    return query
+      select o.id, o.name, o.slug, o.region, o.data_mode, o.suspended_at, o.created_at,
+             (select count(*) from public.memberships m where m.organization_id = o.id)
+      from public.organizations o
+      where o.id <> app.platform_org() and (p_key_id is null or o.id > p_key_id)
+        and (p_suspended is null or (o.suspended_at is not null) = p_suspended)
+        and (p_region is null or o.region = p_region)
+      order by o.id limit v_limit;
+  elsif p_sort in ('created_at', '-created_at') then
+    return query
+      select o.id, o.name, o.slug, o.region, o.data_mode, o.suspended_at, o.created_at,
+             (select count(*) from public.memberships m where m.organization_id = o.id)
+      from public.organizations o
+      where o.id <> app.platform_org() and (p_key_id is null or o.id < p_key_id)
+        and (p_suspended is null or (o.suspended_at is not null) = p_suspended)
+        and (p_region is null or o.region = p_region)
+      order by o.id desc limit v_limit;
+  elsif v_ascending then
+    return query
+      select o.id, o.name, o.slug, o.region, o.data_mode, o.suspended_at, o.created_at,
+             (select count(*) from public.memberships m where m.organization_id = o.id)
+      from public.organizations o
+      where o.id <> app.platform_org() and (p_key_id is null or (o.name, o.id) > (p_key_text, p_key_id))
+        and (p_suspended is null or (o.suspended_at is not null) = p_suspended)
+        and (p_region is null or o.region = p_region)
+      order by o.name, o.id limit v_limit;
+  else
+    return query
+      select o.id, o.name, o.slug, o.region, o.data_mode, o.suspended_at, o.created_at,
+             (select count(*) from public.memberships m where m.organization_id = o.id)
+      from public.organizations o
+      where o.id <> app.platform_org() and (p_key_id is null or (o.name, o.id) < (p_key_text, p_key_id))
+        and (p_suspended is null or (o.suspended_at is not null) = p_suspended)
+        and (p_region is null or o.region = p_region)
+      order by o.name desc, o.id desc limit v_limit;
+  end if;
+end
+$$;
+
+-- Payment events, one page: newest first (p_newest_first) or oldest first, from the key
+-- (p_key_at, p_key_provider, p_key_event), nearest rows first. Index webhook_events_by_received.
+create or replace function app.admin_list_webhook_events(
+  p_status text, p_newest_first boolean, p_backwards boolean, p_key_at timestamptz, p_key_provider text,
+  p_key_event text, p_limit int)
+returns table (provider text, event_id text, event_type text, organization_ref uuid, event_created_at timestamptz,
+               received_at timestamptz, status text, detail text)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_limit int := least(greatest(p_limit, 1), 501);
+begin
+  perform app.require_platform_admin();
+  if coalesce(p_newest_first, true) <> coalesce(p_backwards, false) then
+    return query
+      select e.provider, e.event_id, e.event_type, e.organization_ref, e.event_created_at, e.received_at, e.status,
+             e.detail
+      from public.webhook_events e
+      where (p_status is null or e.status = p_status)
+        and (p_key_at is null or (e.received_at, e.provider, e.event_id) < (p_key_at, p_key_provider, p_key_event))
+      order by e.received_at desc, e.provider desc, e.event_id desc limit v_limit;
+  else
+    return query
+      select e.provider, e.event_id, e.event_type, e.organization_ref, e.event_created_at, e.received_at, e.status,
+             e.detail
+      from public.webhook_events e
+      where (p_status is null or e.status = p_status)
+        and (p_key_at is null or (e.received_at, e.provider, e.event_id) > (p_key_at, p_key_provider, p_key_event))
+      order by e.received_at, e.provider, e.event_id limit v_limit;
+  end if;
+end
+$$;
+
 call app.install_definer(array[
     'app.is_platform_admin()',
     'app.admin_list_organizations(uuid, int)',
     'app.admin_change_organization(uuid, text, text, inet, text, text)',
     'app.admin_put_flag(text, text, boolean, boolean, inet, text, text)',
     'app.admin_target_flag(text, uuid, boolean, inet, text, text)',
-    'app.admin_list_webhook_events(text, int)'
+    'app.admin_list_webhook_events(text, int)',
+    'app.admin_list_organizations(text, boolean, text, uuid, int, boolean, text)',
+    'app.admin_list_webhook_events(text, boolean, boolean, timestamptz, text, text, int)'
 ], '{tenantry_app}');
 call app.install_definer(array['app.require_platform_admin()',
                                'app.admin_audit(uuid, text, text, text, jsonb, inet, text, text)'], '{}');

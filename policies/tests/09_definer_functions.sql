@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(65);
+select plan(67);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -230,6 +230,12 @@ select throws_ok($$select pg_temp.alice($q$select app.admin_target_flag('x', 'bb
   true, null, null, null)::text$q$)$$, '42501', null, 'admin_target_flag: refused');
 select throws_ok($$select pg_temp.alice($q$select count(*)::text from app.admin_list_webhook_events(null, 10)$q$)$$,
   '42501', null, 'admin_list_webhook_events: refused');
+select throws_ok($$select pg_temp.alice($q$select count(*)::text
+    from app.admin_list_organizations('name', false, null, null, 10, null, null)$q$)$$,
+  '42501', null, 'admin_list_organizations (paged): refused');
+select throws_ok($$select pg_temp.alice($q$select count(*)::text
+    from app.admin_list_webhook_events(null, true, false, null, null, null, 10)$q$)$$,
+  '42501', null, 'admin_list_webhook_events (paged): refused');
 
 -- Workflows and the queue.
 select is(pg_temp.alice($$select app.publish_workflow('bbbbbbbb-0000-0000-0000-00000000f100', 'x', '{}')::text$$), null,

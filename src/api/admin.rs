@@ -5,18 +5,19 @@
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{Key, KeyKind, Keyset, Page, PageQuery};
 use super::{AppState, require_user};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, check};
 use crate::domain::{OrgId, Region};
+use crate::sorts;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminOrganization {
@@ -70,14 +71,73 @@ async fn change(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// List every organization (platform admins only).
+/// Every organization: `app.admin_list_organizations` pages under each sort (see
+/// sql/07_platform_admin.sql for its fixed statements and indexes). `$1` limit, `$2` suspended,
+/// `$3` region, then the cursor's keys.
+static BY_CREATED: Keyset = Keyset {
+    code: 1,
+    descending: false,
+    kind: KeyKind::Id,
+    first: "select * from app.admin_list_organizations('created_at', false, null, null, $1::bigint::int, $2, $3)",
+    after: "select * from app.admin_list_organizations('created_at', false, null, $4, $1::bigint::int, $2, $3)",
+    before: "select * from app.admin_list_organizations('created_at', true, null, $4, $1::bigint::int, $2, $3)",
+};
+static BY_CREATED_DESC: Keyset = Keyset {
+    code: 2,
+    descending: true,
+    kind: KeyKind::Id,
+    first: "select * from app.admin_list_organizations('-created_at', false, null, null, $1::bigint::int, $2, $3)",
+    after: "select * from app.admin_list_organizations('-created_at', false, null, $4, $1::bigint::int, $2, $3)",
+    before: "select * from app.admin_list_organizations('-created_at', true, null, $4, $1::bigint::int, $2, $3)",
+};
+static BY_NAME: Keyset = Keyset {
+    code: 3,
+    descending: false,
+    kind: KeyKind::Text,
+    first: "select * from app.admin_list_organizations('name', false, null, null, $1::bigint::int, $2, $3)",
+    after: "select * from app.admin_list_organizations('name', false, $4, $5, $1::bigint::int, $2, $3)",
+    before: "select * from app.admin_list_organizations('name', true, $4, $5, $1::bigint::int, $2, $3)",
+};
+static BY_NAME_DESC: Keyset = Keyset {
+    code: 4,
+    descending: true,
+    kind: KeyKind::Text,
+    first: "select * from app.admin_list_organizations('-name', false, null, null, $1::bigint::int, $2, $3)",
+    after: "select * from app.admin_list_organizations('-name', false, $4, $5, $1::bigint::int, $2, $3)",
+    before: "select * from app.admin_list_organizations('-name', true, $4, $5, $1::bigint::int, $2, $3)",
+};
+
+sorts! {
+    /// The order of the platform's organization list.
+    AdminOrganizationSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+        Name = "name" => BY_NAME,
+        NameDesc = "-name" => BY_NAME_DESC,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AdminOrganizationFilter {
+    /// Only suspended (true) or active (false) organizations.
+    pub suspended: Option<bool>,
+    /// Only organizations in this region.
+    pub region: Option<Region>,
+    /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    pub sort: Option<AdminOrganizationSort>,
+}
+
+/// List every organization (platform admins only), filtered by state and region. `count` is
+/// not offered here: it would count the whole platform.
 #[utoipa::path(
     tag = "admin",
-    params(PageQuery),
+    params(AdminOrganizationFilter, PageQuery),
     responses(
         (status = 200, description = "Organizations", body = Page<AdminOrganization>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a platform admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -85,13 +145,15 @@ async fn change(
 pub async fn list_all_organizations(
     state: web::Data<AppState>,
     principal: Principal,
+    filter: web::Query<AdminOrganizationFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<AdminOrganization>>, ApiError> {
     require_user(&principal)?;
-    let page = query.parse()?;
+    let sort = filter.sort.unwrap_or_default();
+    let page = query.parse(sort.keyset())?;
+    let region = filter.region.map(|r| r.as_str());
     let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
-    let limit = i32::try_from(page.fetch()).unwrap_or(201);
-    let rows = tx.query("select * from app.admin_list_organizations($1, $2)", &[&page.after, &limit]).await?;
+    let rows = tx.query(page.sql(), &page.with_keys(vec![page.fetch(), &filter.suspended, &region])).await?;
     tx.commit().await?;
     let items = rows
         .iter()
@@ -106,7 +168,10 @@ pub async fn list_all_organizations(
             members: r.get("members"),
         })
         .collect();
-    Ok(web::Json(Page::from_items(items, page, |o| o.id.0)))
+    Ok(web::Json(page.page(items, None, |o| match sort {
+        AdminOrganizationSort::Name | AdminOrganizationSort::NameDesc => Key::Text(o.name.clone(), o.id.0),
+        _ => Key::Id(o.id.0),
+    })))
 }
 
 /// Suspend an organization: every request to it is refused until reactivated (audited).

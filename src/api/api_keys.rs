@@ -17,7 +17,7 @@ use super::conditional::{Preconditions, etag};
 use super::extract::{ApiJson, RequestMeta};
 use super::members::{check_workspaces, sorted};
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, prefix_pattern, total};
 use super::{AppState, require_user};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
@@ -26,6 +26,7 @@ use crate::auth::api_keys;
 use crate::auth::events::{SecurityEvent, emit};
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, Name, OrgId, Permission, UserId, supported_time};
+use crate::{keyset, sorts};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -186,16 +187,81 @@ pub async fn create_api_key(
     Ok(response)
 }
 
-/// List the organization's API keys (never their secrets).
+/// The key list's statements: `$1` organization, `$2` limit, `$3` state, `$4` name prefix
+/// pattern, then the cursor's keys. Indexes: the primary key `(organization_id, id)` for
+/// creation order, `api_keys_by_name` for names and the prefix; the state (which depends on the
+/// clock) is checked on the rows that index scan reads.
+macro_rules! keys {
+    () => {
+        "select organization_id, id, name, scopes, workspace_ids, created_by, created_at, expires_at, last_used_at, \
+                revoked_at from api_keys \
+         where organization_id = $1 \
+           and ($3::text is null \
+                or ($3 = 'revoked' and revoked_at is not null) \
+                or ($3 = 'expired' and revoked_at is null and expires_at <= now()) \
+                or ($3 = 'active' and revoked_at is null and (expires_at is null or expires_at > now()))) \
+           and ($4::text is null or lower(name) like $4)"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, keys, "", "id", "$5", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, keys, "", "id", "$5", "id", "id desc", "$2");
+static BY_NAME: Keyset =
+    keyset!(3, Text, asc, keys, "", "(name, id)", "($5, $6)", "name, id", "name desc, id desc", "$2");
+static BY_NAME_DESC: Keyset =
+    keyset!(4, Text, desc, keys, "", "(name, id)", "($5, $6)", "name, id", "name desc, id desc", "$2");
+const COUNT_KEYS: &str = concat!("select count(*) from (", keys!(), " limit $2) c");
+
+sorts! {
+    /// The order of an API key list.
+    ApiKeySort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+        Name = "name" => BY_NAME,
+        NameDesc = "-name" => BY_NAME_DESC,
+    }
+}
+
+/// Whether a key still works.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyState {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl ApiKeyState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyState::Active => "active",
+            ApiKeyState::Expired => "expired",
+            ApiKeyState::Revoked => "revoked",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApiKeyFilter {
+    /// Only keys in this state.
+    pub state: Option<ApiKeyState>,
+    /// Only keys whose name starts with this (case-insensitive).
+    #[param(example = "ci")]
+    pub name_prefix: Option<String>,
+    /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    pub sort: Option<ApiKeySort>,
+}
+
+/// List the organization's API keys (never their secrets), filtered by state and name prefix.
 #[utoipa::path(
     tag = "api_keys",
-    params(OrgPath, PageQuery),
+    params(OrgPath, ApiKeyFilter, PageQuery),
     responses(
         (status = 200, description = "API keys", body = Page<ApiKeyResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission api_keys:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -206,22 +272,32 @@ pub async fn list_api_keys(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    filter: web::Query<ApiKeyFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<ApiKeyResponse>>, ApiError> {
-    let page = query.parse()?;
+    let sort = filter.sort.unwrap_or_default();
+    let page = query.parse(sort.keyset())?;
+    let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
+    let key_state = filter.state.map(ApiKeyState::as_str);
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        "select organization_id, id, name, scopes, workspace_ids, created_by, created_at, expires_at, last_used_at, \
-                revoked_at \
-         from api_keys where id > $1 order by id limit $2",
-        &[&page.after, &page.fetch()],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![org.as_uuid(), page.fetch(), &key_state, &prefix]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.list").await?;
-    Ok(web::Json(Page::from_items(rows.iter().map(key_from_row).collect(), page, |k| k.id)))
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [org.as_uuid(), &COUNT_FETCH, &key_state, &prefix];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_KEYS, &count_params).await?;
+    let items = rows.iter().map(key_from_row).collect();
+    Ok(web::Json(page.page(items, total, |k| match sort {
+        ApiKeySort::Name | ApiKeySort::NameDesc => Key::Text(k.name.clone(), k.id),
+        _ => Key::Id(k.id),
+    })))
 }
 
 /// Get one API key (never its secret; permission `api_keys:manage`).

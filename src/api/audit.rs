@@ -3,8 +3,6 @@
 //! hashes, append-only) is enforced by PostgreSQL (migrations/V4__audit_log.sql).
 
 use actix_web::{get, web};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,12 +14,13 @@ use super::AppState;
 use super::authz::authorize;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
-use super::pagination::MAX_LIMIT;
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{DbError, TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission, supported_time};
+use crate::{keyset, sorts};
 
 /// One thing that happened, to be appended to the organization's log.
 pub struct AuditEntry<'a> {
@@ -115,20 +114,37 @@ pub struct AuditEventResponse {
     pub hash: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<AuditEventResponse>,
-    pub next_cursor: Option<String>,
+/// The audit list's statements: `$1` organization, `$2` limit, `$3` action, `$4` actor, `$5`
+/// outcome, `$6`/`$7` the time range, then the cursor's key (`seq`). Indexes: the primary key
+/// `(organization_id, seq)`, `audit_events_action_idx (organization_id, action, seq)` with an
+/// action, `audit_events_by_actor` with an actor, `audit_events_by_time` for a time range.
+macro_rules! audit_events {
+    () => {
+        "select seq, id, occurred_at, actor_type, actor_id, action, target_type, target_id, outcome, \
+         host(ip) as ip, user_agent, request_id, details, hash from audit_events \
+         where organization_id = $1 \
+           and ($3::text is null or action = $3) and ($4::uuid is null or actor_id = $4) \
+           and ($5::text is null or outcome = $5) \
+           and ($6::timestamptz is null or occurred_at >= $6) and ($7::timestamptz is null or occurred_at < $7)"
+    };
+}
+static BY_SEQ: Keyset = keyset!(1, Int, asc, audit_events, "", "seq", "$8", "seq", "seq desc", "$2");
+static BY_SEQ_DESC: Keyset = keyset!(2, Int, desc, audit_events, "", "seq", "$8", "seq", "seq desc", "$2");
+const COUNT_AUDIT_EVENTS: &str = concat!("select count(*) from (", audit_events!(), " limit $2) c");
+
+sorts! {
+    /// The order of the audit log (`created_at` is the chain's order, `seq`).
+    AuditSort {
+        CreatedAt = "created_at" => BY_SEQ,
+        CreatedAtDesc = "-created_at" => BY_SEQ_DESC,
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Items per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<i64>,
-    /// `next_cursor` from the previous page.
-    pub cursor: Option<String>,
+    /// `created_at` (default, oldest first, the chain's order) or `-created_at` (newest first).
+    pub sort: Option<AuditSort>,
     /// Only this action, e.g. `workspace.create`.
     pub action: Option<String>,
     /// Only entries by this user or API key.
@@ -173,13 +189,13 @@ fn event_from_row(row: &Row) -> AuditEventResponse {
 /// Read the organization's audit log, oldest first (permission `audit:read`).
 #[utoipa::path(
     tag = "audit",
-    params(OrgPath, AuditQuery),
+    params(OrgPath, AuditQuery, PageQuery),
     responses(
-        (status = 200, description = "Audit entries", body = AuditPage),
+        (status = 200, description = "Audit entries", body = Page<AuditEventResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission audit:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -191,20 +207,9 @@ pub async fn list_audit_events(
     meta: RequestMeta,
     path: web::Path<OrgPath>,
     query: web::Query<AuditQuery>,
-) -> Result<web::Json<AuditPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}")).into());
-    }
-    let after: i64 = match &query.cursor {
-        None => 0,
-        Some(c) => URL_SAFE_NO_PAD
-            .decode(c)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| FieldError::new("cursor", "is not a cursor from this API"))?,
-    };
+    paging: web::Query<PageQuery>,
+) -> Result<web::Json<Page<AuditEventResponse>>, ApiError> {
+    let page = paging.parse(query.sort.unwrap_or_default().keyset())?;
     if let Some(outcome) = &query.outcome
         && !["allowed", "denied", "failed"].contains(&outcome.as_str())
     {
@@ -221,30 +226,19 @@ pub async fn list_audit_events(
         }
     }
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        "select seq, id, occurred_at, actor_type, actor_id, action, target_type, target_id, outcome, \
-         host(ip) as ip, user_agent, request_id, details, hash from audit_events \
-         where organization_id = $1 and seq > $2 \
-           and ($3::text is null or action = $3) and ($4::uuid is null or actor_id = $4) \
-           and ($5::text is null or outcome = $5) \
-           and ($6::timestamptz is null or occurred_at >= $6) and ($7::timestamptz is null or occurred_at < $7) \
-         order by seq limit $8",
-        &[org.as_uuid(), &after, &query.action, &query.actor_id, &query.outcome, &query.since, &query.until, &(limit + 1)],
-    )
-    .await?;
+    let filters: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&query.action, &query.actor_id, &query.outcome, &query.since, &query.until];
+    let mut params = vec![org.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync), page.fetch()];
+    params.extend_from_slice(&filters);
+    let (membership, rows) =
+        tenant::read(&state.db, principal.actor(), Some(org), page.sql(), &page.with_keys(params)).await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::AuditRead, "audit.read").await?;
-    let mut items: Vec<AuditEventResponse> = rows.iter().map(event_from_row).collect();
-    let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
-        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        items.last().map(|e| URL_SAFE_NO_PAD.encode(e.seq.to_string()))
-    } else {
-        None
-    };
-    Ok(web::Json(AuditPage { items, next_cursor }))
+    let mut count_params = vec![org.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync), &COUNT_FETCH];
+    count_params.extend_from_slice(&filters);
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_AUDIT_EVENTS, &count_params).await?;
+    let items: Vec<AuditEventResponse> = rows.iter().map(event_from_row).collect();
+    Ok(web::Json(page.page(items, total, |e| Key::Int(e.seq))))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

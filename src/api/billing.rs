@@ -16,13 +16,14 @@ use super::authz::{authorize, authorize_in};
 use super::conditional::{Preconditions, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::billing::{self, NewInvoice};
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission};
+use crate::{keyset, sorts};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlanResponse {
@@ -419,16 +420,72 @@ pub async fn delete_subscription(
     Ok(tagged(HttpResponse::Ok(), row.get("row_version"), &subscription_from_row(&row, None)))
 }
 
-/// The organization's invoices, oldest first (permission `billing:read`).
+/// The invoice list's statements: `$1` organization, `$2` limit, `$3` status, `$4`/`$5` the
+/// issue-date range, then the cursor's key. Indexes: the primary key `(organization_id, id)`
+/// (UUIDv7: issue order), `invoices_by_status` with a status, `invoices_by_issued` for a range.
+macro_rules! invoices {
+    () => {
+        "select id, number, subscription_id, status, currency, total_minor, amount_paid_minor, period_start, \
+         period_end, issued_at, paid_at, voided_at from invoices where organization_id = $1 \
+           and ($3::text is null or status = $3) \
+           and ($4::timestamptz is null or issued_at >= $4) and ($5::timestamptz is null or issued_at < $5)"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, invoices, "", "id", "$6", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, invoices, "", "id", "$6", "id", "id desc", "$2");
+const COUNT_INVOICES: &str = concat!("select count(*) from (", invoices!(), " limit $2) c");
+
+sorts! {
+    /// The order of an invoice list.
+    InvoiceSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Open,
+    Paid,
+    Void,
+    Uncollectible,
+}
+
+impl InvoiceStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Open => "open",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Void => "void",
+            InvoiceStatus::Uncollectible => "uncollectible",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceFilter {
+    /// Only invoices in this status.
+    pub status: Option<InvoiceStatus>,
+    /// Only invoices issued at or after this time.
+    pub issued_since: Option<DateTime<Utc>>,
+    /// Only invoices issued before this time.
+    pub issued_until: Option<DateTime<Utc>>,
+    /// `created_at` (default, oldest first) or `-created_at`.
+    pub sort: Option<InvoiceSort>,
+}
+
+/// The organization's invoices (permission `billing:read`), filtered by status and issue date.
 #[utoipa::path(
     tag = "billing",
-    params(OrgPath, PageQuery),
+    params(OrgPath, InvoiceFilter, PageQuery),
     responses(
         (status = 200, description = "Invoices", body = Page<InvoiceResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission billing:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -439,22 +496,32 @@ pub async fn list_invoices(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    filter: web::Query<InvoiceFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<InvoiceResponse>>, ApiError> {
-    let page = query.parse()?;
+    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let status = filter.status.map(InvoiceStatus::as_str);
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        "select id, number, subscription_id, status, currency, total_minor, amount_paid_minor, period_start, \
-         period_end, issued_at, paid_at, voided_at from invoices where organization_id = $1 and id > $2 \
-         order by id limit $3",
-        &[&path.org_id, &page.after, &page.fetch()],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![
+            org.as_uuid(),
+            page.fetch(),
+            &status,
+            &filter.issued_since,
+            &filter.issued_until,
+        ]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::BillingRead, "invoice.list").await?;
-    Ok(web::Json(Page::from_items(rows.iter().map(invoice_from_row).collect(), page, |i| i.id)))
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [org.as_uuid(), &COUNT_FETCH, &status, &filter.issued_since, &filter.issued_until];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_INVOICES, &count_params).await?;
+    Ok(web::Json(page.page(rows.iter().map(invoice_from_row).collect(), total, |i| Key::Id(i.id))))
 }
 
 /// One invoice with its line items (permission `billing:read`).

@@ -17,7 +17,7 @@ use super::conditional::{Preconditions, etag};
 use super::extract::{ApiJson, RequestMeta};
 use super::members::{check_custom_role, check_workspaces, custom_role_of, sorted};
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use super::{AppState, require_user};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
@@ -25,6 +25,7 @@ use crate::auth::Principal;
 use crate::auth::api_keys::{new_opaque, parse_opaque};
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission, Role, UserId};
+use crate::{keyset, sorts};
 
 const PREFIX: &str = "tnty_inv_";
 
@@ -196,16 +197,79 @@ pub async fn create_invitation(
     Ok(response)
 }
 
-/// List the organization's invitations (permission `members:manage`).
+/// The invitation list's statements: `$1` organization, `$2` limit, `$3` state, `$4` e-mail,
+/// then the cursor's key. Indexes: the primary key `(organization_id, id)` (ids are UUIDv7, so
+/// creation order), `invitations_email_idx (organization_id, email)` for the e-mail; the state
+/// (which depends on the clock) is checked on the rows read.
+macro_rules! invitations {
+    () => {
+        "select organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
+                accepted_at, accepted_by, revoked_at from invitations \
+         where organization_id = $1 \
+           and ($3::text is null \
+                or ($3 = 'accepted' and accepted_at is not null) \
+                or ($3 = 'revoked' and accepted_at is null and revoked_at is not null) \
+                or ($3 = 'expired' and accepted_at is null and revoked_at is null and expires_at <= now()) \
+                or ($3 = 'pending' and accepted_at is null and revoked_at is null and expires_at > now())) \
+           and ($4::text is null or email = lower($4))"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, invitations, "", "id", "$5", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, invitations, "", "id", "$5", "id", "id desc", "$2");
+const COUNT_INVITATIONS: &str = concat!("select count(*) from (", invitations!(), " limit $2) c");
+
+sorts! {
+    /// The order of an invitation list.
+    InvitationSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+    }
+}
+
+/// Where an invitation stands.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationState {
+    Pending,
+    Accepted,
+    Revoked,
+    Expired,
+}
+
+impl InvitationState {
+    fn as_str(self) -> &'static str {
+        match self {
+            InvitationState::Pending => "pending",
+            InvitationState::Accepted => "accepted",
+            InvitationState::Revoked => "revoked",
+            InvitationState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvitationFilter {
+    /// Only invitations in this state.
+    pub state: Option<InvitationState>,
+    /// Only invitations to this address (case-insensitive).
+    #[param(example = "new.hire@example.com")]
+    pub email: Option<String>,
+    /// `created_at` (default, oldest first) or `-created_at`.
+    pub sort: Option<InvitationSort>,
+}
+
+/// List the organization's invitations (permission `members:manage`), filtered by state and
+/// e-mail.
 #[utoipa::path(
     tag = "members",
-    params(OrgPath, PageQuery),
+    params(OrgPath, InvitationFilter, PageQuery),
     responses(
         (status = 200, description = "Invitations", body = Page<InvitationResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission members:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -216,23 +280,31 @@ pub async fn list_invitations(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    filter: web::Query<InvitationFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<InvitationResponse>>, ApiError> {
-    let page = query.parse()?;
+    let sort = filter.sort.unwrap_or_default();
+    let page = query.parse(sort.keyset())?;
+    if filter.email.as_ref().is_some_and(|e| e.is_empty() || e.len() > 320) {
+        return Err(FieldError::new("email", "must be 1 to 320 characters").into());
+    }
+    let invitation_state = filter.state.map(InvitationState::as_str);
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        "select organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
-                accepted_at, accepted_by, revoked_at \
-         from invitations where id > $1 order by id limit $2",
-        &[&page.after, &page.fetch()],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![org.as_uuid(), page.fetch(), &invitation_state, &filter.email]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.list").await?;
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [org.as_uuid(), &COUNT_FETCH, &invitation_state, &filter.email];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_INVITATIONS, &count_params).await?;
     let items = rows.iter().map(invitation_from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(web::Json(Page::from_items(items, page, |i| i.id)))
+    Ok(web::Json(page.page(items, total, |i| Key::Id(i.id))))
 }
 
 /// Get one invitation (never its token; permission `members:manage`).

@@ -4,20 +4,21 @@
 
 use actix_web::{get, web};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
 use super::authz::authorize;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::tenant;
 use crate::domain::{OrgId, Permission};
+use crate::{keyset, sorts};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Balance {
@@ -90,16 +91,56 @@ pub async fn list_ledger_balances(
     ))
 }
 
-/// The journal, oldest first (permission `billing:read`).
+/// The journal's statements: `$1` organization, `$2` limit, `$3`/`$4` the time range, then the
+/// cursor's key. The primary key `(organization_id, id)` orders them (UUIDv7 ids: the order they
+/// were posted); each transaction's entries come with it, by `journal_entries`' primary key.
+macro_rules! journal {
+    () => {
+        "select t.id, t.occurred_at, t.description, t.source, \
+           (select coalesce(json_agg(json_build_object('account', a.code, 'currency', e.currency, \
+                                                       'amount_minor', e.amount_minor) order by e.line_no), '[]'::json) \
+            from journal_entries e \
+            join ledger_accounts a on a.organization_id = e.organization_id and a.id = e.account_id \
+            where e.organization_id = t.organization_id and e.transaction_id = t.id)::text as entries \
+         from journal_transactions t where t.organization_id = $1 \
+           and ($3::timestamptz is null or t.occurred_at >= $3) and ($4::timestamptz is null or t.occurred_at < $4)"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, journal, "", "t.id", "$5", "t.id", "t.id desc", "$2");
+static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, journal, "", "t.id", "$5", "t.id", "t.id desc", "$2");
+const COUNT_JOURNAL: &str = "select count(*) from (select 1 from journal_transactions t where t.organization_id = $1 \
+     and ($3::timestamptz is null or t.occurred_at >= $3) and ($4::timestamptz is null or t.occurred_at < $4) \
+     limit $2) c";
+
+sorts! {
+    /// The order of the journal.
+    JournalSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JournalFilter {
+    /// Only transactions at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only transactions before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// `created_at` (default, oldest first) or `-created_at`.
+    pub sort: Option<JournalSort>,
+}
+
+/// The journal (permission `billing:read`), filtered by time.
 #[utoipa::path(
     tag = "billing",
-    params(OrgPath, PageQuery),
+    params(OrgPath, JournalFilter, PageQuery),
     responses(
         (status = 200, description = "Journal transactions with their entries", body = Page<JournalTransaction>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission billing:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -110,21 +151,17 @@ pub async fn list_journal(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    filter: web::Query<JournalFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<JournalTransaction>>, ApiError> {
-    let page = query.parse()?;
+    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        "select t.id, t.occurred_at, t.description, t.source, \
-           coalesce(json_agg(json_build_object('account', a.code, 'currency', e.currency, 'amount_minor', e.amount_minor) \
-                             order by e.line_no), '[]'::json)::text as entries \
-         from (select * from journal_transactions where organization_id = $1 and id > $2 order by id limit $3) t \
-         join journal_entries e on e.organization_id = t.organization_id and e.transaction_id = t.id \
-         join ledger_accounts a on a.organization_id = e.organization_id and a.id = e.account_id \
-         group by t.id, t.occurred_at, t.description, t.source order by t.id",
-        &[&path.org_id, &page.after, &page.fetch()],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![org.as_uuid(), page.fetch(), &filter.since, &filter.until]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
@@ -149,5 +186,8 @@ pub async fn list_journal(
             }
         })
         .collect();
-    Ok(web::Json(Page::from_items(items, page, |t| t.id)))
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [org.as_uuid(), &COUNT_FETCH, &filter.since, &filter.until];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_JOURNAL, &count_params).await?;
+    Ok(web::Json(page.page(items, total, |t| Key::Id(t.id))))
 }

@@ -21,12 +21,13 @@ use super::authz::{
 use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{Membership, OrgId, Permission, Role, UserId};
+use crate::{keyset, sorts};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -158,15 +159,76 @@ const SELECT_MEMBER: &str = "select m.user_id, u.email, u.display_name, m.role, 
 /// Whether the member exists (after a guarded write matched nothing: 412 or 404).
 const MEMBER_EXISTS: &str = "select 1 from memberships where organization_id = $1 and user_id = $2";
 
-/// List the members of an organization.
+/// The member list's statements: `$1` organization, `$2` limit, `$3` role, `$4` e-mail, then
+/// the cursor's keys. Indexes: `memberships_by_created (organization_id, created_at, user_id)`,
+/// `memberships_by_role (organization_id, role, created_at, user_id)` with a role, and
+/// `users_email_lower` for an e-mail. organization_id is filtered here because the policy also
+/// shows the caller's own memberships in other organizations; isolation is the policy's job.
+macro_rules! members {
+    () => {
+        "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
+         from memberships m join users u on u.id = m.user_id \
+         where m.organization_id = $1 and ($3::text is null or m.role = $3) \
+           and ($4::text is null or lower(u.email) = lower($4))"
+    };
+}
+static BY_CREATED: Keyset = keyset!(
+    1,
+    Time,
+    asc,
+    members,
+    "",
+    "(m.created_at, m.user_id)",
+    "($5, $6)",
+    "m.created_at, m.user_id",
+    "m.created_at desc, m.user_id desc",
+    "$2"
+);
+static BY_CREATED_DESC: Keyset = keyset!(
+    2,
+    Time,
+    desc,
+    members,
+    "",
+    "(m.created_at, m.user_id)",
+    "($5, $6)",
+    "m.created_at, m.user_id",
+    "m.created_at desc, m.user_id desc",
+    "$2"
+);
+const COUNT_MEMBERS: &str = concat!("select count(*) from (", members!(), " limit $2) c");
+
+sorts! {
+    /// The order of a member list (by when they joined).
+    MemberSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MemberFilter {
+    /// Only members with this role.
+    pub role: Option<Role>,
+    /// Only the member with this e-mail address (case-insensitive).
+    #[param(example = "ada@example.com")]
+    pub email: Option<String>,
+    /// `created_at` (default, longest-standing first) or `-created_at`.
+    pub sort: Option<MemberSort>,
+}
+
+/// List the members of an organization (permission `members:read`), filtered by role and
+/// e-mail.
 #[utoipa::path(
     tag = "members",
-    params(OrgPath, PageQuery),
+    params(OrgPath, MemberFilter, PageQuery),
     responses(
         (status = 200, description = "Members", body = Page<MemberResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission members:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -177,26 +239,30 @@ pub async fn list_members(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    filter: web::Query<MemberFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<MemberResponse>>, ApiError> {
     let org = OrgId(path.org_id);
-    let page = query.parse()?;
-    // organization_id is filtered here because the policy also shows the caller's own
-    // memberships in other organizations; isolation itself is the policy's job.
+    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    if filter.email.as_ref().is_some_and(|e| e.is_empty() || e.len() > 320) {
+        return Err(ApiError::invalid_field("email", "must be 1 to 320 characters"));
+    }
+    let role = filter.role.as_ref().map(Role::as_str);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
         Some(org),
-        "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
-         from memberships m join users u on u.id = m.user_id \
-         where m.organization_id = $1 and m.user_id > $2 order by m.user_id limit $3",
-        &[org.as_uuid(), &page.after, &page.fetch()],
+        page.sql(),
+        &page.with_keys(vec![org.as_uuid(), page.fetch(), &role, &filter.email]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "member.list").await?;
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [org.as_uuid(), &COUNT_FETCH, &role, &filter.email];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_MEMBERS, &count_params).await?;
     let items = rows.iter().map(member_from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(web::Json(Page::from_items(items, page, |m| m.user_id.0)))
+    Ok(web::Json(page.page(items, total, |m| Key::Time(m.created_at, m.user_id.0))))
 }
 
 /// Get one member (permission `members:read`).

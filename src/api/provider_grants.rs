@@ -94,8 +94,10 @@ pub async fn list_provider_grants(
         &state.db,
         principal.actor(),
         Some(OrgId(path.org_id)),
+        // Whole, not paged: at most one grant per configured provider and built-in role
+        // (unique (organization_id, provider, role)), so the list is bounded by configuration.
         "select id, provider, role, granted_by, created_at from provider_grants \
-         where organization_id = $1 order by provider, role limit 1000",
+         where organization_id = $1 order by provider, role",
         &[&path.org_id],
     )
     .await?;

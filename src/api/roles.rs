@@ -15,13 +15,14 @@ use super::authz::{authorize, authorize_in, authorize_named_in};
 use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, Patch, RequestMeta};
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, prefix_pattern, total};
 use super::{AppState, require_user};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, Membership, OrgId, Permission};
+use crate::{keyset, sorts};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -161,16 +162,77 @@ async fn replace_permissions(
     Ok(())
 }
 
-/// List the organization's custom roles (permission `members:read`).
+/// The role list's statements: `$1` organization, `$2` limit, `$3` name prefix pattern, then the
+/// cursor's keys. Indexes: the primary key `(organization_id, id)` for creation order,
+/// `roles_name_key (organization_id, name)` for names, `roles_name_prefix` for the prefix.
+macro_rules! roles {
+    () => {
+        "select r.id, r.name, r.description, r.created_at, r.updated_at, \
+         array(select p.permission from role_permissions p \
+               where p.organization_id = r.organization_id and p.role_id = r.id order by p.permission) as permissions \
+         from roles r where r.organization_id = $1 and ($3::text is null or lower(r.name) like $3)"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, roles, "", "r.id", "$4", "r.id", "r.id desc", "$2");
+static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, roles, "", "r.id", "$4", "r.id", "r.id desc", "$2");
+static BY_NAME: Keyset = keyset!(
+    3,
+    Text,
+    asc,
+    roles,
+    "",
+    "(r.name, r.id)",
+    "($4, $5)",
+    "r.name, r.id",
+    "r.name desc, r.id desc",
+    "$2"
+);
+static BY_NAME_DESC: Keyset = keyset!(
+    4,
+    Text,
+    desc,
+    roles,
+    "",
+    "(r.name, r.id)",
+    "($4, $5)",
+    "r.name, r.id",
+    "r.name desc, r.id desc",
+    "$2"
+);
+const COUNT_ROLES: &str = "select count(*) from (select 1 from roles r where r.organization_id = $1 \
+     and ($3::text is null or lower(r.name) like $3) limit $2) c";
+
+sorts! {
+    /// The order of a role list.
+    RoleSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+        Name = "name" => BY_NAME,
+        NameDesc = "-name" => BY_NAME_DESC,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RoleFilter {
+    /// Only roles whose name starts with this (case-insensitive).
+    #[param(example = "support")]
+    pub name_prefix: Option<String>,
+    /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    pub sort: Option<RoleSort>,
+}
+
+/// List the organization's custom roles (permission `members:read`), filtered by name prefix
+/// and sorted by creation or name.
 #[utoipa::path(
     tag = "roles",
-    params(OrgPath, PageQuery),
+    params(OrgPath, RoleFilter, PageQuery),
     responses(
         (status = 200, description = "Custom roles", body = Page<RoleResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission members:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -181,23 +243,31 @@ pub async fn list_roles(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    filter: web::Query<RoleFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<RoleResponse>>, ApiError> {
-    let page = query.parse()?;
+    let sort = filter.sort.unwrap_or_default();
+    let page = query.parse(sort.keyset())?;
+    let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        "select r.id, r.name, r.description, r.created_at, r.updated_at, \
-         array(select p.permission from role_permissions p \
-               where p.organization_id = r.organization_id and p.role_id = r.id order by p.permission) as permissions \
-         from roles r where r.id > $1 order by r.id limit $2",
-        &[&page.after, &page.fetch()],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![org.as_uuid(), page.fetch(), &prefix]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "role.list").await?;
-    Ok(web::Json(Page::from_items(rows.iter().map(role_from_row).collect(), page, |r| r.id)))
+    let total =
+        total(&state.db, &principal, Some(org), &page, COUNT_ROLES, &[org.as_uuid(), &COUNT_FETCH, &prefix])
+            .await?;
+    let items = rows.iter().map(role_from_row).collect();
+    Ok(web::Json(page.page(items, total, |r| match sort {
+        RoleSort::Name | RoleSort::NameDesc => Key::Text(r.name.clone(), r.id),
+        _ => Key::Id(r.id),
+    })))
 }
 
 /// Get a custom role (permission `members:read`).

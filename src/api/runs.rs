@@ -18,7 +18,7 @@ use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
 use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, RequestMeta};
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use super::workflows::WorkflowPath;
 use super::workspaces::WorkspacePath;
 use crate::api::ApiError;
@@ -26,6 +26,7 @@ use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission, UserId};
+use crate::{keyset, sorts};
 
 /// The largest input accepted, serialized.
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;
@@ -96,6 +97,12 @@ pub struct RunFilter {
     pub workflow_id: Option<Uuid>,
     /// Only runs in this status.
     pub status: Option<RunStatus>,
+    /// Only runs started at or after this time.
+    pub created_since: Option<DateTime<Utc>>,
+    /// Only runs started before this time.
+    pub created_until: Option<DateTime<Utc>>,
+    /// `created_at` (default, oldest first) or `-created_at`.
+    pub sort: Option<RunSort>,
 }
 
 /// Why a run failed. `message` is content (absent unless the data mode is `full`).
@@ -265,8 +272,62 @@ pub async fn start_run(
         .json(run_from_row(&row)))
 }
 
-/// List a workspace's runs, oldest first, optionally of one workflow or in one status
-/// (permission `workflows:read`).
+/// The run list's statements: `$1` organization, `$2` workspace, `$3` limit, `$4` workflow,
+/// `$5` status, `$6`/`$7` the creation-time range, then the cursor's key. Driven by the
+/// workspace, as the workflow list: a missing workspace is a 404. Indexes:
+/// `workflow_runs_by_workspace (organization_id, workspace_id, id)`, `workflow_runs_by_status`
+/// with a status, `workflow_runs_by_workflow (organization_id, workflow_id, id)` with a workflow.
+macro_rules! runs {
+    () => {
+        concat!(
+            "select r.* from workspaces s left join lateral (select ",
+            run_columns!(),
+            " from workflow_runs x where x.organization_id = s.organization_id and x.workspace_id = s.id \
+               and ($4::uuid is null or x.workflow_id = $4) and ($5::text is null or x.status = $5) \
+               and ($6::timestamptz is null or x.created_at >= $6) and ($7::timestamptz is null or x.created_at < $7)"
+        )
+    };
+}
+static BY_CREATED: Keyset = keyset!(
+    1,
+    Id,
+    asc,
+    runs,
+    ") r on true where s.organization_id = $1 and s.id = $2",
+    "x.id",
+    "$8",
+    "x.id",
+    "x.id desc",
+    "$3"
+);
+static BY_CREATED_DESC: Keyset = keyset!(
+    2,
+    Id,
+    desc,
+    runs,
+    ") r on true where s.organization_id = $1 and s.id = $2",
+    "x.id",
+    "$8",
+    "x.id",
+    "x.id desc",
+    "$3"
+);
+const COUNT_RUNS: &str = "select count(*) from (select 1 from workflow_runs x \
+     where x.organization_id = $1 and x.workspace_id = $2 \
+       and ($4::uuid is null or x.workflow_id = $4) and ($5::text is null or x.status = $5) \
+       and ($6::timestamptz is null or x.created_at >= $6) and ($7::timestamptz is null or x.created_at < $7) \
+     limit $3) c";
+
+sorts! {
+    /// The order of a run list.
+    RunSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+    }
+}
+
+/// List a workspace's runs (permission `workflows:read`), filtered by workflow, status and
+/// creation time.
 #[utoipa::path(
     tag = "runs",
     params(WorkspacePath, RunFilter, PageQuery),
@@ -275,7 +336,7 @@ pub async fn start_run(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission workflows:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such workspace", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -289,31 +350,37 @@ pub async fn list_runs(
     filter: web::Query<RunFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<RunResponse>>, ApiError> {
-    let page = query.parse()?;
+    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
     let status = filter.status.map(RunStatus::as_str);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(OrgId(path.org_id)),
-        // Driven by the workspace, as the workflow list: a missing workspace is a 404.
-        concat!(
-            "select r.* from workspaces s left join lateral (select ",
-            run_columns!(),
-            " from workflow_runs x where x.organization_id = s.organization_id and x.workspace_id = s.id \
-               and ($5::uuid is null or x.workflow_id = $5) and ($6::text is null or x.status = $6) \
-               and x.id > $3 order by x.id limit $4) r on true \
-             where s.organization_id = $1 and s.id = $2"
-        ),
-        &[&path.org_id, &path.workspace_id, &page.after, &page.fetch(), &filter.workflow_id, &status],
-    )
-    .await?;
+    let org = OrgId(path.org_id);
+    let params = vec![
+        &path.org_id as &(dyn tokio_postgres::types::ToSql + Sync),
+        &path.workspace_id,
+        page.fetch(),
+        &filter.workflow_id,
+        &status,
+        &filter.created_since,
+        &filter.created_until,
+    ];
+    let (membership, rows) =
+        tenant::read(&state.db, principal.actor(), Some(org), page.sql(), &page.with_keys(params)).await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "run.list").await?;
     if rows.is_empty() {
         return Err(ApiError::NotFound);
     }
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &path.org_id,
+        &path.workspace_id,
+        &COUNT_FETCH,
+        &filter.workflow_id,
+        &status,
+        &filter.created_since,
+        &filter.created_until,
+    ];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_RUNS, &count_params).await?;
     let items = rows.iter().filter(|r| r.get::<_, Option<Uuid>>("id").is_some()).map(run_from_row).collect();
-    Ok(web::Json(Page::from_items(items, page, |r| r.id)))
+    Ok(web::Json(page.page(items, total, |r| Key::Id(r.id))))
 }
 
 /// Get a run (permission `workflows:read`).

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::{ApiJson, RequestMeta};
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use super::{AppState, require_user};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
@@ -17,6 +17,7 @@ use crate::auth::Principal;
 use crate::auth::events::{SecurityEvent, emit};
 use crate::auth::sessions::{SessionError, TokenPair};
 use crate::db::{TenantTx, tenant};
+use crate::{keyset, sorts};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -166,15 +167,43 @@ fn session_from_row(row: &Row, current: Option<Uuid>) -> SessionResponse {
     }
 }
 
-/// List the caller's sessions, in the order they were started.
+/// The caller's sessions: `$1` limit, then the cursor's key. A person's sessions are few;
+/// `sessions_user_id_idx (user_id, created_at)` finds them (ids are UUIDv7: creation order).
+macro_rules! sessions {
+    () => {
+        "select id, provider, created_at, last_refreshed_at, idle_expires_at, absolute_expires_at, \
+         revoked_at, revoked_reason, user_agent, host(ip) as ip from sessions \
+         where user_id = app.current_user_id()"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, sessions, "", "id", "$2", "id", "id desc", "$1");
+static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, sessions, "", "id", "$2", "id", "id desc", "$1");
+const COUNT_SESSIONS: &str = concat!("select count(*) from (", sessions!(), " limit $1) c");
+
+sorts! {
+    /// The order of a session list.
+    SessionSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionFilter {
+    /// `created_at` (default, in the order they were started) or `-created_at`.
+    pub sort: Option<SessionSort>,
+}
+
+/// List the caller's sessions.
 #[utoipa::path(
     tag = "me",
-    params(PageQuery),
+    params(SessionFilter, PageQuery),
     responses(
         (status = 200, description = "Sessions", body = Page<SessionResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "API keys have no sessions", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -183,22 +212,17 @@ fn session_from_row(row: &Row, current: Option<Uuid>) -> SessionResponse {
 pub async fn list_sessions(
     state: web::Data<AppState>,
     principal: Principal,
+    filter: web::Query<SessionFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<SessionResponse>>, ApiError> {
     let user = require_user(&principal)?;
-    let page = query.parse()?;
-    let (_, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        None,
-        "select id, provider, created_at, last_refreshed_at, idle_expires_at, absolute_expires_at, \
-         revoked_at, revoked_reason, user_agent, host(ip) as ip from sessions \
-         where user_id = app.current_user_id() and id > $1 order by id limit $2",
-        &[&page.after, &page.fetch()],
-    )
-    .await?;
+    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let (_, rows) =
+        tenant::read(&state.db, principal.actor(), None, page.sql(), &page.with_keys(vec![page.fetch()]))
+            .await?;
+    let total = total(&state.db, &principal, None, &page, COUNT_SESSIONS, &[&COUNT_FETCH]).await?;
     let items = rows.iter().map(|r| session_from_row(r, user.session_id)).collect();
-    Ok(web::Json(Page::from_items(items, page, |s| s.id)))
+    Ok(web::Json(page.page(items, total, |s| Key::Id(s.id))))
 }
 
 /// End one of the caller's sessions.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::pagination::{Key, KeyKind, Keyset, Page, PageQuery};
 use super::{AppState, require_user};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
@@ -19,6 +20,7 @@ use crate::auth::Principal;
 use crate::billing::{self, PaymentOutcome};
 use crate::db::{Actor, DbError, TenantTx};
 use crate::domain::OrgId;
+use crate::sorts;
 use crate::webhooks::{
     Action, Event, SignatureError, parse_razorpay, parse_stripe, razorpay_event_id, verify_razorpay,
     verify_stripe,
@@ -271,11 +273,45 @@ async fn apply(
     }
 }
 
+/// Payment events, through `app.admin_list_webhook_events` (sql/07_platform_admin.sql: index
+/// `webhook_events_by_received`). `$1` limit, `$2` status, then the cursor's keys: the arrival
+/// time and `provider:event_id`.
+static NEWEST_FIRST: Keyset = Keyset {
+    code: 1,
+    descending: true,
+    kind: KeyKind::TimeText,
+    first: "select * from app.admin_list_webhook_events($2, true, false, null, null, null, $1::bigint::int)",
+    after: "select * from app.admin_list_webhook_events($2, true, false, $3, split_part($4, ':', 1), \
+            substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+    before: "select * from app.admin_list_webhook_events($2, true, true, $3, split_part($4, ':', 1), \
+             substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+};
+static OLDEST_FIRST: Keyset = Keyset {
+    code: 2,
+    descending: false,
+    kind: KeyKind::TimeText,
+    first: "select * from app.admin_list_webhook_events($2, false, false, null, null, null, $1::bigint::int)",
+    after: "select * from app.admin_list_webhook_events($2, false, false, $3, split_part($4, ':', 1), \
+            substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+    before: "select * from app.admin_list_webhook_events($2, false, true, $3, split_part($4, ':', 1), \
+             substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+};
+
+sorts! {
+    /// The order of the payment event list.
+    WebhookEventSort {
+        ReceivedAtDesc = "-received_at" => NEWEST_FIRST,
+        ReceivedAt = "received_at" => OLDEST_FIRST,
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WebhookEventQuery {
     /// `unroutable` (the default), `processed`, `ignored`, or `all`.
     pub status: Option<String>,
+    /// `-received_at` (default, newest first) or `received_at`.
+    pub sort: Option<WebhookEventSort>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -291,12 +327,13 @@ pub struct WebhookEventRecord {
 }
 
 /// Payment events received, newest first; by default those that could not be applied
-/// (platform admins only).
+/// (platform admins only). Paged: none is left out.
 #[utoipa::path(
     tag = "admin",
-    params(WebhookEventQuery),
+    params(WebhookEventQuery, PageQuery),
     responses(
-        (status = 200, description = "Events", body = Vec<WebhookEventRecord>),
+        (status = 200, description = "Events", body = Page<WebhookEventRecord>),
+        (status = 422, description = "Invalid status, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a platform admin", body = Problem, content_type = "application/problem+json"),
     ),
@@ -307,8 +344,10 @@ pub async fn list_webhook_events(
     state: web::Data<AppState>,
     principal: Principal,
     query: web::Query<WebhookEventQuery>,
-) -> Result<web::Json<Vec<WebhookEventRecord>>, ApiError> {
+    paging: web::Query<PageQuery>,
+) -> Result<web::Json<Page<WebhookEventRecord>>, ApiError> {
     require_user(&principal)?;
+    let page = paging.parse(query.sort.unwrap_or_default().keyset())?;
     let status = match query.status.as_deref() {
         None => Some("unroutable"),
         Some("all") => None,
@@ -318,20 +357,22 @@ pub async fn list_webhook_events(
         }
     };
     let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
-    let rows = tx.query("select * from app.admin_list_webhook_events($1, 200)", &[&status]).await?;
+    let rows = tx.query(page.sql(), &page.with_keys(vec![page.fetch(), &status])).await?;
     tx.commit().await?;
-    Ok(web::Json(
-        rows.iter()
-            .map(|r| WebhookEventRecord {
-                provider: r.get("provider"),
-                event_id: r.get("event_id"),
-                event_type: r.get("event_type"),
-                organization_id: r.get("organization_ref"),
-                event_created_at: r.get("event_created_at"),
-                received_at: r.get("received_at"),
-                status: r.get("status"),
-                detail: r.get("detail"),
-            })
-            .collect(),
-    ))
+    let items = rows
+        .iter()
+        .map(|r| WebhookEventRecord {
+            provider: r.get("provider"),
+            event_id: r.get("event_id"),
+            event_type: r.get("event_type"),
+            organization_id: r.get("organization_ref"),
+            event_created_at: r.get("event_created_at"),
+            received_at: r.get("received_at"),
+            status: r.get("status"),
+            detail: r.get("detail"),
+        })
+        .collect();
+    Ok(web::Json(page.page(items, None, |e: &WebhookEventRecord| {
+        Key::TimeText(e.received_at, format!("{}:{}", e.provider, e.event_id))
+    })))
 }

@@ -16,7 +16,7 @@ use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
 use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, Patch, RequestMeta};
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, prefix_pattern, total};
 use super::workspaces::WorkspacePath;
 use super::{AppState, require_user};
 use crate::api::ApiError;
@@ -24,6 +24,7 @@ use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, Name, OrgId, Permission, UserId};
+use crate::{keyset, sorts};
 
 /// The shape a workflow definition must have.
 #[derive(Debug, Deserialize, Serialize)]
@@ -357,16 +358,117 @@ pub async fn create_workflow(
         .json(workflow_from_row(&row)))
 }
 
-/// List a workspace's workflows (permission `workflows:read`).
+/// The workflow list's statements: `$1` organization, `$2` workspace, `$3` limit, `$4` state,
+/// `$5` name prefix pattern, then the cursor's keys. Driven by the workspace: no workspace
+/// (anyone's) is no row at all, hence a 404; an empty one is one row of NULLs, an empty page.
+/// Indexes: `workflows_by_workspace (organization_id, workspace_id, id)` for creation order,
+/// `workflows_name_key (organization_id, workspace_id, name)` for names, `workflows_name_prefix`.
+macro_rules! workflows {
+    () => {
+        "select w.id, w.workspace_id, w.name, w.draft, w.latest_version, w.archived_at, w.created_at, w.updated_at \
+         from workspaces s left join lateral ( \
+           select * from workflows f where f.organization_id = s.organization_id and f.workspace_id = s.id \
+             and ($4::text is null or ($4 = 'archived') = (f.archived_at is not null)) \
+             and ($5::text is null or lower(f.name) like $5)"
+    };
+}
+macro_rules! count_workflows {
+    () => {
+        "select count(*) from (select 1 from workflows f where f.organization_id = $1 and f.workspace_id = $2 \
+           and ($4::text is null or ($4 = 'archived') = (f.archived_at is not null)) \
+           and ($5::text is null or lower(f.name) like $5) limit $3) c"
+    };
+}
+static BY_CREATED: Keyset = keyset!(
+    1,
+    Id,
+    asc,
+    workflows,
+    ") w on true where s.organization_id = $1 and s.id = $2",
+    "f.id",
+    "$6",
+    "f.id",
+    "f.id desc",
+    "$3"
+);
+static BY_CREATED_DESC: Keyset = keyset!(
+    2,
+    Id,
+    desc,
+    workflows,
+    ") w on true where s.organization_id = $1 and s.id = $2",
+    "f.id",
+    "$6",
+    "f.id",
+    "f.id desc",
+    "$3"
+);
+static BY_NAME: Keyset = keyset!(
+    3,
+    Text,
+    asc,
+    workflows,
+    ") w on true where s.organization_id = $1 and s.id = $2",
+    "(f.name, f.id)",
+    "($6, $7)",
+    "f.name, f.id",
+    "f.name desc, f.id desc",
+    "$3"
+);
+static BY_NAME_DESC: Keyset = keyset!(
+    4,
+    Text,
+    desc,
+    workflows,
+    ") w on true where s.organization_id = $1 and s.id = $2",
+    "(f.name, f.id)",
+    "($6, $7)",
+    "f.name, f.id",
+    "f.name desc, f.id desc",
+    "$3"
+);
+
+sorts! {
+    /// The order of a workflow list.
+    WorkflowSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+        Name = "name" => BY_NAME,
+        NameDesc = "-name" => BY_NAME_DESC,
+    }
+}
+
+/// Whether a workflow can still be edited and published.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowState {
+    Active,
+    Archived,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkflowFilter {
+    /// Only active (editable) or archived workflows.
+    pub state: Option<WorkflowState>,
+    /// Only workflows whose name starts with this (case-insensitive).
+    #[param(example = "daily")]
+    pub name_prefix: Option<String>,
+    /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    pub sort: Option<WorkflowSort>,
+}
+
+/// List a workspace's workflows (permission `workflows:read`), filtered by state and name
+/// prefix.
 #[utoipa::path(
     tag = "workflows",
-    params(WorkspacePath, PageQuery),
+    params(WorkspacePath, WorkflowFilter, PageQuery),
     responses(
         (status = 200, description = "Workflows", body = Page<WorkflowResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission workflows:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -377,21 +479,23 @@ pub async fn list_workflows(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<WorkspacePath>,
+    filter: web::Query<WorkflowFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<WorkflowResponse>>, ApiError> {
-    let page = query.parse()?;
+    let sort = filter.sort.unwrap_or_default();
+    let page = query.parse(sort.keyset())?;
+    let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
+    let workflow_state = filter.state.map(|s| match s {
+        WorkflowState::Active => "active",
+        WorkflowState::Archived => "archived",
+    });
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        // Driven by the workspace: no workspace (anyone's) is no row at all, hence a 404; an
-        // empty workspace is one row of NULLs, hence an empty page.
-        "select w.id, w.workspace_id, w.name, w.draft, w.latest_version, w.archived_at, w.created_at, w.updated_at \
-         from workspaces s left join lateral ( \
-           select * from workflows f where f.organization_id = s.organization_id and f.workspace_id = s.id \
-             and f.id > $3 order by f.id limit $4) w on true \
-         where s.organization_id = $1 and s.id = $2",
-        &[&path.org_id, &path.workspace_id, &page.after, &page.fetch()],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![&path.org_id, &path.workspace_id, page.fetch(), &workflow_state, &prefix]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
@@ -399,9 +503,15 @@ pub async fn list_workflows(
     if rows.is_empty() {
         return Err(ApiError::NotFound);
     }
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&path.org_id, &path.workspace_id, &COUNT_FETCH, &workflow_state, &prefix];
+    let total = total(&state.db, &principal, Some(org), &page, count_workflows!(), &count_params).await?;
     let items =
         rows.iter().filter(|r| r.get::<_, Option<Uuid>>("id").is_some()).map(workflow_from_row).collect();
-    Ok(web::Json(Page::from_items(items, page, |w| w.id)))
+    Ok(web::Json(page.page(items, total, |w| match sort {
+        WorkflowSort::Name | WorkflowSort::NameDesc => Key::Text(w.name.clone(), w.id),
+        _ => Key::Id(w.id),
+    })))
 }
 
 /// Get a workflow and its draft (permission `workflows:read`).
@@ -616,15 +726,70 @@ pub async fn create_workflow_version(
         .json(version_from_row(&row)))
 }
 
-/// List a workflow's published versions (permission `workflows:read`).
+/// The version list's statements: `$1` organization, `$2` workspace, `$3` workflow, `$4` limit,
+/// then the cursor's key. Driven by the workflow, as the workflow list by its workspace: a
+/// missing workflow is a 404, not an empty list. Index: the primary key
+/// `(organization_id, workflow_id, version)`.
+macro_rules! versions {
+    () => {
+        "select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at \
+         from workflows w left join lateral ( \
+           select * from workflow_versions x where x.organization_id = w.organization_id and x.workflow_id = w.id"
+    };
+}
+static BY_VERSION: Keyset = keyset!(
+    1,
+    Int,
+    asc,
+    versions,
+    ") v on true where w.organization_id = $1 and w.workspace_id = $2 and w.id = $3",
+    "x.version",
+    "$5::bigint",
+    "x.version",
+    "x.version desc",
+    "$4"
+);
+static BY_VERSION_DESC: Keyset = keyset!(
+    2,
+    Int,
+    desc,
+    versions,
+    ") v on true where w.organization_id = $1 and w.workspace_id = $2 and w.id = $3",
+    "x.version",
+    "$5::bigint",
+    "x.version",
+    "x.version desc",
+    "$4"
+);
+const COUNT_VERSIONS: &str = "select count(*) from (select 1 from workflow_versions x \
+     join workflows w on w.organization_id = x.organization_id and w.id = x.workflow_id \
+     where x.organization_id = $1 and w.workspace_id = $2 and x.workflow_id = $3 limit $4) c";
+
+sorts! {
+    /// The order of a version list.
+    VersionSort {
+        Version = "version" => BY_VERSION,
+        VersionDesc = "-version" => BY_VERSION_DESC,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionFilter {
+    /// `version` (default, 1 first) or `-version` (the latest first).
+    pub sort: Option<VersionSort>,
+}
+
+/// List a workflow's published versions (permission `workflows:read`), paged: none is left out.
 #[utoipa::path(
     tag = "workflows",
-    params(WorkflowPath),
+    params(WorkflowPath, VersionFilter, PageQuery),
     responses(
-        (status = 200, description = "Versions, oldest first", body = Vec<VersionResponse>),
+        (status = 200, description = "Versions", body = Page<VersionResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission workflows:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -635,18 +800,17 @@ pub async fn list_workflow_versions(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<WorkflowPath>,
-) -> Result<web::Json<Vec<VersionResponse>>, ApiError> {
+    filter: web::Query<VersionFilter>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<VersionResponse>>, ApiError> {
+    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        // Driven by the workflow, as above: a missing workflow is a 404, not an empty list.
-        "select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at \
-         from workflows w left join lateral ( \
-           select * from workflow_versions x where x.organization_id = w.organization_id and x.workflow_id = w.id \
-           order by x.version limit 1000) v on true \
-         where w.organization_id = $1 and w.workspace_id = $2 and w.id = $3",
-        &[&path.org_id, &path.workspace_id, &path.workflow_id],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![&path.org_id, &path.workspace_id, &path.workflow_id, page.fetch()]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
@@ -655,8 +819,12 @@ pub async fn list_workflow_versions(
     if rows.is_empty() {
         return Err(ApiError::NotFound);
     }
-    let versions = rows.iter().filter(|r| r.get::<_, Option<i32>>("version").is_some()).map(version_from_row);
-    Ok(web::Json(versions.collect()))
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&path.org_id, &path.workspace_id, &path.workflow_id, &COUNT_FETCH];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_VERSIONS, &count_params).await?;
+    let versions =
+        rows.iter().filter(|r| r.get::<_, Option<i32>>("version").is_some()).map(version_from_row).collect();
+    Ok(web::Json(page.page(versions, total, |v| Key::Int(i64::from(v.version)))))
 }
 
 /// Get one published version (permission `workflows:read`).

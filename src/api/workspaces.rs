@@ -16,12 +16,13 @@ use super::authz::{authorize, authorize_in};
 use super::conditional::{Preconditions, etag, tagged};
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
-use super::pagination::{Page, PageQuery};
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, prefix_pattern, total};
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::db::{TenantTx, tenant};
 use crate::domain::{Name, OrgId, Permission, Region, WorkspaceId};
+use crate::{keyset, sorts};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -69,15 +70,52 @@ fn workspace_from_row(row: &Row) -> Result<WorkspaceResponse, ApiError> {
     })
 }
 
-/// List workspaces.
+/// The workspace list's statements: `$1` organization, `$2` limit, `$3` name prefix pattern,
+/// then the cursor's keys. Indexes: the primary key `(organization_id, id)` for creation order,
+/// `workspaces_name_key (organization_id, name)` for names, `workspaces_name_prefix` for the prefix.
+macro_rules! workspaces {
+    () => {
+        "select organization_id, id, name, region, created_at, updated_at from workspaces \
+         where organization_id = $1 and ($3::text is null or lower(name) like $3)"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, workspaces, "", "id", "$4", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, workspaces, "", "id", "$4", "id", "id desc", "$2");
+static BY_NAME: Keyset =
+    keyset!(3, Text, asc, workspaces, "", "(name, id)", "($4, $5)", "name, id", "name desc, id desc", "$2");
+static BY_NAME_DESC: Keyset =
+    keyset!(4, Text, desc, workspaces, "", "(name, id)", "($4, $5)", "name, id", "name desc, id desc", "$2");
+const COUNT_WORKSPACES: &str = concat!("select count(*) from (", workspaces!(), " limit $2) c");
+
+sorts! {
+    /// The order of a workspace list.
+    WorkspaceSort {
+        CreatedAt = "created_at" => BY_CREATED,
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+        Name = "name" => BY_NAME,
+        NameDesc = "-name" => BY_NAME_DESC,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkspaceFilter {
+    /// Only workspaces whose name starts with this (case-insensitive).
+    #[param(example = "prod")]
+    pub name_prefix: Option<String>,
+    /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    pub sort: Option<WorkspaceSort>,
+}
+
+/// List workspaces, filtered by name prefix and sorted by creation or name.
 #[utoipa::path(
     tag = "workspaces",
-    params(OrgPath, PageQuery),
+    params(OrgPath, WorkspaceFilter, PageQuery),
     responses(
         (status = 200, description = "Workspaces", body = Page<WorkspaceResponse>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -88,22 +126,37 @@ pub async fn list_workspaces(
     principal: Principal,
     meta: RequestMeta,
     path: web::Path<OrgPath>,
+    filter: web::Query<WorkspaceFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<WorkspaceResponse>>, ApiError> {
-    let page = query.parse()?;
+    let sort = filter.sort.unwrap_or_default();
+    let page = query.parse(sort.keyset())?;
+    let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
+    let org = OrgId(path.org_id);
     let (membership, rows) = tenant::read(
         &state.db,
         principal.actor(),
-        Some(OrgId(path.org_id)),
-        "select organization_id, id, name, region, created_at, updated_at from workspaces \
-         where id > $1 order by id limit $2",
-        &[&page.after, &page.fetch()],
+        Some(org),
+        page.sql(),
+        &page.with_keys(vec![org.as_uuid(), page.fetch(), &prefix]),
     )
     .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkspacesRead, "workspace.list").await?;
+    let total = total(
+        &state.db,
+        &principal,
+        Some(org),
+        &page,
+        COUNT_WORKSPACES,
+        &[org.as_uuid(), &COUNT_FETCH, &prefix],
+    )
+    .await?;
     let items = rows.iter().map(workspace_from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(web::Json(Page::from_items(items, page, |w| w.id.0)))
+    Ok(web::Json(page.page(items, total, |w| match sort {
+        WorkspaceSort::Name | WorkspaceSort::NameDesc => Key::Text(w.name.clone(), w.id.0),
+        _ => Key::Id(w.id.0),
+    })))
 }
 
 /// Create a workspace (permission `workspaces:write`).

@@ -22,6 +22,7 @@ mod invitations;
 mod isolation;
 mod layers;
 mod lifecycle;
+mod lists;
 mod managed;
 mod matrix;
 mod members;

@@ -206,9 +206,34 @@ async fn an_event_for_one_organization_never_touches_another_and_unroutable_even
         .await
         .unwrap();
     let listed: Value = app.get("/api/v1/admin/webhook-events", &ops.token).await.json().await.unwrap();
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        listed["items"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 3);
     assert!(ids.contains(&"evt_cross") && ids.contains(&"evt_lost") && ids.contains(&"evt_nobody"));
+    // Paged, one at a time, in the same order both ways: none left out.
+    let mut paged = Vec::new();
+    let mut url = "/api/v1/admin/webhook-events?limit=1".to_owned();
+    loop {
+        let page: Value = app.get(&url, &ops.token).await.json().await.unwrap();
+        paged.extend(
+            page["items"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => url = format!("/api/v1/admin/webhook-events?limit=1&cursor={cursor}"),
+            None => {
+                let back = page["prev_cursor"].as_str().unwrap();
+                let before: Value = app
+                    .get(&format!("/api/v1/admin/webhook-events?limit=1&cursor={back}"), &ops.token)
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(before["items"][0]["event_id"].as_str().unwrap(), paged[1]);
+                break;
+            }
+        }
+    }
+    assert_eq!(paged, ids);
 
     // An event without metadata is routed by the invoice it pays: B's.
     let mut orphan = invoice_paid("evt_orphan", b.id, b_invoice, 4900);
