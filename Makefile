@@ -142,6 +142,8 @@ test-db:
 	@.dev/tools.sh redis-server pgbouncer openssl
 	@.dev/tls.sh $(TEST_TLS_DIR)
 
+# The statuses the integration suites saw, per operation (compared with the OpenAPI document).
+OBSERVED_STATUSES = .tenantry/observed-statuses.tsv
 TEST_ENV = TEST_ADMIN_DATABASE_URL=$(call PG_ADMIN,$(TEST_PG_PORT),postgres) \
            TEST_PG_PORT=$(TEST_PG_PORT) TEST_TLS_DIR=$(abspath $(TEST_TLS_DIR))
 
@@ -164,7 +166,9 @@ $(OIDC_PROVIDER)/node_modules/.package-lock.json: $(OIDC_PROVIDER)/package-lock.
 # The integration tests run twice: straight to PostgreSQL, then through PgBouncer 1.18 in
 # transaction pooling (the servers then use database_statement_cache = "transaction").
 test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
-	env -u TEST_PGBOUNCER_PORT $(TEST_ENV) $(CARGO) test --all-targets -- --skip managed::
+	@rm -f $(OBSERVED_STATUSES)
+	env -u TEST_PGBOUNCER_PORT $(TEST_ENV) TEST_OBSERVED_STATUSES=$(abspath $(OBSERVED_STATUSES)) $(CARGO) test --all-targets -- --skip managed::
+	@.dev/openapi_check.sh $(OBSERVED_STATUSES)
 	@.dev/pgbouncer.sh start $(TEST_PGBOUNCER_DIR) $(PGBOUNCER_TEST_PORT) $(TEST_PG_PORT)
 	@echo "The integration tests again, through PgBouncer (transaction pooling) on port $(PGBOUNCER_TEST_PORT):"
 	$(TEST_ENV) TEST_PGBOUNCER_PORT=$(PGBOUNCER_TEST_PORT) $(CARGO) test --test api -- --skip managed::

@@ -41,6 +41,11 @@ printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
   "select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true), set_config('app.current_run_claim', '', true), set_config('app.current_webhook_token', '', true);" \
   "select active, role, permissions, home_region, suspended from app.current_principal();" \
   "select $COLUMNS from workspaces where id > '00000000-0000-0000-0000-000000000000' order by id limit 21;" > $OUT/list.sql
+# The new build's own list statement, when it differs (AB_NEW_LIST: the first page as it issues
+# it, a NULL filter written as null::text); otherwise both run the base's.
+printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
+  "$(sed -n 3p $OUT/list.sql)" "$(sed -n 4p $OUT/list.sql)" \
+  "${AB_NEW_LIST:-$(sed -n 5p $OUT/list.sql)}" > $OUT/list-new.sql
 printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\nCOMMIT;\n' "$HOT" \
   "select set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true);" \
   "select $COLUMNS from workspaces where organization_id = md5('org' || :n)::uuid and id > '00000000-0000-0000-0000-000000000000' order by id limit 21;" > $OUT/floor.sql
@@ -77,14 +82,14 @@ for p in 18081 18082; do wrk -t2 -c64 -d3s -s $OUT/list.lua "http://127.0.0.1:$p
 for r in $(seq 1 "$ROUNDS"); do
   # A B in odd rounds, B A in even ones: neither build always runs first.
   if [ $((r % 2)) = 1 ]; then
-    a=$(tps ab_base tenantry_app list.sql); b=$(tps ab_new tenantry_app list.sql); f=$(tps ab_new postgres floor.sql)
+    a=$(tps ab_base tenantry_app list.sql); b=$(tps ab_new tenantry_app list-new.sql); f=$(tps ab_new postgres floor.sql)
     ha=$(rps 18081); hb=$(rps 18082)
   else
-    f=$(tps ab_new postgres floor.sql); b=$(tps ab_new tenantry_app list.sql); a=$(tps ab_base tenantry_app list.sql)
+    f=$(tps ab_new postgres floor.sql); b=$(tps ab_new tenantry_app list-new.sql); a=$(tps ab_base tenantry_app list.sql)
     hb=$(rps 18082); ha=$(rps 18081)
   fi
   p=$b
-  if [ $SPLIT = yes ]; then definer nobypassrls; p=$(tps ab_new tenantry_app list.sql); definer bypassrls; fi
+  if [ $SPLIT = yes ]; then definer nobypassrls; p=$(tps ab_new tenantry_app list-new.sql); definer bypassrls; fi
   echo "round $r: SQL base $a, new $b, new with policies $p, floor $f tx/s; HTTP base $ha, new $hb req/s"
   echo "$a $b $f $ha $hb $p" >> $OUT/ab.txt
 done

@@ -173,6 +173,8 @@ returns table (id uuid, name text, slug text, region text, data_mode text, suspe
                created_at timestamptz, members bigint)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
+-- Planned for the values of each call: a cached generic plan cannot see which filters are absent.
+set plan_cache_mode = force_custom_plan
 as $$
 declare
   v_limit int := least(greatest(p_limit, 1), 501);
@@ -231,6 +233,7 @@ returns table (provider text, event_id text, event_type text, organization_ref u
                received_at timestamptz, status text, detail text)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_custom_plan
 as $$
 declare
   v_limit int := least(greatest(p_limit, 1), 501);

@@ -26,6 +26,7 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    edge: web::Data<crate::http::Edge>,
 }
 
 /// Our signing keys: the current one is generated on first use in development and required in
@@ -121,6 +122,7 @@ impl Application {
         let edge =
             web::Data::new(crate::http::Edge { metrics: crate::http::metrics::Metrics::new(), rate_limits });
         let shared_state = state.clone();
+        let shared_edge = edge.clone();
         // One document: what /api/v1/openapi.json serves and where 405's `Allow` comes from.
         let document = api::openapi_json();
         let routes = web::Data::new(crate::http::methods::Routes::from_openapi(&document));
@@ -161,7 +163,7 @@ impl Application {
             None => server.listen(listener)?,
         }
         .run();
-        Ok(Application { port, server, state: shared_state })
+        Ok(Application { port, server, state: shared_state, edge: shared_edge })
     }
 
     pub fn port(&self) -> u16 {
@@ -171,6 +173,11 @@ impl Application {
     /// The state the handlers share (tests use it to start sessions and read counters).
     pub fn state(&self) -> web::Data<AppState> {
         self.state.clone()
+    }
+
+    /// The middleware's own state: its metrics (the tests read which statuses were answered).
+    pub fn edge(&self) -> web::Data<crate::http::Edge> {
+        self.edge.clone()
     }
 
     /// Serves until SIGTERM or SIGINT, then drains: no new connections, requests in flight

@@ -81,6 +81,9 @@ static BY_CREATED: Keyset = Keyset {
     first: "select * from app.admin_list_organizations('created_at', false, null, null, $1::bigint::int, $2, $3)",
     after: "select * from app.admin_list_organizations('created_at', false, null, $4, $1::bigint::int, $2, $3)",
     before: "select * from app.admin_list_organizations('created_at', true, null, $4, $1::bigint::int, $2, $3)",
+    plain_first: "select * from app.admin_list_organizations('created_at', false, null, null, $1::bigint::int, $2, $3)",
+    plain_after: "select * from app.admin_list_organizations('created_at', false, null, $4, $1::bigint::int, $2, $3)",
+    plain_before: "select * from app.admin_list_organizations('created_at', true, null, $4, $1::bigint::int, $2, $3)",
 };
 static BY_CREATED_DESC: Keyset = Keyset {
     code: 2,
@@ -89,6 +92,9 @@ static BY_CREATED_DESC: Keyset = Keyset {
     first: "select * from app.admin_list_organizations('-created_at', false, null, null, $1::bigint::int, $2, $3)",
     after: "select * from app.admin_list_organizations('-created_at', false, null, $4, $1::bigint::int, $2, $3)",
     before: "select * from app.admin_list_organizations('-created_at', true, null, $4, $1::bigint::int, $2, $3)",
+    plain_first: "select * from app.admin_list_organizations('-created_at', false, null, null, $1::bigint::int, $2, $3)",
+    plain_after: "select * from app.admin_list_organizations('-created_at', false, null, $4, $1::bigint::int, $2, $3)",
+    plain_before: "select * from app.admin_list_organizations('-created_at', true, null, $4, $1::bigint::int, $2, $3)",
 };
 static BY_NAME: Keyset = Keyset {
     code: 3,
@@ -97,6 +103,9 @@ static BY_NAME: Keyset = Keyset {
     first: "select * from app.admin_list_organizations('name', false, null, null, $1::bigint::int, $2, $3)",
     after: "select * from app.admin_list_organizations('name', false, $4, $5, $1::bigint::int, $2, $3)",
     before: "select * from app.admin_list_organizations('name', true, $4, $5, $1::bigint::int, $2, $3)",
+    plain_first: "select * from app.admin_list_organizations('name', false, null, null, $1::bigint::int, $2, $3)",
+    plain_after: "select * from app.admin_list_organizations('name', false, $4, $5, $1::bigint::int, $2, $3)",
+    plain_before: "select * from app.admin_list_organizations('name', true, $4, $5, $1::bigint::int, $2, $3)",
 };
 static BY_NAME_DESC: Keyset = Keyset {
     code: 4,
@@ -105,6 +114,9 @@ static BY_NAME_DESC: Keyset = Keyset {
     first: "select * from app.admin_list_organizations('-name', false, null, null, $1::bigint::int, $2, $3)",
     after: "select * from app.admin_list_organizations('-name', false, $4, $5, $1::bigint::int, $2, $3)",
     before: "select * from app.admin_list_organizations('-name', true, $4, $5, $1::bigint::int, $2, $3)",
+    plain_first: "select * from app.admin_list_organizations('-name', false, null, null, $1::bigint::int, $2, $3)",
+    plain_after: "select * from app.admin_list_organizations('-name', false, $4, $5, $1::bigint::int, $2, $3)",
+    plain_before: "select * from app.admin_list_organizations('-name', true, $4, $5, $1::bigint::int, $2, $3)",
 };
 
 sorts! {
@@ -123,8 +135,10 @@ pub struct AdminOrganizationFilter {
     /// Only suspended (true) or active (false) organizations.
     pub suspended: Option<bool>,
     /// Only organizations in this region.
+    #[param(inline)]
     pub region: Option<Region>,
     /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    #[param(inline)]
     pub sort: Option<AdminOrganizationSort>,
 }
 

@@ -203,12 +203,41 @@ macro_rules! keys {
            and ($4::text is null or lower(name) like $4)"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, keys, "", "id", "$5", "id", "id desc", "$2");
-static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, keys, "", "id", "$5", "id", "id desc", "$2");
-static BY_NAME: Keyset =
-    keyset!(3, Text, asc, keys, "", "(name, id)", "($5, $6)", "name, id", "name desc, id desc", "$2");
-static BY_NAME_DESC: Keyset =
-    keyset!(4, Text, desc, keys, "", "(name, id)", "($5, $6)", "name, id", "name desc, id desc", "$2");
+macro_rules! keys_plain {
+    () => {
+        "select organization_id, id, name, scopes, workspace_ids, created_by, created_at, expires_at, last_used_at, \
+                revoked_at from api_keys where organization_id = $1 and $3::text is null and $4::text is null"
+    };
+}
+static BY_CREATED: Keyset = keyset!(1, Id, asc, keys, keys_plain, "", "id", "$5", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset =
+    keyset!(2, Id, desc, keys, keys_plain, "", "id", "$5", "id", "id desc", "$2");
+static BY_NAME: Keyset = keyset!(
+    3,
+    Text,
+    asc,
+    keys,
+    keys_plain,
+    "",
+    "(name, id)",
+    "($5, $6)",
+    "name, id",
+    "name desc, id desc",
+    "$2"
+);
+static BY_NAME_DESC: Keyset = keyset!(
+    4,
+    Text,
+    desc,
+    keys,
+    keys_plain,
+    "",
+    "(name, id)",
+    "($5, $6)",
+    "name, id",
+    "name desc, id desc",
+    "$2"
+);
 const COUNT_KEYS: &str = concat!("select count(*) from (", keys!(), " limit $2) c");
 
 sorts! {
@@ -244,11 +273,13 @@ impl ApiKeyState {
 #[into_params(parameter_in = Query)]
 pub struct ApiKeyFilter {
     /// Only keys in this state.
+    #[param(inline)]
     pub state: Option<ApiKeyState>,
     /// Only keys whose name starts with this (case-insensitive).
     #[param(example = "ci")]
     pub name_prefix: Option<String>,
     /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    #[param(inline)]
     pub sort: Option<ApiKeySort>,
 }
 
@@ -276,18 +307,18 @@ pub async fn list_api_keys(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<ApiKeyResponse>>, ApiError> {
     let sort = filter.sort.unwrap_or_default();
-    let page = query.parse(sort.keyset())?;
+    let page = query.parse(sort.keyset())?.filtered(filter.state.is_some() || filter.name_prefix.is_some());
     let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
     let key_state = filter.state.map(ApiKeyState::as_str);
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![org.as_uuid(), page.fetch(), &key_state, &prefix]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![org.as_uuid(), page.fetch(), &key_state, &prefix]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::ApiKeysManage, "api_key.list").await?;
     let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =

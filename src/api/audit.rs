@@ -128,8 +128,18 @@ macro_rules! audit_events {
            and ($6::timestamptz is null or occurred_at >= $6) and ($7::timestamptz is null or occurred_at < $7)"
     };
 }
-static BY_SEQ: Keyset = keyset!(1, Int, asc, audit_events, "", "seq", "$8", "seq", "seq desc", "$2");
-static BY_SEQ_DESC: Keyset = keyset!(2, Int, desc, audit_events, "", "seq", "$8", "seq", "seq desc", "$2");
+macro_rules! audit_events_plain {
+    () => {
+        "select seq, id, occurred_at, actor_type, actor_id, action, target_type, target_id, outcome, \
+         host(ip) as ip, user_agent, request_id, details, hash from audit_events \
+         where organization_id = $1 and $3::text is null and $4::uuid is null and $5::text is null \
+           and $6::timestamptz is null and $7::timestamptz is null"
+    };
+}
+static BY_SEQ: Keyset =
+    keyset!(1, Int, asc, audit_events, audit_events_plain, "", "seq", "$8", "seq", "seq desc", "$2");
+static BY_SEQ_DESC: Keyset =
+    keyset!(2, Int, desc, audit_events, audit_events_plain, "", "seq", "$8", "seq", "seq desc", "$2");
 const COUNT_AUDIT_EVENTS: &str = concat!("select count(*) from (", audit_events!(), " limit $2) c");
 
 sorts! {
@@ -144,6 +154,7 @@ sorts! {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// `created_at` (default, oldest first, the chain's order) or `-created_at` (newest first).
+    #[param(inline)]
     pub sort: Option<AuditSort>,
     /// Only this action, e.g. `workspace.create`.
     pub action: Option<String>,
@@ -209,7 +220,13 @@ pub async fn list_audit_events(
     query: web::Query<AuditQuery>,
     paging: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<AuditEventResponse>>, ApiError> {
-    let page = paging.parse(query.sort.unwrap_or_default().keyset())?;
+    let page = paging.parse(query.sort.unwrap_or_default().keyset())?.filtered(
+        query.action.is_some()
+            || query.actor_id.is_some()
+            || query.outcome.is_some()
+            || query.since.is_some()
+            || query.until.is_some(),
+    );
     if let Some(outcome) = &query.outcome
         && !["allowed", "denied", "failed"].contains(&outcome.as_str())
     {
@@ -231,7 +248,7 @@ pub async fn list_audit_events(
     let mut params = vec![org.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync), page.fetch()];
     params.extend_from_slice(&filters);
     let (membership, rows) =
-        tenant::read(&state.db, principal.actor(), Some(org), page.sql(), &page.with_keys(params)).await?;
+        page.read(&state.db, principal.actor(), Some(org), &page.with_keys(params)).await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::AuditRead, "audit.read").await?;
     let mut count_params = vec![org.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync), &COUNT_FETCH];

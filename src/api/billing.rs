@@ -102,7 +102,9 @@ pub struct InvoiceResponse {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct InvoicePath {
+    /// Organization id.
     pub org_id: Uuid,
+    /// Invoice id.
     pub invoice_id: Uuid,
 }
 
@@ -177,7 +179,8 @@ pub async fn list_plans(state: web::Data<AppState>) -> Result<web::Json<Vec<Plan
         (status = 200, description = "The subscription", body = SubscriptionResponse),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission billing:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such organization, or no subscription yet (`no_subscription`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "No subscription yet (`no_subscription`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -431,8 +434,17 @@ macro_rules! invoices {
            and ($4::timestamptz is null or issued_at >= $4) and ($5::timestamptz is null or issued_at < $5)"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, invoices, "", "id", "$6", "id", "id desc", "$2");
-static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, invoices, "", "id", "$6", "id", "id desc", "$2");
+macro_rules! invoices_plain {
+    () => {
+        "select id, number, subscription_id, status, currency, total_minor, amount_paid_minor, period_start, \
+         period_end, issued_at, paid_at, voided_at from invoices where organization_id = $1 \
+           and $3::text is null and $4::timestamptz is null and $5::timestamptz is null"
+    };
+}
+static BY_CREATED: Keyset =
+    keyset!(1, Id, asc, invoices, invoices_plain, "", "id", "$6", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset =
+    keyset!(2, Id, desc, invoices, invoices_plain, "", "id", "$6", "id", "id desc", "$2");
 const COUNT_INVOICES: &str = concat!("select count(*) from (", invoices!(), " limit $2) c");
 
 sorts! {
@@ -467,12 +479,14 @@ impl InvoiceStatus {
 #[into_params(parameter_in = Query)]
 pub struct InvoiceFilter {
     /// Only invoices in this status.
+    #[param(inline)]
     pub status: Option<InvoiceStatus>,
     /// Only invoices issued at or after this time.
     pub issued_since: Option<DateTime<Utc>>,
     /// Only invoices issued before this time.
     pub issued_until: Option<DateTime<Utc>>,
     /// `created_at` (default, oldest first) or `-created_at`.
+    #[param(inline)]
     pub sort: Option<InvoiceSort>,
 }
 
@@ -499,23 +513,25 @@ pub async fn list_invoices(
     filter: web::Query<InvoiceFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<InvoiceResponse>>, ApiError> {
-    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let page = query
+        .parse(filter.sort.unwrap_or_default().keyset())?
+        .filtered(filter.status.is_some() || filter.issued_since.is_some() || filter.issued_until.is_some());
     let status = filter.status.map(InvoiceStatus::as_str);
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![
-            org.as_uuid(),
-            page.fetch(),
-            &status,
-            &filter.issued_since,
-            &filter.issued_until,
-        ]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![
+                org.as_uuid(),
+                page.fetch(),
+                &status,
+                &filter.issued_since,
+                &filter.issued_until,
+            ]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::BillingRead, "invoice.list").await?;
     let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =

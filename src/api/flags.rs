@@ -28,6 +28,7 @@ use crate::flags::{FlagRule, RULES_SQL, Reason, evaluate, rule_from_row};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct FlagPath {
+    /// Organization id.
     pub org_id: Uuid,
     /// The flag's key, e.g. `new-editor`.
     pub flag_key: String,
@@ -36,13 +37,16 @@ pub struct FlagPath {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct PlatformFlagPath {
+    /// The flag's key, e.g. `new-editor`.
     pub flag_key: String,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct FlagTargetPath {
+    /// The flag's key, e.g. `new-editor`.
     pub flag_key: String,
+    /// Organization id.
     pub org_id: Uuid,
 }
 

@@ -214,8 +214,17 @@ macro_rules! invitations {
            and ($4::text is null or email = lower($4))"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, invitations, "", "id", "$5", "id", "id desc", "$2");
-static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, invitations, "", "id", "$5", "id", "id desc", "$2");
+macro_rules! invitations_plain {
+    () => {
+        "select organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
+                accepted_at, accepted_by, revoked_at from invitations \
+         where organization_id = $1 and $3::text is null and $4::text is null"
+    };
+}
+static BY_CREATED: Keyset =
+    keyset!(1, Id, asc, invitations, invitations_plain, "", "id", "$5", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset =
+    keyset!(2, Id, desc, invitations, invitations_plain, "", "id", "$5", "id", "id desc", "$2");
 const COUNT_INVITATIONS: &str = concat!("select count(*) from (", invitations!(), " limit $2) c");
 
 sorts! {
@@ -251,11 +260,13 @@ impl InvitationState {
 #[into_params(parameter_in = Query)]
 pub struct InvitationFilter {
     /// Only invitations in this state.
+    #[param(inline)]
     pub state: Option<InvitationState>,
     /// Only invitations to this address (case-insensitive).
     #[param(example = "new.hire@example.com")]
     pub email: Option<String>,
     /// `created_at` (default, oldest first) or `-created_at`.
+    #[param(inline)]
     pub sort: Option<InvitationSort>,
 }
 
@@ -284,20 +295,20 @@ pub async fn list_invitations(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<InvitationResponse>>, ApiError> {
     let sort = filter.sort.unwrap_or_default();
-    let page = query.parse(sort.keyset())?;
+    let page = query.parse(sort.keyset())?.filtered(filter.state.is_some() || filter.email.is_some());
     if filter.email.as_ref().is_some_and(|e| e.is_empty() || e.len() > 320) {
         return Err(FieldError::new("email", "must be 1 to 320 characters").into());
     }
     let invitation_state = filter.state.map(InvitationState::as_str);
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![org.as_uuid(), page.fetch(), &invitation_state, &filter.email]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![org.as_uuid(), page.fetch(), &invitation_state, &filter.email]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersManage, "invitation.list").await?;
     let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =

@@ -106,8 +106,22 @@ macro_rules! journal {
            and ($3::timestamptz is null or t.occurred_at >= $3) and ($4::timestamptz is null or t.occurred_at < $4)"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, journal, "", "t.id", "$5", "t.id", "t.id desc", "$2");
-static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, journal, "", "t.id", "$5", "t.id", "t.id desc", "$2");
+macro_rules! journal_plain {
+    () => {
+        "select t.id, t.occurred_at, t.description, t.source, \
+           (select coalesce(json_agg(json_build_object('account', a.code, 'currency', e.currency, \
+                                                       'amount_minor', e.amount_minor) order by e.line_no), '[]'::json) \
+            from journal_entries e \
+            join ledger_accounts a on a.organization_id = e.organization_id and a.id = e.account_id \
+            where e.organization_id = t.organization_id and e.transaction_id = t.id)::text as entries \
+         from journal_transactions t where t.organization_id = $1 \
+           and $3::timestamptz is null and $4::timestamptz is null"
+    };
+}
+static BY_CREATED: Keyset =
+    keyset!(1, Id, asc, journal, journal_plain, "", "t.id", "$5", "t.id", "t.id desc", "$2");
+static BY_CREATED_DESC: Keyset =
+    keyset!(2, Id, desc, journal, journal_plain, "", "t.id", "$5", "t.id", "t.id desc", "$2");
 const COUNT_JOURNAL: &str = "select count(*) from (select 1 from journal_transactions t where t.organization_id = $1 \
      and ($3::timestamptz is null or t.occurred_at >= $3) and ($4::timestamptz is null or t.occurred_at < $4) \
      limit $2) c";
@@ -128,6 +142,7 @@ pub struct JournalFilter {
     /// Only transactions before this time.
     pub until: Option<DateTime<Utc>>,
     /// `created_at` (default, oldest first) or `-created_at`.
+    #[param(inline)]
     pub sort: Option<JournalSort>,
 }
 
@@ -154,16 +169,18 @@ pub async fn list_journal(
     filter: web::Query<JournalFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<JournalTransaction>>, ApiError> {
-    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let page = query
+        .parse(filter.sort.unwrap_or_default().keyset())?
+        .filtered(filter.since.is_some() || filter.until.is_some());
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![org.as_uuid(), page.fetch(), &filter.since, &filter.until]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![org.as_uuid(), page.fetch(), &filter.since, &filter.until]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::BillingRead, "ledger.journal").await?;
     let items = rows

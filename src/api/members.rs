@@ -172,11 +172,19 @@ macro_rules! members {
            and ($4::text is null or lower(u.email) = lower($4))"
     };
 }
+macro_rules! members_plain {
+    () => {
+        "select m.user_id, u.email, u.display_name, m.role, m.custom_role_id, m.created_at, m.updated_at \
+         from memberships m join users u on u.id = m.user_id \
+         where m.organization_id = $1 and $3::text is null and $4::text is null"
+    };
+}
 static BY_CREATED: Keyset = keyset!(
     1,
     Time,
     asc,
     members,
+    members_plain,
     "",
     "(m.created_at, m.user_id)",
     "($5, $6)",
@@ -189,6 +197,7 @@ static BY_CREATED_DESC: Keyset = keyset!(
     Time,
     desc,
     members,
+    members_plain,
     "",
     "(m.created_at, m.user_id)",
     "($5, $6)",
@@ -210,11 +219,13 @@ sorts! {
 #[into_params(parameter_in = Query)]
 pub struct MemberFilter {
     /// Only members with this role.
+    #[param(inline)]
     pub role: Option<Role>,
     /// Only the member with this e-mail address (case-insensitive).
     #[param(example = "ada@example.com")]
     pub email: Option<String>,
     /// `created_at` (default, longest-standing first) or `-created_at`.
+    #[param(inline)]
     pub sort: Option<MemberSort>,
 }
 
@@ -243,19 +254,21 @@ pub async fn list_members(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<MemberResponse>>, ApiError> {
     let org = OrgId(path.org_id);
-    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let page = query
+        .parse(filter.sort.unwrap_or_default().keyset())?
+        .filtered(filter.role.is_some() || filter.email.is_some());
     if filter.email.as_ref().is_some_and(|e| e.is_empty() || e.len() > 320) {
         return Err(ApiError::invalid_field("email", "must be 1 to 320 characters"));
     }
     let role = filter.role.as_ref().map(Role::as_str);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![org.as_uuid(), page.fetch(), &role, &filter.email]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![org.as_uuid(), page.fetch(), &role, &filter.email]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "member.list").await?;
     let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =

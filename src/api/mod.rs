@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authz;
 pub mod billing;
 pub mod conditional;
+pub mod contract;
 pub mod exports;
 pub mod extract;
 pub mod flags;
@@ -269,9 +270,13 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     build_api(actix_web::App::new()).1
 }
 
-/// Pretty JSON with a trailing newline: what `openapi/openapi.json` holds.
+/// The served document: the handlers' annotations completed by `contract` (what every
+/// operation answers alike). Pretty JSON with a trailing newline: what `openapi/openapi.json`
+/// holds.
 pub fn openapi_json() -> String {
-    let mut json = openapi_document().to_pretty_json().unwrap_or_default();
+    let mut doc = serde_json::to_value(openapi_document()).expect("the document is JSON");
+    contract::complete(&mut doc);
+    let mut json = serde_json::to_string_pretty(&doc).expect("the document is JSON");
     json.push('\n');
     json
 }

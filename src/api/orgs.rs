@@ -92,6 +92,7 @@ fn organization_from_row(row: &Row, role: Option<Role>) -> Result<OrganizationRe
         (status = 201, description = "Created", body = OrganizationResponse),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Slug taken", body = Problem, content_type = "application/problem+json"),
+        (status = 421, description = "The region asked for is served by another instance (`region` names it)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -156,14 +157,24 @@ macro_rules! organizations {
          where ($2::text is null or m.role = $2) and ($3::text is null or lower(o.name) like $3)"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, organizations, "", "o.id", "$4", "o.id", "o.id desc", "$1");
+macro_rules! organizations_plain {
+    () => {
+        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, m.role \
+         from organizations o \
+         join memberships m on m.organization_id = o.id and m.user_id = app.current_user_id() \
+         where $2::text is null and $3::text is null"
+    };
+}
+static BY_CREATED: Keyset =
+    keyset!(1, Id, asc, organizations, organizations_plain, "", "o.id", "$4", "o.id", "o.id desc", "$1");
 static BY_CREATED_DESC: Keyset =
-    keyset!(2, Id, desc, organizations, "", "o.id", "$4", "o.id", "o.id desc", "$1");
+    keyset!(2, Id, desc, organizations, organizations_plain, "", "o.id", "$4", "o.id", "o.id desc", "$1");
 static BY_NAME: Keyset = keyset!(
     3,
     Text,
     asc,
     organizations,
+    organizations_plain,
     "",
     "(o.name, o.id)",
     "($4, $5)",
@@ -176,6 +187,7 @@ static BY_NAME_DESC: Keyset = keyset!(
     Text,
     desc,
     organizations,
+    organizations_plain,
     "",
     "(o.name, o.id)",
     "($4, $5)",
@@ -199,11 +211,13 @@ sorts! {
 #[into_params(parameter_in = Query)]
 pub struct OrganizationFilter {
     /// Only organizations where the caller has this role.
+    #[param(inline)]
     pub role: Option<Role>,
     /// Only organizations whose name starts with this (case-insensitive).
     #[param(example = "acme")]
     pub name_prefix: Option<String>,
     /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    #[param(inline)]
     pub sort: Option<OrganizationSort>,
 }
 
@@ -229,17 +243,12 @@ pub async fn list_organizations(
 ) -> Result<web::Json<Page<OrganizationResponse>>, ApiError> {
     require_user(&principal)?;
     let sort = filter.sort.unwrap_or_default();
-    let page = query.parse(sort.keyset())?;
+    let page = query.parse(sort.keyset())?.filtered(filter.role.is_some() || filter.name_prefix.is_some());
     let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
     let role = filter.role.as_ref().map(Role::as_str);
-    let (_, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        None,
-        page.sql(),
-        &page.with_keys(vec![page.fetch(), &role, &prefix]),
-    )
-    .await?;
+    let (_, rows) = page
+        .read(&state.db, principal.actor(), None, &page.with_keys(vec![page.fetch(), &role, &prefix]))
+        .await?;
     let total =
         total(&state.db, &principal, None, &page, COUNT_ORGANIZATIONS, &[&COUNT_FETCH, &role, &prefix])
             .await?;

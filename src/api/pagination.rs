@@ -40,6 +40,7 @@ pub struct PageQuery {
     /// `next_cursor` or `prev_cursor` of a page of this list (with the same `sort`).
     pub cursor: Option<String>,
     /// `exact`: include `total`, the number of matching items (capped at 10,000).
+    #[param(inline)]
     pub count: Option<CountMode>,
 }
 
@@ -64,7 +65,12 @@ pub enum KeyKind {
     TimeText,
 }
 
-/// One sort of one list: the three statements it pages with, made by `keyset!`.
+/// One sort of one list: the statements it pages with, made by `keyset!`. Each comes twice:
+/// with the list's filters, and plain (every filter parameter a `$n is null` gate), because a
+/// prepared statement's generic plan cannot see that an optional filter is absent: for
+/// `($3 is null or lower(name) like $3)` it picks the filter's index and sorts every row of the
+/// organization, where the plain form walks the sort's index and stops at the page. Filtered
+/// statements run with custom plans (`tenant::read_custom_plan`), planned for their values.
 #[derive(Debug)]
 pub struct Keyset {
     /// A small number naming the sort inside cursors.
@@ -74,15 +80,19 @@ pub struct Keyset {
     pub first: &'static str,
     pub after: &'static str,
     pub before: &'static str,
+    pub plain_first: &'static str,
+    pub plain_after: &'static str,
+    pub plain_before: &'static str,
 }
 
-/// Builds a `Keyset`: `$head` names a macro giving the statement up to where the cursor's
-/// condition goes (it ends inside a `where`), `$tail` what follows `limit` (empty, or the end of a lateral join);
-/// `$key` the row compared with `$params` (the cursor's placeholders) in `$order`, the ascending
-/// column list; `$reverse` the same list descending.
+/// Builds a `Keyset`: `$head` and `$plain` name macros giving the statement up to where the
+/// cursor's condition goes (ending inside a `where`), with the filters and with their gates;
+/// `$tail` is what follows `limit` (empty, or the end of a lateral join); `$key` the row compared
+/// with `$params` (the cursor's placeholders) in `$order`, the ascending column list; `$reverse`
+/// the same list descending.
 #[macro_export]
 macro_rules! keyset {
-    ($code:literal, $kind:ident, asc, $head:ident, $tail:literal, $key:literal, $params:literal, $order:literal, $reverse:literal, $limit:literal) => {
+    ($code:literal, $kind:ident, asc, $head:ident, $plain:ident, $tail:literal, $key:literal, $params:literal, $order:literal, $reverse:literal, $limit:literal) => {
         $crate::api::pagination::Keyset {
             code: $code,
             descending: false,
@@ -112,9 +122,34 @@ macro_rules! keyset {
                 $limit,
                 $tail
             ),
+            plain_first: concat!($plain!(), " order by ", $order, " limit ", $limit, $tail),
+            plain_after: concat!(
+                $plain!(),
+                " and ",
+                $key,
+                " > ",
+                $params,
+                " order by ",
+                $order,
+                " limit ",
+                $limit,
+                $tail
+            ),
+            plain_before: concat!(
+                $plain!(),
+                " and ",
+                $key,
+                " < ",
+                $params,
+                " order by ",
+                $reverse,
+                " limit ",
+                $limit,
+                $tail
+            ),
         }
     };
-    ($code:literal, $kind:ident, desc, $head:ident, $tail:literal, $key:literal, $params:literal, $order:literal, $reverse:literal, $limit:literal) => {
+    ($code:literal, $kind:ident, desc, $head:ident, $plain:ident, $tail:literal, $key:literal, $params:literal, $order:literal, $reverse:literal, $limit:literal) => {
         $crate::api::pagination::Keyset {
             code: $code,
             descending: true,
@@ -134,6 +169,31 @@ macro_rules! keyset {
             ),
             before: concat!(
                 $head!(),
+                " and ",
+                $key,
+                " > ",
+                $params,
+                " order by ",
+                $order,
+                " limit ",
+                $limit,
+                $tail
+            ),
+            plain_first: concat!($plain!(), " order by ", $reverse, " limit ", $limit, $tail),
+            plain_after: concat!(
+                $plain!(),
+                " and ",
+                $key,
+                " < ",
+                $params,
+                " order by ",
+                $reverse,
+                " limit ",
+                $limit,
+                $tail
+            ),
+            plain_before: concat!(
+                $plain!(),
                 " and ",
                 $key,
                 " > ",
@@ -222,6 +282,7 @@ pub struct PageRequest {
     keyset: &'static Keyset,
     cursor: Option<Cursor>,
     count: bool,
+    filtered: bool,
 }
 
 impl PageQuery {
@@ -245,7 +306,14 @@ impl PageQuery {
                 Some(cursor)
             }
         };
-        Ok(PageRequest { limit, fetch: limit + 1, keyset, cursor, count: self.count.is_some() })
+        Ok(PageRequest {
+            limit,
+            fetch: limit + 1,
+            keyset,
+            cursor,
+            count: self.count.is_some(),
+            filtered: false,
+        })
     }
 }
 
@@ -261,12 +329,39 @@ fn kind_matches(kind: KeyKind, key: &Key) -> bool {
 }
 
 impl PageRequest {
+    /// Whether any of the list's filters is set: then the filtered statements run, with custom
+    /// plans; otherwise the plain ones (see `Keyset`).
+    pub fn filtered(mut self, any: bool) -> PageRequest {
+        self.filtered = any;
+        self
+    }
+
     /// The statement for this page.
     pub fn sql(&self) -> &'static str {
-        match &self.cursor {
-            None => self.keyset.first,
-            Some(c) if c.direction == Direction::After => self.keyset.after,
-            Some(_) => self.keyset.before,
+        let k = self.keyset;
+        match (&self.cursor, self.filtered) {
+            (None, true) => k.first,
+            (None, false) => k.plain_first,
+            (Some(c), true) if c.direction == Direction::After => k.after,
+            (Some(c), false) if c.direction == Direction::After => k.plain_after,
+            (Some(_), true) => k.before,
+            (Some(_), false) => k.plain_before,
+        }
+    }
+
+    /// Runs this page's statement in a tenant read (`tenant::read`, or with custom plans when
+    /// filtered).
+    pub async fn read(
+        &self,
+        db: &crate::db::Db,
+        actor: crate::db::Actor,
+        org: Option<crate::domain::OrgId>,
+        params: crate::db::Params<'_>,
+    ) -> Result<(Option<crate::domain::Membership>, Vec<tokio_postgres::Row>), crate::db::DbError> {
+        if self.filtered {
+            crate::db::tenant::read_custom_plan(db, actor, org, self.sql(), params).await
+        } else {
+            crate::db::tenant::read(db, actor, org, self.sql(), params).await
         }
     }
 
@@ -428,7 +523,7 @@ pub async fn total(
     if !request.wants_count() {
         return Ok(None);
     }
-    let (_, rows) = crate::db::tenant::read(db, principal.actor(), org, sql, params).await?;
+    let (_, rows) = crate::db::tenant::read_custom_plan(db, principal.actor(), org, sql, params).await?;
     Ok(rows.first().map(|r| r.get(0)))
 }
 
@@ -464,11 +559,12 @@ mod tests {
             "select id, name from t where o = $1"
         };
     }
-    static BY_ID: Keyset = crate::keyset!(1, Id, asc, by_id, "", "id", "$2", "id", "id desc", "$3");
+    static BY_ID: Keyset = crate::keyset!(1, Id, asc, by_id, by_id, "", "id", "$2", "id", "id desc", "$3");
     static BY_NAME_DESC: Keyset = crate::keyset!(
         4,
         Text,
         desc,
+        by_name,
         by_name,
         "",
         "(name, id)",
@@ -507,19 +603,21 @@ mod tests {
         let ids: Vec<String> = (0..3).map(|_| Uuid::now_v7().to_string()).collect();
         let key = |id: &String| Key::Id(id.parse().unwrap());
         let first = query(None).parse(&BY_ID).unwrap();
+        assert_eq!(first.sql(), BY_ID.plain_first);
+        let first = first.filtered(true);
         assert_eq!(first.sql(), BY_ID.first);
         let page = first.page(ids.clone(), None, key);
         assert_eq!(page.items, ids[..2]);
         assert!(page.prev_cursor.is_none());
         let next = query(page.next_cursor).parse(&BY_ID).unwrap();
-        assert_eq!(next.sql(), BY_ID.after);
+        assert_eq!(next.sql(), BY_ID.plain_after);
         assert_eq!(next.with_keys(vec![]).len(), 1);
         let page = next.page(vec![ids[2].clone()], Some(3), key);
         assert!(page.next_cursor.is_none() && page.prev_cursor.is_some());
         assert_eq!((page.total, page.total_capped), (Some(3), Some(false)));
         // Back: the before-statement returns rows nearest first; the page is in list order.
         let back = query(page.prev_cursor).parse(&BY_ID).unwrap();
-        assert_eq!(back.sql(), BY_ID.before);
+        assert_eq!(back.sql(), BY_ID.plain_before);
         let page = back.page(vec![ids[1].clone(), ids[0].clone()], Some(COUNT_CAP + 1), key);
         assert_eq!(page.items, ids[..2]);
         assert!(page.next_cursor.is_some() && page.prev_cursor.is_none());

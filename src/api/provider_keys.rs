@@ -30,7 +30,9 @@ use crate::providers::{LiveCheckError, Provider, key_suffix, live_check};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ProviderKeyPath {
+    /// Organization id.
     pub org_id: Uuid,
+    /// Workspace id.
     pub workspace_id: Uuid,
     /// `openai`, `azure_openai` or `anthropic`.
     #[param(inline)]
@@ -468,6 +470,7 @@ pub async fn delete_provider_key(
         (status = 403, description = "Missing permission provider_keys:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No key for this provider", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The stored key cannot be decrypted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The provider refused the key, or its answer was not understood", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider could not be reached", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

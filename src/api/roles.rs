@@ -173,13 +173,24 @@ macro_rules! roles {
          from roles r where r.organization_id = $1 and ($3::text is null or lower(r.name) like $3)"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, roles, "", "r.id", "$4", "r.id", "r.id desc", "$2");
-static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, roles, "", "r.id", "$4", "r.id", "r.id desc", "$2");
+macro_rules! roles_plain {
+    () => {
+        "select r.id, r.name, r.description, r.created_at, r.updated_at, \
+         array(select p.permission from role_permissions p \
+               where p.organization_id = r.organization_id and p.role_id = r.id order by p.permission) as permissions \
+         from roles r where r.organization_id = $1 and $3::text is null"
+    };
+}
+static BY_CREATED: Keyset =
+    keyset!(1, Id, asc, roles, roles_plain, "", "r.id", "$4", "r.id", "r.id desc", "$2");
+static BY_CREATED_DESC: Keyset =
+    keyset!(2, Id, desc, roles, roles_plain, "", "r.id", "$4", "r.id", "r.id desc", "$2");
 static BY_NAME: Keyset = keyset!(
     3,
     Text,
     asc,
     roles,
+    roles_plain,
     "",
     "(r.name, r.id)",
     "($4, $5)",
@@ -192,6 +203,7 @@ static BY_NAME_DESC: Keyset = keyset!(
     Text,
     desc,
     roles,
+    roles_plain,
     "",
     "(r.name, r.id)",
     "($4, $5)",
@@ -219,6 +231,7 @@ pub struct RoleFilter {
     #[param(example = "support")]
     pub name_prefix: Option<String>,
     /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    #[param(inline)]
     pub sort: Option<RoleSort>,
 }
 
@@ -247,17 +260,17 @@ pub async fn list_roles(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<RoleResponse>>, ApiError> {
     let sort = filter.sort.unwrap_or_default();
-    let page = query.parse(sort.keyset())?;
+    let page = query.parse(sort.keyset())?.filtered(filter.name_prefix.is_some());
     let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![org.as_uuid(), page.fetch(), &prefix]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![org.as_uuid(), page.fetch(), &prefix]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::MembersRead, "role.list").await?;
     let total =

@@ -43,8 +43,11 @@ macro_rules! run_columns {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct RunPath {
+    /// Organization id.
     pub org_id: Uuid,
+    /// Workspace id.
     pub workspace_id: Uuid,
+    /// Run id.
     pub run_id: Uuid,
 }
 
@@ -96,12 +99,14 @@ pub struct RunFilter {
     /// Only runs of this workflow.
     pub workflow_id: Option<Uuid>,
     /// Only runs in this status.
+    #[param(inline)]
     pub status: Option<RunStatus>,
     /// Only runs started at or after this time.
     pub created_since: Option<DateTime<Utc>>,
     /// Only runs started before this time.
     pub created_until: Option<DateTime<Utc>>,
     /// `created_at` (default, oldest first) or `-created_at`.
+    #[param(inline)]
     pub sort: Option<RunSort>,
 }
 
@@ -288,11 +293,22 @@ macro_rules! runs {
         )
     };
 }
+macro_rules! runs_plain {
+    () => {
+        concat!(
+            "select r.* from workspaces s left join lateral (select ",
+            run_columns!(),
+            " from workflow_runs x where x.organization_id = s.organization_id and x.workspace_id = s.id \
+               and $4::uuid is null and $5::text is null and $6::timestamptz is null and $7::timestamptz is null"
+        )
+    };
+}
 static BY_CREATED: Keyset = keyset!(
     1,
     Id,
     asc,
     runs,
+    runs_plain,
     ") r on true where s.organization_id = $1 and s.id = $2",
     "x.id",
     "$8",
@@ -305,6 +321,7 @@ static BY_CREATED_DESC: Keyset = keyset!(
     Id,
     desc,
     runs,
+    runs_plain,
     ") r on true where s.organization_id = $1 and s.id = $2",
     "x.id",
     "$8",
@@ -350,7 +367,12 @@ pub async fn list_runs(
     filter: web::Query<RunFilter>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<RunResponse>>, ApiError> {
-    let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
+    let page = query.parse(filter.sort.unwrap_or_default().keyset())?.filtered(
+        filter.workflow_id.is_some()
+            || filter.status.is_some()
+            || filter.created_since.is_some()
+            || filter.created_until.is_some(),
+    );
     let status = filter.status.map(RunStatus::as_str);
     let org = OrgId(path.org_id);
     let params = vec![
@@ -363,7 +385,7 @@ pub async fn list_runs(
         &filter.created_until,
     ];
     let (membership, rows) =
-        tenant::read(&state.db, principal.actor(), Some(org), page.sql(), &page.with_keys(params)).await?;
+        page.read(&state.db, principal.actor(), Some(org), &page.with_keys(params)).await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "run.list").await?;
     if rows.is_empty() {

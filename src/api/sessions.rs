@@ -16,7 +16,7 @@ use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::auth::events::{SecurityEvent, emit};
 use crate::auth::sessions::{SessionError, TokenPair};
-use crate::db::{TenantTx, tenant};
+use crate::db::TenantTx;
 use crate::{keyset, sorts};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -176,8 +176,9 @@ macro_rules! sessions {
          where user_id = app.current_user_id()"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, sessions, "", "id", "$2", "id", "id desc", "$1");
-static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, sessions, "", "id", "$2", "id", "id desc", "$1");
+static BY_CREATED: Keyset = keyset!(1, Id, asc, sessions, sessions, "", "id", "$2", "id", "id desc", "$1");
+static BY_CREATED_DESC: Keyset =
+    keyset!(2, Id, desc, sessions, sessions, "", "id", "$2", "id", "id desc", "$1");
 const COUNT_SESSIONS: &str = concat!("select count(*) from (", sessions!(), " limit $1) c");
 
 sorts! {
@@ -192,6 +193,7 @@ sorts! {
 #[into_params(parameter_in = Query)]
 pub struct SessionFilter {
     /// `created_at` (default, in the order they were started) or `-created_at`.
+    #[param(inline)]
     pub sort: Option<SessionSort>,
 }
 
@@ -218,8 +220,7 @@ pub async fn list_sessions(
     let user = require_user(&principal)?;
     let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
     let (_, rows) =
-        tenant::read(&state.db, principal.actor(), None, page.sql(), &page.with_keys(vec![page.fetch()]))
-            .await?;
+        page.read(&state.db, principal.actor(), None, &page.with_keys(vec![page.fetch()])).await?;
     let total = total(&state.db, &principal, None, &page, COUNT_SESSIONS, &[&COUNT_FETCH]).await?;
     let items = rows.iter().map(|r| session_from_row(r, user.session_id)).collect();
     Ok(web::Json(page.page(items, total, |s| Key::Id(s.id))))

@@ -285,6 +285,11 @@ static NEWEST_FIRST: Keyset = Keyset {
             substr($4, strpos($4, ':') + 1), $1::bigint::int)",
     before: "select * from app.admin_list_webhook_events($2, true, true, $3, split_part($4, ':', 1), \
              substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+    plain_first: "select * from app.admin_list_webhook_events($2, true, false, null, null, null, $1::bigint::int)",
+    plain_after: "select * from app.admin_list_webhook_events($2, true, false, $3, split_part($4, ':', 1), \
+            substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+    plain_before: "select * from app.admin_list_webhook_events($2, true, true, $3, split_part($4, ':', 1), \
+             substr($4, strpos($4, ':') + 1), $1::bigint::int)",
 };
 static OLDEST_FIRST: Keyset = Keyset {
     code: 2,
@@ -294,6 +299,11 @@ static OLDEST_FIRST: Keyset = Keyset {
     after: "select * from app.admin_list_webhook_events($2, false, false, $3, split_part($4, ':', 1), \
             substr($4, strpos($4, ':') + 1), $1::bigint::int)",
     before: "select * from app.admin_list_webhook_events($2, false, true, $3, split_part($4, ':', 1), \
+             substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+    plain_first: "select * from app.admin_list_webhook_events($2, false, false, null, null, null, $1::bigint::int)",
+    plain_after: "select * from app.admin_list_webhook_events($2, false, false, $3, split_part($4, ':', 1), \
+            substr($4, strpos($4, ':') + 1), $1::bigint::int)",
+    plain_before: "select * from app.admin_list_webhook_events($2, false, true, $3, split_part($4, ':', 1), \
              substr($4, strpos($4, ':') + 1), $1::bigint::int)",
 };
 
@@ -311,6 +321,7 @@ pub struct WebhookEventQuery {
     /// `unroutable` (the default), `processed`, `ignored`, or `all`.
     pub status: Option<String>,
     /// `-received_at` (default, newest first) or `received_at`.
+    #[param(inline)]
     pub sort: Option<WebhookEventSort>,
 }
 

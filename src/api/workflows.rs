@@ -213,16 +213,22 @@ pub fn parse_definition(source: &str) -> Result<WorkflowSpec, FieldError> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct WorkflowPath {
+    /// Organization id.
     pub org_id: Uuid,
+    /// Workspace id.
     pub workspace_id: Uuid,
+    /// Workflow id.
     pub workflow_id: Uuid,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct VersionPath {
+    /// Organization id.
     pub org_id: Uuid,
+    /// Workspace id.
     pub workspace_id: Uuid,
+    /// Workflow id.
     pub workflow_id: Uuid,
     /// Version number, from 1.
     pub version: i32,
@@ -372,6 +378,14 @@ macro_rules! workflows {
              and ($5::text is null or lower(f.name) like $5)"
     };
 }
+macro_rules! workflows_plain {
+    () => {
+        "select w.id, w.workspace_id, w.name, w.draft, w.latest_version, w.archived_at, w.created_at, w.updated_at \
+         from workspaces s left join lateral ( \
+           select * from workflows f where f.organization_id = s.organization_id and f.workspace_id = s.id \
+             and $4::text is null and $5::text is null"
+    };
+}
 macro_rules! count_workflows {
     () => {
         "select count(*) from (select 1 from workflows f where f.organization_id = $1 and f.workspace_id = $2 \
@@ -384,6 +398,7 @@ static BY_CREATED: Keyset = keyset!(
     Id,
     asc,
     workflows,
+    workflows_plain,
     ") w on true where s.organization_id = $1 and s.id = $2",
     "f.id",
     "$6",
@@ -396,6 +411,7 @@ static BY_CREATED_DESC: Keyset = keyset!(
     Id,
     desc,
     workflows,
+    workflows_plain,
     ") w on true where s.organization_id = $1 and s.id = $2",
     "f.id",
     "$6",
@@ -408,6 +424,7 @@ static BY_NAME: Keyset = keyset!(
     Text,
     asc,
     workflows,
+    workflows_plain,
     ") w on true where s.organization_id = $1 and s.id = $2",
     "(f.name, f.id)",
     "($6, $7)",
@@ -420,6 +437,7 @@ static BY_NAME_DESC: Keyset = keyset!(
     Text,
     desc,
     workflows,
+    workflows_plain,
     ") w on true where s.organization_id = $1 and s.id = $2",
     "(f.name, f.id)",
     "($6, $7)",
@@ -450,11 +468,13 @@ pub enum WorkflowState {
 #[into_params(parameter_in = Query)]
 pub struct WorkflowFilter {
     /// Only active (editable) or archived workflows.
+    #[param(inline)]
     pub state: Option<WorkflowState>,
     /// Only workflows whose name starts with this (case-insensitive).
     #[param(example = "daily")]
     pub name_prefix: Option<String>,
     /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    #[param(inline)]
     pub sort: Option<WorkflowSort>,
 }
 
@@ -483,21 +503,21 @@ pub async fn list_workflows(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<WorkflowResponse>>, ApiError> {
     let sort = filter.sort.unwrap_or_default();
-    let page = query.parse(sort.keyset())?;
+    let page = query.parse(sort.keyset())?.filtered(filter.state.is_some() || filter.name_prefix.is_some());
     let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
     let workflow_state = filter.state.map(|s| match s {
         WorkflowState::Active => "active",
         WorkflowState::Archived => "archived",
     });
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![&path.org_id, &path.workspace_id, page.fetch(), &workflow_state, &prefix]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![&path.org_id, &path.workspace_id, page.fetch(), &workflow_state, &prefix]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.list").await?;
     if rows.is_empty() {
@@ -742,6 +762,7 @@ static BY_VERSION: Keyset = keyset!(
     Int,
     asc,
     versions,
+    versions,
     ") v on true where w.organization_id = $1 and w.workspace_id = $2 and w.id = $3",
     "x.version",
     "$5::bigint",
@@ -753,6 +774,7 @@ static BY_VERSION_DESC: Keyset = keyset!(
     2,
     Int,
     desc,
+    versions,
     versions,
     ") v on true where w.organization_id = $1 and w.workspace_id = $2 and w.id = $3",
     "x.version",
@@ -777,6 +799,7 @@ sorts! {
 #[into_params(parameter_in = Query)]
 pub struct VersionFilter {
     /// `version` (default, 1 first) or `-version` (the latest first).
+    #[param(inline)]
     pub sort: Option<VersionSort>,
 }
 
@@ -805,14 +828,14 @@ pub async fn list_workflow_versions(
 ) -> Result<web::Json<Page<VersionResponse>>, ApiError> {
     let page = query.parse(filter.sort.unwrap_or_default().keyset())?;
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![&path.org_id, &path.workspace_id, &path.workflow_id, page.fetch()]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![&path.org_id, &path.workspace_id, &path.workflow_id, page.fetch()]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkflowsRead, "workflow.list_versions")
         .await?;

@@ -79,12 +79,42 @@ macro_rules! workspaces {
          where organization_id = $1 and ($3::text is null or lower(name) like $3)"
     };
 }
-static BY_CREATED: Keyset = keyset!(1, Id, asc, workspaces, "", "id", "$4", "id", "id desc", "$2");
-static BY_CREATED_DESC: Keyset = keyset!(2, Id, desc, workspaces, "", "id", "$4", "id", "id desc", "$2");
-static BY_NAME: Keyset =
-    keyset!(3, Text, asc, workspaces, "", "(name, id)", "($4, $5)", "name, id", "name desc, id desc", "$2");
-static BY_NAME_DESC: Keyset =
-    keyset!(4, Text, desc, workspaces, "", "(name, id)", "($4, $5)", "name, id", "name desc, id desc", "$2");
+macro_rules! workspaces_plain {
+    () => {
+        "select organization_id, id, name, region, created_at, updated_at from workspaces \
+         where organization_id = $1 and $3::text is null"
+    };
+}
+static BY_CREATED: Keyset =
+    keyset!(1, Id, asc, workspaces, workspaces_plain, "", "id", "$4", "id", "id desc", "$2");
+static BY_CREATED_DESC: Keyset =
+    keyset!(2, Id, desc, workspaces, workspaces_plain, "", "id", "$4", "id", "id desc", "$2");
+static BY_NAME: Keyset = keyset!(
+    3,
+    Text,
+    asc,
+    workspaces,
+    workspaces_plain,
+    "",
+    "(name, id)",
+    "($4, $5)",
+    "name, id",
+    "name desc, id desc",
+    "$2"
+);
+static BY_NAME_DESC: Keyset = keyset!(
+    4,
+    Text,
+    desc,
+    workspaces,
+    workspaces_plain,
+    "",
+    "(name, id)",
+    "($4, $5)",
+    "name, id",
+    "name desc, id desc",
+    "$2"
+);
 const COUNT_WORKSPACES: &str = concat!("select count(*) from (", workspaces!(), " limit $2) c");
 
 sorts! {
@@ -104,6 +134,7 @@ pub struct WorkspaceFilter {
     #[param(example = "prod")]
     pub name_prefix: Option<String>,
     /// `created_at` (default, oldest first), `-created_at`, `name` or `-name`.
+    #[param(inline)]
     pub sort: Option<WorkspaceSort>,
 }
 
@@ -130,17 +161,17 @@ pub async fn list_workspaces(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<WorkspaceResponse>>, ApiError> {
     let sort = filter.sort.unwrap_or_default();
-    let page = query.parse(sort.keyset())?;
+    let page = query.parse(sort.keyset())?.filtered(filter.name_prefix.is_some());
     let prefix = prefix_pattern("name_prefix", filter.name_prefix.as_deref())?;
     let org = OrgId(path.org_id);
-    let (membership, rows) = tenant::read(
-        &state.db,
-        principal.actor(),
-        Some(org),
-        page.sql(),
-        &page.with_keys(vec![org.as_uuid(), page.fetch(), &prefix]),
-    )
-    .await?;
+    let (membership, rows) = page
+        .read(
+            &state.db,
+            principal.actor(),
+            Some(org),
+            &page.with_keys(vec![org.as_uuid(), page.fetch(), &prefix]),
+        )
+        .await?;
     let membership = membership.ok_or(ApiError::NotFound)?;
     authorize(&state, &principal, &meta, &membership, Permission::WorkspacesRead, "workspace.list").await?;
     let total = total(

@@ -135,10 +135,13 @@ pub struct StartedSignIn {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallbackParams {
+    /// The authorization code the identity provider issued.
     pub code: Option<String>,
+    /// The state this server sent with the sign-in request (it binds the answer to the browser).
     pub state: Option<String>,
     /// RFC 9207: the issuer that sent this response.
     pub iss: Option<String>,
+    /// The provider's error code, when the sign-in was refused or cancelled.
     pub error: Option<String>,
 }
 

@@ -310,12 +310,41 @@ pub async fn read(
     sql: &'static str,
     params: Params<'_>,
 ) -> Result<(Option<Membership>, Vec<Row>), DbError> {
+    read_with(pool, actor, org, sql, params, false).await
+}
+
+/// `read`, with the statement planned for its values (`plan_cache_mode = force_custom_plan`,
+/// transaction-local) instead of a cached generic plan: for statements whose best plan depends
+/// on which optional filters are set (`api::pagination`).
+pub async fn read_custom_plan(
+    pool: &Db,
+    actor: Actor,
+    org: Option<OrgId>,
+    sql: &'static str,
+    params: Params<'_>,
+) -> Result<(Option<Membership>, Vec<Row>), DbError> {
+    read_with(pool, actor, org, sql, params, true).await
+}
+
+const CUSTOM_PLAN: &str = "select set_config('plan_cache_mode', 'force_custom_plan', true)";
+
+async fn read_with(
+    pool: &Db,
+    actor: Actor,
+    org: Option<OrgId>,
+    sql: &'static str,
+    params: Params<'_>,
+    custom_plan: bool,
+) -> Result<(Option<Membership>, Vec<Row>), DbError> {
     if pool.per_transaction() {
         // The query's parameter types may have to be learned inside the transaction first, so
         // the steps go in turn: BEGIN with the context, the query, COMMIT.
         let (mut tx, membership) = TenantTx::begin(pool, actor, org).await?;
         if org.is_some() && membership.is_none() {
             return Err(DbError::NotFound);
+        }
+        if custom_plan {
+            tx.query(CUSTOM_PLAN, &[]).await?;
         }
         let rows = tx.query(sql, params).await?;
         tx.commit().await?;
@@ -335,10 +364,12 @@ pub async fn read(
     let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
     let region = pool.region.as_str();
     let context: Params = &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook];
+    let begin_sql =
+        if custom_plan { "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan" } else { "BEGIN" };
     let ((begin, context), (principal, rows, commit)) = {
         let client = tx.client();
         until_deadline(future::join(
-            future::join(client.batch_execute("BEGIN"), client.query_one(&set_context, context)),
+            future::join(client.batch_execute(begin_sql), client.query_one(&set_context, context)),
             future::join3(
                 client.query_one(&principal_stmt, &[]),
                 client.query(&query_stmt, params),

@@ -116,6 +116,26 @@ impl Metrics {
         }
     }
 
+    /// Every (route template, method, status) answered so far, with its count.
+    pub fn answered(&self) -> Vec<(String, String, String, u64)> {
+        let mut out = Vec::new();
+        for family in prometheus::core::Collector::collect(&self.requests) {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                let count = metric.get_counter().get_value() as u64;
+                out.push((label("route"), label("method"), label("status"), count));
+            }
+        }
+        out
+    }
+
     pub fn rate_limited(&self, policy: &str) {
         self.rate_limited.with_label_values(&[policy]).inc();
     }

@@ -192,6 +192,7 @@ pub struct TestApp {
     /// The running server's shared state (to start sessions, read counters).
     pub state: actix_web::web::Data<tenantry::api::AppState>,
     _key_dir: Arc<TempDir>,
+    _observed: Arc<Observed>,
 }
 
 pub struct TempDir(pub std::path::PathBuf);
@@ -199,6 +200,27 @@ pub struct TempDir(pub std::path::PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// With `TEST_OBSERVED_STATUSES` set (`make test` sets it), each test server appends the
+/// statuses it answered, per route template and method, when its test ends: the contract check
+/// (.dev/openapi_check.py) compares them with those the OpenAPI document lists.
+pub struct Observed(actix_web::web::Data<tenantry::http::Edge>);
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let Ok(file) = std::env::var("TEST_OBSERVED_STATUSES") else { return };
+        let lines: String = self
+            .0
+            .metrics
+            .answered()
+            .into_iter()
+            .map(|(route, method, status, count)| format!("{method}\t{route}\t{status}\t{count}\n"))
+            .collect();
+        if let Ok(mut out) = std::fs::OpenOptions::new().create(true).append(true).open(file) {
+            let _ = std::io::Write::write_all(&mut out, lines.as_bytes());
+        }
     }
 }
 
@@ -273,6 +295,7 @@ impl TestApp {
         let application =
             Application::build_with_clock(settings, clock.clone()).await.expect("building the app");
         let state = application.state();
+        let edge = application.edge();
         let address = format!("http://127.0.0.1:{}", application.port());
         tokio::spawn(application.run_until_stopped());
         TestApp {
@@ -287,6 +310,7 @@ impl TestApp {
             clock,
             state,
             _key_dir: Arc::new(TempDir(dir)),
+            _observed: Arc::new(Observed(edge)),
         }
     }
 

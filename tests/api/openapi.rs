@@ -98,3 +98,134 @@ async fn the_server_serves_the_same_document_and_swagger_ui() {
     assert_eq!(res.status().as_u16(), 200);
     assert!(res.text().await.unwrap().contains("swagger-ui"));
 }
+
+/// The contract a client generator reads: every operation and parameter described, the headers
+/// and problem statuses any operation can answer, API keys as a scheme, pages by reference.
+#[test]
+fn every_operation_is_described_with_its_headers_statuses_and_schemes() {
+    let doc: Value = serde_json::from_str(&tenantry::api::openapi_json()).unwrap();
+    assert_eq!(doc["components"]["securitySchemes"]["api_key"]["scheme"], "bearer");
+    for name in ["X-Request-Id", "RateLimit", "Retry-After", "Location", "ETag", "Idempotent-Replayed"] {
+        assert!(doc["components"]["headers"][name]["description"].is_string(), "header {name}");
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for (name, schema) in schemas.iter().filter(|(n, _)| n.starts_with("Page_")) {
+        let item = &name["Page_".len()..];
+        assert_eq!(
+            schema["properties"]["items"]["items"]["$ref"],
+            format!("#/components/schemas/{item}"),
+            "{name}"
+        );
+        assert!(schema["properties"]["prev_cursor"].is_object(), "{name} pages both ways");
+    }
+    let mut api_key_ops = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            let description = op["description"].as_str().unwrap_or_default();
+            assert!(description.len() > 20, "{id} has a description: {description:?}");
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let text = p["description"].as_str().unwrap_or_default();
+                assert!(!text.is_empty(), "{id}: parameter {} is described", p["name"]);
+            }
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["429", "503"] {
+                assert!(responses.contains_key(status), "{id} documents {status}");
+            }
+            assert!(responses["429"]["headers"]["Retry-After"].is_object(), "{id}: 429 says when to retry");
+            for (status, response) in responses {
+                assert!(response["headers"]["X-Request-Id"].is_object(), "{id} {status}: X-Request-Id");
+                if status == "201" || status == "202" {
+                    assert!(response["headers"]["Location"].is_object(), "{id} {status}: Location");
+                }
+            }
+            if op["requestBody"].is_object() {
+                for status in ["400", "413", "422"] {
+                    assert!(responses.contains_key(status), "{id} has a body: documents {status}");
+                }
+            }
+            if path.contains("/orgs/{org_id}") {
+                assert!(responses.contains_key("421"), "{id}: another region's organization");
+                if method != "get" {
+                    let takes_key = op["parameters"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["name"] == "Idempotency-Key");
+                    assert!(takes_key, "{id}: a write in an organization takes an Idempotency-Key");
+                }
+            }
+            let schemes: Vec<&str> = op["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s.as_object().unwrap().keys().map(String::as_str))
+                .collect();
+            if schemes.contains(&"api_key") {
+                api_key_ops += 1;
+                assert!(!tenantry::api::contract::USER_ONLY.contains(&id), "{id} needs a person");
+            }
+        }
+    }
+    assert!(api_key_ops > 40, "API keys work on most organization operations ({api_key_ops})");
+    let groups: Vec<&str> =
+        doc["x-tagGroups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(groups, ["Customer API", "Platform administration", "Payment provider receivers"]);
+    for receiver in ["/api/v1/webhooks/stripe", "/api/v1/webhooks/razorpay"] {
+        assert_eq!(doc["paths"][receiver]["post"]["tags"], serde_json::json!(["payment_webhooks"]));
+    }
+}
+
+/// What the document says about API keys is what the server does: an operation it lists for
+/// API keys never answers an API key `user_required`, and one it keeps for people always does.
+#[tokio::test]
+async fn api_keys_work_where_the_document_says_and_nowhere_else() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let catalogue: Value = app.get("/api/v1/permissions", &org.owner.token).await.json().await.unwrap();
+    let all_scopes: Vec<String> = catalogue["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .filter(|name| name != "platform:admin")
+        .collect();
+    let scopes: Vec<&str> = all_scopes.iter().map(String::as_str).collect();
+    let (_, key) = app.api_key(&org, &scopes).await;
+    let doc = app.served_openapi().await;
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(op) = item.get("get") else { continue };
+        if !path.contains("{org_id}") {
+            continue;
+        }
+        let documented = op["security"].as_array().unwrap().iter().any(|s| s.get("api_key").is_some());
+        let concrete = path
+            .replace("{org_id}", &org.id.to_string())
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { uuid::Uuid::now_v7().to_string() } else { seg.to_owned() })
+            .collect::<Vec<_>>()
+            .join("/");
+        let res = app.get(&concrete, &key).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or_default();
+        let refused = body["code"] == "user_required";
+        assert_eq!(
+            documented, !refused,
+            "{path}: documented for API keys {documented}, answered {status} {body}"
+        );
+        assert_ne!(status.as_u16(), 401, "{path}: the key authenticates");
+        checked += 1;
+    }
+    assert!(checked > 15, "{checked} operations checked");
+    for (path, body) in [
+        (format!("/api/v1/orgs/{}/roles", org.id), serde_json::json!({"name": "r", "permissions": []})),
+        (
+            format!("/api/v1/orgs/{}/api-keys", org.id),
+            serde_json::json!({"name": "k", "scopes": ["org:read"]}),
+        ),
+    ] {
+        let res = app.post(&path, &key, &body).await;
+        crate::helpers::assert_problem(res, reqwest::StatusCode::FORBIDDEN, "user_required").await;
+    }
+}
