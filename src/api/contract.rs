@@ -189,8 +189,14 @@ fn complete_operation(path: &str, method: &str, operation: &mut Value) {
         operation["security"].as_array().is_some_and(|a| a.iter().any(|s| s.get("bearer").is_some()));
     let has_body = operation.get("requestBody").is_some();
     let is_write = matches!(method, "post" | "put" | "patch" | "delete");
-    let has_query =
-        operation["parameters"].as_array().is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+    // A query, or a free-text path segment (a value the database cannot take, such as a NUL
+    // character, is a 422 too).
+    let has_query = operation["parameters"].as_array().is_some_and(|ps| {
+        ps.iter().any(|p| {
+            p["in"] == "query"
+                || (p["in"] == "path" && p["schema"]["type"] == "string" && p["schema"]["format"].is_null())
+        })
+    });
 
     if RECEIVERS.contains(&id.as_str()) {
         operation["tags"] = json!(["payment_webhooks"]);
