@@ -17,6 +17,7 @@ pub const USER_ONLY: &[&str] = &[
     "delete_api_key",
     "create_export",
     "create_invitation",
+    "create_invitations",
     "accept_invitation",
     "create_role",
     "update_role",

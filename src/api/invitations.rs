@@ -24,7 +24,7 @@ use crate::api::problem::Problem;
 use crate::auth::Principal;
 use crate::auth::api_keys::{new_opaque, parse_opaque};
 use crate::db::{TenantTx, tenant};
-use crate::domain::{FieldError, OrgId, Permission, Role, UserId};
+use crate::domain::{FieldError, Membership, OrgId, Permission, Role, UserId};
 use crate::{keyset, sorts};
 
 const PREFIX: &str = "tnty_inv_";
@@ -116,6 +116,105 @@ fn normalized_email(raw: &str) -> Result<String, ApiError> {
     if ok { Ok(email) } else { Err(FieldError::new("email", "is not an email address").into()) }
 }
 
+/// One invitation as asked for, validated before any database work.
+struct Invite {
+    email: String,
+    role: Role,
+    custom_role: Option<Uuid>,
+    hours: i64,
+    workspaces: Option<Vec<Uuid>>,
+}
+
+/// Checks one invitation's fields; errors name them under `prefix` (`invitations[3].`).
+fn validate(item: &CreateInvitationRequest, prefix: &str) -> Result<Invite, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut named = |field: &str, e: ApiError| match e {
+        ApiError::Validation(list) => errors
+            .extend(list.into_iter().map(|f| FieldError::new(format!("{prefix}{}", f.field), f.message))),
+        _ => errors.push(FieldError::new(format!("{prefix}{field}"), "is invalid")),
+    };
+    let email = normalized_email(&item.email).map_err(|e| named("email", e)).ok();
+    let hours = item.expires_in_hours.unwrap_or(168);
+    if !(1..=720).contains(&hours) {
+        named("expires_in_hours", FieldError::new("expires_in_hours", "must be between 1 and 720").into());
+    }
+    let custom_role =
+        custom_role_of(item.role, item.custom_role_id).map_err(|e| named("custom_role_id", e)).ok();
+    let workspaces = item.workspace_ids.clone().map(sorted);
+    if workspaces.as_ref().is_some_and(Vec::is_empty) {
+        named(
+            "workspace_ids",
+            FieldError::new("workspace_ids", "name at least one workspace, or leave it out").into(),
+        );
+    }
+    match (email, custom_role) {
+        (Some(email), Some(custom_role)) if errors.is_empty() => {
+            Ok(Invite { email, role: item.role, custom_role, hours, workspaces })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// Checks that the caller may give this invitation (role, custom role, workspaces): a denial is
+/// recorded and answered before anything is written. Returns the workspaces to restrict to.
+async fn authorize_invite(
+    tx: &mut TenantTx,
+    principal: &Principal,
+    meta: &RequestMeta,
+    membership: &Membership,
+    org: OrgId,
+    invite: &Invite,
+    action: &'static str,
+) -> Result<Option<Vec<Uuid>>, ApiError> {
+    check_custom_role(tx, org, invite.custom_role).await?;
+    authorize_grant(tx, principal, meta, membership, (invite.role, invite.custom_role), action).await?;
+    let workspaces = authorize_workspaces(tx, principal, meta, invite.workspaces.clone(), action).await?;
+    if let Some(ids) = &workspaces {
+        check_workspaces(tx, org, ids).await?;
+    }
+    Ok(workspaces)
+}
+
+/// Stores one authorized invitation and its audit entry; returns it with its one-time token.
+async fn store_invite(
+    tx: &mut TenantTx,
+    principal: &Principal,
+    meta: &RequestMeta,
+    inviter: UserId,
+    org: OrgId,
+    invite: &Invite,
+    workspaces: Option<Vec<Uuid>>,
+) -> Result<(Row, String), ApiError> {
+    let token = new_opaque(PREFIX);
+    let expires_at = Utc::now() + Duration::hours(invite.hours);
+    let row = tx
+        .query_found(
+            "insert into invitations (organization_id, id, email, role, custom_role_id, token_hash, invited_by, expires_at, \
+               workspace_ids) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             returning organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
+                       accepted_at, accepted_by, revoked_at, row_version",
+            &[
+                org.as_uuid(),
+                &token.id,
+                &invite.email,
+                &invite.role.as_str(),
+                &invite.custom_role,
+                &token.hash.as_slice(),
+                inviter.as_uuid(),
+                &expires_at,
+                &workspaces,
+            ],
+        )
+        .await?;
+    let entry = AuditEntry::allowed("invitation.create", "invitation", token.id, meta).with_details(
+        serde_json::json!({"email": invite.email, "role": invite.role, "custom_role_id": invite.custom_role,
+                           "workspace_ids": workspaces}),
+    );
+    record(tx, principal, entry).await?;
+    Ok((row, token.plaintext))
+}
+
 /// Invite someone (permission `members:manage`; an owner invitation also `owners:manage`, a
 /// custom role every permission it grants).
 #[utoipa::path(
@@ -142,57 +241,110 @@ pub async fn create_invitation(
 ) -> Result<HttpResponse, ApiError> {
     let user = require_user(&principal)?;
     let org = OrgId(path.org_id);
-    let email = normalized_email(&body.email)?;
-    let hours = body.expires_in_hours.unwrap_or(168);
-    if !(1..=720).contains(&hours) {
-        return Err(FieldError::new("expires_in_hours", "must be between 1 and 720").into());
+    let invite = validate(&body, "").map_err(ApiError::Validation)?;
+    let action = "invitation.create";
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, action).await?;
+    let workspaces = authorize_invite(&mut tx, &principal, &meta, &membership, org, &invite, action).await?;
+    let (row, token) =
+        store_invite(&mut tx, &principal, &meta, user.user_id, org, &invite, workspaces).await?;
+    tx.commit().await?;
+    let id: Uuid = row.get("id");
+    let mut response = HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/invitations/{id}")))
+        .insert_header((header::ETAG, etag(row.get("row_version"))))
+        .json(CreatedInvitationResponse { invitation: invitation_from_row(&row)?, token });
+    // Never kept for an idempotent replay: the token exists in plaintext only in this response.
+    response.extensions_mut().insert(super::OneTimeSecret);
+    Ok(response)
+}
+
+/// Most invitations one bulk request may carry.
+pub const MAX_BULK_INVITATIONS: usize = 500;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"invitations": [
+    {"email": "ada@example.com", "role": "editor"},
+    {"email": "grace@example.com", "role": "viewer", "expires_in_hours": 72}
+]}))]
+pub struct BulkInvitationRequest {
+    /// 1 to 500 invitations, each as `POST /invitations` takes it; no address twice.
+    pub invitations: Vec<CreateInvitationRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkInvitationResponse {
+    /// One per requested invitation, in the order asked; each `token` is shown only now.
+    pub invitations: Vec<CreatedInvitationResponse>,
+}
+
+/// Invite many people at once (permissions as for one invitation, for each). All or nothing, in
+/// one transaction: if any invitation is invalid the answer is a 422 naming each bad field by
+/// its index (`invitations[3].email`) and none is created; if the caller may not give any one
+/// of them, a 403 and none is created; otherwise all are, and the answer lists them in order.
+#[utoipa::path(
+    tag = "members",
+    params(OrgPath),
+    request_body = BulkInvitationRequest,
+    responses(
+        (status = 201, description = "All created; each `token` is shown only in this response", body = BulkInvitationResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission for at least one invitation; none was created", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid invitations, each field named by index; none was created", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/invitations/bulk")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn create_invitations(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<OrgPath>,
+    body: ApiJson<BulkInvitationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = require_user(&principal)?;
+    let org = OrgId(path.org_id);
+    if body.invitations.is_empty() || body.invitations.len() > MAX_BULK_INVITATIONS {
+        return Err(FieldError::new(
+            "invitations",
+            format!("must hold 1 to {MAX_BULK_INVITATIONS} invitations"),
+        )
+        .into());
     }
-    let custom_role = custom_role_of(body.role, body.custom_role_id)?;
-    let requested = body.workspace_ids.clone().map(sorted);
-    if requested.as_ref().is_some_and(Vec::is_empty) {
-        return Err(FieldError::new("workspace_ids", "name at least one workspace, or leave it out").into());
+    let mut errors = Vec::new();
+    let mut invites = Vec::with_capacity(body.invitations.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in body.invitations.iter().enumerate() {
+        match validate(item, &format!("invitations[{i}].")) {
+            Ok(invite) if !seen.insert(invite.email.clone()) => errors
+                .push(FieldError::new(format!("invitations[{i}].email"), "appears twice in this request")),
+            Ok(invite) => invites.push(invite),
+            Err(item_errors) => errors.extend(item_errors),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
     }
     let action = "invitation.create";
     let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
     authorize_in(&mut tx, &principal, &meta, &membership, Permission::MembersManage, action).await?;
-    check_custom_role(&mut tx, org, custom_role).await?;
-    authorize_grant(&mut tx, &principal, &meta, &membership, (body.role, custom_role), action).await?;
-    let workspaces = authorize_workspaces(&mut tx, &principal, &meta, requested, action).await?;
-    if let Some(ids) = &workspaces {
-        check_workspaces(&mut tx, org, ids).await?;
+    // Every invitation is authorized before any is written: a denial commits only its entry.
+    let mut authorized = Vec::with_capacity(invites.len());
+    for invite in &invites {
+        authorized
+            .push(authorize_invite(&mut tx, &principal, &meta, &membership, org, invite, action).await?);
     }
-    let token = new_opaque(PREFIX);
-    let expires_at = Utc::now() + Duration::hours(hours);
-    let row = tx
-        .query_found(
-            "insert into invitations (organization_id, id, email, role, custom_role_id, token_hash, invited_by, expires_at, \
-               workspace_ids) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             returning organization_id, id, email, role, custom_role_id, workspace_ids, invited_by, created_at, expires_at, \
-                       accepted_at, accepted_by, revoked_at, row_version",
-            &[
-                org.as_uuid(),
-                &token.id,
-                &email,
-                &body.role.as_str(),
-                &custom_role,
-                &token.hash.as_slice(),
-                user.user_id.as_uuid(),
-                &expires_at,
-                &workspaces,
-            ],
-        )
-        .await?;
-    let entry = AuditEntry::allowed("invitation.create", "invitation", token.id, &meta)
-        .with_details(serde_json::json!({"email": email, "role": body.role, "custom_role_id": custom_role,
-                                         "workspace_ids": workspaces}));
-    record(&mut tx, &principal, entry).await?;
+    let mut created = Vec::with_capacity(invites.len());
+    for (invite, workspaces) in invites.iter().zip(authorized) {
+        let (row, token) =
+            store_invite(&mut tx, &principal, &meta, user.user_id, org, invite, workspaces).await?;
+        created.push(CreatedInvitationResponse { invitation: invitation_from_row(&row)?, token });
+    }
     tx.commit().await?;
-    let mut response = HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/orgs/{org}/invitations/{}", token.id)))
-        .insert_header((header::ETAG, etag(row.get("row_version"))))
-        .json(CreatedInvitationResponse { invitation: invitation_from_row(&row)?, token: token.plaintext });
-    // Never kept for an idempotent replay: the token exists in plaintext only in this response.
+    let mut response = HttpResponse::Created().json(BulkInvitationResponse { invitations: created });
     response.extensions_mut().insert(super::OneTimeSecret);
     Ok(response)
 }

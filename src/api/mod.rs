@@ -209,6 +209,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(exports::create_export)
         .service(exports::get_export_file)
         .service(invitations::create_invitation)
+        .service(invitations::create_invitations)
         .service(invitations::list_invitations)
         .service(invitations::get_invitation)
         .service(invitations::delete_invitation)

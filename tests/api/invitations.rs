@@ -121,3 +121,103 @@ async fn inviting_needs_the_permissions_the_role_would_grant() {
     let (_, key) = app.api_key(&org, &["org:read"]).await;
     assert_problem(accept(&app, &token, &key).await, StatusCode::FORBIDDEN, "user_required").await;
 }
+
+#[tokio::test]
+async fn many_people_are_invited_in_one_request_all_or_none() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let other = app.org_with_owner("other").await;
+    let admin = app.member(&org, "admin@acme.test", "admin").await;
+    let bulk = format!("/api/v1/orgs/{}/invitations/bulk", org.id);
+
+    let people: Vec<Value> =
+        (0..120).map(|i| json!({"email": format!("Person{i}@Example.com"), "role": "viewer"})).collect();
+    let res = app.post(&bulk, &admin.token, &json!({"invitations": people})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let created = body["invitations"].as_array().unwrap();
+    assert_eq!(created.len(), 120);
+    assert_eq!(created[7]["email"], "person7@example.com", "in the order asked, addresses normalized");
+    assert!(created.iter().all(|c| c["token"].as_str().unwrap().starts_with("tnty_inv_")));
+    assert_eq!(
+        app.raw_count("select count(*) from invitations where organization_id = $1", &[&org.id]).await,
+        120
+    );
+    let audited = app
+        .raw_count(
+            "select count(*) from audit_events where organization_id = $1 and action = 'invitation.create'",
+            &[&org.id],
+        )
+        .await;
+    assert_eq!(audited, 120, "each invitation audited");
+    // The tokens work: the seventh person accepts theirs.
+    let invitee = app.user("person7@example.com").await;
+    let res = accept(&app, created[7]["token"].as_str().unwrap(), &invitee.token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // One bad item: a 422 naming it by index, and nothing created.
+    let res = app
+        .post(
+            &bulk,
+            &admin.token,
+            &json!({"invitations": [
+                {"email": "fine@example.com", "role": "viewer"},
+                {"email": "not-an-address", "role": "viewer"},
+                {"email": "x@example.com", "role": "custom"},
+                {"email": "FINE@example.com", "role": "editor"},
+            ]}),
+        )
+        .await;
+    let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["invitations[1].email", "invitations[2].custom_role_id", "invitations[3].email"]);
+    assert_eq!(
+        app.raw_count("select count(*) from invitations where organization_id = $1", &[&org.id]).await,
+        120
+    );
+
+    // One item beyond the caller's grant (an admin cannot invite an owner): 403, nothing created.
+    let res = app
+        .post(
+            &bulk,
+            &admin.token,
+            &json!({"invitations": [
+                {"email": "a@example.com", "role": "viewer"},
+                {"email": "boss@example.com", "role": "owner"},
+            ]}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(
+        app.raw_count("select count(*) from invitations where organization_id = $1", &[&org.id]).await,
+        120
+    );
+    assert_eq!(app.raw_count("select count(*) from invitations where email = 'a@example.com'", &[]).await, 0);
+
+    // Bounded: none, or more than 500, is refused before any work.
+    for n in [0, 501] {
+        let people: Vec<Value> =
+            (0..n).map(|i| json!({"email": format!("p{i}@example.com"), "role": "viewer"})).collect();
+        let res = app.post(&bulk, &admin.token, &json!({"invitations": people})).await;
+        let problem = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], "invitations");
+    }
+    // Another tenant's organization: the same 404 as any; an API key: people only.
+    let res = app
+        .post(
+            &bulk,
+            &other.owner.token,
+            &json!({"invitations": [{"email": "q@example.com", "role": "viewer"}]}),
+        )
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let (_, key) = app.api_key(&org, &["members:manage", "members:read"]).await;
+    let res =
+        app.post(&bulk, &key, &json!({"invitations": [{"email": "q@example.com", "role": "viewer"}]})).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "user_required").await;
+    assert_eq!(
+        app.raw_count("select count(*) from invitations where organization_id = $1", &[&org.id]).await,
+        120
+    );
+}

@@ -546,6 +546,16 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "create_invitations",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/invitations/bulk", f.org.id),
+            body: |_| Some(json!({"invitations": [{"email": "bulk@example.test", "role": "viewer"}]})),
+            permission: "members:manage",
+            changed: Some(
+                "select count(*) from invitations where organization_id = $1 and email = 'bulk@example.test'",
+            ),
+        },
+        Operation {
             id: "delete_invitation",
             method: Method::DELETE,
             path: |f| format!("/api/v1/orgs/{}/invitations/{}", f.org.id, f.invitation),
