@@ -2,7 +2,7 @@
 //! reading, verifying and checkpointing an organization's hash chain. The chain itself (sequence,
 //! hashes, append-only) is enforced by PostgreSQL (migrations/V4__audit_log.sql).
 
-use actix_web::{get, web};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::authz::authorize;
+use super::csv;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
@@ -142,6 +143,24 @@ static BY_SEQ_DESC: Keyset =
     keyset!(2, Int, desc, audit_events, audit_events_plain, "", "seq", "$8", "seq", "seq desc", "$2");
 const COUNT_AUDIT_EVENTS: &str = concat!("select count(*) from (", audit_events!(), " limit $2) c");
 
+/// The columns of the audit log as CSV.
+const AUDIT_CSV_COLUMNS: &[&str] = &[
+    "seq",
+    "id",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "target_type",
+    "target_id",
+    "outcome",
+    "ip",
+    "user_agent",
+    "request_id",
+    "details",
+    "hash",
+];
+
 sorts! {
     /// The order of the audit log (`created_at` is the chain's order, `seq`).
     AuditSort {
@@ -202,7 +221,11 @@ fn event_from_row(row: &Row) -> AuditEventResponse {
     tag = "audit",
     params(OrgPath, AuditQuery, PageQuery),
     responses(
-        (status = 200, description = "Audit entries", body = Page<AuditEventResponse>),
+        (status = 200, description = "Audit entries: JSON, or CSV with `Accept: text/csv` (up to 10,000 rows a page, `limit` default 1,000, the next and previous pages in `Link`)",
+            content(
+                (Page<AuditEventResponse> = "application/json"),
+                (String = "text/csv"),
+            )),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission audit:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
@@ -219,8 +242,11 @@ pub async fn list_audit_events(
     path: web::Path<OrgPath>,
     query: web::Query<AuditQuery>,
     paging: web::Query<PageQuery>,
-) -> Result<web::Json<Page<AuditEventResponse>>, ApiError> {
-    let page = paging.parse(query.sort.unwrap_or_default().keyset())?.filtered(
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let csv = csv::wants_csv(&req);
+    let keyset = query.sort.unwrap_or_default().keyset();
+    let page = if csv { paging.parse_csv(keyset) } else { paging.parse(keyset) }?.filtered(
         query.action.is_some()
             || query.actor_id.is_some()
             || query.outcome.is_some()
@@ -255,7 +281,12 @@ pub async fn list_audit_events(
     count_params.extend_from_slice(&filters);
     let total = total(&state.db, &principal, Some(org), &page, COUNT_AUDIT_EVENTS, &count_params).await?;
     let items: Vec<AuditEventResponse> = rows.iter().map(event_from_row).collect();
-    Ok(web::Json(page.page(items, total, |e| Key::Int(e.seq))))
+    let page = page.page(items, total, |e| Key::Int(e.seq));
+    if csv {
+        let body = csv::render(AUDIT_CSV_COLUMNS, &page.items);
+        return Ok(csv::response(&req, body, page.next_cursor.as_deref(), page.prev_cursor.as_deref()));
+    }
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -2,7 +2,7 @@
 //! voids invoices and posts to the ledger (`crate::billing`) in the same transaction; a payment
 //! arrives later through a signed webhook. Amounts are integer minor units with a currency.
 
-use actix_web::{HttpResponse, delete, get, put, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, put, web};
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,6 +14,7 @@ use super::AppState;
 use super::audit::{AuditEntry, record};
 use super::authz::{authorize, authorize_in};
 use super::conditional::{Preconditions, tagged};
+use super::csv;
 use super::extract::{ApiJson, RequestMeta};
 use super::orgs::OrgPath;
 use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
@@ -447,6 +448,22 @@ static BY_CREATED_DESC: Keyset =
     keyset!(2, Id, desc, invoices, invoices_plain, "", "id", "$6", "id", "id desc", "$2");
 const COUNT_INVOICES: &str = concat!("select count(*) from (", invoices!(), " limit $2) c");
 
+/// The columns of the invoice list as CSV.
+const INVOICE_CSV_COLUMNS: &[&str] = &[
+    "id",
+    "number",
+    "subscription_id",
+    "status",
+    "currency",
+    "total_minor",
+    "amount_paid_minor",
+    "period_start",
+    "period_end",
+    "issued_at",
+    "paid_at",
+    "voided_at",
+];
+
 sorts! {
     /// The order of an invoice list.
     InvoiceSort {
@@ -495,7 +512,11 @@ pub struct InvoiceFilter {
     tag = "billing",
     params(OrgPath, InvoiceFilter, PageQuery),
     responses(
-        (status = 200, description = "Invoices", body = Page<InvoiceResponse>),
+        (status = 200, description = "Invoices: JSON, or CSV with `Accept: text/csv` (up to 10,000 rows a page, the next and previous pages in `Link`)",
+            content(
+                (Page<InvoiceResponse> = "application/json"),
+                (String = "text/csv"),
+            )),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission billing:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
@@ -512,9 +533,11 @@ pub async fn list_invoices(
     path: web::Path<OrgPath>,
     filter: web::Query<InvoiceFilter>,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<Page<InvoiceResponse>>, ApiError> {
-    let page = query
-        .parse(filter.sort.unwrap_or_default().keyset())?
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let csv = csv::wants_csv(&req);
+    let keyset = filter.sort.unwrap_or_default().keyset();
+    let page = if csv { query.parse_csv(keyset) } else { query.parse(keyset) }?
         .filtered(filter.status.is_some() || filter.issued_since.is_some() || filter.issued_until.is_some());
     let status = filter.status.map(InvoiceStatus::as_str);
     let org = OrgId(path.org_id);
@@ -537,7 +560,12 @@ pub async fn list_invoices(
     let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
         [org.as_uuid(), &COUNT_FETCH, &status, &filter.issued_since, &filter.issued_until];
     let total = total(&state.db, &principal, Some(org), &page, COUNT_INVOICES, &count_params).await?;
-    Ok(web::Json(page.page(rows.iter().map(invoice_from_row).collect(), total, |i| Key::Id(i.id))))
+    let page = page.page(rows.iter().map(invoice_from_row).collect(), total, |i| Key::Id(i.id));
+    if csv {
+        let body = csv::render(INVOICE_CSV_COLUMNS, &page.items);
+        return Ok(csv::response(&req, body, page.next_cursor.as_deref(), page.prev_cursor.as_deref()));
+    }
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One invoice with its line items (permission `billing:read`).

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod billing;
 pub mod conditional;
 pub mod contract;
+pub mod csv;
 pub mod exports;
 pub mod extract;
 pub mod flags;

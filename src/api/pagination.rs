@@ -288,9 +288,23 @@ pub struct PageRequest {
 impl PageQuery {
     /// Validates limit and cursor for `keyset`, the sort the request chose.
     pub fn parse(&self, keyset: &'static Keyset) -> Result<PageRequest, FieldError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}")));
+        self.parse_bounded(keyset, DEFAULT_LIMIT, MAX_LIMIT)
+    }
+
+    /// `parse` for a CSV download: pages of up to `csv::MAX_CSV_ROWS` rows.
+    pub fn parse_csv(&self, keyset: &'static Keyset) -> Result<PageRequest, FieldError> {
+        self.parse_bounded(keyset, super::csv::DEFAULT_CSV_ROWS, super::csv::MAX_CSV_ROWS)
+    }
+
+    fn parse_bounded(
+        &self,
+        keyset: &'static Keyset,
+        default: i64,
+        max: i64,
+    ) -> Result<PageRequest, FieldError> {
+        let limit = self.limit.unwrap_or(default);
+        if !(1..=max).contains(&limit) {
+            return Err(FieldError::new("limit", format!("must be between 1 and {max}")));
         }
         let cursor = match &self.cursor {
             None => None,

@@ -1,7 +1,7 @@
 //! The organization's metered usage (requests per day and API key), next to its plan's limits.
 //! Counts reach the database in batches (`crate::usage`), so the latest seconds may be missing.
 
-use actix_web::{get, web};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::{Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::authz::authorize;
+use super::csv;
 use super::extract::RequestMeta;
 use super::orgs::OrgPath;
 use crate::api::ApiError;
@@ -50,7 +51,11 @@ pub struct UsageResponse {
     tag = "billing",
     params(OrgPath, UsageQuery),
     responses(
-        (status = 200, description = "Usage", body = UsageResponse),
+        (status = 200, description = "Usage: JSON, or with `Accept: text/csv` the days as CSV (`day,api_key_id,requests`)",
+            content(
+                (UsageResponse = "application/json"),
+                (String = "text/csv"),
+            )),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing permission billing:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such organization, or not a member", body = Problem, content_type = "application/problem+json"),
@@ -66,7 +71,8 @@ pub async fn get_usage(
     meta: RequestMeta,
     path: web::Path<OrgPath>,
     query: web::Query<UsageQuery>,
-) -> Result<web::Json<UsageResponse>, ApiError> {
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let today = Utc::now().date_naive();
     let to = supported_date("to", query.to.unwrap_or(today))?;
     let from = match query.from {
@@ -98,7 +104,7 @@ pub async fn get_usage(
     authorize(&state, &principal, &meta, &membership, Permission::BillingRead, "usage.get").await?;
     let head =
         rows.first().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("usage summary row missing")))?;
-    Ok(web::Json(UsageResponse {
+    let usage = UsageResponse {
         limits: head.get::<_, Option<Value>>("limits").unwrap_or(Value::Null),
         requests_today: head.get("requests"),
         days: rows
@@ -113,5 +119,15 @@ pub async fn get_usage(
                 }
             })
             .collect(),
-    }))
+    };
+    // As CSV, the days (one row per day and key); the limits belong to the JSON view.
+    if csv::wants_csv(&req) {
+        return Ok(csv::response(
+            &req,
+            csv::render(&["day", "api_key_id", "requests"], &usage.days),
+            None,
+            None,
+        ));
+    }
+    Ok(HttpResponse::Ok().json(usage))
 }

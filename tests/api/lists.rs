@@ -296,3 +296,88 @@ async fn platform_admins_page_every_organization_by_name_and_state() {
     let res = app.get("/api/v1/admin/organizations?sort=name", &beta.owner.token).await;
     assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+async fn csv_get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(token)
+        .header(reqwest::header::ACCEPT, "text/csv")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_audit_log_invoices_and_usage_come_as_csv_with_links_to_the_rest() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let other = app.org_with_owner("other").await;
+    workspaces(&app, &org, &["one", "two", "=SUM(A1:A9)"]).await;
+    let token = &org.owner.token;
+    let audit = format!("/api/v1/orgs/{}/audit-events", org.id);
+
+    let res = csv_get(&app, &format!("{audit}?limit=2&sort=-created_at"), token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let link = res.headers()["link"].to_str().unwrap().to_owned();
+    let body = res.text().await.unwrap();
+    let lines: Vec<&str> = body.trim_end().split("\r\n").collect();
+    assert!(lines[0].starts_with("seq,id,occurred_at,actor_type"), "{body}");
+    assert_eq!(lines.len(), 3, "a header and two rows: {body}");
+    assert!(link.contains("rel=\"next\"") && link.contains("sort=-created_at"), "{link}");
+    // Following every Link yields every entry exactly once.
+    let mut seqs: Vec<i64> =
+        lines[1..].iter().map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    let mut next = link;
+    while let Some(url) =
+        next.split(", ").find(|l| l.ends_with("rel=\"next\"")).map(|l| l[1..l.find('>').unwrap()].to_owned())
+    {
+        let res = csv_get(&app, &url, token).await;
+        next = res.headers().get("link").map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = res.text().await.unwrap();
+        seqs.extend(
+            body.trim_end()
+                .split("\r\n")
+                .skip(1)
+                .map(|l| l.split(',').next().unwrap().parse::<i64>().unwrap()),
+        );
+    }
+    let max = app.raw_count("select max(seq) from audit_events where organization_id = $1", &[&org.id]).await;
+    assert_eq!(seqs, (1..=max).rev().collect::<Vec<_>>());
+    // Larger pages than JSON allows, and still bounded.
+    let res = csv_get(&app, &format!("{audit}?limit=5000"), token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = csv_get(&app, &format!("{audit}?limit=10001"), token).await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    // JSON stays the default, and q-values decide.
+    let res = app.get(&audit, token).await;
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+
+    // Invoices and usage too; another tenant's are the usual 404, as a problem document.
+    app.rls_bypassing_admin
+        .execute("insert into plans (id, name, price_minor, currency, interval) values ('csvpro', 'Pro', 2900, 'USD', 'month') on conflict do nothing", &[])
+        .await
+        .unwrap();
+    let res = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/orgs/{}/subscription", org.id),
+            Some(token),
+            Some(&json!({"plan_id": "csvpro"})),
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let body = csv_get(&app, &format!("/api/v1/orgs/{}/invoices", org.id), token).await.text().await.unwrap();
+    let lines: Vec<&str> = body.trim_end().split("\r\n").collect();
+    assert_eq!(
+        lines[0],
+        "id,number,subscription_id,status,currency,total_minor,amount_paid_minor,period_start,period_end,issued_at,paid_at,voided_at"
+    );
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].contains(",open,USD,2900,0,"), "{body}");
+    let res = csv_get(&app, &format!("/api/v1/orgs/{}/usage", org.id), token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().starts_with("day,api_key_id,requests\r\n"));
+    let res = csv_get(&app, &format!("/api/v1/orgs/{}/audit-events", other.id), token).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
