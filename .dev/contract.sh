@@ -55,3 +55,18 @@ echo "contract: schemathesis $SCHEMATHESIS_VERSION, $EXAMPLES examples per opera
   --exclude-path-regex '/auth/|/me$|^/api/v1/orgs/\{org_id\}$' \
   --no-color > "$DIR/schemathesis.log" 2>&1 || { cat "$DIR/schemathesis.log"; echo "--- server log"; tail -50 "$DIR/server.log"; exit 1; }
 grep -E "generated|passed" "$DIR/schemathesis.log" | tail -2
+
+# A client generated from the served document (openapi-python-client, pinned), and a scenario
+# through it: create, list with a filter and a sort, page, update with If-Match, 412 when stale.
+CLIENT_VERSION=0.29.1
+CLIENT_VENV=${TENANTRY_TOOLS_DIR:-$HOME/.cache/tenantry}/openapi-python-client-$CLIENT_VERSION
+if [ ! -x "$CLIENT_VENV/bin/openapi-python-client" ]; then
+  echo "contract.sh: installing openapi-python-client $CLIENT_VERSION into $CLIENT_VENV" >&2
+  python3 -m venv "$CLIENT_VENV"
+  "$CLIENT_VENV/bin/pip" install -q "openapi-python-client==$CLIENT_VERSION"
+fi
+curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/openapi.json" > "$DIR/openapi.json"
+(cd "$DIR" && "$CLIENT_VENV/bin/openapi-python-client" generate --path openapi.json --meta none \
+   --output-path tenantry_client > client-generate.log 2>&1) || { cat "$DIR/client-generate.log"; exit 1; }
+PYTHONPATH="$DIR" "$CLIENT_VENV/bin/python" .dev/client_scenario.py "http://127.0.0.1:$HTTP_PORT" "$TOKEN" \
+  || { echo "--- server log"; tail -30 "$DIR/server.log"; exit 1; }
