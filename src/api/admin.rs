@@ -33,6 +33,7 @@ pub struct AdminOrganization {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"region": "eu"}))]
 pub struct MoveRegionRequest {
     pub region: Region,
 }

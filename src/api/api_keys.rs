@@ -39,6 +39,7 @@ pub struct ApiKeyPath {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ci-deploy", "scopes": ["workspaces:read", "runs:execute"], "expires_at": "2027-06-30T00:00:00Z"}))]
 pub struct CreateApiKeyRequest {
     #[schema(example = "CI deploys")]
     pub name: String,

@@ -42,6 +42,7 @@ pub struct PlanResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"plan_id": "pro", "provider": "stripe", "provider_ref": "sub_1PXyZ2"}))]
 pub struct PutSubscriptionRequest {
     /// `free`, `pro` or `enterprise`.
     pub plan_id: String,

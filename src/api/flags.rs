@@ -105,6 +105,7 @@ pub struct OrgFlagResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"description": "The new editor", "default_enabled": false, "kill_switch": false}))]
 pub struct PutPlatformFlagRequest {
     pub description: Option<String>,
     pub default_enabled: Option<bool>,
@@ -124,6 +125,7 @@ pub struct PlatformFlag {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"enabled": true}))]
 pub struct TargetFlagRequest {
     pub enabled: bool,
 }

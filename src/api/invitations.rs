@@ -40,6 +40,7 @@ pub struct InvitationPath {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "new.hire@example.com", "role": "editor", "expires_in_hours": 72}))]
 pub struct CreateInvitationRequest {
     #[schema(example = "new.hire@example.com")]
     pub email: String,
@@ -55,6 +56,7 @@ pub struct CreateInvitationRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "tnty_inv_01J8Z3YQ4W8V2N6M0K5T1R7H9C.Xq3b8Jm2Kp5Lw9Rt4Vz7Yc1Nf6Gh0Sd"}))]
 pub struct AcceptInvitationRequest {
     /// The token from the invitation.
     pub token: String,

@@ -52,6 +52,7 @@ pub struct MemberResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": "01936f7e-7d2a-7c3b-9e41-2f6a8b9c0d1e", "role": "viewer"}))]
 pub struct AddMemberRequest {
     /// An existing user's id (see `GET /api/v1/me`).
     pub user_id: UserId,
@@ -66,6 +67,7 @@ pub struct AddMemberRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "admin"}))]
 pub struct UpdateMemberRequest {
     pub role: Role,
     /// Required when `role` is `custom`: one of the organization's roles.
@@ -507,6 +509,7 @@ pub(super) fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"workspace_ids": ["01936f7e-9a4c-7d11-8b22-3c4d5e6f7a8b"]}))]
 pub struct MemberWorkspacesRequest {
     /// The only workspaces the member may see and work in; empty removes the restriction.
     pub workspace_ids: Vec<Uuid>,

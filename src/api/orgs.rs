@@ -31,6 +31,7 @@ pub struct OrgPath {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01936f7e-5b1a-7c2d-8e3f-4a5b6c7d8e9f", "name": "Acme Corp", "slug": "acme", "region": "us", "data_mode": "metadata_only", "role": "owner", "created_at": "2026-11-02T09:30:00Z", "updated_at": "2026-11-02T09:30:00Z"}))]
 pub struct OrganizationResponse {
     pub id: OrgId,
     pub name: String,
@@ -45,6 +46,7 @@ pub struct OrganizationResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme Corp", "slug": "acme", "region": "us", "data_mode": "metadata_only"}))]
 pub struct CreateOrganizationRequest {
     #[schema(example = "Acme Inc.")]
     pub name: String,
@@ -58,6 +60,7 @@ pub struct CreateOrganizationRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme Corporation"}))]
 pub struct UpdateOrganizationRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]

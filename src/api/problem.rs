@@ -185,6 +185,7 @@ impl ApiError {
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"type": "urn:tenantry:problem:precondition_failed", "title": "Precondition Failed", "status": 412, "detail": "The resource has changed since the version you named (If-Match); fetch it again, reapply your change and send its new ETag.", "code": "precondition_failed", "request_id": "01936f80-1b2c-7d3e-8f40-5a6b7c8d9e0f"}))]
 pub struct Problem {
     /// A URI naming the problem type.
     #[serde(rename = "type")]

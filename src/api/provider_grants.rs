@@ -35,6 +35,7 @@ pub struct ProviderGrantPath {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"provider": "issuer:https://login.acme.example", "role": "viewer"}))]
 pub struct CreateProviderGrantRequest {
     /// A sign-in provider's name (`GET /api/v1/auth/providers`), or `issuer:<iss>` for a trusted
     /// token issuer.

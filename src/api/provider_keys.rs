@@ -41,6 +41,7 @@ pub struct ProviderKeyPath {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"api_key": "sk-proj-0123456789abcdefghijklmnopqrstuv", "live_check": false}))]
 pub struct PutProviderKeyRequest {
     /// The provider's API key. Stored encrypted; never returned.
     #[schema(value_type = String, example = "sk-proj-...")]

@@ -34,6 +34,7 @@ pub struct RolePath {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01936f7f-0c1d-7e2f-9a3b-4c5d6e7f8a9b", "name": "support", "description": "Reads members and workspaces", "permissions": ["members:read", "workspaces:read"], "created_at": "2026-11-03T10:00:00Z", "updated_at": "2026-11-03T10:00:00Z"}))]
 pub struct RoleResponse {
     pub id: Uuid,
     pub name: String,
@@ -45,6 +46,7 @@ pub struct RoleResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "support", "description": "Reads members and workspaces", "permissions": ["members:read", "workspaces:read"]}))]
 pub struct CreateRoleRequest {
     /// Lowercase letters, digits, `_` and `-`; unique in the organization.
     #[schema(example = "release-manager")]
@@ -58,6 +60,7 @@ pub struct CreateRoleRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"description": null, "permissions": ["members:read"]}))]
 pub struct UpdateRoleRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]

@@ -53,6 +53,7 @@ pub struct RunPath {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"version": 2, "input": {"url": "https://example.com/report"}}))]
 pub struct StartRunRequest {
     /// The published version to run (default: the latest).
     pub version: Option<i32>,
@@ -120,6 +121,7 @@ pub struct RunError {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01936f81-2a3b-7c4d-8e5f-6a7b8c9d0e1f", "workspace_id": "01936f7e-9a4c-7d11-8b22-3c4d5e6f7a8b", "workflow_id": "01936f80-aa11-7b22-8c33-4d5e6f7a8b9c", "version": 2, "status": "succeeded", "input": null, "output": null, "input_bytes": 42, "output_bytes": 1024, "error": null, "attempts": 1, "created_by": "01936f7e-7d2a-7c3b-9e41-2f6a8b9c0d1e", "created_by_api_key": null, "created_at": "2026-11-04T08:00:00Z", "started_at": "2026-11-04T08:00:01Z", "finished_at": "2026-11-04T08:00:03Z"}))]
 pub struct RunResponse {
     pub id: Uuid,
     pub workspace_id: Uuid,

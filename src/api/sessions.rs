@@ -21,6 +21,7 @@ use crate::{keyset, sorts};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "tnty_rt_01J8Z3YQ4W8V2N6M0K5T1R7H9C.b8Jm2Kp5Lw9Rt4Vz7Yc1Nf6Gh0SdXq3"}))]
 pub struct RefreshRequest {
     /// The refresh token from sign-in or from the previous refresh. It is spent by this call.
     pub refresh_token: String,

@@ -236,6 +236,7 @@ pub struct VersionPath {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "daily-digest", "definition": "steps:\n  - id: fetch\n    uses: http.get\n    with: {url: \"https://example.com\"}\n"}))]
 pub struct CreateWorkflowRequest {
     pub name: String,
     /// The YAML definition: `steps: [{id, uses, with?, needs?}]`, optional `description`.
@@ -247,6 +248,7 @@ pub struct CreateWorkflowRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"definition": "steps:\n  - id: fetch\n    uses: http.get\n"}))]
 pub struct UpdateWorkflowRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]

@@ -34,6 +34,7 @@ pub struct WorkspacePath {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01936f7e-9a4c-7d11-8b22-3c4d5e6f7a8b", "organization_id": "01936f7e-5b1a-7c2d-8e3f-4a5b6c7d8e9f", "name": "Production", "region": "us", "created_at": "2026-11-02T09:31:00Z", "updated_at": "2026-11-02T09:31:00Z"}))]
 pub struct WorkspaceResponse {
     pub id: WorkspaceId,
     pub organization_id: OrgId,
@@ -45,6 +46,7 @@ pub struct WorkspaceResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Production", "region": "us"}))]
 pub struct CreateWorkspaceRequest {
     #[schema(example = "Production")]
     pub name: String,
@@ -54,6 +56,7 @@ pub struct CreateWorkspaceRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Production EU"}))]
 pub struct UpdateWorkspaceRequest {
     pub name: String,
 }
