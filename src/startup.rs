@@ -242,8 +242,20 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             actix_web::http::header::CONTENT_TYPE,
             actix_web::http::header::HeaderName::from_static("idempotency-key"),
             actix_web::http::header::HeaderName::from_static("x-request-id"),
+            actix_web::http::header::IF_MATCH,
+            actix_web::http::header::IF_NONE_MATCH,
+            actix_web::http::header::ACCEPT,
         ])
-        .expose_headers(["x-request-id", "location", "retry-after", "idempotent-replayed"])
+        .expose_headers([
+            "x-request-id",
+            "location",
+            "retry-after",
+            "idempotent-replayed",
+            "etag",
+            "link",
+            "ratelimit",
+            "ratelimit-policy",
+        ])
         .max_age(600)
         .block_on_origin_mismatch(false);
     for origin in origins {

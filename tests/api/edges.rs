@@ -32,7 +32,10 @@ async fn cors_answers_allowed_origins_only() {
         .await
         .unwrap();
     assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example.com");
-    assert!(res.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+    let exposed = res.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
+    for header in ["x-request-id", "etag", "link", "ratelimit", "location"] {
+        assert!(exposed.contains(header), "a browser client can read {header}: {exposed}");
+    }
 }
 
 #[tokio::test]
