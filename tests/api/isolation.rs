@@ -45,6 +45,9 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
         ("POST", "/api/v1/orgs/{org_id}/invitations") => {
             Some(json!({"email": "pwned@example.test", "role": "admin"}))
         }
+        ("POST", "/api/v1/orgs/{org_id}/invitations/bulk") => {
+            Some(json!({"invitations": [{"email": "pwned@example.test", "role": "admin"}]}))
+        }
         ("POST", "/api/v1/orgs/{org_id}/provider-grants") => {
             Some(json!({"provider": "issuer:https://idp.example.test", "role": "admin"}))
         }
