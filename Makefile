@@ -31,7 +31,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
+.PHONY: export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -176,6 +176,7 @@ test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
 	@$(MAKE) --no-print-directory pgtap
 	@$(MAKE) --no-print-directory test-managed
 	@$(MAKE) --no-print-directory contract
+	@$(MAKE) --no-print-directory export-rss
 	@echo "make test: all checks passed"
 
 # The integration suites and pgTAP on the managed-shaped cluster (also part of `make test`). The
@@ -191,6 +192,10 @@ test-managed: test-db build
 # pgTAP: migrate a scratch database, run policies/tests with pg_prove, then `tenantry check` on it.
 pgtap: test-db build
 	@.dev/pgtap.sh "postgres://postgres@127.0.0.1:$(TEST_PG_PORT)/{db}" $(BIN)
+
+# An export of 200,000 rows in bounded server memory (also part of `make test`).
+export-rss: test-db build
+	@.dev/export_rss.sh "$(call PG_ADMIN,$(TEST_PG_PORT),postgres)" $(TEST_PG_PORT) $(BIN)
 
 # Contract: schemathesis against the served OpenAPI document (no 5xx, responses match the schema).
 contract: test-db build

@@ -118,6 +118,7 @@ impl Application {
             flags,
             standing,
             usage: usage.clone(),
+            export_slots: tokio::sync::Semaphore::new(api::exports::CONCURRENT_EXPORTS),
         });
         let edge =
             web::Data::new(crate::http::Edge { metrics: crate::http::metrics::Metrics::new(), rate_limits });

@@ -68,6 +68,8 @@ pub struct AppState {
     pub standing: Arc<crate::flags::StandingCache>,
     /// Requests counted since the last flush (`crate::usage`).
     pub usage: Arc<crate::usage::UsageMeter>,
+    /// Export jobs this server may run at once (`exports::CONCURRENT_EXPORTS`).
+    pub export_slots: tokio::sync::Semaphore,
 }
 
 /// Set in a response's extensions by a handler whose body shows a one-time secret (a new API
@@ -208,6 +210,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(admin::update_organization_region)
         .service(admin::get_system_health)
         .service(exports::create_export)
+        .service(exports::get_export)
         .service(exports::get_export_file)
         .service(invitations::create_invitation)
         .service(invitations::create_invitations)

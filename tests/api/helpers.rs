@@ -524,6 +524,29 @@ impl TestApp {
         id
     }
 
+    /// An export of `org` by its owner, waited for until it succeeded: its final state.
+    pub async fn export(&self, org: &TestOrg) -> Value {
+        let res = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/v1/orgs/{}/exports", org.id),
+                Some(&org.owner.token),
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "starting an export");
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        for _ in 0..600 {
+            let job: Value = self.get(&location, &org.owner.token).await.json().await.unwrap();
+            match job["status"].as_str().unwrap() {
+                "succeeded" => return job,
+                "failed" => panic!("the export failed: {job}"),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        panic!("the export did not finish in 30 s");
+    }
+
     /// An invitation to `org` created by its owner: (id, token).
     pub async fn invitation(&self, org: &TestOrg, email: &str, role: &str) -> (Uuid, String) {
         let res = self

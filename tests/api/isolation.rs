@@ -124,10 +124,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     app.provider_key(&a, a_workspace).await;
     app.flag_config(&a, "probe-flag").await;
     let a_invoice = app.subscription(&a).await;
-    let res = app
-        .request(Method::POST, &format!("/api/v1/orgs/{}/exports", a.id), Some(&a.owner.token), None)
-        .await;
-    let a_export: Uuid = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let a_export: Uuid = app.export(&a).await["id"].as_str().unwrap().parse().unwrap();
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;

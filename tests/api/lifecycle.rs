@@ -49,15 +49,7 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
         app.custom_role(o, "reader", &["org:read"]).await;
         app.invitation(o, "x@example.test", "viewer").await;
         app.provider_grant(o, "admin").await;
-        let res = app
-            .request(
-                reqwest::Method::POST,
-                &format!("/api/v1/orgs/{}/exports", o.id),
-                Some(&o.owner.token),
-                None,
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::CREATED);
+        app.export(o).await;
     }
 
     app.state.usage.flush(&app.state.db).await.unwrap(); // both organizations' usage counted
@@ -166,16 +158,8 @@ async fn an_export_holds_every_row_of_the_organization_and_none_of_another() {
     let body = assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
     assert_eq!(body["permission"], "org:export");
 
-    let res = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/api/v1/orgs/{}/exports", org.id),
-            Some(&org.owner.token),
-            None,
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let export: serde_json::Value = res.json().await.unwrap();
+    let export = app.export(&org).await;
+    assert_eq!(export["tables_done"], export["tables_total"]);
     let files = export["files"].as_array().unwrap();
     assert_eq!(files.len(), tenantry::api::exports::TABLES.len());
     for file in files {
@@ -218,7 +202,7 @@ async fn the_export_covers_every_tenant_table() {
             "select c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
              join pg_attribute a on a.attrelid = c.oid and a.attname = 'organization_id' and not a.attisdropped \
              where c.relkind = 'r' and n.nspname = 'public' \
-               and c.relname not in ('exports', 'export_files', 'workflow_run_inputs', 'organization_data_keys', \
+               and c.relname not in ('exports', 'export_files', 'export_chunks', 'workflow_run_inputs', 'organization_data_keys', \
                                      'idempotency_keys', 'organization_tombstones')",
             &[],
         )
@@ -282,4 +266,67 @@ async fn a_deleted_organizations_audit_chain_is_kept_or_anonymised_as_configured
             assert_eq!(total, entries + 1, "plus the deletion");
         }
     }
+}
+
+#[tokio::test]
+async fn an_export_is_a_job_one_at_a_time_that_stops_when_its_owner_may_no_longer_export() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let exports = format!("/api/v1/orgs/{}/exports", org.id);
+    // Hold every export slot: jobs wait, queued.
+    let slots =
+        app.state.export_slots.acquire_many(tenantry::api::exports::CONCURRENT_EXPORTS as u32).await.unwrap();
+    let res = app.request(reqwest::Method::POST, &exports, Some(&org.owner.token), None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let job: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["files"], serde_json::json!([]));
+    // One at a time per organization.
+    let res = app.request(reqwest::Method::POST, &exports, Some(&org.owner.token), None).await;
+    assert_problem(res, StatusCode::CONFLICT, "export_in_progress").await;
+    // Not downloadable before it succeeded.
+    let res = app.get(&format!("{location}/workspaces"), &org.owner.token).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    drop(slots);
+    let mut job = serde_json::Value::Null;
+    for _ in 0..200 {
+        job = app.get(&location, &org.owner.token).await.json().await.unwrap();
+        if job["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(job["rows_exported"].as_i64().unwrap() > 0 && job["finished_at"].is_string());
+
+    // A second owner starts one and is demoted before it runs: nothing is written for them.
+    let second = app.member(&org, "second@acme.test", "owner").await;
+    let slots =
+        app.state.export_slots.acquire_many(tenantry::api::exports::CONCURRENT_EXPORTS as u32).await.unwrap();
+    let res = app.request(reqwest::Method::POST, &exports, Some(&second.token), None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let id: uuid::Uuid =
+        res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let res = app
+        .patch(
+            &format!("/api/v1/orgs/{}/members/{}", org.id, second.id),
+            &org.owner.token,
+            &serde_json::json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(slots);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let chunks = app.raw_count("select count(*) from export_chunks where export_id = $1", &[&id]).await;
+    assert_eq!(chunks, 0, "no row exported for someone who may no longer export");
+    let status: String = app
+        .rls_bypassing_admin
+        .query_one("select status from exports where id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(status, "succeeded");
+    let res = app.get(&format!("/api/v1/orgs/{}/exports/{id}", org.id), &second.token).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
 }

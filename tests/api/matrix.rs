@@ -516,6 +516,14 @@ fn operations() -> Vec<Operation> {
             changed: None,
         },
         Operation {
+            id: "get_export",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/exports/{}", f.org.id, f.export),
+            body: none,
+            permission: "org:export",
+            changed: None,
+        },
+        Operation {
             id: "create_export",
             method: Method::POST,
             path: |f| format!("/api/v1/orgs/{}/exports", f.org.id),
@@ -661,11 +669,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
     let doomed_role = app.custom_role(&org, "doomed", &["org:read"]).await;
     let invitation = app.invitation(&org, "fixture@example.test", "viewer").await.0;
     let provider_grant = app.provider_grant(&org, "viewer").await;
-    let res = app
-        .request(Method::POST, &format!("/api/v1/orgs/{}/exports", org.id), Some(&org.owner.token), None)
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let export = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let export = app.export(&org).await["id"].as_str().unwrap().parse().unwrap();
     let workflow = app.workflow(&org, workspace).await;
     let run = app.run(&org, workspace, workflow).await;
     app.provider_key(&org, workspace).await;

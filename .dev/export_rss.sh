@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# An export of a large organization in bounded memory (part of `make test`): seeds one
+# organization with ROWS workspaces (200,000 by default), exports it through the API as a job,
+# downloads the file, and samples the server's resident memory (VmRSS) throughout. Fails if the
+# download is not every row, or if the server grew by more than LIMIT_MIB (24) over its RSS
+# before the export: far less than the file itself, which a buffered table would have cost.
+#   .dev/export_rss.sh ADMIN_URL_TO_POSTGRES_DB PORT TENANTRY_BIN
+set -euo pipefail
+ADMIN_URL=$1; PORT=$2; BIN=$3
+BASE=${ADMIN_URL%/*}
+DB="export_rss_$$"
+ROWS=${EXPORT_ROWS:-200000}
+LIMIT_MIB=${EXPORT_RSS_LIMIT_MIB:-24}
+DIR=$(mktemp -d)
+SERVER=
+cleanup() {
+  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
+  psql "$ADMIN_URL" -qc "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+psql "$ADMIN_URL" -qc "create database $DB"
+export TENANTRY_ADMIN_DATABASE_URL="$BASE/$DB"
+export TENANTRY_DATABASE_URL="postgres://tenantry_app@127.0.0.1:$PORT/$DB"
+export TENANTRY_AUTH__SIGNING_KEY_FILE="$DIR/signing-key.pem"
+export TENANTRY_PROVIDER_KEYS__MASTER_KEYS_FILE="$DIR/master-keys"
+export TENANTRY_LOG=warn TENANTRY_CONFIG=/nonexistent TENANTRY_RATE_LIMITS__ENABLED=false
+"$BIN" migrate
+"$BIN" seed >/dev/null
+ORG=$(psql "$BASE/$DB" -tAc "select id from organizations where slug = 'acme'")
+psql "$BASE/$DB" -qc "insert into workspaces (organization_id, id, name)
+  select '$ORG', gen_random_uuid(), 'bulk workspace ' || n || ' ' || repeat('x', 40) from generate_series(1, $ROWS) n"
+EXPECTED=$(psql "$BASE/$DB" -tAc "select count(*) from workspaces where organization_id = '$ORG'")
+TOKEN=$("$BIN" token --email alice@acme.test --ttl 30m)
+HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+TENANTRY_LISTEN="127.0.0.1:$HTTP_PORT" "$BIN" serve > "$DIR/server.log" 2>&1 &
+SERVER=$!
+API="http://127.0.0.1:$HTTP_PORT/api/v1/orgs/$ORG"
+for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/health" >/dev/null && break; sleep 0.2; done
+curl -fs -H "Authorization: Bearer $TOKEN" "$API/workspaces?limit=200" >/dev/null
+rss() { awk '/^VmRSS/ {print $2}' /proc/$SERVER/status; }
+BEFORE=$(rss)
+( while kill -0 $SERVER 2>/dev/null; do rss; sleep 0.05; done ) > "$DIR/rss.txt" 2>/dev/null &
+SAMPLER=$!
+START=$(date +%s.%N)
+LOCATION=$(curl -fs -D - -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" "$API/exports" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+for _ in $(seq 1 1200); do
+  STATUS=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$HTTP_PORT$LOCATION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  [ "$STATUS" = succeeded ] && break
+  [ "$STATUS" = failed ] && { echo "export_rss: the export failed"; tail -20 "$DIR/server.log"; exit 1; }
+  sleep 0.1
+done
+[ "$STATUS" = succeeded ] || { echo "export_rss: the export did not finish"; exit 1; }
+MADE=$(date +%s.%N)
+curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$HTTP_PORT$LOCATION/workspaces" -o "$DIR/workspaces.ndjson"
+DONE=$(date +%s.%N)
+kill $SAMPLER 2>/dev/null || true
+LINES=$(wc -l < "$DIR/workspaces.ndjson")
+SIZE=$(du -m "$DIR/workspaces.ndjson" | cut -f1)
+PEAK=$(sort -n "$DIR/rss.txt" | tail -1)
+GROWTH=$(( (PEAK - BEFORE) / 1024 ))
+printf 'export_rss: %s workspaces (%s MiB of NDJSON) exported in %.1f s, downloaded in %.1f s; server RSS %s MiB before, peak %s MiB (+%s MiB, limit %s)\n' \
+  "$LINES" "$SIZE" "$(python3 -c "print($MADE - $START)")" "$(python3 -c "print($DONE - $MADE)")" $((BEFORE / 1024)) $((PEAK / 1024)) $GROWTH $LIMIT_MIB
+[ "$LINES" = "$EXPECTED" ] || { echo "export_rss: downloaded $LINES rows, expected $EXPECTED"; exit 1; }
+[ "$GROWTH" -le "$LIMIT_MIB" ] || { echo "export_rss: the server grew by $GROWTH MiB"; exit 1; }
