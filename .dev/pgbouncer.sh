@@ -45,6 +45,9 @@ auth_file = $DIR/userlist.txt
 pool_mode = transaction
 default_pool_size = 8
 max_client_conn = 1000
+# Every test has its own database, so its pool outlives it: close idle server connections soon,
+# or a run's dead pools fill max_connections (the default keeps them 600 s).
+server_idle_timeout = 3
 server_reset_query = DEALLOCATE ALL
 server_reset_query_always = 1
 ignore_startup_parameters = extra_float_digits
