@@ -5,8 +5,6 @@
 #   .dev/contract.sh ADMIN_URL_TO_POSTGRES_DB PORT TENANTRY_BIN
 set -euo pipefail
 ADMIN_URL=$1; PORT=$2; BIN=$3
-BASE=${ADMIN_URL%/*}
-DB="contract_$$"
 SCHEMATHESIS_VERSION=4.32.5
 VENV=${TENANTRY_TOOLS_DIR:-$HOME/.cache/tenantry}/schemathesis-$SCHEMATHESIS_VERSION
 EXAMPLES=${CONTRACT_MAX_EXAMPLES:-25}
@@ -22,29 +20,10 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-DIR=$(mktemp -d)
-SERVER=
-cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-  psql "$ADMIN_URL" -qc "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-psql "$ADMIN_URL" -qc "create database $DB"
-export TENANTRY_ADMIN_DATABASE_URL="$BASE/$DB"
-export TENANTRY_DATABASE_URL="postgres://tenantry_app@127.0.0.1:$PORT/$DB"
-export TENANTRY_AUTH__SIGNING_KEY_FILE="$DIR/signing-key.pem"
-export TENANTRY_PROVIDER_KEYS__MASTER_KEYS_FILE="$DIR/master-keys"
-export TENANTRY_LOG=warn TENANTRY_CONFIG=/nonexistent
-# Thousands of requests in seconds from one principal: limits would answer most of them 429.
-export TENANTRY_RATE_LIMITS__ENABLED=false
-"$BIN" migrate
-"$BIN" seed >/dev/null
+source "$(dirname "$0")/scratch.sh"
+scratch_database contract
 TOKEN=$("$BIN" token --email alice@acme.test --ttl 30m)
-HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-TENANTRY_LISTEN="127.0.0.1:$HTTP_PORT" "$BIN" serve > "$DIR/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/health" >/dev/null && break; sleep 0.2; done
+scratch_serve
 echo "contract: schemathesis $SCHEMATHESIS_VERSION, $EXAMPLES examples per operation"
 # Not fuzzed: the caller's own deletion and sign-in/session flows (they end the token under test),
 # and deleting the organization (it ends every later case).

@@ -7,36 +7,18 @@
 #   .dev/export_rss.sh ADMIN_URL_TO_POSTGRES_DB PORT TENANTRY_BIN
 set -euo pipefail
 ADMIN_URL=$1; PORT=$2; BIN=$3
-BASE=${ADMIN_URL%/*}
-DB="export_rss_$$"
 ROWS=${EXPORT_ROWS:-200000}
 LIMIT_MIB=${EXPORT_RSS_LIMIT_MIB:-24}
-DIR=$(mktemp -d)
-SERVER=
-cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-  psql "$ADMIN_URL" -qc "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-psql "$ADMIN_URL" -qc "create database $DB"
-export TENANTRY_ADMIN_DATABASE_URL="$BASE/$DB"
-export TENANTRY_DATABASE_URL="postgres://tenantry_app@127.0.0.1:$PORT/$DB"
-export TENANTRY_AUTH__SIGNING_KEY_FILE="$DIR/signing-key.pem"
-export TENANTRY_PROVIDER_KEYS__MASTER_KEYS_FILE="$DIR/master-keys"
-export TENANTRY_LOG=warn TENANTRY_CONFIG=/nonexistent TENANTRY_RATE_LIMITS__ENABLED=false
-"$BIN" migrate
-"$BIN" seed >/dev/null
+source "$(dirname "$0")/scratch.sh"
+scratch_database export_rss
+BASE=${ADMIN_URL%/*}
 ORG=$(psql "$BASE/$DB" -tAc "select id from organizations where slug = 'acme'")
 psql "$BASE/$DB" -qc "insert into workspaces (organization_id, id, name)
   select '$ORG', gen_random_uuid(), 'bulk workspace ' || n || ' ' || repeat('x', 40) from generate_series(1, $ROWS) n"
 EXPECTED=$(psql "$BASE/$DB" -tAc "select count(*) from workspaces where organization_id = '$ORG'")
 TOKEN=$("$BIN" token --email alice@acme.test --ttl 30m)
-HTTP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-TENANTRY_LISTEN="127.0.0.1:$HTTP_PORT" "$BIN" serve > "$DIR/server.log" 2>&1 &
-SERVER=$!
+scratch_serve
 API="http://127.0.0.1:$HTTP_PORT/api/v1/orgs/$ORG"
-for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/health" >/dev/null && break; sleep 0.2; done
 curl -fs -H "Authorization: Bearer $TOKEN" "$API/workspaces?limit=200" >/dev/null
 rss() { awk '/^VmRSS/ {print $2}' /proc/$SERVER/status; }
 BEFORE=$(rss)
