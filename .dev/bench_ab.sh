@@ -2,6 +2,8 @@
 # An A/B of the tenant list between two builds, interleaved so that this machine's drift (often
 # 30 % within minutes) weighs on both alike:
 #   .dev/bench_ab.sh BASE_BIN NEW_BIN [ROUNDS]
+# AB_SCENARIO=create measures creating a workspace instead (the insert and its audit entry, and
+# whatever triggers the schema adds, such as its event) on both sides.
 # Each binary migrates its own database in the bench cluster (same seed as make bench). Then, per
 # round and in turn: the server's list SQL transaction on A and on B (pgbench, as the app role),
 # the floor (superuser, explicit WHERE, no policies, no principal check), and HTTP on A and on B
@@ -46,6 +48,15 @@ printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
 printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
   "$(sed -n 3p $OUT/list.sql)" "$(sed -n 4p $OUT/list.sql)" \
   "${AB_NEW_LIST:-$(sed -n 5p $OUT/list.sql)}" > $OUT/list-new.sql
+if [ "${AB_SCENARIO:-list}" = create ]; then
+  # The insert and the audit entry the handler writes, as in make bench; both builds run the same.
+  printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
+    "$(sed -n 3p $OUT/list.sql)" "$(sed -n 4p $OUT/list.sql)" \
+    "insert into workspaces (organization_id, id, name, region) values (md5('org' || :n)::uuid, gen_random_uuid(), 'sql-' || gen_random_uuid(), 'us') returning $COLUMNS;" \
+    "insert into audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id, outcome, request_id, details, prev_hash, hash) values (md5('org' || :n)::uuid, gen_random_uuid(), 'user', md5('user' || :n)::uuid, 'workspace.create', 'workspace', gen_random_uuid()::text, 'allowed', gen_random_uuid()::text, '{}', '\\\\x', '\\\\x');" \
+    > $OUT/list-new.sql
+  cp $OUT/list-new.sql $OUT/list.sql
+fi
 printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\nCOMMIT;\n' "$HOT" \
   "select set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true);" \
   "select $COLUMNS from workspaces where organization_id = md5('org' || :n)::uuid and id > '00000000-0000-0000-0000-000000000000' order by id limit 21;" > $OUT/floor.sql
@@ -68,7 +79,12 @@ trap 'kill $A_PID 2>/dev/null || true; [ $SPLIT = no ] || definer nobypassrls' E
 serve "$NEW_BIN" ab_new 18082 TENANTRY_RATE_LIMITS__UNAUTHENTICATED_PER_MINUTE=100000000; B_PID=$SERVED
 trap 'kill $A_PID $B_PID 2>/dev/null || true; [ $SPLIT = no ] || definer nobypassrls' EXIT
 LOAD_DB="$ADMIN/ab_new"; BIN=$NEW_BIN load_targets $HOT $OUT
-load_script list "'GET'" "t.org .. '/workspaces?limit=20'" nil "status == 200" $OUT
+if [ "${AB_SCENARIO:-list}" = create ]; then
+  load_script list "'POST'" "t.org .. '/workspaces'" \
+    "'{\"name\":\"ab-' .. run .. '-' .. id .. '-' .. counter .. '\"}'" "status == 201" $OUT
+else
+  load_script list "'GET'" "t.org .. '/workspaces?limit=20'" nil "status == 200" $OUT
+fi
 
 tps() { # db role file
   (cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U $2 -c 16 -j 2 -T $DURATION -M prepared -f $3 $1 2>/dev/null) \

@@ -321,6 +321,8 @@ pub struct WorkerSettings {
     /// finish; the rest are released (queued again, the attempt given back) for another worker.
     /// Keep it below the orchestrator's grace period (Kubernetes: 30 s).
     pub shutdown_grace_secs: u64,
+    /// Events older than this many days are deleted (7 to 3650); the worker prunes hourly.
+    pub event_retention_days: u32,
 }
 
 impl Default for WorkerSettings {
@@ -333,6 +335,7 @@ impl Default for WorkerSettings {
             poll_interval_ms: 1000,
             max_running_per_org: 4,
             shutdown_grace_secs: 20,
+            event_retention_days: 30,
         }
     }
 }
@@ -730,6 +733,10 @@ impl Settings {
             "worker.lease_secs must be between 3 and 3600"
         );
         anyhow::ensure!(self.worker.max_attempts >= 1, "worker.max_attempts must be at least 1");
+        anyhow::ensure!(
+            (7..=3650).contains(&self.worker.event_retention_days),
+            "worker.event_retention_days must be between 7 and 3650"
+        );
         anyhow::ensure!(
             !(self.provider_keys.allow_private_addresses && self.environment == Environment::Production),
             "provider_keys.allow_private_addresses is for tests and cannot be used in production"

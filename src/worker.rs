@@ -155,6 +155,20 @@ pub async fn execute(
     Ok(Value::Object(outputs))
 }
 
+/// Event retention: every worker deletes expired events once an hour (several workers doing so
+/// only find less to delete).
+async fn prune_events_hourly(db: Db, retention_days: u32) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match crate::db::events::prune_events(&db, retention_days).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, retention_days, "expired events deleted"),
+            Err(e) => tracing::warn!(error = %e, "worker: pruning events failed; retrying in an hour"),
+        }
+    }
+}
+
 pub struct Worker {
     db: Db,
     settings: WorkerSettings,
@@ -375,6 +389,8 @@ impl Worker {
             move |_, _| wake.notify_waiters(),
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let pruner =
+            tokio::spawn(prune_events_hourly(worker.db.clone(), worker.settings.event_retention_days));
         let mut loops = Vec::new();
         for _ in 0..worker.settings.concurrency {
             let worker = worker.clone();
@@ -413,6 +429,7 @@ impl Worker {
             all.await;
         }
         listener.abort();
+        pruner.abort();
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(67);
+select plan(68);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -113,7 +113,7 @@ select set_eq(
         'publish_workflow', 'current_run_id', 'claim_next_run', 'renew_run_claim', 'release_run_claim',
         'begin_webhook_event',
         'finish_webhook_event', 'record_unroutable_webhook_event', 'record_usage',
-        'organization_requests_per_minute', 'organization_data_mode'],
+        'organization_requests_per_minute', 'organization_data_mode', 'prune_events'],
   'every definer function the app role may call is covered here');
 
 -- The context: naming B gives Alice nothing there.
@@ -282,6 +282,15 @@ select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', 'select app.orga
   null, 'organization_requests_per_minute: not another organization''s plan');
 select is(pg_temp.alice($$select app.organization_data_mode('bbbbbbbb-0000-0000-0000-000000000000')$$), null,
   'organization_data_mode: not another organization''s');
+
+-- Retention: whatever the arguments, nothing younger than a week is deleted.
+insert into events (organization_id, id, type, occurred_at, data) values
+  ('bbbbbbbb-0000-0000-0000-000000000000', app.uuid_v7(now() - interval '2 days'), 'workspace.created',
+   now() - interval '2 days', '{}'),
+  ('bbbbbbbb-0000-0000-0000-000000000000', app.uuid_v7(now() - interval '8 days'), 'workspace.created',
+   now() - interval '8 days', '{}');
+select is(pg_temp.as_app(null, null, $$select app.prune_events(-5, 1000000)::text || app.prune_events(0, 0)::text$$),
+  '10', 'prune_events: only what is older than the 7-day floor, whatever the arguments');
 
 select * from finish();
 rollback;

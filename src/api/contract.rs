@@ -77,6 +77,7 @@ const TAGGED_READS: &[&str] = &[
     "get_provider_key",
     "get_subscription",
     "get_invoice",
+    "get_event",
 ];
 
 /// Responses that also carry an ETag: the representation a write produced.

@@ -172,6 +172,11 @@ export_tables! {
          encode(prev_hash, 'hex') as prev_hash, encode(hash, 'hex') as hash \
          from audit_events where organization_id = $1 order by seq) t",
     ),
+    (
+        "events",
+        "select row_to_json(t)::text from (select id, type, occurred_at, organization_id, actor_user_id, \
+         actor_api_key_id, workspace_id, data, content from events where organization_id = $1 order by id) t",
+    ),
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -10,6 +10,7 @@ pub mod billing;
 pub mod conditional;
 pub mod contract;
 pub mod csv;
+pub mod events;
 pub mod exports;
 pub mod extract;
 pub mod flags;
@@ -115,6 +116,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "flags", description = "Feature flags: evaluate for the caller, configure per organization"),
         (name = "provider_keys", description = "Bring-your-own LLM provider keys, encrypted, shown masked"),
         (name = "runs", description = "Workflow runs: queued, executed by `tenantry worker`, cancellable"),
+        (name = "events", description = "What happened in an organization, written with the change itself"),
     )
 )]
 struct BaseDoc;
@@ -146,6 +148,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(me::get_me)
         .service(me::delete_me)
         .service(permissions::list_permissions)
+        .service(events::list_event_types)
+        .service(events::list_events)
+        .service(events::get_event)
         .service(orgs::create_organization)
         .service(orgs::list_organizations)
         .service(orgs::get_organization)

@@ -231,6 +231,8 @@ pub enum Permission {
     FlagsWrite,
     BillingRead,
     BillingManage,
+    EventsRead,
+    WebhooksManage,
 }
 
 impl Permission {
@@ -258,6 +260,8 @@ impl Permission {
             Permission::FlagsWrite => "flags:write",
             Permission::BillingRead => "billing:read",
             Permission::BillingManage => "billing:manage",
+            Permission::EventsRead => "events:read",
+            Permission::WebhooksManage => "webhooks:manage",
         }
     }
 }

@@ -29,9 +29,7 @@ async fn invoices(app: &TestApp, org: &TestOrg) -> Vec<Value> {
 }
 
 fn db(app: &TestApp) -> Db {
-    let connector = tenantry::db::Connector::from_url(&app_url(&app.database)).unwrap();
-    let pool = tenantry::db::app_pool(&connector, 2, std::time::Duration::from_secs(5)).unwrap();
-    Db::new(pool, &connector, tenantry::domain::Region::Us)
+    app.app_db(2)
 }
 
 #[tokio::test]

@@ -643,6 +643,14 @@ impl TestApp {
         tenantry::auth::clock::Clock::now(&*self.clock)
     }
 
+    /// A pool of the app role on this test's database, for driving the library directly (a
+    /// worker, a billing call) as the server would.
+    pub fn app_db(&self, pool_size: usize) -> tenantry::db::Db {
+        let connector = tenantry::db::Connector::from_url(&app_url(&self.database)).unwrap();
+        let pool = tenantry::db::app_pool(&connector, pool_size, Duration::from_secs(5)).unwrap();
+        tenantry::db::Db::new(pool, &connector, tenantry::domain::Region::Us)
+    }
+
     /// Counts rows with a superuser query (bypassing RLS).
     pub async fn raw_count(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> i64 {
         self.rls_bypassing_admin.query_one(sql, params).await.unwrap().get(0)

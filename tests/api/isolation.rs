@@ -101,6 +101,7 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(e)::text from journal_entries e where organization_id = $1 order by transaction_id, line_no",
         "select row_to_json(g)::text from provider_grants g where organization_id = $1 order by id",
         "select row_to_json(w)::text from member_workspaces w where organization_id = $1 order by user_id, workspace_id",
+        "select row_to_json(e)::text from events e where organization_id = $1 order by id",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -125,6 +126,12 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
     app.flag_config(&a, "probe-flag").await;
     let a_invoice = app.subscription(&a).await;
     let a_export: Uuid = app.export(&a).await["id"].as_str().unwrap().parse().unwrap();
+    let a_event: Uuid = app
+        .rls_bypassing_admin
+        .query_one("select id from events where organization_id = $1 order by id limit 1", &[&a.id])
+        .await
+        .unwrap()
+        .get(0);
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
@@ -144,6 +151,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("run_id", a_run),
         ("invoice_id", a_invoice),
         ("grant_id", a_provider_grant),
+        ("event_id", a_event),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -157,6 +165,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("run_id", Uuid::new_v4()),
         ("invoice_id", Uuid::new_v4()),
         ("grant_id", Uuid::new_v4()),
+        ("event_id", Uuid::now_v7()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -170,6 +179,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("run_id", a_run),
         ("invoice_id", a_invoice),
         ("grant_id", a_provider_grant),
+        ("event_id", a_event),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

@@ -11,6 +11,7 @@ mod cli;
 mod conditional;
 mod edges;
 mod errors;
+mod events;
 mod faults;
 mod flags;
 mod grants;

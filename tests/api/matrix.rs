@@ -25,6 +25,7 @@ struct Fixture {
     workflow: Uuid,
     run: Uuid,
     invoice: Uuid,
+    event: Uuid,
 }
 
 struct Operation {
@@ -614,6 +615,22 @@ fn operations() -> Vec<Operation> {
             changed: None,
         },
         Operation {
+            id: "list_events",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/events", f.org.id),
+            body: none,
+            permission: "events:read",
+            changed: None,
+        },
+        Operation {
+            id: "get_event",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/events/{}", f.org.id, f.event),
+            body: none,
+            permission: "events:read",
+            changed: None,
+        },
+        Operation {
             id: "verify_audit_events",
             method: Method::GET,
             path: |f| format!("/api/v1/orgs/{}/audit-events/verify", f.org.id),
@@ -679,6 +696,12 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         .execute("insert into feature_flags (key) values ('matrix-new') on conflict do nothing", &[])
         .await
         .unwrap();
+    let event = app
+        .rls_bypassing_admin
+        .query_one("select id from events where organization_id = $1 order by id limit 1", &[&org.id])
+        .await
+        .unwrap()
+        .get(0);
     Fixture {
         org,
         actor,
@@ -694,6 +717,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         workflow,
         run,
         invoice,
+        event,
     }
 }
 

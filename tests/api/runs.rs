@@ -14,9 +14,7 @@ use tenantry::worker::{Outcome, Worker};
 use crate::helpers::{TestApp, TestOrg, app_url, assert_problem, stub_provider};
 
 fn worker_db(app: &TestApp, pool_size: usize) -> Db {
-    let connector = tenantry::db::Connector::from_url(&app_url(&app.database)).unwrap();
-    let pool = tenantry::db::app_pool(&connector, pool_size, Duration::from_secs(5)).unwrap();
-    Db::new(pool, &connector, tenantry::domain::Region::Us)
+    app.app_db(pool_size)
 }
 
 fn worker(app: &TestApp, settings: WorkerSettings) -> Worker {

@@ -1,0 +1,22 @@
+-- Events. Apply as the owner, after migrations. The catalogue is public to the app role; an
+-- organization's events are read with events:read, and written only by app.record_event() (the
+-- definer), from the triggers on the tables that change: the app role cannot insert, change or
+-- delete one. Retention deletes through app.prune_events().
+begin;
+set local role tenantry_owner;
+
+revoke all on public.event_types, public.events from tenantry_app;
+grant select on public.event_types to tenantry_app;
+grant select (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id, workspace_id, data, content)
+  on public.events to tenantry_app;
+grant select, insert, delete on public.events to tenantry_definer;
+grant select on public.event_types, public.workflows to tenantry_definer;
+
+drop policy if exists events_select on public.events;
+create policy events_select on public.events for select to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('events:read'))
+         and (select app.current_run_claim()) is null
+         and (workspace_id is null or (select not app.workspace_restricted())
+              or workspace_id in (select app.allowed_workspace_ids())));
+
+commit;
