@@ -1,7 +1,8 @@
 -- Provider keys and organization data keys. Apply as the owner, after migrations. Both hold
--- ciphertext only. Managing keys needs provider_keys:manage (and, for a member restricted to some
--- workspaces, one of theirs). A worker running a run may read the keys of that run's workspace,
--- and its organization's wrapped data key, to use them. Master key rotation goes through the
+-- ciphertext only; the data key also seals webhook signing secrets (webhooks:manage). Managing
+-- keys needs provider_keys:manage (and, for a member restricted to some workspaces, one of
+-- theirs). A worker running a run may read the keys of that run's workspace, and its
+-- organization's wrapped data key, to use them. Master key rotation goes through the
 -- owner-only functions app.data_keys_to_rewrap() and app.rewrap_data_key().
 begin;
 set local role tenantry_owner;
@@ -15,11 +16,13 @@ grant select, update (wrapped_key, master_key_version, rewrapped_at) on public.o
 drop policy if exists organization_data_keys_select on public.organization_data_keys;
 create policy organization_data_keys_select on public.organization_data_keys for select to tenantry_app
   using (organization_id = (select app.current_org_id())
-         and ((select app.has_permission('provider_keys:manage')) or (select app.current_run_id()) is not null));
+         and ((select app.has_permission('provider_keys:manage')) or (select app.has_permission('webhooks:manage'))
+              or (select app.current_run_id()) is not null));
 
 drop policy if exists organization_data_keys_insert on public.organization_data_keys;
 create policy organization_data_keys_insert on public.organization_data_keys for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('provider_keys:manage'))
+  with check (organization_id = (select app.current_org_id())
+              and ((select app.has_permission('provider_keys:manage')) or (select app.has_permission('webhooks:manage')))
               and (select app.current_run_claim()) is null);
 
 drop policy if exists provider_keys_select on public.provider_keys;

@@ -1,5 +1,6 @@
 -- Events (migrations/V27__events.sql): the function every event trigger runs, which decides an
--- event's type and payload from the changed row, and retention. Apply after 10_key_rotation.sql.
+-- event's type and payload from the changed row and queues its webhook deliveries
+-- (migrations/V28__webhook_endpoints.sql), and retention. Apply after 10_key_rotation.sql.
 --
 -- app.record_event() is SECURITY DEFINER because an event must be written whoever made the
 -- change (a member, an API key, the worker holding a run's claim, a payment webhook), and none of
@@ -48,6 +49,7 @@ declare
   v_workspace uuid;
   v_mode text;
   v_at timestamptz := clock_timestamp();
+  v_id uuid := app.uuid_v7(v_at);
 begin
   -- The mode read here, not through the caller's context (which, for a worker, ends with its run).
   select o.data_mode into v_mode from public.organizations o where o.id = v_org;
@@ -128,14 +130,28 @@ begin
     v_data := jsonb_build_object('workspace_id', v_row.workspace_id, 'provider', v_row.provider,
                                  'action', case tg_op when 'INSERT' then 'stored'
                                                       when 'UPDATE' then 'replaced' else 'deleted' end);
+  when 'webhook_endpoints' then
+    v_type := 'webhook_endpoint.disabled';
+    v_data := jsonb_build_object('endpoint_id', new.id, 'url', new.url, 'reason', new.disabled_reason,
+                                 'consecutive_failures', new.consecutive_failures,
+                                 'failing_since', new.failing_since);
   else
     raise exception 'app.record_event() does not know table %', tg_table_name;
   end case;
   v_workspace := nullif(v_data ->> 'workspace_id', '')::uuid;
   insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id, workspace_id,
                              data, content)
-  values (v_org, app.uuid_v7(v_at), v_type, v_at, app.current_user_id(), app.current_api_key_id(), v_workspace,
+  values (v_org, v_id, v_type, v_at, app.current_user_id(), app.current_api_key_id(), v_workspace,
           v_data, v_content);
+  -- One delivery to each enabled endpoint of this organization that wants the type. An
+  -- organization without endpoints pays one probe of the primary key for it.
+  insert into public.webhook_deliveries (organization_id, id, endpoint_id, event_id, next_attempt_at)
+  select v_org, app.uuid_v7(v_at), w.id, v_id, v_at
+  from public.webhook_endpoints w
+  where w.organization_id = v_org and w.enabled and (v_type = any (w.event_types) or '*' = any (w.event_types));
+  if found then
+    perform pg_notify('tenantry_deliveries', ''); -- no data: a dispatcher wakes and claims
+  end if;
   return null;
 end
 $$;

@@ -105,6 +105,25 @@ pub struct Settings {
     pub provider_keys: ProviderKeySettings,
     #[serde(default)]
     pub billing: BillingSettings,
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+}
+
+/// Outbound webhooks: organizations' endpoints and their deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Endpoints an organization may have.
+    pub max_endpoints_per_org: u32,
+    /// Let endpoints be plain http on loopback and private addresses (tests only; refused in
+    /// production).
+    pub allow_private_addresses: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings { max_endpoints_per_org: 20, allow_private_addresses: false }
+    }
 }
 
 /// libpq's `sslmode`: how a PostgreSQL connection uses TLS.
@@ -560,6 +579,7 @@ impl Default for Settings {
             },
             worker: WorkerSettings::default(),
             provider_keys: ProviderKeySettings::default(),
+            webhooks: WebhookSettings::default(),
             billing: BillingSettings::default(),
         }
     }
@@ -642,6 +662,7 @@ const KNOWN_KEYS: &[&str] = &[
     "worker",
     "provider_keys",
     "billing",
+    "webhooks",
     "config",
     "log",
 ];
@@ -740,6 +761,14 @@ impl Settings {
         anyhow::ensure!(
             !(self.provider_keys.allow_private_addresses && self.environment == Environment::Production),
             "provider_keys.allow_private_addresses is for tests and cannot be used in production"
+        );
+        anyhow::ensure!(
+            !(self.webhooks.allow_private_addresses && self.environment == Environment::Production),
+            "webhooks.allow_private_addresses is for tests and cannot be used in production"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&self.webhooks.max_endpoints_per_org),
+            "webhooks.max_endpoints_per_org must be between 1 and 1000"
         );
         let mut names = std::collections::HashSet::new();
         for p in &self.auth.providers {

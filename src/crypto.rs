@@ -31,7 +31,8 @@ pub enum CryptoError {
     Random,
 }
 
-fn random<const N: usize>() -> Result<[u8; N], CryptoError> {
+/// N bytes from the system's secure random number generator.
+pub fn random<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut bytes = [0u8; N];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CryptoError::Random)?;
     Ok(bytes)

@@ -9,7 +9,8 @@
 //!    LLM providers' APIs)
 //! 6. `config`; `request` (what a request carries to every layer: its id, the organization its
 //!    caller was admitted to, the client's address)
-//! 7. `crypto`, `domain`, `webhooks` (signature checks of payment providers' events)
+//! 7. `crypto`, `domain`, `outbound` (SSRF-hardened requests to addresses tenants choose),
+//!    `webhooks` (signature checks of payment providers' events)
 
 pub mod api;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod db;
 pub mod domain;
 pub mod flags;
 pub mod http;
+pub mod outbound;
 pub mod providers;
 pub mod request;
 pub mod seed;

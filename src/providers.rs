@@ -5,7 +5,6 @@
 //! to those addresses (no DNS rebinding), redirects are not followed, and it times out. Neither
 //! the key nor the provider's answer ever appears in an error or a log line.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
@@ -103,6 +102,18 @@ pub fn key_suffix(key: &str) -> String {
     chars[chars.len().saturating_sub(4)..].iter().collect()
 }
 
+pub use crate::outbound::is_public;
+use crate::outbound::{OutboundError, pinned_client};
+
+impl From<OutboundError> for LiveCheckError {
+    fn from(err: OutboundError) -> LiveCheckError {
+        match err {
+            OutboundError::Refused(why) => LiveCheckError::Refused(why),
+            OutboundError::Unreachable(why) => LiveCheckError::Unreachable(why),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LiveCheckError {
     /// The target is not allowed (a private address, plain http, ...).
@@ -111,78 +122,6 @@ pub enum LiveCheckError {
     /// No usable answer: timeout, connection failure, a redirect or an unexpected status.
     #[error("unreachable: {0}")]
     Unreachable(String),
-}
-
-/// Is this address on the public internet? Everything else is refused for live checks.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
-                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-                || (a == 198 && (18..20).contains(&b)) // benchmarking
-                || a >= 240) // reserved
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link local
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
-                || (first == 0x0064 && v6.segments()[1] == 0xff9b)) // NAT64 (maps to IPv4)
-        }
-    }
-}
-
-/// A client that can reach only `url`'s host, at addresses checked once and pinned, with no
-/// redirects and the configured timeout.
-async fn pinned_client(
-    settings: &ProviderKeySettings,
-    target: &str,
-    timeout: Duration,
-) -> Result<(reqwest::Client, url::Url), LiveCheckError> {
-    let url = url::Url::parse(target).map_err(|_| LiveCheckError::Refused("not a URL"))?;
-    let allow_private = settings.allow_private_addresses;
-    if url.scheme() != "https" && !(allow_private && url.scheme() == "http") {
-        return Err(LiveCheckError::Refused("https is required"));
-    }
-    let host = url.host_str().ok_or(LiveCheckError::Refused("no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = url.port_or_known_default().ok_or(LiveCheckError::Refused("no port"))?;
-    let addrs: Vec<SocketAddr> =
-        tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| LiveCheckError::Unreachable("DNS lookup timed out".into()))?
-            .map_err(|_| LiveCheckError::Unreachable("the host name does not resolve".into()))?
-            .collect();
-    if addrs.is_empty() {
-        return Err(LiveCheckError::Unreachable("the host name does not resolve".into()));
-    }
-    if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
-        return Err(LiveCheckError::Refused("the host resolves to a private or local address"));
-    }
-    // Connect only to the addresses just checked: a second lookup could answer differently.
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .resolve_to_addrs(&host, &addrs)
-        .build()
-        .map_err(|_| LiveCheckError::Unreachable("cannot build an HTTP client".into()))?;
-    Ok((client, url))
 }
 
 fn authenticate(
@@ -224,7 +163,9 @@ pub async fn live_check(
         ),
     };
     let timeout = Duration::from_millis(settings.live_check_timeout_ms);
-    let (client, url) = pinned_client(settings, &target, timeout).await?;
+    let (client, url) = pinned_client(settings.allow_private_addresses, &target, timeout)
+        .await
+        .map_err(LiveCheckError::from)?;
     let response =
         authenticate(provider, client.get(url), key).send().await.map_err(|e| send_error(&e, timeout))?;
     match response.status().as_u16() {
@@ -293,7 +234,9 @@ pub async fn chat(
         ),
     };
     let timeout = Duration::from_millis(settings.chat_timeout_ms);
-    let (client, url) = pinned_client(settings, &target, timeout).await?;
+    let (client, url) = pinned_client(settings.allow_private_addresses, &target, timeout)
+        .await
+        .map_err(LiveCheckError::from)?;
     let response = authenticate(provider, client.post(url), key)
         .json(&body)
         .send()

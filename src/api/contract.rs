@@ -56,6 +56,9 @@ const CONDITIONAL_WRITES: &[&str] = &[
     "put_flag_config",
     "delete_flag_config",
     "cancel_run",
+    "update_webhook_endpoint",
+    "delete_webhook_endpoint",
+    "rotate_webhook_secret",
 ];
 
 /// Writes that must name the version they replace in some states (428 without `If-Match`).
@@ -78,6 +81,7 @@ const TAGGED_READS: &[&str] = &[
     "get_subscription",
     "get_invoice",
     "get_event",
+    "get_webhook_endpoint",
 ];
 
 /// Responses that also carry an ETag: the representation a write produced.
@@ -94,6 +98,7 @@ fn tags_its_response(operation_id: &str) -> bool {
                 | "create_provider_grant"
                 | "create_workflow"
                 | "start_run"
+                | "create_webhook_endpoint"
         )
 }
 

@@ -177,6 +177,24 @@ export_tables! {
         "select row_to_json(t)::text from (select id, type, occurred_at, organization_id, actor_user_id, \
          actor_api_key_id, workspace_id, data, content from events where organization_id = $1 order by id) t",
     ),
+    (
+        // Never the signing secrets (ciphertext under a key the export does not carry).
+        "webhook_endpoints",
+        "select row_to_json(t)::text from (select organization_id, id, url, description, event_types, enabled, \
+         disabled_reason, consecutive_failures, failing_since, previous_secret_expires_at, created_by, created_at, \
+         updated_at from webhook_endpoints where organization_id = $1 order by id) t",
+    ),
+    (
+        "webhook_deliveries",
+        "select row_to_json(t)::text from (select organization_id, id, endpoint_id, event_id, status, attempts, \
+         next_attempt_at, last_attempt_at, last_response_status, last_error, created_at, finished_at \
+         from webhook_deliveries where organization_id = $1 order by id) t",
+    ),
+    (
+        "webhook_delivery_attempts",
+        "select row_to_json(t)::text from (select * from webhook_delivery_attempts where organization_id = $1 \
+         order by delivery_id, attempt) t",
+    ),
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

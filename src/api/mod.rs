@@ -10,6 +10,7 @@ pub mod billing;
 pub mod conditional;
 pub mod contract;
 pub mod csv;
+pub mod data_keys;
 pub mod events;
 pub mod exports;
 pub mod extract;
@@ -30,6 +31,7 @@ pub mod runs;
 pub mod sessions;
 pub mod signin;
 pub mod usage;
+pub mod webhook_endpoints;
 pub mod webhooks;
 pub mod workflows;
 pub mod workspaces;
@@ -117,6 +119,7 @@ pub fn require_user(principal: &crate::auth::Principal) -> Result<&crate::auth::
         (name = "provider_keys", description = "Bring-your-own LLM provider keys, encrypted, shown masked"),
         (name = "runs", description = "Workflow runs: queued, executed by `tenantry worker`, cancellable"),
         (name = "events", description = "What happened in an organization, written with the change itself"),
+        (name = "webhooks", description = "Outbound webhooks: endpoints that receive the organization's events, signed (Standard Webhooks)"),
     )
 )]
 struct BaseDoc;
@@ -151,6 +154,12 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(events::list_event_types)
         .service(events::list_events)
         .service(events::get_event)
+        .service(webhook_endpoints::create_webhook_endpoint)
+        .service(webhook_endpoints::list_webhook_endpoints)
+        .service(webhook_endpoints::get_webhook_endpoint)
+        .service(webhook_endpoints::update_webhook_endpoint)
+        .service(webhook_endpoints::delete_webhook_endpoint)
+        .service(webhook_endpoints::rotate_webhook_secret)
         .service(orgs::create_organization)
         .service(orgs::list_organizations)
         .service(orgs::get_organization)

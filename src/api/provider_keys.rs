@@ -120,7 +120,7 @@ fn unreadable(org: OrgId, workspace: Uuid, provider: Provider, err: CryptoError)
     }
 }
 
-/// The organization's data key, created (and wrapped by the newest master key) on first use.
+/// The organization's data key (created on first use), failures as this module reports them.
 async fn data_key_or_create(
     tx: &mut TenantTx,
     keys: &MasterKeys,
@@ -128,34 +128,9 @@ async fn data_key_or_create(
     workspace: Uuid,
     provider: Provider,
 ) -> Result<(Uuid, DataKey), ApiError> {
-    const SELECT: &str =
-        "select id, wrapped_key, master_key_version from organization_data_keys where organization_id = $1";
-    let row = match tx.query_opt(SELECT, &[org.as_uuid()]).await? {
-        Some(row) => row,
-        None => {
-            let id = Uuid::now_v7();
-            let data_key = DataKey::generate().map_err(|e| ApiError::Internal(e.into()))?;
-            let (version, wrapped) =
-                keys.wrap(org.0, id, &data_key).map_err(|e| ApiError::Internal(e.into()))?;
-            let inserted = tx
-                .query_opt(
-                    "insert into organization_data_keys (organization_id, id, wrapped_key, master_key_version) \
-                     values ($1, $2, $3, $4) on conflict (organization_id) do nothing returning id",
-                    &[org.as_uuid(), &id, &wrapped, &version],
-                )
-                .await?;
-            if inserted.is_some() {
-                return Ok((id, data_key));
-            }
-            // A concurrent first write created it: use theirs.
-            tx.query_found(SELECT, &[org.as_uuid()]).await?
-        }
-    };
-    let id: Uuid = row.get("id");
-    let data_key = keys
-        .unwrap(org.0, id, row.get("master_key_version"), row.get("wrapped_key"))
-        .map_err(|e| unreadable(org, workspace, provider, e))?;
-    Ok((id, data_key))
+    super::data_keys::data_key_or_create(tx, keys, org)
+        .await?
+        .map_err(|e| unreadable(org, workspace, provider, e))
 }
 
 /// A stored key, decrypted for use, with its endpoint. `None` when there is none. This and the

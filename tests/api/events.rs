@@ -106,6 +106,17 @@ async fn every_change_in_the_catalogue_writes_its_event_with_the_change() {
         StatusCode::NO_CONTENT
     );
 
+    // The dispatcher disables an endpoint that keeps failing (simulated here as its update).
+    let (endpoint, _) = app.webhook_endpoint(&org, "https://hooks.example.com/x", &["run.failed"]).await;
+    app.rls_bypassing_admin
+        .execute(
+            "update webhook_endpoints set enabled = false, disabled_reason = 'failing', consecutive_failures = 50 \
+             where id = $1",
+            &[&endpoint],
+        )
+        .await
+        .unwrap();
+
     let all = events(&app, &org, "").await;
     assert_eq!(
         types(&all),
@@ -130,6 +141,7 @@ async fn every_change_in_the_catalogue_writes_its_event_with_the_change() {
             "member.removed",
             "workspace.created",
             "workspace.deleted",
+            "webhook_endpoint.disabled",
         ]
     );
     // Every type of the published catalogue was written.
@@ -155,6 +167,11 @@ async fn every_change_in_the_catalogue_writes_its_event_with_the_change() {
     assert_eq!(by_type("api_key.created")["data"]["api_key_id"], json!(key));
     assert_eq!(by_type("invoice.paid")["data"]["amount_paid_minor"], 4900);
     assert_eq!(by_type("provider_key.changed")["data"]["action"], "stored");
+    let disabled = by_type("webhook_endpoint.disabled");
+    assert_eq!(
+        (&disabled["data"]["endpoint_id"], &disabled["data"]["consecutive_failures"]),
+        (&json!(endpoint), &json!(50))
+    );
     // The worker and the payment have no actor; ids are time-ordered (UUIDv7).
     assert_eq!(by_type("run.succeeded")["actor_user_id"], Value::Null);
     let ids: Vec<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();

@@ -588,6 +588,20 @@ impl TestApp {
         body["id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// A webhook endpoint of `org` for `event_types`, created by its owner: (id, signing secret).
+    pub async fn webhook_endpoint(&self, org: &TestOrg, url: &str, event_types: &[&str]) -> (Uuid, String) {
+        let res = self
+            .post(
+                &format!("/api/v1/orgs/{}/webhook-endpoints", org.id),
+                &org.owner.token,
+                &json!({"url": url, "event_types": event_types}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "creating a webhook endpoint");
+        let body: Value = res.json().await.unwrap();
+        (body["id"].as_str().unwrap().parse().unwrap(), body["secret"].as_str().unwrap().to_owned())
+    }
+
     pub async fn workspace(&self, org: &TestOrg, name: &str) -> Uuid {
         let res = self
             .post(&format!("/api/v1/orgs/{}/workspaces", org.id), &org.owner.token, &json!({"name": name}))

@@ -55,6 +55,13 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
             Some(json!({"name": "pwned", "permissions": ["org:read"]}))
         }
         ("PATCH", "/api/v1/orgs/{org_id}/roles/{role_id}") => Some(json!({"name": "pwned"})),
+        ("POST", "/api/v1/orgs/{org_id}/webhook-endpoints") => {
+            Some(json!({"url": "https://attacker.example.com/x", "event_types": ["*"]}))
+        }
+        ("PATCH", "/api/v1/orgs/{org_id}/webhook-endpoints/{endpoint_id}") => {
+            Some(json!({"url": "https://attacker.example.com/x"}))
+        }
+        ("POST", "/api/v1/orgs/{org_id}/webhook-endpoints/{endpoint_id}/rotate-secret") => Some(json!({})),
         _ => return None,
     };
     Some(body)
@@ -102,6 +109,8 @@ async fn snapshot(app: &TestApp, org: Uuid) -> Vec<String> {
         "select row_to_json(g)::text from provider_grants g where organization_id = $1 order by id",
         "select row_to_json(w)::text from member_workspaces w where organization_id = $1 order by user_id, workspace_id",
         "select row_to_json(e)::text from events e where organization_id = $1 order by id",
+        "select row_to_json(w)::text from webhook_endpoints w where organization_id = $1 order by id",
+        "select row_to_json(d)::text from webhook_deliveries d where organization_id = $1 order by id",
     ] {
         for row in app.rls_bypassing_admin.query(sql, &[&org]).await.unwrap() {
             out.push(row.get(0));
@@ -132,6 +141,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         .await
         .unwrap()
         .get(0);
+    let a_endpoint = app.webhook_endpoint(&a, "https://hooks.example.com/a", &["*"]).await.0;
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
@@ -152,6 +162,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("invoice_id", a_invoice),
         ("grant_id", a_provider_grant),
         ("event_id", a_event),
+        ("endpoint_id", a_endpoint),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -166,6 +177,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("invoice_id", Uuid::new_v4()),
         ("grant_id", Uuid::new_v4()),
         ("event_id", Uuid::now_v7()),
+        ("endpoint_id", Uuid::now_v7()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -180,6 +192,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("invoice_id", a_invoice),
         ("grant_id", a_provider_grant),
         ("event_id", a_event),
+        ("endpoint_id", a_endpoint),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

@@ -49,6 +49,19 @@ async fn deleting_an_organization_leaves_no_row_of_it_in_any_tenant_table() {
         app.custom_role(o, "reader", &["org:read"]).await;
         app.invitation(o, "x@example.test", "viewer").await;
         app.provider_grant(o, "admin").await;
+        // An endpoint gets a delivery of the next event; an attempt at it (the dispatcher's
+        // record, written here as it would be).
+        app.webhook_endpoint(o, "https://hooks.example.com/lifecycle", &["*"]).await;
+        app.workspace(o, "delivered").await;
+        app.rls_bypassing_admin
+            .execute(
+                "insert into webhook_delivery_attempts (organization_id, delivery_id, attempt, started_at, duration_ms, \
+                   response_status) select organization_id, id, 1, now(), 5, 200 from webhook_deliveries \
+                 where organization_id = $1",
+                &[&o.id],
+            )
+            .await
+            .unwrap();
         app.export(o).await;
     }
 

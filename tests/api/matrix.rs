@@ -26,6 +26,9 @@ struct Fixture {
     run: Uuid,
     invoice: Uuid,
     event: Uuid,
+    /// Webhook endpoints: one to change and rotate, one to delete.
+    endpoint: Uuid,
+    doomed_endpoint: Uuid,
 }
 
 struct Operation {
@@ -631,6 +634,62 @@ fn operations() -> Vec<Operation> {
             changed: None,
         },
         Operation {
+            id: "create_webhook_endpoint",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints", f.org.id),
+            body: |_| Some(json!({"url": "https://hooks.example.com/new", "event_types": ["run.failed"]})),
+            permission: "webhooks:manage",
+            changed: Some(
+                "select count(*) from webhook_endpoints where organization_id = $1 and url like '%/new'",
+            ),
+        },
+        Operation {
+            id: "list_webhook_endpoints",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints", f.org.id),
+            body: none,
+            permission: "webhooks:manage",
+            changed: None,
+        },
+        Operation {
+            id: "get_webhook_endpoint",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}", f.org.id, f.endpoint),
+            body: none,
+            permission: "webhooks:manage",
+            changed: None,
+        },
+        Operation {
+            id: "update_webhook_endpoint",
+            method: Method::PATCH,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}", f.org.id, f.endpoint),
+            body: |_| Some(json!({"description": "changed"})),
+            permission: "webhooks:manage",
+            changed: Some(
+                "select count(*) from webhook_endpoints where organization_id = $1 and description = 'changed'",
+            ),
+        },
+        Operation {
+            id: "rotate_webhook_secret",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}/rotate-secret", f.org.id, f.endpoint),
+            body: |_| Some(json!({})),
+            permission: "webhooks:manage",
+            changed: Some(
+                "select count(*) from webhook_endpoints where organization_id = $1 and previous_secret_expires_at is not null",
+            ),
+        },
+        Operation {
+            id: "delete_webhook_endpoint",
+            method: Method::DELETE,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}", f.org.id, f.doomed_endpoint),
+            body: none,
+            permission: "webhooks:manage",
+            changed: Some(
+                "select 1 - count(*) from webhook_endpoints where organization_id = $1 and url like '%/doomed'",
+            ),
+        },
+        Operation {
             id: "verify_audit_events",
             method: Method::GET,
             path: |f| format!("/api/v1/orgs/{}/audit-events/verify", f.org.id),
@@ -696,6 +755,8 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         .execute("insert into feature_flags (key) values ('matrix-new') on conflict do nothing", &[])
         .await
         .unwrap();
+    let endpoint = app.webhook_endpoint(&org, "https://hooks.example.com/matrix", &["*"]).await.0;
+    let doomed_endpoint = app.webhook_endpoint(&org, "https://hooks.example.com/doomed", &["*"]).await.0;
     let event = app
         .rls_bypassing_admin
         .query_one("select id from events where organization_id = $1 order by id limit 1", &[&org.id])
@@ -718,6 +779,8 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         run,
         invoice,
         event,
+        endpoint,
+        doomed_endpoint,
     }
 }
 

@@ -36,6 +36,7 @@ fn every_operation_is_named_documented_and_secured() {
                     "refresh_",
                     "sign_",
                     "suspend_",
+                    "rotate_",
                     "archive_",
                     "start_",
                     "put_",

@@ -1,0 +1,39 @@
+-- Outbound webhooks: endpoints, deliveries and their attempts. Apply as the owner, after
+-- migrations. Everything here needs webhooks:manage in the organization in context (and is never
+-- open to a worker's run claim). Deliveries are created only by app.record_event() (the definer),
+-- with the event they carry: the app role cannot insert one, so no principal can make an endpoint
+-- receive anything but its own organization's events.
+begin;
+set local role tenantry_owner;
+
+revoke all on public.webhook_endpoints, public.webhook_deliveries, public.webhook_delivery_attempts from tenantry_app;
+grant select, insert, delete on public.webhook_endpoints to tenantry_app;
+grant update (url, description, event_types, enabled, disabled_reason, data_key_id, secret_nonce, secret_ciphertext,
+              previous_secret_nonce, previous_secret_ciphertext, previous_secret_expires_at, consecutive_failures,
+              failing_since)
+  on public.webhook_endpoints to tenantry_app;
+grant select (organization_id, id, endpoint_id, event_id, status, attempts, next_attempt_at, last_attempt_at,
+              last_response_status, last_error, created_at, finished_at)
+  on public.webhook_deliveries to tenantry_app;
+grant select on public.webhook_delivery_attempts to tenantry_app;
+grant select on public.webhook_endpoints to tenantry_definer;
+grant insert on public.webhook_deliveries to tenantry_definer;
+
+drop policy if exists webhook_endpoints_all on public.webhook_endpoints;
+create policy webhook_endpoints_all on public.webhook_endpoints for all to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
+         and (select app.current_run_claim()) is null)
+  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
+              and (select app.current_run_claim()) is null);
+
+drop policy if exists webhook_deliveries_select on public.webhook_deliveries;
+create policy webhook_deliveries_select on public.webhook_deliveries for select to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
+         and (select app.current_run_claim()) is null);
+
+drop policy if exists webhook_delivery_attempts_select on public.webhook_delivery_attempts;
+create policy webhook_delivery_attempts_select on public.webhook_delivery_attempts for select to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
+         and (select app.current_run_claim()) is null);
+
+commit;
