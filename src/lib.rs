@@ -10,7 +10,8 @@
 //! 6. `config`; `request` (what a request carries to every layer: its id, the organization its
 //!    caller was admitted to, the client's address)
 //! 7. `crypto`, `domain`, `outbound` (SSRF-hardened requests to addresses tenants choose),
-//!    `webhooks` (signature checks of payment providers' events)
+//!    `standard_webhooks` (signing our deliveries, their retry schedule), `webhooks` (signature
+//!    checks of payment providers' events)
 
 pub mod api;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod outbound;
 pub mod providers;
 pub mod request;
 pub mod seed;
+pub mod standard_webhooks;
 pub mod startup;
 pub mod usage;
 pub mod webhooks;

@@ -31,6 +31,7 @@ pub mod runs;
 pub mod sessions;
 pub mod signin;
 pub mod usage;
+pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod webhooks;
 pub mod workflows;
@@ -160,6 +161,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(webhook_endpoints::update_webhook_endpoint)
         .service(webhook_endpoints::delete_webhook_endpoint)
         .service(webhook_endpoints::rotate_webhook_secret)
+        .service(webhook_deliveries::list_webhook_deliveries)
+        .service(webhook_deliveries::get_webhook_delivery)
         .service(orgs::create_organization)
         .service(orgs::list_organizations)
         .service(orgs::get_organization)

@@ -142,6 +142,13 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         .unwrap()
         .get(0);
     let a_endpoint = app.webhook_endpoint(&a, "https://hooks.example.com/a", &["*"]).await.0;
+    app.workspace(&a, "A's delivered workspace").await;
+    let a_delivery: Uuid = app
+        .rls_bypassing_admin
+        .query_one("select id from webhook_deliveries where endpoint_id = $1 limit 1", &[&a_endpoint])
+        .await
+        .unwrap()
+        .get(0);
     let b: TestOrg = app.org_with_owner("org-b").await;
     let b_workspace = app.workspace(&b, "B's workspace").await;
     let b_user = app.member(&b, "member@org-b.test", "viewer").await;
@@ -163,6 +170,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("grant_id", a_provider_grant),
         ("event_id", a_event),
         ("endpoint_id", a_endpoint),
+        ("delivery_id", a_delivery),
     ]);
     let random = BTreeMap::from([
         ("org_id", Uuid::new_v4()),
@@ -178,6 +186,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("grant_id", Uuid::new_v4()),
         ("event_id", Uuid::now_v7()),
         ("endpoint_id", Uuid::now_v7()),
+        ("delivery_id", Uuid::now_v7()),
     ]);
     let mixed = BTreeMap::from([
         ("org_id", b.id),
@@ -193,6 +202,7 @@ async fn every_org_scoped_route_answers_another_tenants_objects_exactly_like_ran
         ("grant_id", a_provider_grant),
         ("event_id", a_event),
         ("endpoint_id", a_endpoint),
+        ("delivery_id", a_delivery),
     ]);
     let doc = app.served_openapi().await;
     let mut probed = 0;

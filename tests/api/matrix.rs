@@ -29,6 +29,7 @@ struct Fixture {
     /// Webhook endpoints: one to change and rotate, one to delete.
     endpoint: Uuid,
     doomed_endpoint: Uuid,
+    delivery: Uuid,
 }
 
 struct Operation {
@@ -680,6 +681,27 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "list_webhook_deliveries",
+            method: Method::GET,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}/deliveries", f.org.id, f.endpoint),
+            body: none,
+            permission: "webhooks:manage",
+            changed: None,
+        },
+        Operation {
+            id: "get_webhook_delivery",
+            method: Method::GET,
+            path: |f| {
+                format!(
+                    "/api/v1/orgs/{}/webhook-endpoints/{}/deliveries/{}",
+                    f.org.id, f.endpoint, f.delivery
+                )
+            },
+            body: none,
+            permission: "webhooks:manage",
+            changed: None,
+        },
+        Operation {
             id: "delete_webhook_endpoint",
             method: Method::DELETE,
             path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}", f.org.id, f.doomed_endpoint),
@@ -757,6 +779,13 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         .unwrap();
     let endpoint = app.webhook_endpoint(&org, "https://hooks.example.com/matrix", &["*"]).await.0;
     let doomed_endpoint = app.webhook_endpoint(&org, "https://hooks.example.com/doomed", &["*"]).await.0;
+    app.workspace(&org, "Delivered").await;
+    let delivery = app
+        .rls_bypassing_admin
+        .query_one("select id from webhook_deliveries where endpoint_id = $1 limit 1", &[&endpoint])
+        .await
+        .unwrap()
+        .get(0);
     let event = app
         .rls_bypassing_admin
         .query_one("select id from events where organization_id = $1 order by id limit 1", &[&org.id])
@@ -781,6 +810,7 @@ async fn fixture(app: &TestApp, role: &str) -> Fixture {
         event,
         endpoint,
         doomed_endpoint,
+        delivery,
     }
 }
 

@@ -326,3 +326,68 @@ async fn endpoints_change_under_if_match_and_only_with_webhooks_manage() {
     assert_eq!(app.delete(&path, &integrator.token).await.status(), StatusCode::NO_CONTENT);
     assert_problem(app.get(&path, &org.owner.token).await, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn an_endpoints_delivery_log_shows_each_delivery_and_its_attempts_and_nothing_of_others() {
+    let app = TestApp::spawn().await;
+    let org = app.org_with_owner("acme").await;
+    let (endpoint, _) =
+        app.webhook_endpoint(&org, "https://hooks.example.com/log", &["workspace.created"]).await;
+    let (other, _) = app.webhook_endpoint(&org, "https://hooks.example.com/other", &["*"]).await;
+    app.workspace(&org, "first").await;
+    app.workspace(&org, "second").await;
+    let log = format!("{}/{endpoint}/deliveries", endpoints(&org));
+    let page: Value = app.get(&log, &org.owner.token).await.json().await.unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|d| d["status"] == "pending" && d["event_type"] == "workspace.created"));
+    assert!(items[0]["id"].as_str() > items[1]["id"].as_str(), "newest first");
+    assert!(items[0]["next_attempt_at"].is_string());
+    let delivery = items[0]["id"].as_str().unwrap().to_owned();
+
+    // Attempts as the dispatcher records them; a metadata_only organization keeps no response body.
+    let refused = app
+        .rls_bypassing_admin
+        .execute(
+            "insert into webhook_delivery_attempts (organization_id, delivery_id, attempt, started_at, duration_ms, \
+               response_status, response_body) values ($1, $2, 1, now(), 12, 500, 'stack trace')",
+            &[&org.id, &delivery.parse::<Uuid>().unwrap()],
+        )
+        .await;
+    assert_eq!(refused.unwrap_err().code().unwrap().code(), "TY020");
+    app.rls_bypassing_admin
+        .execute(
+            "insert into webhook_delivery_attempts (organization_id, delivery_id, attempt, started_at, duration_ms, \
+               response_status, error) values ($1, $2, 1, now(), 12, 500, 'status_500'), \
+               ($1, $2, 2, now(), 30, 204, null)",
+            &[&org.id, &delivery.parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap();
+    let one: Value = app.get(&format!("{log}/{delivery}"), &org.owner.token).await.json().await.unwrap();
+    assert_eq!(one["id"], json!(delivery));
+    let attempts = one["attempt_log"].as_array().unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| (a["attempt"].as_i64(), a["response_status"].as_i64())).collect::<Vec<_>>(),
+        [(Some(1), Some(500)), (Some(2), Some(204))]
+    );
+    assert_eq!(attempts[0]["error"], "status_500");
+
+    // Filters; and the delivery is not the other endpoint's, nor anything at a made-up endpoint.
+    let failed: Value =
+        app.get(&format!("{log}?status=failed"), &org.owner.token).await.json().await.unwrap();
+    assert_eq!(failed["items"], json!([]));
+    let res = app.get(&format!("{log}?status=lost"), &org.owner.token).await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let elsewhere = format!("{}/{other}/deliveries/{delivery}", endpoints(&org));
+    assert_problem(app.get(&elsewhere, &org.owner.token).await, StatusCode::NOT_FOUND, "not_found").await;
+    let nowhere = format!("{}/{}/deliveries", endpoints(&org), Uuid::now_v7());
+    assert_problem(app.get(&nowhere, &org.owner.token).await, StatusCode::NOT_FOUND, "not_found").await;
+    let empty: Value = app
+        .get(&format!("{}/{other}/deliveries?status=succeeded", endpoints(&org)), &org.owner.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["items"], json!([]));
+}

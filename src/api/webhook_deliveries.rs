@@ -1,0 +1,279 @@
+//! An endpoint's delivery log (permission `webhooks:manage`): each delivery of an event to the
+//! endpoint, its state, and every attempt at it (status, duration, response code, and in `full`
+//! mode the first KiB of the response). Deliveries are created by the database with their event;
+//! the dispatcher moves them on.
+
+use actix_web::{get, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::authz::authorize;
+use super::extract::RequestMeta;
+use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
+use super::webhook_endpoints::WebhookEndpointPath;
+use crate::api::ApiError;
+use crate::api::problem::Problem;
+use crate::auth::Principal;
+use crate::db::tenant;
+use crate::domain::{FieldError, OrgId, Permission};
+use crate::{keyset, sorts};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryResponse {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    /// The event delivered (its id is the `webhook-id` header).
+    pub event_id: Uuid,
+    #[schema(example = "run.failed")]
+    pub event_type: String,
+    /// `pending` (waiting for its next attempt), `delivering`, `succeeded`, or `failed` (every
+    /// attempt failed, or its endpoint was disabled).
+    pub status: String,
+    pub attempts: i32,
+    /// When the next attempt is due (pending deliveries only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_response_status: Option<i32>,
+    /// Why the last attempt failed, e.g. `timeout`, `connect_failed`, `status_500`.
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAttemptResponse {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub response_status: Option<i32>,
+    pub error: Option<String>,
+    /// The first KiB of the response, kept only for organizations in `full` data mode.
+    pub response_body: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryWithAttempts {
+    #[serde(flatten)]
+    pub delivery: WebhookDeliveryResponse,
+    pub attempt_log: Vec<WebhookAttemptResponse>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WebhookDeliveryPath {
+    /// The organization's id.
+    pub org_id: Uuid,
+    /// The endpoint's id.
+    pub endpoint_id: Uuid,
+    /// The delivery's id.
+    pub delivery_id: Uuid,
+}
+
+macro_rules! delivery_columns {
+    () => {
+        "d.id, d.endpoint_id, d.event_id, e.type as event_type, d.status, d.attempts, \
+         case when d.status = 'pending' then d.next_attempt_at end as next_attempt_at, d.last_attempt_at, \
+         d.last_response_status, d.last_error, d.created_at, d.finished_at"
+    };
+}
+
+/// The delivery list's statements: `$1` organization, `$2` endpoint, `$3` limit, `$4` status,
+/// then the cursor's key (`d.id`, a UUIDv7). The endpoint is joined first, so an endpoint that is
+/// not there (or not visible) answers no row at all (404) and an empty log one row of NULLs.
+/// Index: `webhook_deliveries_by_endpoint (organization_id, endpoint_id, id)`.
+macro_rules! deliveries {
+    () => {
+        concat!(
+            "select r.* from webhook_endpoints w left join lateral (select ",
+            delivery_columns!(),
+            " from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
+              where d.organization_id = w.organization_id and d.endpoint_id = w.id \
+                and ($4::text is null or d.status = $4)"
+        )
+    };
+}
+macro_rules! deliveries_plain {
+    () => {
+        concat!(
+            "select r.* from webhook_endpoints w left join lateral (select ",
+            delivery_columns!(),
+            " from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
+              where d.organization_id = w.organization_id and d.endpoint_id = w.id and $4::text is null"
+        )
+    };
+}
+static BY_CREATED: Keyset = keyset!(
+    1,
+    Id,
+    asc,
+    deliveries,
+    deliveries_plain,
+    ") r on true where w.organization_id = $1 and w.id = $2",
+    "d.id",
+    "$5",
+    "d.id",
+    "d.id desc",
+    "$3"
+);
+static BY_CREATED_DESC: Keyset = keyset!(
+    2,
+    Id,
+    desc,
+    deliveries,
+    deliveries_plain,
+    ") r on true where w.organization_id = $1 and w.id = $2",
+    "d.id",
+    "$5",
+    "d.id",
+    "d.id desc",
+    "$3"
+);
+const COUNT_DELIVERIES: &str = "select count(*) from (select 1 from webhook_deliveries d \
+     where d.organization_id = $1 and d.endpoint_id = $2 and ($4::text is null or d.status = $4) limit $3) c";
+
+sorts! {
+    /// The order of a delivery log.
+    DeliverySort {
+        CreatedAtDesc = "-created_at" => BY_CREATED_DESC,
+        CreatedAt = "created_at" => BY_CREATED,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryFilter {
+    /// Only deliveries in this state: `pending`, `delivering`, `succeeded` or `failed`.
+    #[param(example = "failed")]
+    pub status: Option<String>,
+    /// `-created_at` (default, newest first) or `created_at`.
+    #[param(inline)]
+    pub sort: Option<DeliverySort>,
+}
+
+fn delivery_from_row(row: &Row) -> WebhookDeliveryResponse {
+    WebhookDeliveryResponse {
+        id: row.get("id"),
+        endpoint_id: row.get("endpoint_id"),
+        event_id: row.get("event_id"),
+        event_type: row.get("event_type"),
+        status: row.get("status"),
+        attempts: row.get("attempts"),
+        next_attempt_at: row.get("next_attempt_at"),
+        last_attempt_at: row.get("last_attempt_at"),
+        last_response_status: row.get("last_response_status"),
+        last_error: row.get("last_error"),
+        created_at: row.get("created_at"),
+        finished_at: row.get("finished_at"),
+    }
+}
+
+/// An endpoint's deliveries, newest first (permission `webhooks:manage`).
+#[utoipa::path(
+    tag = "webhooks",
+    params(WebhookEndpointPath, DeliveryFilter, PageQuery),
+    responses(
+        (status = 200, description = "A page of deliveries", body = Page<WebhookDeliveryResponse>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission webhooks:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/webhook-endpoints/{endpoint_id}/deliveries")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn list_webhook_deliveries(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WebhookEndpointPath>,
+    filter: web::Query<DeliveryFilter>,
+    paging: web::Query<PageQuery>,
+) -> Result<web::Json<Page<WebhookDeliveryResponse>>, ApiError> {
+    let page = paging.parse(filter.sort.unwrap_or_default().keyset())?.filtered(filter.status.is_some());
+    if let Some(status) = &filter.status
+        && !["pending", "delivering", "succeeded", "failed"].contains(&status.as_str())
+    {
+        return Err(FieldError::new("status", "must be pending, delivering, succeeded or failed").into());
+    }
+    let org = OrgId(path.org_id);
+    let params = vec![
+        &path.org_id as &(dyn tokio_postgres::types::ToSql + Sync),
+        &path.endpoint_id,
+        page.fetch(),
+        &filter.status,
+    ];
+    let (membership, rows) =
+        page.read(&state.db, principal.actor(), Some(org), &page.with_keys(params)).await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WebhooksManage, "webhook_delivery.list")
+        .await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let count_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&path.org_id, &path.endpoint_id, &COUNT_FETCH, &filter.status];
+    let total = total(&state.db, &principal, Some(org), &page, COUNT_DELIVERIES, &count_params).await?;
+    let items =
+        rows.iter().filter(|r| r.get::<_, Option<Uuid>>("id").is_some()).map(delivery_from_row).collect();
+    Ok(web::Json(page.page(items, total, |d: &WebhookDeliveryResponse| Key::Id(d.id))))
+}
+
+/// One delivery with every attempt at it (permission `webhooks:manage`).
+#[utoipa::path(
+    tag = "webhooks",
+    params(WebhookDeliveryPath),
+    responses(
+        (status = 200, description = "The delivery and its attempts", body = WebhookDeliveryWithAttempts),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission webhooks:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/orgs/{org_id}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn get_webhook_delivery(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WebhookDeliveryPath>,
+) -> Result<web::Json<WebhookDeliveryWithAttempts>, ApiError> {
+    // The delivery and its attempts in one statement: one row per attempt (NULLs for none yet).
+    let (membership, rows) = tenant::read(
+        &state.db,
+        principal.actor(),
+        Some(OrgId(path.org_id)),
+        concat!(
+            "select ",
+            delivery_columns!(),
+            ", a.attempt, a.started_at, a.duration_ms, a.response_status, a.error, a.response_body \
+             from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
+             left join webhook_delivery_attempts a on a.organization_id = d.organization_id and a.delivery_id = d.id \
+             where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3 order by a.attempt"
+        ),
+        &[&path.org_id, &path.endpoint_id, &path.delivery_id],
+    )
+    .await?;
+    let membership = membership.ok_or(ApiError::NotFound)?;
+    authorize(&state, &principal, &meta, &membership, Permission::WebhooksManage, "webhook_delivery.get")
+        .await?;
+    let first = rows.first().ok_or(ApiError::NotFound)?;
+    let attempt_log = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<i32>>("attempt").is_some())
+        .map(|r| WebhookAttemptResponse {
+            attempt: r.get("attempt"),
+            started_at: r.get("started_at"),
+            duration_ms: r.get("duration_ms"),
+            response_status: r.get("response_status"),
+            error: r.get("error"),
+            response_body: r.get("response_body"),
+        })
+        .collect();
+    Ok(web::Json(WebhookDeliveryWithAttempts { delivery: delivery_from_row(first), attempt_log }))
+}
