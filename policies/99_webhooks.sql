@@ -15,6 +15,7 @@ grant update (url, description, event_types, enabled, disabled_reason, data_key_
 grant select (organization_id, id, endpoint_id, event_id, status, attempts, next_attempt_at, last_attempt_at,
               last_response_status, last_error, created_at, finished_at)
   on public.webhook_deliveries to tenantry_app;
+grant update (status, next_attempt_at, finished_at) on public.webhook_deliveries to tenantry_app;
 grant select on public.webhook_delivery_attempts to tenantry_app;
 grant select on public.webhook_endpoints to tenantry_definer;
 grant insert on public.webhook_deliveries to tenantry_definer;
@@ -30,6 +31,17 @@ drop policy if exists webhook_deliveries_select on public.webhook_deliveries;
 create policy webhook_deliveries_select on public.webhook_deliveries for select to tenantry_app
   using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
          and (select app.current_run_claim()) is null);
+
+-- A person may only send a delivery again: any state but `delivering` back to `pending`, to an
+-- endpoint that is enabled.
+drop policy if exists webhook_deliveries_retry on public.webhook_deliveries;
+create policy webhook_deliveries_retry on public.webhook_deliveries for update to tenantry_app
+  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
+         and (select app.current_run_claim()) is null and status <> 'delivering')
+  with check (organization_id = (select app.current_org_id()) and status = 'pending' and finished_at is null
+              and exists (select 1 from public.webhook_endpoints w
+                          where w.organization_id = webhook_deliveries.organization_id
+                            and w.id = webhook_deliveries.endpoint_id and w.enabled));
 
 drop policy if exists webhook_delivery_attempts_select on public.webhook_delivery_attempts;
 create policy webhook_delivery_attempts_select on public.webhook_delivery_attempts for select to tenantry_app

@@ -3,7 +3,7 @@
 //! mode the first KiB of the response). Deliveries are created by the database with their event;
 //! the dispatcher moves them on.
 
-use actix_web::{get, web};
+use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
@@ -11,14 +11,15 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::authz::authorize;
+use super::audit::{AuditEntry, record};
+use super::authz::{authorize, authorize_in};
 use super::extract::RequestMeta;
 use super::pagination::{COUNT_FETCH, Key, Keyset, Page, PageQuery, total};
 use super::webhook_endpoints::WebhookEndpointPath;
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::Principal;
-use crate::db::tenant;
+use crate::db::{TenantTx, tenant};
 use crate::domain::{FieldError, OrgId, Permission};
 use crate::{keyset, sorts};
 
@@ -276,4 +277,92 @@ pub async fn get_webhook_delivery(
         })
         .collect();
     Ok(web::Json(WebhookDeliveryWithAttempts { delivery: delivery_from_row(first), attempt_log }))
+}
+
+/// Send a delivery again, now (permission `webhooks:manage`): a failed or succeeded one gets a
+/// new attempt, a pending one is moved up. Its attempts so far stay in its log.
+#[utoipa::path(
+    tag = "webhooks",
+    params(WebhookDeliveryPath),
+    responses(
+        (status = 202, description = "Queued for an attempt now", body = WebhookDeliveryResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission webhooks:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Being delivered right now, or its endpoint is disabled", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn retry_webhook_delivery(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WebhookDeliveryPath>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize_in(
+        &mut tx,
+        &principal,
+        &meta,
+        &membership,
+        Permission::WebhooksManage,
+        "webhook_delivery.retry",
+    )
+    .await?;
+    let current = tx
+        .query_opt(
+            "select d.status, w.enabled from webhook_deliveries d join webhook_endpoints w \
+               on w.organization_id = d.organization_id and w.id = d.endpoint_id \
+             where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3",
+            &[&path.org_id, &path.endpoint_id, &path.delivery_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if current.get::<_, &str>("status") == "delivering" {
+        return Err(ApiError::Conflict {
+            code: "delivery_in_progress",
+            detail: "This delivery is being attempted right now; see its log for the outcome.".into(),
+        });
+    }
+    if !current.get::<_, bool>("enabled") {
+        return Err(ApiError::Conflict {
+            code: "endpoint_disabled",
+            detail: "The endpoint is disabled; enable it (PATCH enabled: true) first.".into(),
+        });
+    }
+    // The policy lets this move only a delivery that is not being delivered (no FOR UPDATE above:
+    // it would hide such a row and answer 404); a dispatcher that claimed it meanwhile wins.
+    let moved = tx
+        .execute(
+            "update webhook_deliveries set status = 'pending', next_attempt_at = now(), finished_at = null \
+             where organization_id = $1 and endpoint_id = $2 and id = $3 and status <> 'delivering'",
+            &[&path.org_id, &path.endpoint_id, &path.delivery_id],
+        )
+        .await?;
+    if moved != 1 {
+        return Err(ApiError::Conflict {
+            code: "delivery_in_progress",
+            detail: "This delivery is being attempted right now; see its log for the outcome.".into(),
+        });
+    }
+    tx.execute("select pg_notify('tenantry_deliveries', '')", &[]).await?;
+    let row = tx
+        .query_found(
+            concat!(
+                "select ",
+                delivery_columns!(),
+                " from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
+                 where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3"
+            ),
+            &[&path.org_id, &path.endpoint_id, &path.delivery_id],
+        )
+        .await?;
+    let entry = AuditEntry::allowed("webhook_delivery.retry", "webhook_delivery", path.delivery_id, &meta)
+        .with_details(serde_json::json!({"endpoint_id": path.endpoint_id}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Accepted().json(delivery_from_row(&row)))
 }

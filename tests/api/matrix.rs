@@ -702,6 +702,22 @@ fn operations() -> Vec<Operation> {
             changed: None,
         },
         Operation {
+            id: "retry_webhook_delivery",
+            method: Method::POST,
+            path: |f| {
+                format!(
+                    "/api/v1/orgs/{}/webhook-endpoints/{}/deliveries/{}/retry",
+                    f.org.id, f.endpoint, f.delivery
+                )
+            },
+            body: none,
+            permission: "webhooks:manage",
+            changed: Some(
+                "select count(*) from audit_events where organization_id = $1 \
+                 and action = 'webhook_delivery.retry' and outcome = 'allowed'",
+            ),
+        },
+        Operation {
             id: "delete_webhook_endpoint",
             method: Method::DELETE,
             path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}", f.org.id, f.doomed_endpoint),

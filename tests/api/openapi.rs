@@ -37,6 +37,7 @@ fn every_operation_is_named_documented_and_secured() {
                     "sign_",
                     "suspend_",
                     "rotate_",
+                    "retry_",
                     "archive_",
                     "start_",
                     "put_",

@@ -390,4 +390,59 @@ async fn an_endpoints_delivery_log_shows_each_delivery_and_its_attempts_and_noth
         .await
         .unwrap();
     assert_eq!(empty["items"], json!([]));
+
+    // Sending again: a failed delivery is pending again (its attempts kept); not while it is
+    // being delivered, nor to a disabled endpoint; never another endpoint's.
+    let id: Uuid = delivery.parse().unwrap();
+    app.rls_bypassing_admin
+        .execute("update webhook_deliveries set status = 'failed', finished_at = now() where id = $1", &[&id])
+        .await
+        .unwrap();
+    let retry = format!("{log}/{delivery}/retry");
+    let res = app.request(Method::POST, &retry, Some(&org.owner.token), None).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!((&body["status"], &body["finished_at"]), (&json!("pending"), &Value::Null));
+    assert_eq!(
+        app.raw_count("select count(*) from webhook_delivery_attempts where delivery_id = $1", &[&id]).await,
+        2
+    );
+    let res = app.request(Method::POST, &format!("{elsewhere}/retry"), Some(&org.owner.token), None).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    app.rls_bypassing_admin
+        .execute(
+            "update webhook_deliveries set status = 'delivering', claim_token = gen_random_uuid(), \
+               lease_expires_at = now() + interval '1 minute' where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let res = app.request(Method::POST, &retry, Some(&org.owner.token), None).await;
+    assert_problem(res, StatusCode::CONFLICT, "delivery_in_progress").await;
+    app.rls_bypassing_admin
+        .execute(
+            "update webhook_deliveries set status = 'failed', claim_token = null, lease_expires_at = null, \
+               finished_at = now() where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let res = app
+        .patch(&format!("{}/{endpoint}", endpoints(&org)), &org.owner.token, &json!({"enabled": false}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.request(Method::POST, &retry, Some(&org.owner.token), None).await;
+    assert_problem(res, StatusCode::CONFLICT, "endpoint_disabled").await;
+    assert_eq!(
+        app.raw_count("select count(*) from webhook_deliveries where id = $1 and status = 'failed'", &[&id])
+            .await,
+        1
+    );
+    // The policy itself refuses what the handler checks: no direct move to another state.
+    let db = app.app_db(1);
+    let actor = tenantry::db::Actor::user(tenantry::domain::UserId(org.owner.id));
+    let (mut tx, _) =
+        tenantry::db::TenantTx::begin_org(&db, actor, tenantry::domain::OrgId(org.id)).await.unwrap();
+    let forged = tx.execute("update webhook_deliveries set status = 'succeeded' where id = $1", &[&id]).await;
+    assert!(forged.is_err());
 }
