@@ -2,13 +2,15 @@
 # An export of a large organization in bounded memory (part of `make test`): seeds one
 # organization with ROWS workspaces (200,000 by default), exports it through the API as a job,
 # downloads the file, and samples the server's resident memory (VmRSS) throughout. Fails if the
-# download is not every row, or if the server grew by more than LIMIT_MIB (24) over its RSS
+# download is not every row, or if the server grew by more than LIMIT_MIB (32) over its RSS
 # before the export: far less than the file itself, which a buffered table would have cost.
+# Since events (issue 15) the export holds two large tables: the workspaces and the 200,000
+# workspace.created events their inserts wrote (growth +12 to +18 MiB, from +8 to +12 before).
 #   .dev/export_rss.sh ADMIN_URL_TO_POSTGRES_DB PORT TENANTRY_BIN
 set -euo pipefail
 ADMIN_URL=$1; PORT=$2; BIN=$3
 ROWS=${EXPORT_ROWS:-200000}
-LIMIT_MIB=${EXPORT_RSS_LIMIT_MIB:-24}
+LIMIT_MIB=${EXPORT_RSS_LIMIT_MIB:-32}
 source "$(dirname "$0")/scratch.sh"
 scratch_database export_rss
 BASE=${ADMIN_URL%/*}
