@@ -48,7 +48,7 @@ done
 RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/$SERVER/status)
 
 # The SQL of each scenario, with RLS (as the server runs it) and with explicit WHERE clauses.
-CONTEXT="select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true), set_config('app.current_run_claim', '', true), set_config('app.current_webhook_token', '', true);
+CONTEXT="select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true), set_config('app.current_run_claim', '', true), set_config('app.current_webhook_token', '', true), set_config('app.current_delivery_claim', '', true);
 select active, role, permissions, home_region, suspended from app.current_principal();"
 COLUMNS="organization_id, id, name, region, created_at, updated_at"
 write_sql() { # name, statement(s)

@@ -40,7 +40,7 @@ fi
 
 COLUMNS="organization_id, id, name, region, created_at, updated_at"
 printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
-  "select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true), set_config('app.current_run_claim', '', true), set_config('app.current_webhook_token', '', true);" \
+  "select set_config('app.current_user_id', md5('user' || :n)::uuid::text, true), set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true), set_config('app.current_session_id', '', true), set_config('app.current_api_key_id', '', true), set_config('app.current_region', 'us', true), set_config('app.current_run_claim', '', true), set_config('app.current_webhook_token', '', true), set_config('app.current_delivery_claim', '', true);" \
   "select active, role, permissions, home_region, suspended from app.current_principal();" \
   "select $COLUMNS from workspaces where id > '00000000-0000-0000-0000-000000000000' order by id limit 21;" > $OUT/list.sql
 # The new build's own list statement, when it differs (AB_NEW_LIST: the first page as it issues

@@ -2,7 +2,8 @@
 -- ciphertext only; the data key also seals webhook signing secrets (webhooks:manage). Managing
 -- keys needs provider_keys:manage (and, for a member restricted to some workspaces, one of
 -- theirs). A worker running a run may read the keys of that run's workspace, and its
--- organization's wrapped data key, to use them. Master key rotation goes through the
+-- organization's wrapped data key, to use them; so may a dispatcher delivering one of the
+-- organization's webhooks (it signs with the endpoint's secret). Master key rotation goes through the
 -- owner-only functions app.data_keys_to_rewrap() and app.rewrap_data_key().
 begin;
 set local role tenantry_owner;
@@ -17,7 +18,8 @@ drop policy if exists organization_data_keys_select on public.organization_data_
 create policy organization_data_keys_select on public.organization_data_keys for select to tenantry_app
   using (organization_id = (select app.current_org_id())
          and ((select app.has_permission('provider_keys:manage')) or (select app.has_permission('webhooks:manage'))
-              or (select app.current_run_id()) is not null));
+              or (select app.current_run_id()) is not null
+              or exists (select 1 from app.current_delivery())));
 
 drop policy if exists organization_data_keys_insert on public.organization_data_keys;
 create policy organization_data_keys_insert on public.organization_data_keys for insert to tenantry_app

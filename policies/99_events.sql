@@ -19,4 +19,10 @@ create policy events_select on public.events for select to tenantry_app
          and (workspace_id is null or (select not app.workspace_restricted())
               or workspace_id in (select app.allowed_workspace_ids())));
 
+-- A dispatcher holding a delivery's claim reads the event it delivers, and no other.
+drop policy if exists events_dispatch on public.events;
+create policy events_dispatch on public.events for select to tenantry_app
+  using (organization_id = (select app.current_org_id())
+         and id = (select d.event_id from app.current_delivery() d));
+
 commit;

@@ -1,6 +1,8 @@
 -- Outbound webhooks: endpoints, deliveries and their attempts. Apply as the owner, after
 -- migrations. Everything here needs webhooks:manage in the organization in context (and is never
--- open to a worker's run claim). Deliveries are created only by app.record_event() (the definer),
+-- open to a worker's run claim), except what a dispatcher reads while it holds a delivery's claim:
+-- that delivery and its endpoint (the `_dispatch` policies; it writes through
+-- app.finish_delivery() only). Deliveries are created only by app.record_event() (the definer),
 -- with the event they carry: the app role cannot insert one, so no principal can make an endpoint
 -- receive anything but its own organization's events.
 begin;
@@ -17,8 +19,10 @@ grant select (organization_id, id, endpoint_id, event_id, status, attempts, next
   on public.webhook_deliveries to tenantry_app;
 grant update (status, next_attempt_at, finished_at) on public.webhook_deliveries to tenantry_app;
 grant select on public.webhook_delivery_attempts to tenantry_app;
-grant select on public.webhook_endpoints to tenantry_definer;
-grant insert on public.webhook_deliveries to tenantry_definer;
+grant select, update (enabled, disabled_reason, consecutive_failures, failing_since)
+  on public.webhook_endpoints to tenantry_definer;
+grant select, insert, update on public.webhook_deliveries to tenantry_definer;
+grant select, insert on public.webhook_delivery_attempts to tenantry_definer;
 
 drop policy if exists webhook_endpoints_all on public.webhook_endpoints;
 create policy webhook_endpoints_all on public.webhook_endpoints for all to tenantry_app
@@ -26,6 +30,16 @@ create policy webhook_endpoints_all on public.webhook_endpoints for all to tenan
          and (select app.current_run_claim()) is null)
   with check (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
               and (select app.current_run_claim()) is null);
+
+drop policy if exists webhook_endpoints_dispatch on public.webhook_endpoints;
+create policy webhook_endpoints_dispatch on public.webhook_endpoints for select to tenantry_app
+  using (organization_id = (select app.current_org_id())
+         and id = (select d.endpoint_id from app.current_delivery() d));
+
+drop policy if exists webhook_deliveries_dispatch on public.webhook_deliveries;
+create policy webhook_deliveries_dispatch on public.webhook_deliveries for select to tenantry_app
+  using (organization_id = (select app.current_org_id())
+         and id = (select d.delivery_id from app.current_delivery() d));
 
 drop policy if exists webhook_deliveries_select on public.webhook_deliveries;
 create policy webhook_deliveries_select on public.webhook_deliveries for select to tenantry_app

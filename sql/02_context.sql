@@ -56,6 +56,15 @@ as $$ select nullif(pg_catalog.current_setting('app.current_run_claim', true), '
 revoke all on function app.current_run_claim() from public;
 grant execute on function app.current_run_claim() to tenantry_app, tenantry_definer;
 
+-- A dispatcher's claim on one webhook delivery (app.claim_next_delivery() issues it), set
+-- transaction-locally like the others. Policies admit that delivery's organization, and let it
+-- read that delivery, its event and its endpoint, while the claim holds.
+create or replace function app.current_delivery_claim() returns uuid
+language sql stable parallel safe
+as $$ select nullif(pg_catalog.current_setting('app.current_delivery_claim', true), '')::uuid $$;
+revoke all on function app.current_delivery_claim() from public;
+grant execute on function app.current_delivery_claim() to tenantry_app, tenantry_definer;
+
 -- A payment webhook's processing token (random, per delivery), set transaction-locally while the
 -- event is applied. Policies admit the event's organization only while that event is processing.
 create or replace function app.current_webhook_token() returns uuid

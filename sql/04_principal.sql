@@ -32,6 +32,14 @@ begin
               and e.organization_ref = app.requested_org_id()
               and e.status = 'processing');
   end if;
+  -- A dispatcher: the organization of the delivery it holds the claim on, while it delivers it.
+  if app.current_delivery_claim() is not null then
+    return (select d.organization_id
+            from public.webhook_deliveries d
+            where d.claim_token = app.current_delivery_claim()
+              and d.organization_id = app.requested_org_id()
+              and d.status = 'delivering');
+  end if;
   -- A worker: the organization of the run it holds the claim on, while that run is running.
   if app.current_run_claim() is not null then
     return (select r.organization_id
@@ -95,6 +103,19 @@ begin
                    where e.processing_token = app.current_webhook_token() and e.organization_ref = v_org
                      and e.status = 'processing') then
       permissions := array['billing:manage', 'billing:read'];
+    end if;
+    return;
+  end if;
+  -- A dispatcher holding a delivery's claim: active while it delivers under that claim, with no
+  -- permission at all (what it reads, the dispatch policies name; what it writes goes through
+  -- app.finish_delivery()).
+  if app.current_delivery_claim() is not null then
+    select d.organization_id = v_org into active
+    from public.webhook_deliveries d
+    where d.claim_token = app.current_delivery_claim() and d.status = 'delivering';
+    active := coalesce(active, false);
+    if active and v_region is not distinct from app.current_region() and v_suspended is null then
+      permissions := '{}';
     end if;
     return;
   end if;
@@ -168,6 +189,9 @@ as $$
 begin
   if app.current_org_id() is null then
     return false; -- not a member, another region, or no context
+  end if;
+  if app.current_delivery_claim() is not null then
+    return false;
   end if;
   if app.current_run_claim() is not null then
     return permission in ('runs:execute', 'workflows:read');

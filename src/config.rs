@@ -118,11 +118,33 @@ pub struct WebhookSettings {
     /// Let endpoints be plain http on loopback and private addresses (tests only; refused in
     /// production).
     pub allow_private_addresses: bool,
+    /// Deliveries one worker process attempts at once (0: this worker delivers none).
+    pub dispatch_concurrency: usize,
+    /// Attempts in flight to one endpoint, across all workers of the region: a slow endpoint
+    /// holds at most this many dispatchers.
+    pub max_in_flight_per_endpoint: u32,
+    /// Attempts in flight for one organization, across all workers of the region.
+    pub max_in_flight_per_org: u32,
+    /// Longest an attempt may take, connecting and reading the answer included (1 to 60).
+    pub attempt_timeout_secs: u64,
+    /// An endpoint is disabled after this many failed attempts in a row...
+    pub disable_after_failures: u32,
+    /// ...that span at least this long (two days by default: a whole delivery's retries fail).
+    pub disable_after_secs: u32,
 }
 
 impl Default for WebhookSettings {
     fn default() -> Self {
-        WebhookSettings { max_endpoints_per_org: 20, allow_private_addresses: false }
+        WebhookSettings {
+            max_endpoints_per_org: 20,
+            allow_private_addresses: false,
+            dispatch_concurrency: 16,
+            max_in_flight_per_endpoint: 4,
+            max_in_flight_per_org: 8,
+            attempt_timeout_secs: 15,
+            disable_after_failures: 10,
+            disable_after_secs: 2 * 86_400,
+        }
     }
 }
 
@@ -769,6 +791,18 @@ impl Settings {
         anyhow::ensure!(
             (1..=1000).contains(&self.webhooks.max_endpoints_per_org),
             "webhooks.max_endpoints_per_org must be between 1 and 1000"
+        );
+        anyhow::ensure!(
+            (1..=60).contains(&self.webhooks.attempt_timeout_secs),
+            "webhooks.attempt_timeout_secs must be between 1 and 60"
+        );
+        anyhow::ensure!(
+            self.webhooks.max_in_flight_per_endpoint >= 1
+                && self.webhooks.max_in_flight_per_org >= 1
+                && self.webhooks.disable_after_failures >= 1
+                && self.webhooks.dispatch_concurrency <= 1000,
+            "webhooks: max_in_flight_per_endpoint, max_in_flight_per_org and disable_after_failures must be at \
+             least 1, dispatch_concurrency at most 1000"
         );
         let mut names = std::collections::HashSet::new();
         for p in &self.auth.providers {

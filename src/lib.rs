@@ -2,7 +2,8 @@
 //! isolation. Dependencies point one way, each layer using only those below it:
 //!
 //! 1. `startup` (the server), `worker` (the run processor), `seed`
-//! 2. `http`: the middleware around the handlers (its own state is `http::Edge`)
+//! 2. `http`: the middleware around the handlers (its own state is `http::Edge`); `dispatcher`
+//!    (webhook deliveries, run by the worker)
 //! 3. `api`: the handlers, their state (`AppState`) and their error type (`ApiError`)
 //! 4. `auth`, `billing`, `flags`, `usage`
 //! 5. `db`: the pool, the tenant transaction, migrations, the catalog check; `providers` (the
@@ -19,6 +20,7 @@ pub mod billing;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod dispatcher;
 pub mod domain;
 pub mod flags;
 pub mod http;

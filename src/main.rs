@@ -112,6 +112,9 @@ enum AuditCommand {
 fn init_tracing(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TENANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // tokio-postgres logs every statement's parameter values at debug: token hashes, sealed
+    // secrets, endpoint URLs. Never, whatever TENANTRY_LOG asks for.
+    let filter = filter.add_directive("tokio_postgres::query=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
@@ -152,15 +155,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let connector = tenantry::db::app_connector(&settings)?;
             let pool = tenantry::db::app_pool(
                 &connector,
-                settings.worker.concurrency + 2,
+                // Dispatch loops hold a connection only to claim, read and record, never while
+                // a request is out: a few connections serve them all.
+                settings.worker.concurrency + 2 + settings.webhooks.dispatch_concurrency.min(4),
                 std::time::Duration::from_millis(settings.pool_timeout_ms),
             )?;
             tenantry::db::check::refuse_privileged_app_role(&pool).await?;
             let db = tenantry::db::Db::from_settings(pool, &connector, &settings);
             tracing::info!(concurrency = settings.worker.concurrency, region = %settings.region, "worker started");
             let master_keys = std::sync::Arc::new(settings.master_keys()?);
+            let dispatcher = tenantry::dispatcher::Dispatcher::new(
+                db.clone(),
+                settings.webhooks.clone(),
+                master_keys.clone(),
+            );
             let worker = tenantry::worker::Worker::new(db, settings.worker.clone())
-                .with_providers(settings.provider_keys.clone(), master_keys);
+                .with_providers(settings.provider_keys.clone(), master_keys)
+                .with_dispatcher(dispatcher);
             worker
                 .run_until(tenantry::db::listen_connector(&settings)?, tenantry::startup::shutdown_signal())
                 .await?;

@@ -1,4 +1,5 @@
-//! `tenantry worker`: drains the workflow run queue. Each run is claimed with
+//! `tenantry worker`: drains the workflow run queue, and delivers webhooks (`crate::dispatcher`)
+//! in loops of their own. Each run is claimed with
 //! `app.claim_next_run()` (exclusive: `FOR UPDATE SKIP LOCKED`), then read and finished in
 //! transactions acting as `Actor::worker(claim)`, so the run's own organization's policies decide
 //! what the worker sees, exactly as for a request. Nothing is held open while a run executes; the
@@ -177,6 +178,8 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// Set when a shutdown's grace period is over: runs still executing are released.
     release: tokio::sync::watch::Sender<bool>,
+    /// Delivers webhooks beside the runs, when configured.
+    dispatcher: Option<Arc<crate::dispatcher::Dispatcher>>,
 }
 
 impl Worker {
@@ -184,12 +187,26 @@ impl Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let name = format!("{host}:{}", std::process::id());
         let (release, _) = tokio::sync::watch::channel(false);
-        Worker { db, settings, providers: None, name, wake: Arc::new(Notify::new()), release }
+        Worker {
+            db,
+            settings,
+            providers: None,
+            name,
+            wake: Arc::new(Notify::new()),
+            release,
+            dispatcher: None,
+        }
     }
 
     /// Lets `llm.chat` steps call providers with the workspaces' own keys.
     pub fn with_providers(mut self, settings: ProviderKeySettings, master_keys: Arc<MasterKeys>) -> Worker {
         self.providers = Some((settings, master_keys));
+        self
+    }
+
+    /// Delivers organizations' webhooks too, in loops of their own.
+    pub fn with_dispatcher(mut self, dispatcher: crate::dispatcher::Dispatcher) -> Worker {
+        self.dispatcher = Some(Arc::new(dispatcher));
         self
     }
 
@@ -382,11 +399,16 @@ impl Worker {
         let worker = Arc::new(self);
         // Idle loops wake on a new run; polling covers missed notifications.
         let wake = worker.wake.clone();
+        let wake_dispatch = worker.dispatcher.as_ref().map(|d| d.wake());
         let listener = tokio::spawn(crate::db::notify::listen(
             listen,
-            &["tenantry_runs"],
+            &["tenantry_runs", "tenantry_deliveries"],
             || {},
-            move |_, _| wake.notify_waiters(),
+            move |channel, _| match (channel, &wake_dispatch) {
+                ("tenantry_deliveries", Some(wake)) => wake.notify_waiters(),
+                ("tenantry_deliveries", None) => {}
+                _ => wake.notify_waiters(),
+            },
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let pruner =
@@ -416,6 +438,10 @@ impl Worker {
                     }
                 }
             }));
+        }
+        if let Some(dispatcher) = &worker.dispatcher {
+            let poll = Duration::from_millis(worker.settings.poll_interval_ms);
+            loops.extend(dispatcher.spawn_loops(poll, &stop_rx));
         }
         shutdown.await;
         let grace = Duration::from_secs(worker.settings.shutdown_grace_secs);

@@ -164,6 +164,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(webhook_deliveries::list_webhook_deliveries)
         .service(webhook_deliveries::get_webhook_delivery)
         .service(webhook_deliveries::retry_webhook_delivery)
+        .service(webhook_deliveries::test_webhook_endpoint)
         .service(orgs::create_organization)
         .service(orgs::list_organizations)
         .service(orgs::get_organization)

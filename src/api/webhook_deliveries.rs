@@ -39,7 +39,9 @@ pub struct WebhookDeliveryResponse {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub last_response_status: Option<i32>,
-    /// Why the last attempt failed, e.g. `timeout`, `connect_failed`, `status_500`.
+    /// Why the last attempt failed: `HTTP 500` (any answer but 2xx, redirects included),
+    /// `timeout: ...`, `connection failed`, `refused: ...` (the address is not public),
+    /// `unreachable: ...`; `endpoint_disabled` or `lease_expired` for a delivery failed without one.
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -365,4 +367,81 @@ pub async fn retry_webhook_delivery(
     record(&mut tx, &principal, entry).await?;
     tx.commit().await?;
     Ok(HttpResponse::Accepted().json(delivery_from_row(&row)))
+}
+
+/// Send a test ping to the endpoint now (permission `webhooks:manage`): an event
+/// `webhook_endpoint.test` (`data: {endpoint_id}`), delivered to this endpoint only, signed and
+/// logged like every delivery.
+#[utoipa::path(
+    tag = "webhooks",
+    params(WebhookEndpointPath),
+    responses(
+        (status = 202, description = "Queued for an attempt now; follow it in the delivery log", body = WebhookDeliveryResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing permission webhooks:manage", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The endpoint is disabled", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/orgs/{org_id}/webhook-endpoints/{endpoint_id}/test")]
+#[tracing::instrument(skip_all, fields(org.id = %path.org_id))]
+pub async fn test_webhook_endpoint(
+    state: web::Data<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    path: web::Path<WebhookEndpointPath>,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId(path.org_id);
+    let (mut tx, membership) = TenantTx::begin_org(&state.db, principal.actor(), org).await?;
+    authorize_in(
+        &mut tx,
+        &principal,
+        &meta,
+        &membership,
+        Permission::WebhooksManage,
+        "webhook_endpoint.test",
+    )
+    .await?;
+    let enabled: bool = tx
+        .query_opt(
+            "select enabled from webhook_endpoints where organization_id = $1 and id = $2",
+            &[&path.org_id, &path.endpoint_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?
+        .get(0);
+    let disabled = || ApiError::Conflict {
+        code: "endpoint_disabled",
+        detail: "The endpoint is disabled; enable it (PATCH enabled: true) first.".into(),
+    };
+    if !enabled {
+        return Err(disabled());
+    }
+    let delivery: Uuid = tx
+        .query_found("select app.ping_webhook_endpoint($1)", &[&path.endpoint_id])
+        .await?
+        .get::<_, Option<Uuid>>(0)
+        .ok_or_else(disabled)?;
+    let row = tx
+        .query_found(
+            concat!(
+                "select ",
+                delivery_columns!(),
+                " from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
+                 where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3"
+            ),
+            &[&path.org_id, &path.endpoint_id, &delivery],
+        )
+        .await?;
+    let entry = AuditEntry::allowed("webhook_endpoint.test", "webhook_endpoint", path.endpoint_id, &meta)
+        .with_details(serde_json::json!({"delivery_id": delivery}));
+    record(&mut tx, &principal, entry).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/api/v1/orgs/{org}/webhook-endpoints/{}/deliveries/{delivery}", path.endpoint_id),
+        ))
+        .json(delivery_from_row(&row)))
 }

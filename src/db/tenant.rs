@@ -26,7 +26,8 @@ const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
                            set_config('app.current_api_key_id', $4, true), \
                            set_config('app.current_region', $5, true), \
                            set_config('app.current_run_claim', $6, true), \
-                           set_config('app.current_webhook_token', $7, true)";
+                           set_config('app.current_webhook_token', $7, true), \
+                           set_config('app.current_delivery_claim', $8, true)";
 const SET_ORG: &str = "select set_config('app.current_organization_id', $1, true)";
 const CURRENT_PRINCIPAL: &str =
     "select active, role, permissions, home_region, suspended from app.current_principal()";
@@ -43,6 +44,7 @@ pub struct Actor {
     pub api_key: Option<Uuid>,
     pub run_claim: Option<Uuid>,
     pub webhook: Option<Uuid>,
+    pub delivery_claim: Option<Uuid>,
 }
 
 impl Actor {
@@ -55,13 +57,18 @@ impl Actor {
         Actor { run_claim: Some(claim), ..Actor::default() }
     }
 
+    /// A dispatcher, with the claim `app.claim_next_delivery()` gave it on one webhook delivery.
+    pub fn dispatcher(claim: Uuid) -> Actor {
+        Actor { delivery_claim: Some(claim), ..Actor::default() }
+    }
+
     /// A payment webhook delivery, with the token it records its event under.
     pub fn webhook(token: Uuid) -> Actor {
         Actor { webhook: Some(token), ..Actor::default() }
     }
 
     /// The context values, as the text `set_config` takes ('' for none).
-    fn context(&self, org: Option<OrgId>) -> [String; 6] {
+    fn context(&self, org: Option<OrgId>) -> [String; 7] {
         fn text(v: Option<impl ToString>) -> String {
             v.map(|v| v.to_string()).unwrap_or_default()
         }
@@ -72,6 +79,7 @@ impl Actor {
             text(self.api_key),
             text(self.run_claim),
             text(self.webhook),
+            text(self.delivery_claim),
         ]
     }
 }
@@ -111,9 +119,10 @@ impl TenantTx {
         org: Option<OrgId>,
     ) -> Result<(TenantTx, Option<Membership>), DbError> {
         let client = pool.get().await?;
-        let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
+        let [user, org_text, session, api_key, run_claim, webhook, delivery] = actor.context(org);
         let region = pool.region.as_str();
-        let context: Params = &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook];
+        let context: Params =
+            &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook, &delivery];
         let (tx, (begin, context, principal)) = if pool.per_transaction() {
             let tx = TenantTx::new(client, pool, org, actor);
             // In order on the wire; each statement is unnamed (and learning its parameter
@@ -361,9 +370,9 @@ async fn read_with(
         ))
     })
     .await??;
-    let [user, org_text, session, api_key, run_claim, webhook] = actor.context(org);
+    let [user, org_text, session, api_key, run_claim, webhook, delivery] = actor.context(org);
     let region = pool.region.as_str();
-    let context: Params = &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook];
+    let context: Params = &[&user, &org_text, &session, &api_key, &region, &run_claim, &webhook, &delivery];
     let begin_sql =
         if custom_plan { "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan" } else { "BEGIN" };
     let ((begin, context), (principal, rows, commit)) = {

@@ -42,6 +42,7 @@ mod services;
 mod sessions;
 mod signin;
 mod usage;
+mod webhook_dispatch;
 mod webhook_endpoints;
 mod webhooks;
 mod workflows;

@@ -38,6 +38,7 @@ fn every_operation_is_named_documented_and_secured() {
                     "suspend_",
                     "rotate_",
                     "retry_",
+                    "test_",
                     "archive_",
                     "start_",
                     "put_",
