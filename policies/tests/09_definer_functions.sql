@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(68);
+select plan(78);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -70,6 +70,28 @@ insert into provider_grants (organization_id, id, provider, role) values
 insert into audit_events (organization_id, id, actor_type, action, outcome, prev_hash, hash) values
   ('00000000-0000-0000-0000-000000000000', gen_random_uuid(), 'system', 'auth.sign_in', 'allowed', '\x', '\x'),
   ('dddddddd-0000-0000-0000-000000000000', gen_random_uuid(), 'user', 'workspace.create', 'allowed', '\x', '\x');
+-- B has an endpoint, two events, and a delivery of the first being delivered under claim d311...;
+-- C (eu) has one due.
+insert into organization_data_keys (organization_id, id, wrapped_key, master_key_version) values
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000d1', decode(repeat('00', 60), 'hex'), 1),
+  ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-0000-0000-0000000000d1', decode(repeat('00', 60), 'hex'), 1);
+insert into webhook_endpoints (organization_id, id, url, event_types, data_key_id, secret_nonce, secret_ciphertext) values
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000a7', 'https://b.example.com/hook', '{*}',
+   'bbbbbbbb-0000-0000-0000-0000000000d1', decode(repeat('00', 12), 'hex'), decode(repeat('00', 48), 'hex')),
+  ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-0000-0000-0000000000a7', 'https://c.example.com/hook', '{*}',
+   'cccccccc-0000-0000-0000-0000000000d1', decode(repeat('00', 12), 'hex'), decode(repeat('00', 48), 'hex'));
+insert into events (organization_id, id, type, occurred_at, data) values
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-7000-8000-0000000000e1', 'workspace.created', now(), '{}'),
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-7000-8000-0000000000e2', 'workspace.created', now(), '{}'),
+  ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-7000-8000-0000000000e1', 'workspace.created', now(), '{}');
+insert into webhook_deliveries (organization_id, id, endpoint_id, event_id, status, attempts, claim_token,
+                                lease_expires_at) values
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000de', 'bbbbbbbb-0000-0000-0000-0000000000a7',
+   'bbbbbbbb-0000-7000-8000-0000000000e1', 'delivering', 1, 'd3110000-0000-0000-0000-0000000000b0',
+   now() + interval '1 hour');
+insert into webhook_deliveries (organization_id, id, endpoint_id, event_id) values
+  ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-0000-0000-0000000000de', 'cccccccc-0000-0000-0000-0000000000a7',
+   'cccccccc-0000-7000-8000-0000000000e1');
 -- D was deleted, in another transaction than ours.
 insert into organization_tombstones (organization_id, deleted_xid) values
   ('dddddddd-0000-0000-0000-000000000000', '1'::xid8);
@@ -77,7 +99,7 @@ insert into organization_tombstones (organization_id, deleted_xid) values
 -- Runs `p_sql` as the app role in a context: a user (or none), an organization named (or none),
 -- region us, and optionally a webhook token or a run claim. Returns the first column as text.
 create function pg_temp.as_app(p_user uuid, p_org uuid, p_sql text, p_webhook uuid default null,
-                               p_claim uuid default null) returns text
+                               p_claim uuid default null, p_delivery uuid default null) returns text
 language plpgsql as $$
 declare v text;
 begin
@@ -89,6 +111,7 @@ begin
   perform set_config('app.current_api_key_id', '', true);
   perform set_config('app.current_webhook_token', coalesce(p_webhook::text, ''), true);
   perform set_config('app.current_run_claim', coalesce(p_claim::text, ''), true);
+  perform set_config('app.current_delivery_claim', coalesce(p_delivery::text, ''), true);
   execute p_sql into v;
   execute 'reset role';
   return v;
@@ -113,7 +136,8 @@ select set_eq(
         'publish_workflow', 'current_run_id', 'claim_next_run', 'renew_run_claim', 'release_run_claim',
         'begin_webhook_event',
         'finish_webhook_event', 'record_unroutable_webhook_event', 'record_usage',
-        'organization_requests_per_minute', 'organization_data_mode', 'prune_events'],
+        'organization_requests_per_minute', 'organization_data_mode', 'prune_events', 'current_delivery',
+        'claim_next_delivery', 'finish_delivery', 'ping_webhook_endpoint'],
   'every definer function the app role may call is covered here');
 
 -- The context: naming B gives Alice nothing there.
@@ -251,6 +275,36 @@ select is(pg_temp.as_app(null, null, $$select app.renew_run_claim(gen_random_uui
 select is(pg_temp.as_app(null, null, $$select app.release_run_claim(gen_random_uuid())::text
                                        || app.release_run_claim(null)::text$$), 'falsefalse',
   'release_run_claim: nothing without the claim');
+
+-- Webhook deliveries: a claim admits its own delivery's organization, and there only what it
+-- delivers.
+select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000', 'select count(*)::text from app.current_delivery()',
+  p_delivery => gen_random_uuid()), '0', 'current_delivery: a made-up claim holds no delivery');
+select is(pg_temp.as_app(null, 'aaaaaaaa-0000-0000-0000-000000000000', 'select app.current_org_id()::text',
+  p_delivery => 'd3110000-0000-0000-0000-0000000000b0'), null,
+  'current_org_id: B''s delivery claim does not admit another organization');
+select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000',
+  'select count(*)::text || app.has_permission(''webhooks:manage'')::text from events',
+  p_delivery => 'd3110000-0000-0000-0000-0000000000b0'), '1false',
+  'current_delivery: in B the claim reads the one event it delivers, with no permission');
+select is(pg_temp.as_app(null, null,
+  $$select count(*)::text from app.claim_next_delivery('w', 1000000, 1000, 1000000, 1000000, now() + interval '100 years')$$),
+  '0', 'claim_next_delivery: an eu delivery is not claimed in the us, nor a live claim, whatever the arguments');
+select is(pg_temp.alice($$select app.finish_delivery(now(), 1, 200, null, null, null, now(), 10, 1, 0)$$), null,
+  'finish_delivery: nothing without a claim');
+select is(pg_temp.as_app(null, 'aaaaaaaa-0000-0000-0000-000000000000',
+  $$select app.finish_delivery(now(), 1, 500, 'x', 'x', null, now() + interval '9 years', 10, 1, 0)$$,
+  p_delivery => 'd3110000-0000-0000-0000-0000000000b0'), null,
+  'finish_delivery: B''s claim with another organization named records nothing');
+select is((select status || attempts from webhook_deliveries where id = 'bbbbbbbb-0000-0000-0000-0000000000de'),
+  'delivering1', 'finish_delivery: and B''s delivery is as it was');
+select is((select count(*) from webhook_delivery_attempts), 0::bigint, 'finish_delivery: no attempt was recorded');
+select is(pg_temp.alice($$select app.ping_webhook_endpoint('bbbbbbbb-0000-0000-0000-0000000000a7')::text$$), null,
+  'ping_webhook_endpoint: another organization''s endpoint does not exist here');
+select throws_ok($$select pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000',
+  'select app.ping_webhook_endpoint(''bbbbbbbb-0000-0000-0000-0000000000a7'')::text',
+  p_delivery => 'd3110000-0000-0000-0000-0000000000b0')$$, '42501', null,
+  'ping_webhook_endpoint: a delivery claim may not ping');
 
 -- Billing.
 create temp table hostile_webhook as select gen_random_uuid() as token;

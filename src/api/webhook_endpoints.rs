@@ -265,6 +265,13 @@ pub async fn create_webhook_endpoint(
     )
     .await?;
     let event_types = checked_event_types(&mut tx, &body.event_types).await?;
+    // Creates in one organization take turns (until commit), so two at once cannot both pass
+    // the limit; other organizations' creates are not held up.
+    tx.query(
+        "select pg_advisory_xact_lock(hashtext('tenantry.webhook_endpoints'), hashtext($1::uuid::text))",
+        &[org.as_uuid()],
+    )
+    .await?;
     let count: i64 = tx
         .query_found("select count(*) from webhook_endpoints where organization_id = $1", &[org.as_uuid()])
         .await?

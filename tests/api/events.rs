@@ -116,6 +116,11 @@ async fn every_change_in_the_catalogue_writes_its_event_with_the_change() {
         )
         .await
         .unwrap();
+    // A test ping, to another endpoint.
+    let (pinged, _) = app.webhook_endpoint(&org, "https://hooks.example.com/y", &["run.failed"]).await;
+    let ping =
+        app.post(&format!("{base}/webhook-endpoints/{pinged}/test"), &org.owner.token, &json!({})).await;
+    assert_eq!(ping.status(), StatusCode::ACCEPTED);
 
     let all = events(&app, &org, "").await;
     assert_eq!(
@@ -142,6 +147,7 @@ async fn every_change_in_the_catalogue_writes_its_event_with_the_change() {
             "workspace.created",
             "workspace.deleted",
             "webhook_endpoint.disabled",
+            "webhook_endpoint.test",
         ]
     );
     // Every type of the published catalogue was written.

@@ -62,6 +62,7 @@ fn probe_body(method: &Method, template: &str, b_user: Uuid) -> Option<Option<Va
             Some(json!({"url": "https://attacker.example.com/x"}))
         }
         ("POST", "/api/v1/orgs/{org_id}/webhook-endpoints/{endpoint_id}/rotate-secret") => Some(json!({})),
+        ("POST", "/api/v1/orgs/{org_id}/webhook-endpoints/{endpoint_id}/test") => None,
         ("POST", "/api/v1/orgs/{org_id}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry") => {
             None
         }

@@ -718,6 +718,16 @@ fn operations() -> Vec<Operation> {
             ),
         },
         Operation {
+            id: "test_webhook_endpoint",
+            method: Method::POST,
+            path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}/test", f.org.id, f.endpoint),
+            body: none,
+            permission: "webhooks:manage",
+            changed: Some(
+                "select count(*) from events where organization_id = $1 and type = 'webhook_endpoint.test'",
+            ),
+        },
+        Operation {
             id: "delete_webhook_endpoint",
             method: Method::DELETE,
             path: |f| format!("/api/v1/orgs/{}/webhook-endpoints/{}", f.org.id, f.doomed_endpoint),

@@ -446,3 +446,21 @@ async fn an_endpoints_delivery_log_shows_each_delivery_and_its_attempts_and_noth
     let forged = tx.execute("update webhook_deliveries set status = 'succeeded' where id = $1", &[&id]).await;
     assert!(forged.is_err());
 }
+
+#[tokio::test]
+async fn creates_at_once_never_pass_the_organizations_endpoint_limit() {
+    let app = std::sync::Arc::new(TestApp::spawn_with(|s| s.webhooks.max_endpoints_per_org = 3).await);
+    let org = app.org_with_owner("acme").await;
+    let creates = (0..12).map(|i| {
+        let (app, org) = (app.clone(), org.clone());
+        tokio::spawn(async move {
+            let body = json!({"url": format!("https://hooks.example.com/{i}"), "event_types": ["*"]});
+            app.post(&endpoints(&org), &org.owner.token, &body).await.status()
+        })
+    });
+    let statuses: Vec<StatusCode> =
+        futures_util::future::join_all(creates).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 3, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
+    assert_eq!(app.raw_count("select count(*) from webhook_endpoints", &[]).await, 3);
+}
