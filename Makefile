@@ -121,7 +121,7 @@ run: build
 	}
 	@$(ENV_SETUP) export TENANTRY_CONFIG=$${TENANTRY_CONFIG:-.tenantry/tenantry.toml}; \
 	  $(BIN) worker > .tenantry/worker.log 2>&1 & worker=$$!; \
-	  echo "  Worker:       executing workflow runs (log: .tenantry/worker.log)"; \
+	  echo "  Worker:       executing workflow runs and delivering webhooks (log: .tenantry/worker.log)"; \
 	  trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	  $(BIN) serve
 
