@@ -35,7 +35,7 @@ $$;
 -- dispatchers, and never delays anyone else's deliveries. Due deliveries are looked for in the
 -- order they fell due among the first 100 of them; when all of those are held up (one endpoint's
 -- backlog), each enabled endpoint's oldest due delivery is looked at instead. FOR UPDATE SKIP
--- LOCKED makes claims exclusive without blocking (app.delivery_may_start() says how exact the
+-- LOCKED makes claims exclusive without blocking (app.lock_due_delivery() says how exact the
 -- caps are).
 -- `p_now` is the dispatcher's clock (tests inject one); leases use the database's.
 create or replace function app.claim_next_delivery(
@@ -93,14 +93,10 @@ begin
         limit 100
       loop
         v_seen := v_seen + 1;
-        continue when not app.delivery_may_start(v_candidate.organization_id, v_candidate.endpoint_id, v_region,
-                                                 v_per_endpoint, v_per_org);
-        select d.id into v_id from public.webhook_deliveries d
-        where d.organization_id = v_candidate.organization_id and d.id = v_candidate.id
-          and d.status = 'pending' and d.next_attempt_at <= v_now
-        for update of d skip locked;
-        if v_id is not null then
+        if app.lock_due_delivery(v_candidate.organization_id, v_candidate.endpoint_id, v_candidate.id, v_region,
+                                 v_per_endpoint, v_per_org, v_now) then
           v_org := v_candidate.organization_id;
+          v_id := v_candidate.id;
           exit;
         end if;
       end loop;
@@ -118,14 +114,10 @@ begin
           order by h.next_attempt_at
           limit 100
         loop
-          continue when not app.delivery_may_start(v_candidate.organization_id, v_candidate.endpoint_id, v_region,
-                                                   v_per_endpoint, v_per_org);
-          select d.id into v_id from public.webhook_deliveries d
-          where d.organization_id = v_candidate.organization_id and d.id = v_candidate.id
-            and d.status = 'pending' and d.next_attempt_at <= v_now
-          for update of d skip locked;
-          if v_id is not null then
+          if app.lock_due_delivery(v_candidate.organization_id, v_candidate.endpoint_id, v_candidate.id, v_region,
+                                   v_per_endpoint, v_per_org, v_now) then
             v_org := v_candidate.organization_id;
+            v_id := v_candidate.id;
             exit;
           end if;
         end loop;
@@ -145,14 +137,16 @@ begin
 end
 $$;
 
--- Internal: may a delivery to this endpoint start now? Its endpoint is enabled, its organization
--- lives in this region and is not suspended, and neither has its cap of attempts in flight. The
+-- Internal: locks delivery `p_delivery` for a claim if it may start now: still due, its endpoint
+-- enabled, its organization in this region and not suspended, and neither at its cap of attempts
+-- in flight; false (nothing locked) otherwise, or when another claim holds it. The
 -- endpoint's cap is exact: a claim holds the endpoint's advisory lock until it commits, and a
 -- concurrent claim skips the endpoint rather than wait (VOLATILE, so the count that follows the
 -- lock sees every claim committed before it). The organization's cap may be passed by one or
 -- two when claims race.
-create or replace function app.delivery_may_start(
-  p_org uuid, p_endpoint uuid, p_region text, p_max_per_endpoint integer, p_max_per_org integer)
+create or replace function app.lock_due_delivery(
+  p_org uuid, p_endpoint uuid, p_delivery uuid, p_region text, p_max_per_endpoint integer, p_max_per_org integer,
+  p_now timestamptz)
 returns boolean
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -174,7 +168,13 @@ begin
   select count(*) filter (where x.endpoint_id = p_endpoint), count(*) into v_endpoint, v_org
   from public.webhook_deliveries x
   where x.organization_id = p_org and x.status = 'delivering';
-  return v_endpoint < p_max_per_endpoint and v_org < p_max_per_org;
+  if v_endpoint >= p_max_per_endpoint or v_org >= p_max_per_org then
+    return false;
+  end if;
+  perform 1 from public.webhook_deliveries d
+  where d.organization_id = p_org and d.id = p_delivery and d.status = 'pending' and d.next_attempt_at <= p_now
+  for update of d skip locked;
+  return found;
 end
 $$;
 
@@ -297,4 +297,4 @@ call app.install_definer(array[
     'app.finish_delivery(timestamptz, integer, integer, text, text, timestamptz, timestamptz, integer, integer, integer)',
     'app.ping_webhook_endpoint(uuid)'
 ], '{tenantry_app}');
-call app.install_definer(array['app.delivery_may_start(uuid, uuid, text, integer, integer)'], '{}');
+call app.install_definer(array['app.lock_due_delivery(uuid, uuid, uuid, text, integer, integer, timestamptz)'], '{}');

@@ -157,6 +157,21 @@ pub struct DeliveryFilter {
     pub sort: Option<DeliverySort>,
 }
 
+/// One delivery as a write just left it (the row behind the answer of a retry or a ping).
+async fn delivery_row(tx: &mut TenantTx, org: Uuid, endpoint: Uuid, delivery: Uuid) -> Result<Row, ApiError> {
+    Ok(tx
+        .query_found(
+            concat!(
+                "select ",
+                delivery_columns!(),
+                " from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
+                 where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3"
+            ),
+            &[&org, &endpoint, &delivery],
+        )
+        .await?)
+}
+
 fn delivery_from_row(row: &Row) -> WebhookDeliveryResponse {
     WebhookDeliveryResponse {
         id: row.get("id"),
@@ -351,17 +366,7 @@ pub async fn retry_webhook_delivery(
         });
     }
     tx.execute("select pg_notify('tenantry_deliveries', '')", &[]).await?;
-    let row = tx
-        .query_found(
-            concat!(
-                "select ",
-                delivery_columns!(),
-                " from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
-                 where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3"
-            ),
-            &[&path.org_id, &path.endpoint_id, &path.delivery_id],
-        )
-        .await?;
+    let row = delivery_row(&mut tx, path.org_id, path.endpoint_id, path.delivery_id).await?;
     let entry = AuditEntry::allowed("webhook_delivery.retry", "webhook_delivery", path.delivery_id, &meta)
         .with_details(serde_json::json!({"endpoint_id": path.endpoint_id}));
     record(&mut tx, &principal, entry).await?;
@@ -423,17 +428,7 @@ pub async fn test_webhook_endpoint(
         .await?
         .get::<_, Option<Uuid>>(0)
         .ok_or_else(disabled)?;
-    let row = tx
-        .query_found(
-            concat!(
-                "select ",
-                delivery_columns!(),
-                " from webhook_deliveries d join events e on e.organization_id = d.organization_id and e.id = d.event_id \
-                 where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3"
-            ),
-            &[&path.org_id, &path.endpoint_id, &delivery],
-        )
-        .await?;
+    let row = delivery_row(&mut tx, path.org_id, path.endpoint_id, delivery).await?;
     let entry = AuditEntry::allowed("webhook_endpoint.test", "webhook_endpoint", path.endpoint_id, &meta)
         .with_details(serde_json::json!({"delivery_id": delivery}));
     record(&mut tx, &principal, entry).await?;
