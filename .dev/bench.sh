@@ -11,6 +11,8 @@
 # And the floor of a tenant read: the same list as a superuser (no policies), with an explicit
 # WHERE, one set_config and no principal check. The server's own SQL against it is the price of
 # verified isolation in the database.
+# Then the cost of writing the event: the create path with the workspace's event trigger and
+# without it (HTTP and SQL), in interleaved pairs of short runs.
 # Then flag evaluation (POST /orgs/{org}/flags/evaluate) with its server-side latency.
 # 100 organizations in rotation; req/s, p50/p99, ratios and the server's peak RSS are printed.
 set -euo pipefail
@@ -93,6 +95,29 @@ for scenario in list get create; do
     run_pgbench list-floor postgres; run_pgbench list-floor postgres
   fi
 done
+
+# The cost of writing the event (issue 15): the same create over HTTP and in SQL, with the
+# workspace's event trigger enabled and disabled. This machine drifts by 20 % within a minute, so
+# it is measured as EVENT_ROUNDS adjacent pairs of short runs (with/without, then without/with)
+# and each round's cost is read from its own pair; the report gives their median.
+EVENT_ROUNDS=${BENCH_EVENT_ROUNDS:-6}; EVENT_DURATION=${BENCH_EVENT_DURATION:-5}
+cp $OUT/create-rls.sql $OUT/create-event.sql
+event_trigger() { psql "$LOAD_DB" -qc "alter table workspaces $1 trigger workspaces_events"; }
+event_run() { # with|without round: one HTTP run and one SQL run in that state
+  [ "$1" = with ] && event_trigger enable || event_trigger disable
+  wrk -t2 -c$CONNS -d${EVENT_DURATION}s --latency -s $OUT/create.lua "http://127.0.0.1:$HTTP_PORT" > $OUT/wrk-event-$1-$2.txt
+  (cd $OUT && "$PGBENCH" -n -h 127.0.0.1 -p $PORT -U tenantry_app -c 16 -j 2 -T $EVENT_DURATION -M prepared \
+     -f create-event.sql bench > pgbench-event-$1-$2.txt 2>&1) || { cat $OUT/pgbench-event-$1-$2.txt >&2; exit 1; }
+}
+trap 'event_trigger enable 2>/dev/null || true; kill $SERVER 2>/dev/null || true' EXIT
+echo "== the event's cost: $EVENT_ROUNDS rounds of create with its event and without (trigger disabled), ${EVENT_DURATION} s runs"
+for r in $(seq 1 $EVENT_ROUNDS); do
+  if [ $((r % 2)) = 1 ]; then event_run with $r; event_run without $r; else event_run without $r; event_run with $r; fi
+done
+event_trigger enable
+[ "$(psql "$LOAD_DB" -tAc "select tgenabled from pg_trigger where tgname = 'workspaces_events'")" = O ] \
+  || { echo "the workspace event trigger was left disabled" >&2; exit 1; }
+trap 'kill $SERVER 2>/dev/null || true' EXIT
 
 echo "== flags: 20 platform flags, each of the $HOT organizations configures 10 (percentages, allow/deny lists)"
 psql "$LOAD_DB" -q <<SQL

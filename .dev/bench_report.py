@@ -54,6 +54,23 @@ print("| the list's floor: superuser, explicit WHERE, no policies, no principal 
 print("|---|---|---|---|---|---|")
 print(f"| BEGIN; set_config(org); SELECT ... WHERE organization_id = $1 ... LIMIT 21; COMMIT | {floor:,.0f} tx/s "
       f"| {f50:.2f} / {f99:.2f} ms | {rls:,.0f} tx/s | {floor / rls:.2f}x | {rps / floor:.2f} |")
+
+rounds = sorted(int(re.search(r"-(\d+)\.txt$", f).group(1)) for f in glob.glob(f"{out}/wrk-event-with-*.txt"))
+tps = lambda path: float(re.search(r"tps = ([\d.]+)", open(path).read()).group(1))
+http = [(wrk(f"{out}/wrk-event-with-{r}.txt"), wrk(f"{out}/wrk-event-without-{r}.txt")) for r in rounds]
+sql = [(tps(f"{out}/pgbench-event-with-{r}.txt"), tps(f"{out}/pgbench-event-without-{r}.txt")) for r in rounds]
+median = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
+cost = lambda pairs: [(without - with_) / without * 100 for with_, without in pairs]
+mean = lambda xs: sum(xs) / len(xs)
+http_cost, sql_cost = cost([(a[0], b[0]) for a, b in http]), cost(sql)
+print()
+print(f"| the event's cost: the create path with its event and without (trigger disabled), {len(rounds)} interleaved rounds | with the event (mean) | without (mean) | cost, median of the rounds | the rounds |")
+print("|---|---|---|---|---|")
+print(f"| HTTP POST /orgs/{{org}}/workspaces (wrk -c{conns}) | {mean([a[0] for a, _ in http]):,.0f} req/s "
+      f"| {mean([b[0] for _, b in http]):,.0f} req/s | {median(http_cost):+.1f} % | {', '.join(f'{c:+.0f}' for c in http_cost)} % |"
+      + (f" errors: {sum(a[3] + b[3] for a, b in http)}" if sum(a[3] + b[3] for a, b in http) else ""))
+print(f"| SQL: the insert and its audit entry (pgbench -c16) | {mean([a for a, _ in sql]):,.0f} tx/s "
+      f"| {mean([b for _, b in sql]):,.0f} tx/s | {median(sql_cost):+.1f} % | {', '.join(f'{c:+.0f}' for c in sql_cost)} % |")
 print()
 print("| flags: POST /orgs/{org}/flags/evaluate (20 flags) | throughput | client p50 | client p99 | server p50 | server p99 | server p99.9 |")
 print("|---|---|---|---|---|---|---|")

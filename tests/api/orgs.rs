@@ -144,9 +144,10 @@ async fn only_an_owner_deletes_an_organization_and_everything_in_it_goes() {
     assert_eq!(body["permission"], "org:delete");
     assert_eq!(app.raw_count("select count(*) from organizations", &[]).await, 1);
 
+    assert!(app.raw_count("select count(*) from events", &[]).await > 0);
     let res = app.delete(&path, &org.owner.token).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    for table in ["organizations", "memberships", "workspaces"] {
+    for table in ["organizations", "memberships", "workspaces", "events"] {
         let sql = format!("select count(*) from {table}");
         assert_eq!(app.raw_count(&sql, &[]).await, 0, "{table} emptied");
     }
