@@ -31,7 +31,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
+.PHONY: alerts export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -177,6 +177,7 @@ test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
 	@$(MAKE) --no-print-directory test-managed
 	@$(MAKE) --no-print-directory contract
 	@$(MAKE) --no-print-directory export-rss
+	@$(MAKE) --no-print-directory alerts
 	@echo "make test: all checks passed"
 
 # The integration suites and pgTAP on the managed-shaped cluster (also part of `make test`). The
@@ -188,6 +189,13 @@ test-managed: test-db build
 	env -u TEST_PGBOUNCER_PORT $(MANAGED_ENV) $(CARGO) test --test api -- --skip backup:: --skip catalog::a_backup_role_that_can_write_is_reported
 	@echo "pgTAP on the managed-shaped cluster, installed by its admin:"
 	@.dev/pgtap.sh "$(call MANAGED_URL,postgres,superuser)" $(BIN) "$(call MANAGED_URL,tenantry_admin,admin)"
+
+# The shipped alert rules: promtool (Debian's prometheus package) checks them and runs their
+# unit tests, which fire each rule on synthetic series and keep it quiet on healthy ones.
+alerts:
+	@.dev/tools.sh promtool:prometheus
+	promtool check rules .ops/prometheus/tenantry-alerts.yml
+	cd .ops/prometheus && promtool test rules tenantry-alerts.test.yml
 
 # pgTAP: migrate a scratch database, run policies/tests with pg_prove, then `tenantry check` on it.
 pgtap: test-db build

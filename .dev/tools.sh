@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Makes sure the OS packages the tests run next to the server are installed:
-#   .dev/tools.sh redis-server pgbouncer
-# As root with apt-get, missing ones are installed; otherwise the script says what to install.
+#   .dev/tools.sh redis-server pgbouncer promtool:prometheus
+# (a command, or command:package when the package is named otherwise). As root with apt-get,
+# missing ones are installed; otherwise the script says what to install.
 set -euo pipefail
 
 missing=()
 for tool in "$@"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -14,6 +14,8 @@ grant update (actor_id, ip, user_agent, request_id, details, target_id, prev_has
 grant execute on function app.organization_data_mode(uuid) to tenantry_app;
 grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.audit_events),
   app.audit_canonical(public.audit_events) to tenantry_app;
+grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.audit_events),
+  app.audit_canonical(public.audit_events) to tenantry_definer;
 
 drop policy if exists audit_events_select on public.audit_events;
 create policy audit_events_select on public.audit_events for select to tenantry_app

@@ -12,7 +12,7 @@ grant select (organization_id, workspace_id, id, workflow_id, version, status, i
               created_by, created_by_api_key, created_at, started_at, finished_at, row_version)
   on public.workflow_runs to tenantry_app;
 grant insert (organization_id, workspace_id, id, workflow_id, version, input, input_bytes, created_by,
-              created_by_api_key)
+              created_by_api_key, traceparent)
   on public.workflow_runs to tenantry_app;
 grant update (status, output, output_bytes, error_code, failed_step, error_message, finished_at)
   on public.workflow_runs to tenantry_app;

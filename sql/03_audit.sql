@@ -37,3 +37,20 @@ revoke all on function app.platform_org() from public;
 grant execute on function app.platform_org() to tenantry_definer;
 
 call app.install_definer(array['app.audit_append(uuid, text, uuid, text, text, text, text, jsonb, inet, text, text)'], '{}');
+
+-- The audit watchdog (the worker's periodic check, `tenantry audit verify --metrics-file`):
+-- every chain in the database verified, with how many there are, how many are broken, and the
+-- first broken ones' organizations (at most 20, for the operator's log). Counts and ids only,
+-- never an entry's content. A definer function because the worker has no organization context.
+create or replace function app.verify_audit_chains()
+returns table (chains bigint, broken bigint, broken_organizations uuid[])
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select count(*), count(v.seq),
+         (array_agg(c.organization_id order by c.organization_id) filter (where v.seq is not null))[1:20]
+  from (select distinct e.organization_id from public.audit_events e) c
+  left join lateral app.audit_verify(c.organization_id) v on true
+$$;
+
+call app.install_definer(array['app.verify_audit_chains()'], '{tenantry_app}');

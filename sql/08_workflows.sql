@@ -6,6 +6,8 @@ set role tenantry_owner;
 set check_function_bodies = off;
 
 drop function if exists app.claim_next_run(text, text, integer, integer);
+-- Issue 16 added `traceparent` to what a claim returns (a new result column: drop, recreate).
+drop function if exists app.claim_next_run(text, integer, integer, integer);
 
 -- Publish a workflow's validated draft as its next version (workflows:publish). The row lock
 -- on the workflow serializes concurrent publishes: versions are consecutive, never duplicated.
@@ -60,7 +62,7 @@ $$;
 -- under the organization's RLS context, with the token.
 create or replace function app.claim_next_run(
   p_worker text, p_lease_seconds integer, p_max_attempts integer, p_max_running_per_org integer)
-returns table (organization_id uuid, run_id uuid, claim_token uuid, attempt integer)
+returns table (organization_id uuid, run_id uuid, claim_token uuid, attempt integer, traceparent text)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -127,7 +129,7 @@ begin
           lease_expires_at = now() + make_interval(secs => v_lease),
           attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
       where r.organization_id = v_org and r.id = v_run
-      returning r.organization_id, r.id, r.claim_token, r.attempts;
+      returning r.organization_id, r.id, r.claim_token, r.attempts, r.traceparent;
     return;
   end loop;
 end
@@ -171,7 +173,33 @@ begin
 end
 $$;
 
+-- The worker's metrics: this region's queue (queued, running, leases run out, the oldest queued
+-- run's age) and how many runs ever failed for using up their attempts. Counts only, across
+-- organizations, never an id or content; what it counts is the context's region.
+create or replace function app.run_queue_stats()
+returns table (queued bigint, running bigint, leases_expired bigint, oldest_queued_seconds double precision,
+               attempts_exhausted bigint)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with region_runs as (
+    select r.status, r.created_at, r.lease_expires_at
+    from public.workflow_runs r
+    join public.organizations o on o.id = r.organization_id and o.region = app.current_region()
+    where r.status in ('queued', 'running')
+  )
+  select count(*) filter (where status = 'queued'),
+         count(*) filter (where status = 'running'),
+         count(*) filter (where status = 'running' and lease_expires_at < now()),
+         coalesce(extract(epoch from now() - min(created_at) filter (where status = 'queued')), 0)::float8,
+         (select count(*) from public.workflow_runs x
+          join public.organizations o on o.id = x.organization_id and o.region = app.current_region()
+          where x.error_code = 'lease_expired')
+  from region_runs
+$$;
+
 call app.install_definer(array[
+    'app.run_queue_stats()',
     'app.publish_workflow(uuid, text, jsonb)',
     'app.release_run_claim(uuid)',
     'app.current_run_id()',

@@ -44,4 +44,34 @@ fn main() {
     writeln!(out, "pub const EMBEDDED_FROM: &str = {dir:?};").unwrap();
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("embedded_sql.rs");
     std::fs::write(dest, out).unwrap();
+    build_commit();
+}
+
+/// The commit built, for `tenantry_build_info{commit}`: `TNTY_BUILD_COMMIT` (a release
+/// pipeline building from an archive), else git's HEAD, else `unknown`. Reruns when HEAD moves.
+fn build_commit() {
+    println!("cargo:rerun-if-env-changed=TNTY_BUILD_COMMIT");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    for path in ["HEAD", "refs/heads"] {
+        if let Some(file) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={file}");
+        }
+    }
+    let commit = std::env::var("TNTY_BUILD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    let commit: String =
+        commit.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').take(64).collect();
+    println!("cargo:rustc-env=TNTY_COMMIT={commit}");
 }

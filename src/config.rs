@@ -107,6 +107,10 @@ pub struct Settings {
     pub billing: BillingSettings,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// Traces (OpenTelemetry over OTLP); off unless an endpoint is set here or in the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 /// Outbound webhooks: organizations' endpoints and their deliveries.
@@ -364,6 +368,13 @@ pub struct WorkerSettings {
     pub shutdown_grace_secs: u64,
     /// Events older than this many days are deleted (7 to 3650); the worker prunes hourly.
     pub event_retention_days: u32,
+    /// Where the worker serves `GET /metrics` (and `GET /health`), e.g. `0.0.0.0:9465`; unset:
+    /// nowhere. The server's `metrics_token` rules apply: without a token, 404.
+    pub metrics_listen: Option<String>,
+    /// The audit watchdog: every this many seconds the worker verifies every organization's
+    /// audit chain and exports the result (`tenantry_audit_chains{state}`); 0: never. Each
+    /// worker verifies every chain, so with many workers a longer interval costs the same.
+    pub audit_verify_interval_secs: u64,
 }
 
 impl Default for WorkerSettings {
@@ -377,6 +388,8 @@ impl Default for WorkerSettings {
             max_running_per_org: 4,
             shutdown_grace_secs: 20,
             event_retention_days: 30,
+            metrics_listen: None,
+            audit_verify_interval_secs: 3600,
         }
     }
 }
@@ -603,6 +616,7 @@ impl Default for Settings {
             provider_keys: ProviderKeySettings::default(),
             webhooks: WebhookSettings::default(),
             billing: BillingSettings::default(),
+            telemetry: crate::telemetry::TelemetrySettings::default(),
         }
     }
 }
@@ -685,6 +699,7 @@ const KNOWN_KEYS: &[&str] = &[
     "provider_keys",
     "billing",
     "webhooks",
+    "telemetry",
     "config",
     "log",
 ];
@@ -763,6 +778,19 @@ impl Settings {
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
         anyhow::ensure!(self.request_timeout_secs >= 1, "request_timeout_secs must be at least 1");
         anyhow::ensure!(self.worker.concurrency >= 1, "worker.concurrency must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.telemetry.sample_ratio),
+            "telemetry.sample_ratio must be between 0.0 and 1.0 (TENANTRY_TELEMETRY__SAMPLE_RATIO)"
+        );
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            let url = url::Url::parse(endpoint).map_err(|_| {
+                anyhow::anyhow!("telemetry.otlp_endpoint: {endpoint:?} is not a URL (http://collector:4318)")
+            })?;
+            anyhow::ensure!(
+                matches!(url.scheme(), "http" | "https") && url.query().is_none(),
+                "telemetry.otlp_endpoint must be an http(s) base URL such as http://collector:4318"
+            );
+        }
         for origin in &self.cors_allowed_origins {
             let url = url::Url::parse(origin)
                 .map_err(|_| anyhow::anyhow!("cors_allowed_origins: {origin:?} is not a URL"))?;

@@ -25,6 +25,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::api::webhook_endpoints::secret_aad;
@@ -76,13 +77,28 @@ pub struct Dispatcher {
     /// Decides when deliveries are due and retried (tests inject one); leases use the database's.
     now: Clock,
     wake: Arc<Notify>,
+    metrics: Option<crate::metrics::WorkerMetrics>,
 }
 
 impl Dispatcher {
+    /// Counts attempts by outcome in the worker's metrics.
+    pub fn with_metrics(mut self, metrics: crate::metrics::WorkerMetrics) -> Dispatcher {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub fn new(db: Db, settings: WebhookSettings, master_keys: Arc<MasterKeys>) -> Dispatcher {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let name = format!("{host}:{}:dispatch", std::process::id());
-        Dispatcher { db, settings, master_keys, name, now: Arc::new(Utc::now), wake: Arc::new(Notify::new()) }
+        Dispatcher {
+            db,
+            settings,
+            master_keys,
+            name,
+            now: Arc::new(Utc::now),
+            wake: Arc::new(Notify::new()),
+            metrics: None,
+        }
     }
 
     /// Uses `now` instead of the system clock to decide what is due and when to retry.
@@ -104,16 +120,25 @@ impl Dispatcher {
         else {
             return Ok(None);
         };
-        let status = self.process(&claim).await?;
+        let span = tracing::info_span!(
+            "webhook delivery",
+            otel.name = "webhook delivery",
+            org.id = %claim.org,
+            delivery.id = %claim.delivery_id,
+            delivery.attempt = claim.attempt,
+        );
+        let status = self.process(&claim).instrument(span).await?;
         Ok(Some((claim, status)))
     }
 
     async fn process(&self, claim: &DeliveryClaim) -> Result<Option<String>, DbError> {
         let started_at = (self.now)();
         let began = Instant::now();
+        let mut sent = true;
         let outcome = match self.load(claim).await {
             Ok(Ok(loaded)) => self.attempt(&loaded, started_at, began).await,
             Ok(Err(why)) => {
+                sent = false;
                 tracing::warn!(org.id = %claim.org, delivery.id = %claim.delivery_id, why, "webhook not sent");
                 AttemptOutcome {
                     started_at,
@@ -128,6 +153,13 @@ impl Dispatcher {
             Err(e) => return Err(e),
         };
         let succeeded = outcome.response_status.is_some_and(|s| (200..300).contains(&s));
+        if let Some(metrics) = &self.metrics {
+            metrics.delivery(match (succeeded, sent) {
+                (true, _) => "delivered",
+                (false, false) => "not_sent",
+                (false, true) => "failed",
+            });
+        }
         let now = (self.now)();
         let next = if succeeded {
             None
@@ -244,17 +276,16 @@ impl Dispatcher {
         let secrets: Vec<&SecretString> = loaded.secrets.iter().collect();
         let signature = standard_webhooks::signature_header(&secrets, &id, timestamp, &loaded.body)
             .map_err(|_| "the signing secret is malformed".to_owned())?;
-        let mut response = client
+        let request = client
             .post(url)
             .header("content-type", "application/json")
             .header("user-agent", concat!("tenantry-webhooks/", env!("CARGO_PKG_VERSION")))
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(loaded.body.clone())
-            .send()
-            .await
-            .map_err(|e| request_error(&e))?;
+            .body(loaded.body.clone());
+        let mut response =
+            crate::telemetry::send(request, "webhook_endpoint").await.map_err(|e| request_error(&e))?;
         let status = i32::from(response.status().as_u16());
         let mut read = Vec::new();
         while read.len() < MAX_RESPONSE_READ {

@@ -9,10 +9,12 @@
 //! 5. `db`: the pool, the tenant transaction, migrations, the catalog check; `providers` (the
 //!    LLM providers' APIs)
 //! 6. `config`; `request` (what a request carries to every layer: its id, the organization its
-//!    caller was admitted to, the client's address)
+//!    caller was admitted to, the client's address); `metrics` (what both processes export, and
+//!    the worker's own)
 //! 7. `crypto`, `domain`, `outbound` (SSRF-hardened requests to addresses tenants choose),
 //!    `standard_webhooks` (signing our deliveries, their retry schedule), `webhooks` (signature
-//!    checks of payment providers' events)
+//!    checks of payment providers' events), `telemetry` (logs, traces, the trace context crossing
+//!    into and out of the process)
 
 pub mod api;
 pub mod auth;
@@ -24,12 +26,14 @@ pub mod dispatcher;
 pub mod domain;
 pub mod flags;
 pub mod http;
+pub mod metrics;
 pub mod outbound;
 pub mod providers;
 pub mod request;
 pub mod seed;
 pub mod standard_webhooks;
 pub mod startup;
+pub mod telemetry;
 pub mod usage;
 pub mod webhooks;
 pub mod worker;

@@ -106,20 +106,31 @@ enum AuditCommand {
     Verify {
         #[arg(long)]
         org: Option<uuid::Uuid>,
+        /// Also write the result in the Prometheus text format (for node_exporter's textfile
+        /// collector, from cron): the worker watchdog's metrics, `tenantry_audit_chains{state}`
+        /// and `tenantry_audit_last_verification_timestamp_seconds`.
+        #[arg(long)]
+        metrics_file: Option<std::path::PathBuf>,
     },
 }
 
-fn init_tracing(settings: &Settings) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TENANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // tokio-postgres logs every statement's parameter values at debug: token hashes, sealed
-    // secrets, endpoint URLs. Never, whatever TENANTRY_LOG asks for.
-    let filter = filter.add_directive("tokio_postgres::query=info".parse().expect("a valid directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
+/// The audit watchdog's metrics as a textfile-collector file, replaced atomically.
+fn write_audit_metrics(path: &std::path::Path, chains: usize, broken: usize) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp();
+    let text = format!(
+        "# HELP tenantry_audit_chains Audit chains at the last verification\n\
+         # TYPE tenantry_audit_chains gauge\n\
+         tenantry_audit_chains{{state=\"verified\"}} {}\n\
+         tenantry_audit_chains{{state=\"broken\"}} {broken}\n\
+         # HELP tenantry_audit_last_verification_timestamp_seconds When every audit chain was last verified\n\
+         # TYPE tenantry_audit_last_verification_timestamp_seconds gauge\n\
+         tenantry_audit_last_verification_timestamp_seconds {now}\n",
+        chains - broken
+    );
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
 }
 
 fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
@@ -140,7 +151,10 @@ fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load()?;
-    init_tracing(&settings);
+    let service = if matches!(cli.command, Command::Worker) { "tenantry-worker" } else { "tenantry" };
+    // Flushes the last spans when `run` returns.
+    let json_logs = settings.log_format == LogFormat::Json;
+    let _telemetry = tenantry::telemetry::init(json_logs, &settings.telemetry, service)?;
     for var in Settings::unknown_env_vars() {
         tracing::warn!(variable = %var, "unknown TENANTRY_ setting ignored (typo?)");
     }
@@ -170,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 master_keys.clone(),
             );
             let worker = tenantry::worker::Worker::new(db, settings.worker.clone())
+                .with_metrics_token(settings.metrics_token.clone())
                 .with_providers(settings.provider_keys.clone(), master_keys)
                 .with_dispatcher(dispatcher);
             worker
@@ -248,7 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             println!("{token}");
         }
-        Command::Audit { command: AuditCommand::Verify { org } } => {
+        Command::Audit { command: AuditCommand::Verify { org, metrics_file } } => {
             let client = tenantry::db::admin_client(&tenantry::db::admin_connector(&settings)?).await?;
             let rows = client
                 .query(
@@ -273,6 +288,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("tenantry audit verify: {} chain(s), {broken} broken", rows.len());
+            if let Some(path) = metrics_file {
+                write_audit_metrics(&path, rows.len(), broken)?;
+            }
             if broken > 0 {
                 return Ok(ExitCode::from(1));
             }

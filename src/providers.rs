@@ -166,8 +166,9 @@ pub async fn live_check(
     let (client, url) = pinned_client(settings.allow_private_addresses, &target, timeout)
         .await
         .map_err(LiveCheckError::from)?;
-    let response =
-        authenticate(provider, client.get(url), key).send().await.map_err(|e| send_error(&e, timeout))?;
+    let response = crate::telemetry::send(authenticate(provider, client.get(url), key), "llm_provider")
+        .await
+        .map_err(|e| send_error(&e, timeout))?;
     match response.status().as_u16() {
         200..=299 => Ok(true),
         401 | 403 => Ok(false),
@@ -237,11 +238,10 @@ pub async fn chat(
     let (client, url) = pinned_client(settings.allow_private_addresses, &target, timeout)
         .await
         .map_err(LiveCheckError::from)?;
-    let response = authenticate(provider, client.post(url), key)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| send_error(&e, timeout))?;
+    let response =
+        crate::telemetry::send(authenticate(provider, client.post(url), key).json(&body), "llm_provider")
+            .await
+            .map_err(|e| send_error(&e, timeout))?;
     let status = response.status().as_u16();
     if !(200..300).contains(&status) {
         return Err(LiveCheckError::Unreachable(format!("the provider answered HTTP {status}")));

@@ -120,8 +120,10 @@ impl Application {
             usage: usage.clone(),
             export_slots: tokio::sync::Semaphore::new(api::exports::CONCURRENT_EXPORTS),
         });
-        let edge =
-            web::Data::new(crate::http::Edge { metrics: crate::http::metrics::Metrics::new(), rate_limits });
+        let edge = web::Data::new(crate::http::Edge {
+            metrics: crate::http::metrics::Metrics::new(&state.db.pool_wait),
+            rate_limits,
+        });
         let shared_state = state.clone();
         let shared_edge = edge.clone();
         // One document: what /api/v1/openapi.json serves and where 405's `Allow` comes from.

@@ -15,10 +15,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use secrecy::SecretString;
 
@@ -28,6 +29,7 @@ use crate::crypto::MasterKeys;
 use crate::db::queue::{self, Claim};
 use crate::db::{Actor, Db, DbError, TenantTx};
 use crate::domain::OrgId;
+use crate::metrics::WorkerMetrics;
 use crate::providers::{self, Provider};
 
 /// Why a run failed: a machine-readable code always, the step and a message (content) if known.
@@ -53,6 +55,18 @@ pub enum Outcome {
     Abandoned,
     /// Given back to the queue by a worker shutting down, its attempt returned.
     Released,
+}
+
+impl Outcome {
+    /// The metrics' and spans' name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Abandoned => "abandoned",
+            Outcome::Released => "released",
+        }
+    }
 }
 
 /// How a claimed execution ended.
@@ -129,31 +143,55 @@ pub async fn execute(
     spec: &WorkflowSpec,
     input: &Value,
     providers: Option<&Providers<'_>>,
+    metrics: Option<&WorkerMetrics>,
 ) -> Result<Value, Failure> {
     let mut outputs = Map::new();
     for step in &spec.steps {
-        let output = match step.uses.as_str() {
-            "core.echo" => step.with.clone().unwrap_or_else(|| input.clone()),
-            "core.fail" => {
-                let message = step.with.as_ref().and_then(|w| w.get("message")).and_then(Value::as_str);
-                return Err(Failure::at("step_failed", &step.id, message.unwrap_or("the step failed")));
-            }
-            "core.sleep" => {
-                let ms = step.with.as_ref().and_then(|w| w.get("ms")).and_then(Value::as_u64);
-                let Some(ms) = ms.filter(|ms| *ms <= 600_000) else {
-                    return Err(Failure::at("invalid_step", &step.id, "with.ms must be 0 to 600000"));
-                };
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                serde_json::json!({ "slept_ms": ms })
-            }
-            "llm.chat" => llm_chat(step, input, providers).await?,
-            other => {
-                return Err(Failure::at("unknown_action", &step.id, format!("no action named {other:?}")));
-            }
-        };
-        outputs.insert(step.id.clone(), output);
+        let started = Instant::now();
+        let output = execute_step(step, input, providers)
+            .instrument(tracing::info_span!("step", otel.name = %format!("step {}", step_action(&step.uses))))
+            .await;
+        if let Some(metrics) = metrics {
+            metrics.step_finished(&step.uses, output.is_ok(), started.elapsed());
+        }
+        outputs.insert(step.id.clone(), output?);
     }
     Ok(Value::Object(outputs))
+}
+
+/// A step's action as spans name it: a known action, else `other` (definitions are input).
+fn step_action(uses: &str) -> &str {
+    match uses {
+        "core.echo" | "core.fail" | "core.sleep" | "llm.chat" => uses,
+        _ => "other",
+    }
+}
+
+async fn execute_step(
+    step: &Step,
+    input: &Value,
+    providers: Option<&Providers<'_>>,
+) -> Result<Value, Failure> {
+    let output = match step.uses.as_str() {
+        "core.echo" => step.with.clone().unwrap_or_else(|| input.clone()),
+        "core.fail" => {
+            let message = step.with.as_ref().and_then(|w| w.get("message")).and_then(Value::as_str);
+            return Err(Failure::at("step_failed", &step.id, message.unwrap_or("the step failed")));
+        }
+        "core.sleep" => {
+            let ms = step.with.as_ref().and_then(|w| w.get("ms")).and_then(Value::as_u64);
+            let Some(ms) = ms.filter(|ms| *ms <= 600_000) else {
+                return Err(Failure::at("invalid_step", &step.id, "with.ms must be 0 to 600000"));
+            };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            serde_json::json!({ "slept_ms": ms })
+        }
+        "llm.chat" => llm_chat(step, input, providers).await?,
+        other => {
+            return Err(Failure::at("unknown_action", &step.id, format!("no action named {other:?}")));
+        }
+    };
+    Ok(output)
 }
 
 /// Event retention: every worker deletes expired events once an hour (several workers doing so
@@ -170,6 +208,95 @@ async fn prune_events_hourly(db: Db, retention_days: u32) {
     }
 }
 
+/// The audit watchdog: verifies every chain now and then every `every`, and exports the result.
+/// A broken chain is logged (target `tenantry::security`) with the organizations it is in.
+async fn verify_audit_chains_every(db: Db, metrics: WorkerMetrics, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match crate::db::stats::verify_audit_chains(&db).await {
+            Ok(result) => {
+                metrics.audit_verified(result.chains, result.broken);
+                if result.broken > 0 {
+                    tracing::error!(
+                        target: "tenantry::security",
+                        event = "audit.chain_broken",
+                        broken = result.broken,
+                        organizations = ?result.broken_organizations,
+                        "audit chain verification failed: run `tenantry audit verify`"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit watchdog: verification failed; retrying at the next interval")
+            }
+        }
+    }
+}
+
+/// What the worker's metrics endpoint serves from.
+struct Scrape {
+    db: Db,
+    metrics: WorkerMetrics,
+    token: Option<SecretString>,
+}
+
+/// The worker's `GET /metrics` (the server's token rules; the queue is counted at scrape time,
+/// only for a scraper that presented the token) and `GET /health` (liveness).
+fn serve_metrics(listen: &str, worker: &Worker) -> anyhow::Result<actix_web::dev::Server> {
+    use actix_web::{App, HttpServer, web};
+    let scrape = web::Data::new(Scrape {
+        db: worker.db.clone(),
+        metrics: worker.metrics.clone(),
+        token: worker.metrics_token.clone(),
+    });
+    let server = HttpServer::new(move || {
+        App::new().app_data(scrape.clone()).route("/metrics", web::get().to(scrape_metrics)).route(
+            "/health",
+            web::get()
+                .to(|| async { actix_web::HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(listen)
+    .map_err(|e| anyhow::anyhow!("worker.metrics_listen {listen:?}: {e}"))?
+    .run();
+    Ok(server)
+}
+
+async fn scrape_metrics(
+    req: actix_web::HttpRequest,
+    scrape: actix_web::web::Data<Scrape>,
+) -> actix_web::HttpResponse {
+    if let Err(refused) = crate::http::metrics::admit_scraper(&req, scrape.token.as_ref()) {
+        return actix_web::ResponseError::error_response(&refused);
+    }
+    match crate::db::stats::run_queue(&scrape.db).await {
+        Ok(q) => {
+            scrape.metrics.database_up(true);
+            scrape.metrics.queue(
+                q.queued,
+                q.running,
+                q.leases_expired,
+                q.oldest_queued_secs,
+                q.attempts_exhausted,
+            );
+        }
+        Err(e) => {
+            scrape.metrics.database_up(false);
+            tracing::warn!(error = %e, "worker metrics: counting the queue failed");
+        }
+    }
+    match scrape.metrics.render() {
+        Ok(body) => {
+            actix_web::HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
+        }
+        Err(_) => actix_web::HttpResponse::InternalServerError().finish(),
+    }
+}
+
 pub struct Worker {
     db: Db,
     settings: WorkerSettings,
@@ -180,6 +307,9 @@ pub struct Worker {
     release: tokio::sync::watch::Sender<bool>,
     /// Delivers webhooks beside the runs, when configured.
     dispatcher: Option<Arc<crate::dispatcher::Dispatcher>>,
+    metrics: WorkerMetrics,
+    /// The bearer token `/metrics` asks for (`metrics_token`).
+    metrics_token: Option<SecretString>,
 }
 
 impl Worker {
@@ -187,7 +317,10 @@ impl Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let name = format!("{host}:{}", std::process::id());
         let (release, _) = tokio::sync::watch::channel(false);
+        let metrics = WorkerMetrics::new(&db.pool_wait);
         Worker {
+            metrics,
+            metrics_token: None,
             db,
             settings,
             providers: None,
@@ -206,16 +339,44 @@ impl Worker {
 
     /// Delivers organizations' webhooks too, in loops of their own.
     pub fn with_dispatcher(mut self, dispatcher: crate::dispatcher::Dispatcher) -> Worker {
-        self.dispatcher = Some(Arc::new(dispatcher));
+        self.dispatcher = Some(Arc::new(dispatcher.with_metrics(self.metrics.clone())));
         self
     }
 
-    /// Claims and processes one run; `None` when the queue is empty.
+    /// The token scrapers of `/metrics` present (`metrics_token`; without one, 404).
+    pub fn with_metrics_token(mut self, token: Option<SecretString>) -> Worker {
+        self.metrics_token = token;
+        self
+    }
+
+    /// What this worker has measured (`/metrics`).
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    /// Claims and processes one run; `None` when the queue is empty. The run's span continues
+    /// the trace of the request that queued it.
     pub async fn run_once(&self) -> Result<Option<(Claim, Outcome)>, DbError> {
-        let Some(claim) = queue::claim_next_run(&self.db, &self.name, &self.settings).await? else {
+        let started = Instant::now();
+        let claimed = queue::claim_next_run(&self.db, &self.name, &self.settings).await;
+        self.metrics.claimed(started.elapsed());
+        let Some(claim) = claimed? else {
             return Ok(None);
         };
-        let outcome = self.process(claim).await?;
+        let span = tracing::info_span!(
+            "workflow run",
+            otel.name = "workflow run",
+            otel.kind = "consumer",
+            org.id = %claim.org,
+            run.id = %claim.run_id,
+            run.attempt = claim.attempt,
+            run.outcome = tracing::field::Empty,
+        );
+        crate::telemetry::continue_stored_trace(&span, claim.traceparent.as_deref());
+        let began = Instant::now();
+        let outcome = self.process(claim.clone()).instrument(span.clone()).await?;
+        span.record("run.outcome", outcome.as_str());
+        self.metrics.run_finished(outcome.as_str(), began.elapsed());
         Ok(Some((claim, outcome)))
     }
 
@@ -310,7 +471,7 @@ impl Worker {
         providers: Option<&Providers<'_>>,
     ) -> Result<Execution, DbError> {
         let mut release = self.release.subscribe();
-        let execution = execute(spec, input, providers);
+        let execution = execute(spec, input, providers, Some(&self.metrics));
         tokio::pin!(execution);
         let timeout = tokio::time::sleep(Duration::from_secs(self.settings.run_timeout_secs));
         tokio::pin!(timeout);
@@ -323,7 +484,9 @@ impl Worker {
                     return Ok(Execution::Done(Err(Failure { code: "timeout", step: None, message: "the run took too long".into() })));
                 }
                 _ = renew.tick() => {
-                    if !queue::renew_run_claim(&self.db, claim.token, self.settings.lease_secs).await? {
+                    let renewed = queue::renew_run_claim(&self.db, claim.token, self.settings.lease_secs).await?;
+                    self.metrics.lease_renewal(renewed);
+                    if !renewed {
                         return Ok(Execution::Lost);
                     }
                 }
@@ -413,6 +576,23 @@ impl Worker {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let pruner =
             tokio::spawn(prune_events_hourly(worker.db.clone(), worker.settings.event_retention_days));
+        let watchdog = (worker.settings.audit_verify_interval_secs > 0).then(|| {
+            tokio::spawn(verify_audit_chains_every(
+                worker.db.clone(),
+                worker.metrics.clone(),
+                Duration::from_secs(worker.settings.audit_verify_interval_secs),
+            ))
+        });
+        let metrics_server = match &worker.settings.metrics_listen {
+            Some(listen) => {
+                let server = serve_metrics(listen, &worker)?;
+                let handle = server.handle();
+                tokio::spawn(server);
+                tracing::info!(%listen, "worker metrics at /metrics");
+                Some(handle)
+            }
+            None => None,
+        };
         let mut loops = Vec::new();
         for _ in 0..worker.settings.concurrency {
             let worker = worker.clone();
@@ -456,6 +636,12 @@ impl Worker {
         }
         listener.abort();
         pruner.abort();
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        if let Some(server) = metrics_server {
+            server.stop(true).await;
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

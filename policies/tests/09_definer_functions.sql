@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(78);
+select plan(81);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -137,7 +137,8 @@ select set_eq(
         'begin_webhook_event',
         'finish_webhook_event', 'record_unroutable_webhook_event', 'record_usage',
         'organization_requests_per_minute', 'organization_data_mode', 'prune_events', 'current_delivery',
-        'claim_next_delivery', 'finish_delivery', 'ping_webhook_endpoint'],
+        'claim_next_delivery', 'finish_delivery', 'ping_webhook_endpoint', 'run_queue_stats',
+        'verify_audit_chains'],
   'every definer function the app role may call is covered here');
 
 -- The context: naming B gives Alice nothing there.
@@ -270,6 +271,17 @@ select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000', 'select a
   gen_random_uuid()), null, 'current_run_id: a made-up claim holds no run');
 select is(pg_temp.as_app(null, null, $$select count(*)::text from app.claim_next_run('w', 1000000, 3, 1000000)$$),
   '0', 'claim_next_run: an eu run is not claimed in the us, whatever the arguments');
+select is(pg_temp.as_app(null, null, $$select queued || '/' || running || '/' || attempts_exhausted
+                                       from app.run_queue_stats()$$),
+  '0/0/0', 'run_queue_stats: an eu run is not counted in the us');
+select is(pg_temp.as_app(null, null, $$select chains || '/' || broken || '/'
+                                              || coalesce(cardinality(broken_organizations), 0)
+                                       from app.verify_audit_chains()$$),
+  '2/0/0', 'verify_audit_chains: every chain (both intact), whatever the context');
+select is(pg_temp.as_app(null, null, $$select string_agg(format_type(t, null), ',' order by ord)
+                                       from unnest((select proallargtypes from pg_proc
+                                                    where proname = 'verify_audit_chains')) with ordinality u(t, ord)$$),
+  'bigint,bigint,uuid[]', 'verify_audit_chains: returns no entry content');
 select is(pg_temp.as_app(null, null, $$select app.renew_run_claim(gen_random_uuid(), 100000000)::text$$), 'false',
   'renew_run_claim: nothing without the claim');
 select is(pg_temp.as_app(null, null, $$select app.release_run_claim(gen_random_uuid())::text

@@ -62,26 +62,32 @@ pub async fn health() -> web::Json<HealthResponse> {
 )]
 #[get("/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let report = readiness_report(&state).await;
+    if report.status == "ready" {
+        HttpResponse::Ok().json(report)
+    } else {
+        HttpResponse::ServiceUnavailable().json(report)
+    }
+}
+
+/// The readiness checks, evaluated at most once per `READINESS_TTL` (probes and scrapes share
+/// the answer).
+pub async fn readiness_report(state: &AppState) -> ReadinessResponse {
     let cached = state
         .readiness
         .0
         .lock()
         .ok()
         .and_then(|c| c.as_ref().filter(|(at, _)| at.elapsed() < READINESS_TTL).map(|(_, r)| r.clone()));
-    let report = match cached {
+    match cached {
         Some(r) => r,
         None => {
-            let r = evaluate(&state).await;
+            let r = evaluate(state).await;
             if let Ok(mut c) = state.readiness.0.lock() {
                 *c = Some((Instant::now(), r.clone()));
             }
             r
         }
-    };
-    if report.status == "ready" {
-        HttpResponse::Ok().json(report)
-    } else {
-        HttpResponse::ServiceUnavailable().json(report)
     }
 }
 

@@ -242,8 +242,8 @@ pub async fn start_run(
         .query_found(
             concat!(
                 "insert into workflow_runs (organization_id, workspace_id, id, workflow_id, version, input, \
-                 input_bytes, created_by, created_by_api_key) \
-                 select $1, $2, $3, $4, $5, case when o.data_mode = 'full' then $6::jsonb end, $7, $8, $9 \
+                 input_bytes, created_by, created_by_api_key, traceparent) \
+                 select $1, $2, $3, $4, $5, case when o.data_mode = 'full' then $6::jsonb end, $7, $8, $9, $10 \
                  from organizations o where o.id = $1 returning ",
                 run_columns!()
             ),
@@ -257,6 +257,7 @@ pub async fn start_run(
                 &input_bytes,
                 &created_by,
                 &api_key,
+                &crate::telemetry::traceparent(),
             ],
         )
         .await?;

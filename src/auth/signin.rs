@@ -200,8 +200,8 @@ async fn send(
     request: oauth2::HttpRequest,
 ) -> Result<oauth2::HttpResponse, crate::providers::ReadError> {
     let (parts, body) = request.into_parts();
-    let response =
-        client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
+    let request = client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body);
+    let response = crate::telemetry::send(request, "identity_provider").await?;
     let mut builder = http::Response::builder().status(response.status());
     for (name, value) in response.headers() {
         builder = builder.header(name, value);
@@ -342,10 +342,7 @@ impl SignInProviders {
             // The document's issuer is a `{tenantid}` template, so the strict equality check of
             // `discover_async` cannot pass; fetch it and its keys directly instead.
             let url = format!("{issuer}/.well-known/openid-configuration");
-            let doc: Metadata = self
-                .http
-                .get(url)
-                .send()
+            let doc: Metadata = crate::telemetry::send(self.http.get(url), "identity_provider")
                 .await
                 .and_then(reqwest::Response::error_for_status)
                 .map_err(|e| SignInError::Unavailable(e.to_string()))?
@@ -649,8 +646,7 @@ impl SignInProviders {
                 .bearer_auth(&bearer)
                 .header("Accept", "application/vnd.github+json");
             async move {
-                request
-                    .send()
+                crate::telemetry::send(request, "identity_provider")
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|e| SignInError::Unavailable(e.to_string()))

@@ -221,7 +221,8 @@ impl TokenValidator {
             jwks_uri: String,
         }
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        let doc: Discovery = self.http.get(url).send().await?.error_for_status()?.json().await?;
+        let doc: Discovery =
+            crate::telemetry::send(self.http.get(url), "jwks").await?.error_for_status()?.json().await?;
         anyhow::ensure!(doc.issuer == issuer, "discovery names another issuer: {}", doc.issuer);
         Ok(doc.jwks_uri)
     }
@@ -231,7 +232,7 @@ impl TokenValidator {
             Some(url) => url.clone(),
             None => self.discover_jwks_url(&issuer.issuer).await?,
         };
-        let response = self.http.get(url).send().await?.error_for_status()?;
+        let response = crate::telemetry::send(self.http.get(url), "jwks").await?.error_for_status()?;
         anyhow::ensure!(response.content_length().is_none_or(|n| n <= 1 << 20), "JWKS document too large");
         let body = response.bytes().await?;
         anyhow::ensure!(body.len() <= 1 << 20, "JWKS document too large");

@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod notify;
 pub mod queue;
 pub mod rotation;
+pub mod stats;
 pub mod tenant;
 pub mod tls;
 
@@ -177,6 +178,9 @@ pub struct Db {
     pub cancel_on_drop: bool,
     /// The pool's TLS, which cancel requests use too.
     pub tls: tls::Tls,
+    /// Time to get a connection (`tenantry_db_pool_wait_seconds`); the process's metrics
+    /// registry holds it.
+    pub pool_wait: prometheus::Histogram,
 }
 
 impl Db {
@@ -188,6 +192,7 @@ impl Db {
             statements: crate::config::StatementCache::Connection,
             cancel_on_drop: true,
             tls: connector.tls.clone(),
+            pool_wait: crate::metrics::pool_wait_histogram(),
         }
     }
 
@@ -205,7 +210,16 @@ impl Db {
             statements: settings.database_statement_cache,
             cancel_on_drop: settings.database_cancel_on_drop,
             tls: connector.tls.clone(),
+            pool_wait: crate::metrics::pool_wait_histogram(),
         }
+    }
+
+    /// A connection from the pool, its wait observed.
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, deadpool_postgres::PoolError> {
+        let started = std::time::Instant::now();
+        let client = self.pool.get().await;
+        self.pool_wait.observe(started.elapsed().as_secs_f64());
+        client
     }
 
     pub fn per_transaction(&self) -> bool {

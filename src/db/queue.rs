@@ -8,12 +8,14 @@ use super::{Db, DbError};
 use crate::domain::OrgId;
 
 /// A run this worker now holds. The token is its only authority over the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub org: OrgId,
     pub run_id: Uuid,
     pub token: Uuid,
     pub attempt: i32,
+    /// The trace context of the request that queued the run (`telemetry::traceparent`).
+    pub traceparent: Option<String>,
 }
 
 /// Claims a run of this instance's region (its context), fairly across organizations (`FOR
@@ -39,6 +41,7 @@ pub async fn claim_next_run(
         run_id: row.get("run_id"),
         token: row.get("claim_token"),
         attempt: row.get("attempt"),
+        traceparent: row.get("traceparent"),
     }))
 }
 

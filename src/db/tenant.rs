@@ -15,6 +15,7 @@ use deadpool_postgres::Object;
 use futures_util::future;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{Db, DbError, until_deadline};
@@ -95,6 +96,27 @@ pub struct TenantTx {
     actor: Actor,
     /// The pool's statement policy (`Db::prepare`).
     db: Db,
+    /// The transaction's span (level debug: disabled unless traces are exported); its
+    /// statements are its children.
+    span: tracing::Span,
+}
+
+/// A statement's span, named by `telemetry::statement_summary` (or `name`): never its values.
+fn statement_span(parent: &tracing::Span, sql: &'static str, name: Option<&'static str>) -> tracing::Span {
+    let span = tracing::debug_span!(
+        parent: parent,
+        "statement",
+        otel.name = tracing::field::Empty,
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.query.summary = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let summary = crate::telemetry::statement_summary(sql);
+        span.record("otel.name", name.unwrap_or(&summary));
+        span.record("db.query.summary", summary.as_str());
+    }
+    span
 }
 
 impl TenantTx {
@@ -128,9 +150,17 @@ impl TenantTx {
             // In order on the wire; each statement is unnamed (and learning its parameter
             // types prepares and closes it after BEGIN).
             let results = until_deadline(future::join3(
-                tx.client().batch_execute("BEGIN"),
-                pool.query_in(tx.client(), SET_CONTEXT, context),
-                one_row(pool.query_in(tx.client(), CURRENT_PRINCIPAL, &[])),
+                tx.client().batch_execute("BEGIN").instrument(statement_span(&tx.span, "BEGIN", None)),
+                pool.query_in(tx.client(), SET_CONTEXT, context).instrument(statement_span(
+                    &tx.span,
+                    SET_CONTEXT,
+                    Some("set context"),
+                )),
+                one_row(pool.query_in(tx.client(), CURRENT_PRINCIPAL, &[])).instrument(statement_span(
+                    &tx.span,
+                    CURRENT_PRINCIPAL,
+                    Some("principal check"),
+                )),
             ))
             .await?;
             (tx, results)
@@ -146,9 +176,17 @@ impl TenantTx {
             .await??;
             // join3 polls in order, so the three messages leave in one write: one round trip.
             let (begin, context, principal) = until_deadline(future::join3(
-                tx.client().batch_execute("BEGIN"),
-                tx.client().query_one(&set_context, context),
-                tx.client().query_one(&principal_stmt, &[]),
+                tx.client().batch_execute("BEGIN").instrument(statement_span(&tx.span, "BEGIN", None)),
+                tx.client().query_one(&set_context, context).instrument(statement_span(
+                    &tx.span,
+                    SET_CONTEXT,
+                    Some("set context"),
+                )),
+                tx.client().query_one(&principal_stmt, &[]).instrument(statement_span(
+                    &tx.span,
+                    CURRENT_PRINCIPAL,
+                    Some("principal check"),
+                )),
             ))
             .await?;
             (tx, (begin, context.map(|_| Vec::new()), principal.map_err(DbError::from)))
@@ -167,20 +205,43 @@ impl TenantTx {
     /// re-checking the principal's standing there.
     pub async fn enter_org(&mut self, org: OrgId) -> Result<Membership, DbError> {
         self.in_flight = true;
+        let span = self.span.clone();
         let result = until_deadline(async {
-            self.db.query_in(self.client(), SET_ORG, &[&org.to_string()]).await?;
-            self.db.query_in(self.client(), CURRENT_PRINCIPAL, &[]).await
+            self.db
+                .query_in(self.client(), SET_ORG, &[&org.to_string()])
+                .instrument(statement_span(&span, SET_ORG, Some("set context")))
+                .await?;
+            self.db
+                .query_in(self.client(), CURRENT_PRINCIPAL, &[])
+                .instrument(statement_span(&span, CURRENT_PRINCIPAL, Some("principal check")))
+                .await
         })
         .await;
         let row = self.track(result)?.into_iter().next().ok_or(DbError::NotFound)?;
         self.org = Some(org);
+        self.span.record("org.id", tracing::field::display(org));
         let membership = standing_from_row(Some(org), &row)?.ok_or(DbError::NotFound)?;
         note_usage(self.actor, Some(org), Some(&membership));
         Ok(membership)
     }
 
     fn new(client: Object, db: &Db, org: Option<OrgId>, actor: Actor) -> TenantTx {
-        TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor, db: db.clone() }
+        // Outside any span (a worker's idle claim, a dispatcher's poll) a transaction would start
+        // a trace of its own every poll: it gets none.
+        let span = if crate::telemetry::exporting() && tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
+                "tenant transaction",
+                otel.name = "tenant transaction",
+                db.system.name = "postgresql",
+                org.id = tracing::field::Empty,
+            )
+        };
+        if let Some(org) = org {
+            span.record("org.id", tracing::field::display(org));
+        }
+        TenantTx { client: Some(client), poisoned: false, in_flight: true, org, actor, db: db.clone(), span }
     }
 
     fn client(&self) -> &Object {
@@ -208,13 +269,15 @@ impl TenantTx {
 
     pub async fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
         self.in_flight = true;
-        let result = until_deadline(self.db.query_in(self.client(), sql, params)).await;
+        let span = statement_span(&self.span, sql, None);
+        let result = until_deadline(self.db.query_in(self.client(), sql, params)).instrument(span).await;
         self.track(result)
     }
 
     pub async fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, DbError> {
         self.in_flight = true;
-        let result = until_deadline(self.db.query_in(self.client(), sql, params)).await;
+        let span = statement_span(&self.span, sql, None);
+        let result = until_deadline(self.db.query_in(self.client(), sql, params)).instrument(span).await;
         at_most_one(self.track(result)?)
     }
 
@@ -225,7 +288,8 @@ impl TenantTx {
 
     pub async fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, DbError> {
         self.in_flight = true;
-        let result = until_deadline(self.db.execute_in(self.client(), sql, params)).await;
+        let span = statement_span(&self.span, sql, None);
+        let result = until_deadline(self.db.execute_in(self.client(), sql, params)).instrument(span).await;
         self.track(result)
     }
 
@@ -236,7 +300,7 @@ impl TenantTx {
             return Err(DbError::Other(anyhow::anyhow!("refusing to commit a failed transaction")));
         }
         self.in_flight = true;
-        self.client().batch_execute("COMMIT").await?;
+        self.client().batch_execute("COMMIT").instrument(statement_span(&self.span, "COMMIT", None)).await?;
         self.client = None;
         Ok(())
     }
@@ -247,7 +311,7 @@ impl TenantTx {
             return Err(DbError::Other(anyhow::anyhow!("refusing to commit a failed transaction")));
         }
         self.in_flight = true;
-        self.client().batch_execute("COMMIT").await?;
+        self.client().batch_execute("COMMIT").instrument(statement_span(&self.span, "COMMIT", None)).await?;
         self.client = None; // back to the pool, clean
         Ok(())
     }
@@ -377,12 +441,24 @@ async fn read_with(
         if custom_plan { "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan" } else { "BEGIN" };
     let ((begin, context), (principal, rows, commit)) = {
         let client = tx.client();
+        let span = &tx.span;
         until_deadline(future::join(
-            future::join(client.batch_execute(begin_sql), client.query_one(&set_context, context)),
+            future::join(
+                client.batch_execute(begin_sql).instrument(statement_span(span, "BEGIN", None)),
+                client.query_one(&set_context, context).instrument(statement_span(
+                    span,
+                    SET_CONTEXT,
+                    Some("set context"),
+                )),
+            ),
             future::join3(
-                client.query_one(&principal_stmt, &[]),
-                client.query(&query_stmt, params),
-                client.batch_execute("COMMIT"),
+                client.query_one(&principal_stmt, &[]).instrument(statement_span(
+                    span,
+                    CURRENT_PRINCIPAL,
+                    Some("principal check"),
+                )),
+                client.query(&query_stmt, params).instrument(statement_span(span, sql, None)),
+                client.batch_execute("COMMIT").instrument(statement_span(span, "COMMIT", None)),
             ),
         ))
         .await?
@@ -436,10 +512,11 @@ pub async fn call(db: &Db, sql: &'static str, params: Params<'_>) -> Result<Vec<
     // BEGIN, the statement and COMMIT in one round trip.
     let (begin, rows, commit) = {
         let client = tx.client();
+        let span = &tx.span;
         until_deadline(future::join3(
-            client.batch_execute("BEGIN"),
-            client.query(&stmt, params),
-            client.batch_execute("COMMIT"),
+            client.batch_execute("BEGIN").instrument(statement_span(span, "BEGIN", None)),
+            client.query(&stmt, params).instrument(statement_span(span, sql, None)),
+            client.batch_execute("COMMIT").instrument(statement_span(span, "COMMIT", None)),
         ))
         .await?
     };

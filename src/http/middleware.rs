@@ -84,6 +84,7 @@ where
                     res.status(),
                     started.elapsed(),
                     error,
+                    admitted.map(|(org, _)| org),
                 );
             }
             let headers = res.headers_mut();
@@ -111,27 +112,55 @@ const SECURITY_HEADERS: [(HeaderName, &str); 3] = [
     (header::REFERRER_POLICY, "no-referrer"),
 ];
 
-/// Root span for tracing-actix-web carrying the request id (organization and user are recorded
-/// by the handlers' spans once known).
+/// Root span for tracing-actix-web: the request, named by its route template. It carries the
+/// request id, method, route and status, and the organization the caller was admitted to
+/// (recorded at the end, once verified), never the path or query string (a sign-in callback's
+/// query holds its authorization code). A `traceparent` header continues the caller's trace.
 pub struct TenantryRootSpan;
 
 impl tracing_actix_web::RootSpanBuilder for TenantryRootSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
         let request_id = current_request_id();
-        tracing_actix_web::root_span!(
-            request,
+        let route = request.match_pattern();
+        let method = request.method().as_str();
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %format!("{method} {}", route.as_deref().unwrap_or("unmatched")),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            http.route = route.as_deref().unwrap_or("unmatched"),
+            http.response.status_code = tracing::field::Empty,
             request_id = %request_id,
             org.id = tracing::field::Empty,
             user.id = tracing::field::Empty,
-            api_key.id = tracing::field::Empty
-        )
+            api_key.id = tracing::field::Empty,
+        );
+        if crate::telemetry::exporting() {
+            let headers = ["traceparent", "tracestate"]
+                .into_iter()
+                .filter_map(|name| Some((name, request.headers().get(name)?.to_str().ok()?)))
+                .collect();
+            crate::telemetry::continue_trace(&span, &crate::telemetry::HeaderSource(headers));
+        }
+        span
     }
 
     fn on_request_end<B: actix_web::body::MessageBody>(
         span: tracing::Span,
         outcome: &Result<ServiceResponse<B>, Error>,
     ) {
-        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+        let status = match outcome {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        if let Some((org, _)) = crate::request::admitted() {
+            span.record("org.id", tracing::field::display(org));
+        }
     }
 }
 

@@ -197,15 +197,74 @@ async fn verification_finds_the_first_changed_deleted_reordered_or_inserted_entr
     assert_eq!(status["first_broken_seq"], 6);
     assert_eq!(status["reason"], "content_hash_mismatch");
 
-    // The command line agrees, and fails.
+    // The command line agrees, and fails; its metrics file says so too.
+    let dir = crate::rollout::scratch();
+    let metrics_file = dir.0.join("audit.prom");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["audit", "verify", "--org", &org.id.to_string()])
+        .args(["audit", "verify", "--org", &org.id.to_string(), "--metrics-file"])
+        .arg(&metrics_file)
         .env("TENANTRY_ADMIN_DATABASE_URL", admin_url(&app.database))
         .env("TENANTRY_LOG", "warn")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN  at entry 6: content_hash_mismatch"));
+    let metrics = std::fs::read_to_string(&metrics_file).unwrap();
+    assert!(metrics.contains("tenantry_audit_chains{state=\"broken\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("tenantry_audit_chains{state=\"verified\"} 0\n"), "{metrics}");
+}
+
+/// The watchdog: a worker verifies every chain on its own and exports the result, so tampering
+/// raises an alert without anyone calling verify; it logs which organization.
+#[tokio::test]
+async fn the_workers_watchdog_exports_a_broken_chain_as_a_metric() {
+    let (app, org, status) =
+        tampered("update audit_events set details = '{\"name\": \"evil\"}' where seq = 2").await;
+    assert_eq!(status["intact"], false);
+    let healthy = app.org_with_owner("healthy").await;
+    assert_eq!(verify(&app, &healthy).await["intact"], true);
+
+    let chains = tenantry::db::stats::verify_audit_chains(&app.app_db(2)).await.unwrap();
+    assert_eq!((chains.broken, chains.broken_organizations.clone()), (1, vec![org.id]));
+    assert!(chains.chains >= 2, "{chains:?}");
+
+    let dir = crate::rollout::scratch();
+    let port = crate::rollout::free_port();
+    let worker = crate::rollout::spawn_binary(
+        &app,
+        &dir,
+        "worker",
+        &[
+            ("TENANTRY_WORKER__METRICS_LISTEN", format!("127.0.0.1:{port}")),
+            ("TENANTRY_WORKER__AUDIT_VERIFY_INTERVAL_SECS", "1".to_owned()),
+            ("TENANTRY_METRICS_TOKEN", "scrape-secret".to_owned()),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let body = loop {
+        let res =
+            http.get(format!("http://127.0.0.1:{port}/metrics")).bearer_auth("scrape-secret").send().await;
+        if let Ok(res) = res {
+            let body = res.text().await.unwrap();
+            if body.contains("tenantry_audit_chains{state=\"broken\"}") {
+                break body;
+            }
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the watchdog never reported");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(body.contains("tenantry_audit_chains{state=\"broken\"} 1\n"), "{body}");
+    assert!(
+        body.contains(&format!("tenantry_audit_chains{{state=\"verified\"}} {}\n", chains.chains - 1)),
+        "{body}"
+    );
+    assert!(!body.contains("tenantry_audit_last_verification_timestamp_seconds 0\n"), "{body}");
+    crate::rollout::signal(&worker, "TERM");
+    let (status, logs) = crate::rollout::wait_exit(worker, std::time::Duration::from_secs(30));
+    assert!(status.success(), "{logs}");
+    let line = logs.lines().find(|l| l.contains("audit.chain_broken")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains(&org.id.to_string()) && !line.contains(&healthy.id.to_string()), "{line}");
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ mod semantics;
 mod services;
 mod sessions;
 mod signin;
+mod telemetry;
 mod usage;
 mod webhook_dispatch;
 mod webhook_endpoints;

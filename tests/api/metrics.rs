@@ -48,5 +48,22 @@ async fn metrics_count_requests_by_route_failures_and_denials_for_the_scraper_on
     assert_eq!(value(&text, r#"tenantry_policy_denials_total{permission="workspaces:write"}"#), 1.0);
     assert!(text.contains(r#"tenantry_http_request_duration_seconds_bucket{method="GET",route="/api/v1/orgs/{org_id}/workspaces""#));
     assert!(value(&text, r#"tenantry_db_pool_connections{state="size"}"#) >= 1.0);
-    assert!(!text.contains(&org.id.to_string()), "no ids in labels");
+    // The one id in any label: the organization its admitted member was denied in.
+    let by_org = format!(r#"tenantry_organization_denials_total{{organization_id="{}"}}"#, org.id);
+    assert_eq!(value(&text, &by_org), 1.0, "{text}");
+    assert_eq!(text.matches(&org.id.to_string()).count(), 1, "no other ids in labels: {text}");
+    assert!(!text.contains(&viewer.id.to_string()) && !text.contains(&org.owner.id.to_string()));
+    // What both processes export: the process, the build, the pool's waits, readiness.
+    assert!(value(&text, "process_resident_memory_bytes") > 0.0, "{text}");
+    assert!(value(&text, "process_open_fds") > 0.0);
+    let build = format!(
+        r#"tenantry_build_info{{commit="{}",version="{}"}}"#,
+        env!("TNTY_COMMIT"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&text, &build), 1.0, "{text}");
+    assert!(value(&text, "tenantry_db_pool_wait_seconds_count") >= 4.0, "{text}");
+    for check in ["database", "migrations", "policies"] {
+        assert_eq!(value(&text, &format!(r#"tenantry_ready{{check="{check}"}}"#)), 1.0, "{text}");
+    }
 }

@@ -179,7 +179,7 @@ async fn an_organizations_budget_is_shared_and_a_refusal_charges_nothing() {
     // Two instances' limiters, each learning the organization's plan rate (3 a minute).
     let one = RateLimits::new(&settings(redis.url())).unwrap();
     let two = RateLimits::new(&settings(redis.url())).unwrap();
-    let metrics = tenantry::http::metrics::Metrics::new();
+    let metrics = tenantry::http::metrics::Metrics::new(&tenantry::metrics::pool_wait_histogram());
     // The rate is read as a principal the database admitted: two real members.
     let (alice, bob) = (acme.owner.id, bob_member.id);
     one.admitted(alice, tenantry::db::Actor::user(tenantry::domain::UserId(alice)), org, &app.state.db);
@@ -387,7 +387,7 @@ async fn an_unpaid_subscription_gets_the_free_plans_rate() {
                 &app.state.db,
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await; // the rate lookup lands
-            let metrics = tenantry::http::metrics::Metrics::new();
+            let metrics = tenantry::http::metrics::Metrics::new(&tenantry::metrics::pool_wait_histogram());
             let d = limits.check(owner, Some(org), &metrics).await.unwrap();
             assert_eq!((d.policy, d.limit), ("organization", expected));
         }

@@ -34,7 +34,7 @@ async fn readiness_accepts_a_schema_ahead_of_the_binary_and_says_so() {
 }
 
 /// `tenantry <command>` on the test's database, with its own key files.
-fn spawn_binary(app: &TestApp, dir: &TempDir, command: &str, env: &[(&str, String)]) -> Child {
+pub(crate) fn spawn_binary(app: &TestApp, dir: &TempDir, command: &str, env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
     cmd.arg(command)
         .env("TENANTRY_DATABASE_URL", app_url(&app.database))
@@ -50,13 +50,13 @@ fn spawn_binary(app: &TestApp, dir: &TempDir, command: &str, env: &[(&str, Strin
     cmd.spawn().expect("starting tenantry")
 }
 
-fn signal(child: &Child, name: &str) {
+pub(crate) fn signal(child: &Child, name: &str) {
     let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
     assert!(status.success(), "kill -{name}");
 }
 
 /// Waits up to `limit` for the process to exit; its status and what it logged.
-fn wait_exit(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
+pub(crate) fn wait_exit(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -84,11 +84,11 @@ fn served(address: &str) -> bool {
     matches!(stream.read(&mut first), Ok(n) if n > 0 && first.starts_with(b"HTTP"))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn scratch() -> TempDir {
+pub(crate) fn scratch() -> TempDir {
     TempDir(crate::services::scratch_dir("rollout"))
 }
 
