@@ -13,6 +13,8 @@
 # verified isolation in the database.
 # Then the cost of writing the event: the create path with the workspace's event trigger and
 # without it (HTTP and SQL), in interleaved pairs of short runs.
+# Then the cost of tracing: a server exporting every span (OTLP to a local sink) against one
+# without tracing, in interleaved rounds of list and create.
 # Then flag evaluation (POST /orgs/{org}/flags/evaluate) with its server-side latency.
 # 100 organizations in rotation; req/s, p50/p99, ratios and the server's peak RSS are printed.
 set -euo pipefail
@@ -117,6 +119,36 @@ done
 event_trigger enable
 [ "$(psql "$LOAD_DB" -tAc "select tgenabled from pg_trigger where tgname = 'workspaces_events'")" = O ] \
   || { echo "the workspace event trigger was left disabled" >&2; exit 1; }
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+
+# The cost of tracing (issue 16): a second server exporting every request's spans (sampling
+# 100 %) to a local OTLP sink, against the server without tracing, in interleaved rounds of list
+# and create on the same database.
+TRACE_ROUNDS=${BENCH_TRACE_ROUNDS:-6}; TRACE_DURATION=${BENCH_TRACE_DURATION:-5}
+TRACED_PORT=$((HTTP_PORT + 1)); SINK_PORT=$((HTTP_PORT + 2))
+python3 .dev/otlp_sink.py $SINK_PORT $OUT/otlp-sink.txt & SINK=$!
+OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT" OTEL_BSP_MAX_QUEUE_SIZE=65536 \
+  TENANTRY_TELEMETRY__SAMPLE_RATIO=1.0 TENANTRY_LISTEN="127.0.0.1:$TRACED_PORT" \
+  $BIN serve > $OUT/server-traced.log 2>&1 &
+TRACED=$!
+trap 'kill $SERVER $TRACED $SINK 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$TRACED_PORT/api/v1/health" >/dev/null && break; sleep 0.2; done
+trace_run() { # traced|untraced round
+  local port=$HTTP_PORT; [ "$1" = traced ] && port=$TRACED_PORT
+  for scenario in list create; do
+    wrk -t2 -c$CONNS -d${TRACE_DURATION}s --latency -s $OUT/$scenario.lua "http://127.0.0.1:$port" > $OUT/wrk-trace-$scenario-$1-$2.txt
+  done
+}
+echo "== tracing's cost: $TRACE_ROUNDS rounds of list and create, exporting every span and not, ${TRACE_DURATION} s runs"
+wrk -t2 -c$CONNS -d3s -s $OUT/list.lua "http://127.0.0.1:$TRACED_PORT" >/dev/null
+for r in $(seq 1 $TRACE_ROUNDS); do
+  if [ $((r % 2)) = 1 ]; then trace_run traced $r; trace_run untraced $r; else trace_run untraced $r; trace_run traced $r; fi
+done
+TRACED_RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/$TRACED/status)
+kill -TERM $TRACED; wait $TRACED 2>/dev/null || true
+kill -TERM $SINK; wait $SINK 2>/dev/null || true
+echo "$TRACED_RSS_KB" > $OUT/traced-rss.txt
+grep -h "dropped" $OUT/server-traced.log > $OUT/traced-dropped.txt || true
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 
 echo "== flags: 20 platform flags, each of the $HOT organizations configures 10 (percentages, allow/deny lists)"

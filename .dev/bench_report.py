@@ -71,6 +71,23 @@ print(f"| HTTP POST /orgs/{{org}}/workspaces (wrk -c{conns}) | {mean([a[0] for a
       + (f" errors: {sum(a[3] + b[3] for a, b in http)}" if sum(a[3] + b[3] for a, b in http) else ""))
 print(f"| SQL: the insert and its audit entry (pgbench -c16) | {mean([a for a, _ in sql]):,.0f} tx/s "
       f"| {mean([b for _, b in sql]):,.0f} tx/s | {median(sql_cost):+.1f} % | {', '.join(f'{c:+.0f}' for c in sql_cost)} % |")
+trace_rounds = sorted(int(re.search(r"-(\d+)\.txt$", f).group(1)) for f in glob.glob(f"{out}/wrk-trace-list-traced-*.txt"))
+if trace_rounds:
+    print()
+    print(f"| tracing's cost: every span exported (sampling 100 %, OTLP/HTTP to a local sink) against no tracing, {len(trace_rounds)} interleaved rounds | traced (mean) | untraced (mean) | cost, median of the rounds | the rounds | p99 traced / untraced |")
+    print("|---|---|---|---|---|---|")
+    for scenario, what in [("list", "GET /orgs/{org}/workspaces?limit=20"), ("create", "POST /orgs/{org}/workspaces")]:
+        pairs = [(wrk(f"{out}/wrk-trace-{scenario}-traced-{r}.txt"), wrk(f"{out}/wrk-trace-{scenario}-untraced-{r}.txt")) for r in trace_rounds]
+        c = cost([(a[0], b[0]) for a, b in pairs])
+        errs = sum(a[3] + b[3] for a, b in pairs)
+        print(f"| HTTP {what} (wrk -c{conns}) | {mean([a[0] for a, _ in pairs]):,.0f} req/s | {mean([b[0] for _, b in pairs]):,.0f} req/s "
+              f"| {median(c):+.1f} % | {', '.join(f'{x:+.0f}' for x in c)} % | {median([a[2] for a, _ in pairs]):.2f} / {median([b[2] for _, b in pairs]):.2f} ms |"
+              + (f" errors: {errs}" if errs else ""))
+    requests, size = open(f"{out}/otlp-sink.txt").read().split()
+    dropped = open(f"{out}/traced-dropped.txt").read().strip()
+    traced_rss = int(open(f"{out}/traced-rss.txt").read())
+    print(f"\nexported: {int(requests):,} OTLP requests, {int(size) / 1e6:,.1f} MB; traced server peak RSS {traced_rss / 1024:.1f} MiB; "
+          + ("spans dropped: " + dropped if dropped else "no span dropped"))
 print()
 print("| flags: POST /orgs/{org}/flags/evaluate (20 flags) | throughput | client p50 | client p99 | server p50 | server p99 | server p99.9 |")
 print("|---|---|---|---|---|---|---|")

@@ -52,10 +52,6 @@ pub fn pool_wait_histogram() -> Histogram {
     .expect("valid metric")
 }
 
-/// Actions named in the step metrics; any other is `other` (a definition names its actions, so
-/// they are input: the label set stays bounded).
-const ACTIONS: &[&str] = &["core.echo", "core.fail", "core.sleep", "llm.chat"];
-
 #[derive(Clone)]
 pub struct WorkerMetrics {
     pub registry: Registry,
@@ -175,8 +171,8 @@ impl WorkerMetrics {
         self.runs.with_label_values(&[outcome]).observe(elapsed.as_secs_f64());
     }
 
-    pub fn step_finished(&self, action: &str, ok: bool, elapsed: std::time::Duration) {
-        let action = ACTIONS.iter().find(|known| **known == action).copied().unwrap_or("other");
+    /// `action` is one of a bounded set (`worker::step_action`).
+    pub fn step_finished(&self, action: &'static str, ok: bool, elapsed: std::time::Duration) {
         let outcome = if ok { "succeeded" } else { "failed" };
         self.steps.with_label_values(&[action, outcome]).observe(elapsed.as_secs_f64());
     }

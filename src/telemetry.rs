@@ -130,7 +130,7 @@ pub fn init(
     settings: &TelemetrySettings,
     default_service: &str,
 ) -> anyhow::Result<Telemetry> {
-    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::filter::{EnvFilter, filter_fn};
     let log_filter = || {
         let filter = EnvFilter::try_from_env("TENANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
         // tokio-postgres logs every statement's parameter values at debug: token hashes, sealed
@@ -141,14 +141,19 @@ pub fn init(
         Some(endpoint) => Some(tracer_provider(settings, endpoint, default_service)?),
         None => None,
     };
-    // Only this crate's spans are exported: its own names and attributes, nobody else's.
+    // Only this crate's spans are exported: their names and attributes are all written here.
+    // Not events (log lines): a database error's text may quote a row, and logs stay in logs.
     let traces = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("tenantry"))
             .with_tracked_inactivity(false)
             .with_threads(false)
             .with_location(false)
-            .with_filter(Targets::new().with_target("tenantry", LevelFilter::DEBUG))
+            .with_filter(filter_fn(|meta| {
+                meta.is_span()
+                    && meta.target().starts_with("tenantry")
+                    && *meta.level() <= tracing::Level::DEBUG
+            }))
     });
     let json = json_logs.then(|| {
         tracing_subscriber::fmt::layer()

@@ -125,7 +125,7 @@ impl tracing_actix_web::RootSpanBuilder for TenantryRootSpan {
         let method = request.method().as_str();
         let span = tracing::info_span!(
             "request",
-            otel.name = %format!("{method} {}", route.as_deref().unwrap_or("unmatched")),
+            otel.name = tracing::field::Empty,
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
             http.request.method = method,
@@ -137,6 +137,7 @@ impl tracing_actix_web::RootSpanBuilder for TenantryRootSpan {
             api_key.id = tracing::field::Empty,
         );
         if crate::telemetry::exporting() {
+            span.record("otel.name", format!("{method} {}", route.as_deref().unwrap_or("unmatched")));
             let headers = ["traceparent", "tracestate"]
                 .into_iter()
                 .filter_map(|name| Some((name, request.headers().get(name)?.to_str().ok()?)))
