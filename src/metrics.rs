@@ -35,7 +35,10 @@ pub fn register_process(registry: &Registry) {
         &["version", "commit"],
     )
     .expect("valid metric");
-    info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TNTY_COMMIT")]).set(1);
+    // Set by the build script; a build script output reused from another checkout of an older
+    // release (a shared target directory) may lack it.
+    let commit = option_env!("TNTY_COMMIT").unwrap_or("unknown");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), commit]).set(1);
     let _ = registry.register(Box::new(info));
 }
 
