@@ -22,7 +22,12 @@ fn worker(app: &TestApp, settings: WorkerSettings) -> Worker {
 }
 
 /// A published workflow with this definition; returns its runs URL.
-async fn published(app: &TestApp, org: &TestOrg, workspace: Uuid, definition: &str) -> (Uuid, String) {
+pub(crate) async fn published(
+    app: &TestApp,
+    org: &TestOrg,
+    workspace: Uuid,
+    definition: &str,
+) -> (Uuid, String) {
     let base = format!("/api/v1/orgs/{}/workspaces/{workspace}/workflows", org.id);
     let res = app
         .post(

@@ -138,16 +138,8 @@ async fn one_request_its_statements_and_the_run_it_queued_are_one_trace_without_
     let app = TestApp::spawn().await;
     let org = app.org_with_owner("traced").await;
     let ws = app.workspace(&org, "Traced").await;
-    let base = format!("/api/v1/orgs/{}/workspaces/{ws}/workflows", org.id);
-    let definition = "steps:\n  - id: first\n    uses: core.echo\n";
-    let res =
-        app.post(&base, &org.owner.token, &json!({"name": "traced-wf", "definition": definition})).await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let workflow = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let res = app
-        .request(reqwest::Method::POST, &format!("{base}/{workflow}/publish"), Some(&org.owner.token), None)
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
+    let (_, runs_url) =
+        crate::runs::published(&app, &org, ws, "steps:\n  - id: first\n    uses: core.echo\n").await;
 
     let (collector, spans) = otlp_receiver().await;
     let dir = scratch();
@@ -174,7 +166,7 @@ async fn one_request_its_statements_and_the_run_it_queued_are_one_trace_without_
     let caller_span = "00f067aa0ba902b7";
     let secret_input = "input-value-that-must-not-leak";
     let res = http
-        .post(format!("{address}{base}/{workflow}/runs"))
+        .post(format!("{address}{runs_url}"))
         .bearer_auth(&org.owner.token)
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
         .header("tracestate", "vendor=opaque")
@@ -344,6 +336,40 @@ async fn one_request_its_statements_and_the_run_it_queued_are_one_trace_without_
         .find(|line| line["trace_id"] == refused_trace);
     let line = traced_line.unwrap_or_else(|| panic!("no log line carries the trace id:\n{server_logs}"));
     assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+}
+
+/// Without `metrics_token` the worker's `/metrics` does not exist (as the server's), and a
+/// scraper's flood of guesses costs no database work; `/health` answers either way.
+#[tokio::test]
+async fn the_workers_metrics_need_a_configured_token() {
+    let app = TestApp::spawn().await;
+    let dir = scratch();
+    let port = free_port();
+    let worker = spawn_binary(
+        &app,
+        &dir,
+        "worker",
+        &[("TENANTRY_WORKER__METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let http = reqwest::Client::new();
+    let health = wait_for("the worker's health endpoint", Duration::from_secs(30), async || {
+        http.get(format!("http://127.0.0.1:{port}/health")).send().await.ok()
+    })
+    .await;
+    assert_eq!(health.status(), StatusCode::OK);
+    for token in [None, Some(""), Some("guess"), Some(&*"x".repeat(8000))] {
+        let mut request = http.get(format!("http://127.0.0.1:{port}/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    signal(&worker, "TERM");
+    let (status, logs) = wait_exit(worker, Duration::from_secs(30));
+    assert!(status.success(), "{logs}");
+    assert!(!logs.contains("counting the queue"), "no scrape reached the database: {logs}");
 }
 
 /// The commit `tenantry_build_info` names (the build script's, for every target of the crate).
