@@ -31,7 +31,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: alerts export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
+.PHONY: alerts console export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -111,6 +111,7 @@ run: build
 	  addr=$${TENANTRY_LISTEN:-127.0.0.1:8080}; \
 	  echo; echo "tenantry is starting on http://$$addr"; \
 	  echo "  Swagger UI:   http://$$addr/swagger-ui/   (Authorize with a token below)"; \
+	  echo "  Console:      http://$$addr/console/   (sign in, or paste a token below)"; \
 	  echo "  OpenAPI:      http://$$addr/api/v1/openapi.json"; \
 	  echo "  Environment:  source .tenantry/env"; \
 	  if [ -f .tenantry/tenantry.toml ]; then \
@@ -178,6 +179,7 @@ test: test-db lint $(OIDC_PROVIDER)/node_modules/.package-lock.json
 	@$(MAKE) --no-print-directory contract
 	@$(MAKE) --no-print-directory export-rss
 	@$(MAKE) --no-print-directory alerts
+	@$(MAKE) --no-print-directory console
 	@echo "make test: all checks passed"
 
 # The integration suites and pgTAP on the managed-shaped cluster (also part of `make test`). The
@@ -196,6 +198,12 @@ alerts:
 	@.dev/tools.sh promtool:prometheus
 	promtool check rules .ops/prometheus/tenantry-alerts.yml
 	cd .ops/prometheus && promtool test rules tenantry-alerts.test.yml
+
+# The web console in headless Chromium (Debian's package, driven by Playwright from PyPI): the
+# exit-gate journey through the real OpenID provider, server and worker (also part of `make test`).
+# Screenshots of the main pages are written to .tenantry/console-screenshots/.
+console: test-db build $(OIDC_PROVIDER)/node_modules/.package-lock.json
+	@.dev/console.sh "$(call PG_ADMIN,$(TEST_PG_PORT),postgres)" $(TEST_PG_PORT) $(BIN)
 
 # pgTAP: migrate a scratch database, run policies/tests with pg_prove, then `tenantry check` on it.
 pgtap: test-db build

@@ -145,9 +145,9 @@ $$;
 -- completion secret is consumed here (single use, within 5 minutes), and the session records the
 -- attempt's provider. Times come from the caller (the server's clock, injectable in tests); the
 -- absolute lifetime is capped at 366 days whatever it says.
-create or replace function app.start_session(
+create or replace function app.open_session(
   p_completion text, p_session uuid, p_now timestamptz, p_idle_expires timestamptz, p_absolute_expires timestamptz,
-  p_token uuid, p_token_hash bytea, p_user_agent text, p_ip inet)
+  p_user_agent text, p_ip inet, p_console_hash bytea)
 returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -165,12 +165,59 @@ begin
     raise exception 'a session starts only from a completed sign-in' using errcode = '42501';
   end if;
   insert into public.sessions (id, user_id, provider, created_at, last_refreshed_at, idle_expires_at,
-                               absolute_expires_at, user_agent, ip)
+                               absolute_expires_at, user_agent, ip, console_secret_hash)
   values (p_session, v_user, v_provider, p_now, p_now, least(p_idle_expires, v_absolute), v_absolute,
-          left(p_user_agent, 500), p_ip);
+          left(p_user_agent, 500), p_ip, p_console_hash);
+end
+$$;
+
+create or replace function app.start_session(
+  p_completion text, p_session uuid, p_now timestamptz, p_idle_expires timestamptz, p_absolute_expires timestamptz,
+  p_token uuid, p_token_hash bytea, p_user_agent text, p_ip inet)
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform app.open_session(p_completion, p_session, p_now, p_idle_expires, p_absolute_expires, p_user_agent, p_ip,
+                           null);
   insert into public.refresh_tokens (id, session_id, secret_hash, created_at)
   values (p_token, p_session, p_token_hash, p_now);
 end
+$$;
+
+-- A console session (issue 17): started the same way, from a completed sign-in, with the
+-- SHA-256 of the browser cookie's secret instead of a refresh token.
+create or replace function app.start_console_session(
+  p_completion text, p_session uuid, p_now timestamptz, p_idle_expires timestamptz, p_absolute_expires timestamptz,
+  p_secret_hash bytea, p_user_agent text, p_ip inet)
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if octet_length(p_secret_hash) is distinct from 32 then
+    raise exception 'a console session needs the hash of its secret' using errcode = '22023';
+  end if;
+  perform app.open_session(p_completion, p_session, p_now, p_idle_expires, p_absolute_expires, p_user_agent, p_ip,
+                           p_secret_hash);
+end
+$$;
+
+-- A console cookie presented: its session's user, if the secret matches and the session is
+-- neither revoked nor expired (idle or absolute); the use extends the idle timeout. A session
+-- id without its secret learns and changes nothing.
+create or replace function app.use_console_session(
+  p_session uuid, p_secret_hash bytea, p_now timestamptz, p_idle_expires timestamptz)
+returns table (user_id uuid, absolute_expires_at timestamptz)
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update public.sessions s
+  set last_refreshed_at = p_now, idle_expires_at = least(p_idle_expires, s.absolute_expires_at)
+  where s.id = p_session and s.console_secret_hash = p_secret_hash and s.revoked_at is null
+    and s.idle_expires_at > p_now and s.absolute_expires_at > p_now
+  returning s.user_id, s.absolute_expires_at
 $$;
 
 -- What the server needs to judge a presented refresh token: nothing unless its secret matches.
@@ -285,9 +332,15 @@ call app.install_definer(array[
     'app.take_login_attempt(bytea, bytea, bytea, timestamptz)',
     'app.sync_provider_memberships(text, uuid[], text[])',
     'app.start_session(text, uuid, timestamptz, timestamptz, timestamptz, uuid, bytea, text, inet)',
+    'app.start_console_session(text, uuid, timestamptz, timestamptz, timestamptz, bytea, text, inet)',
+    'app.use_console_session(uuid, bytea, timestamptz, timestamptz)',
     'app.refresh_token_state(uuid, bytea)',
     'app.rotate_refresh_token(uuid, bytea, uuid, bytea, timestamptz, timestamptz)',
     'app.end_session(uuid, bytea, text, timestamptz)',
     'app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)',
     'app.erase_current_user(inet, text, text)'
 ], '{tenantry_app}');
+-- Shared by the two ways to start a session; never called directly.
+call app.install_definer(array[
+    'app.open_session(text, uuid, timestamptz, timestamptz, timestamptz, text, inet, bytea)'
+], '{}');

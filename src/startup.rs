@@ -73,7 +73,12 @@ impl Application {
         let db = db::Db::from_settings(pool, &connector, &settings);
         let sessions = SessionService::new(db.clone(), keys.clone(), &settings.auth, clock.clone());
         let sign_in = SignInProviders::new(&settings.auth, clock.clone())?;
-        let auth = Authenticator::new(validator, settings.auth.token_cache_capacity, db.clone());
+        let auth = Authenticator::new(
+            validator,
+            settings.auth.token_cache_capacity,
+            sessions.idle_timeout(),
+            db.clone(),
+        );
         let listener =
             TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -153,6 +158,7 @@ impl Application {
             app.service(SwaggerUi::new("/swagger-ui/{_:.*}").config(swagger))
                 .route("/swagger-ui", web::get().to(|| redirect("/swagger-ui/")))
                 .route("/metrics", web::get().to(crate::http::metrics::serve))
+                .configure(api::console::routes)
                 .route("/", web::get().to(|| redirect("/swagger-ui/")))
                 .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) }))
         })

@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(81);
+select plan(85);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -129,7 +129,8 @@ select set_eq(
   array['current_org_id', 'current_principal', 'has_permission', 'workspace_restricted', 'allowed_workspace_ids',
         'current_permissions', 'role_grants', 'can_grant_role', 'within_restriction', 'member_within_restriction',
         'provision_user', 'refresh_profile', 'create_login_attempt', 'take_login_attempt',
-        'sync_provider_memberships', 'start_session', 'refresh_token_state', 'rotate_refresh_token', 'end_session',
+        'sync_provider_memberships', 'start_session', 'start_console_session', 'use_console_session',
+        'refresh_token_state', 'rotate_refresh_token', 'end_session',
         'record_security_event', 'erase_current_user', 'create_organization', 'accept_invitation', 'find_api_key',
         'touch_api_key', 'anonymise_organization_audit', 'is_platform_admin', 'admin_list_organizations',
         'admin_change_organization', 'admin_put_flag', 'admin_target_flag', 'admin_list_webhook_events',
@@ -198,6 +199,19 @@ select is((select count(*) from memberships where organization_id = 'bbbbbbbb-00
 select throws_ok($$select pg_temp.alice(null, $q$select app.start_session('made-up', gen_random_uuid(), now(),
   now() + interval '1 day', now() + interval '1 day', gen_random_uuid(), sha256('t'), null, null)::text$q$)$$,
   '42501', null, 'start_session: only from a completed sign-in');
+select throws_ok($$select pg_temp.alice(null, $q$select app.start_console_session('made-up', gen_random_uuid(), now(),
+  now() + interval '1 day', now() + interval '1 day', sha256('c'), null, null)::text$q$)$$,
+  '42501', null, 'start_console_session: only from a completed sign-in');
+update sessions set console_secret_hash = sha256('b-console') where id = '5e550000-0000-0000-0000-0000000000b0';
+select is(pg_temp.as_app(null, null, $$select count(*)::text from app.use_console_session(
+  '5e550000-0000-0000-0000-0000000000b0', sha256('guess'), now(), now() + interval '10 years')$$), '0',
+  'use_console_session: a session id without its cookie''s secret finds nothing');
+select ok((select idle_expires_at < now() + interval '5 years' from sessions
+           where id = '5e550000-0000-0000-0000-0000000000b0'),
+  'use_console_session: and extends nothing');
+select is(pg_temp.as_app(null, null, $$select user_id::text from app.use_console_session(
+  '5e550000-0000-0000-0000-0000000000b0', sha256('b-console'), now(), now() + interval '1 hour')$$),
+  '00000000-0000-0000-0000-0000000000b0', 'use_console_session: the secret finds its session''s user');
 select is(pg_temp.as_app(null, null, $$select count(*)::text from app.refresh_token_state(
   '7e000000-0000-0000-0000-0000000000b0', sha256('guess'))$$), '0', 'refresh_token_state: nothing without the secret');
 select is(pg_temp.as_app(null, null, $$select app.rotate_refresh_token('7e000000-0000-0000-0000-0000000000b0',

@@ -14,9 +14,64 @@ use crate::api::ApiError;
 use crate::auth::Principal;
 use crate::domain::FieldError;
 
-/// The request's authentication outcome: a principal, or `None` for a refused credential.
+/// The request's authentication outcome: a principal, or why it was refused.
 #[derive(Clone)]
-struct AuthOutcome(Option<Principal>);
+enum AuthOutcome {
+    Admitted(Principal),
+    Refused,
+    CsrfRejected,
+}
+
+/// How a request presented its credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presented {
+    /// `Authorization: Bearer` (an access token or an API key).
+    Bearer,
+    /// The web console's session cookie (`console::COOKIE`); its state-changing requests must
+    /// also carry the CSRF token.
+    ConsoleCookie,
+}
+
+/// The longest credential looked at; anything longer is refused unread.
+const MAX_CREDENTIAL: usize = 8192;
+
+/// The request's credential: its bearer token, else the console's session cookie. Bounded,
+/// and nothing is looked up here.
+pub fn presented_credential(headers: &header::HeaderMap) -> Option<(String, Presented)> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value.to_str().ok().and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })?;
+        return (!token.is_empty() && token.len() <= MAX_CREDENTIAL)
+            .then(|| (token.to_owned(), Presented::Bearer));
+    }
+    headers
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| super::console::is_session_cookie(name))
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty() && value.len() <= MAX_CREDENTIAL)
+        .map(|value| (value.to_owned(), Presented::ConsoleCookie))
+}
+
+/// A cookie-authenticated request that changes something must carry the session's CSRF token
+/// (`X-CSRF-Token`); a cross-site page can make the browser send the cookie, never the token.
+fn csrf_satisfied(req: &HttpRequest, presented: &Option<(String, Presented)>) -> bool {
+    match presented {
+        Some((cookie, Presented::ConsoleCookie)) if !req.method().is_safe() => {
+            req.headers().get(super::console::CSRF_HEADER).is_some_and(|sent| {
+                crate::auth::api_keys::hashes_equal(
+                    sent.as_bytes(),
+                    crate::auth::sessions::console_csrf_token(cookie).as_bytes(),
+                )
+            })
+        }
+        _ => true,
+    }
+}
 
 impl FromRequest for Principal {
     type Error = ApiError;
@@ -26,22 +81,31 @@ impl FromRequest for Principal {
         // Authenticated once per request: middleware (rate limits, idempotency) and the handler
         // share the outcome, so a forged credential costs one lookup, not one per layer.
         if let Some(outcome) = req.extensions().get::<AuthOutcome>().cloned() {
-            return Box::pin(async move { outcome.0.ok_or(ApiError::Unauthorized) });
+            return Box::pin(async move {
+                match outcome {
+                    AuthOutcome::Admitted(principal) => Ok(principal),
+                    AuthOutcome::Refused => Err(ApiError::Unauthorized),
+                    AuthOutcome::CsrfRejected => Err(ApiError::CsrfRejected),
+                }
+            });
         }
         let request = req.clone();
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
-        });
+        let presented = presented_credential(req.headers());
+        // Checked before any lookup: a forged cross-site request costs nothing.
+        if !csrf_satisfied(req, &presented) {
+            req.extensions_mut().insert(AuthOutcome::CsrfRejected);
+            tracing::info!("console request without its CSRF token refused");
+            return Box::pin(async { Err(ApiError::CsrfRejected) });
+        }
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-            let token = token.filter(|t| !t.is_empty() && t.len() <= 8192).ok_or(ApiError::Unauthorized)?;
+            let (token, _) = presented.ok_or(ApiError::Unauthorized)?;
             let outcome = state.auth.authenticate(&token).await;
             match &outcome {
-                Ok(principal) => request.extensions_mut().insert(AuthOutcome(Some(principal.clone()))),
+                Ok(principal) => request.extensions_mut().insert(AuthOutcome::Admitted(principal.clone())),
                 Err(crate::auth::AuthError::Token(_) | crate::auth::AuthError::ApiKey(_)) => {
-                    request.extensions_mut().insert(AuthOutcome(None))
+                    request.extensions_mut().insert(AuthOutcome::Refused)
                 }
                 Err(crate::auth::AuthError::Database(_)) => None, // not remembered: may succeed on retry
             };

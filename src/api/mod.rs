@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authz;
 pub mod billing;
 pub mod conditional;
+pub mod console;
 pub mod contract;
 pub mod csv;
 pub mod data_keys;

@@ -19,6 +19,9 @@ pub enum ApiError {
     InvalidRefreshToken,
     #[error("sign-in failed")]
     SignInFailed,
+    /// A state-changing request authenticated by the console's cookie without its CSRF token.
+    #[error("CSRF token missing or wrong")]
+    CsrfRejected,
     #[error("missing permission {0}")]
     Forbidden(String),
     #[error("this operation needs a signed-in user, not an API key")]
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
             ApiError::SignInFailed => "sign_in_failed",
+            ApiError::CsrfRejected => "csrf_rejected",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UserRequired => "user_required",
             ApiError::WorkspaceRestricted => "workspace_restricted",
@@ -108,7 +112,10 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => "Unauthorized",
-            ApiError::Forbidden(_) | ApiError::UserRequired | ApiError::WorkspaceRestricted => "Forbidden",
+            ApiError::Forbidden(_)
+            | ApiError::UserRequired
+            | ApiError::WorkspaceRestricted
+            | ApiError::CsrfRejected => "Forbidden",
             ApiError::NotFound => "Not Found",
             ApiError::MethodNotAllowed => "Method Not Allowed",
             ApiError::Misdirected(_) => "Misdirected Request",
@@ -139,6 +146,11 @@ impl ApiError {
             }
             ApiError::Forbidden(p) => format!("This operation requires the permission {p}."),
             ApiError::UserRequired => "This operation needs a signed-in user; API keys cannot use it.".into(),
+            ApiError::CsrfRejected => {
+                "A request that changes something, made with the console's session cookie, must carry \
+                 the session's X-CSRF-Token header (from GET /console/session)."
+                    .into()
+            }
             ApiError::WorkspaceRestricted => {
                 "You are restricted to some workspaces: you can grant access, make keys \
                  and manage members only within them, and cannot lift a restriction."
@@ -220,9 +232,10 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized | ApiError::InvalidRefreshToken | ApiError::SignInFailed => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Forbidden(_) | ApiError::UserRequired | ApiError::WorkspaceRestricted => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::Forbidden(_)
+            | ApiError::UserRequired
+            | ApiError::WorkspaceRestricted
+            | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,

@@ -122,17 +122,28 @@ pub async fn sign_out(
     principal: Principal,
     meta: RequestMeta,
 ) -> Result<HttpResponse, ApiError> {
-    let user = require_user(&principal)?;
+    end_current_session(&state, &principal, &meta).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Ends the session the principal's credential belongs to, recorded on the platform chain (the
+/// API's logout and the console's sign-out).
+pub(crate) async fn end_current_session(
+    state: &AppState,
+    principal: &Principal,
+    meta: &RequestMeta,
+) -> Result<(), ApiError> {
+    let user = require_user(principal)?;
     let session = user.session_id.ok_or(ApiError::BadRequest {
         code: "no_session",
         detail: "This token does not belong to a session; nothing to sign out of.".into(),
     })?;
     let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
     tx.execute(REVOKE_SESSION, &[&session, &state.clock.now(), &"logout"]).await?;
-    record_session_event(&mut tx, user.user_id, session, "auth.logout", &meta).await?;
+    record_session_event(&mut tx, user.user_id, session, "auth.logout", meta).await?;
     tx.commit().await?;
     emit(SecurityEvent::Logout { user: user.user_id, session });
-    Ok(HttpResponse::NoContent().finish())
+    Ok(())
 }
 
 /// Records a session event on the platform chain, in the transaction that made the change.

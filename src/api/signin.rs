@@ -11,7 +11,7 @@ use super::sessions::TokenResponse;
 use crate::api::ApiError;
 use crate::api::problem::Problem;
 use crate::auth::sessions::{SessionError, SignInContext};
-use crate::auth::signin::{BROWSER_COOKIE, CallbackParams, ProviderInfo, SignInError};
+use crate::auth::signin::{BROWSER_COOKIE, CallbackParams, FOR_CONSOLE, ProviderInfo, SignInError};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -30,7 +30,7 @@ pub struct LoginQuery {
     pub login_hint: Option<String>,
 }
 
-fn sign_in_error(e: SignInError) -> ApiError {
+pub(crate) fn sign_in_error(e: SignInError) -> ApiError {
     match e {
         SignInError::UnknownProvider => ApiError::NotFound,
         SignInError::RedirectNotAllowed => {
@@ -85,8 +85,16 @@ pub async fn sign_in_start(
         .login(&state.db, &path.provider, query.redirect_to.as_deref(), hint)
         .await
         .map_err(sign_in_error)?;
-    // The attempt is bound to this browser: the callback must come back with this cookie.
-    // SameSite=Lax, so it is sent on the provider's top-level redirect back to us.
+    Ok(redirect_to_provider(&state, started))
+}
+
+/// The redirect to the provider, with the cookie that binds the attempt to this browser (the
+/// callback must come back with it). SameSite=Lax, so it is sent on the provider's top-level
+/// redirect back to us.
+pub(crate) fn redirect_to_provider(
+    state: &AppState,
+    started: crate::auth::signin::StartedSignIn,
+) -> HttpResponse {
     let cookie = actix_web::cookie::Cookie::build(BROWSER_COOKIE, started.browser_secret)
         .path("/api/v1/auth")
         .http_only(true)
@@ -96,7 +104,7 @@ pub async fn sign_in_start(
             i64::try_from(state.settings.auth.login_attempt_ttl_secs).unwrap_or(600),
         ))
         .finish();
-    Ok(HttpResponse::SeeOther().cookie(cookie).insert_header((header::LOCATION, started.url)).finish())
+    HttpResponse::SeeOther().cookie(cookie).insert_header((header::LOCATION, started.url)).finish()
 }
 
 /// The provider's redirect back: finishes sign-in, starts a session, returns our tokens (JSON,
@@ -131,14 +139,25 @@ pub async fn sign_in_callback(
     let user_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let ip = crate::request::client_addr(&request, &state.settings.trusted_proxies);
     let context = SignInContext { provider: &done.provider, user_agent, ip };
-    let pair = state.sessions.start(done.user, done.completion, &context).await.map_err(|e| match e {
-        SessionError::Database(e) => e.into(),
+    let failed = |e: SessionError| match e {
+        SessionError::Database(e) => ApiError::from(e),
         other => ApiError::Internal(anyhow::anyhow!("starting a session: {other}")),
-    })?;
-    let tokens = TokenResponse::from(pair);
+    };
     // The binding has done its work (the attempt is gone): the browser can forget it.
     let mut spent = actix_web::cookie::Cookie::build(BROWSER_COOKIE, "").path("/api/v1/auth").finish();
     spent.make_removal();
+    // Started by the web console: a console session, its cookie, and no token at all.
+    if done.redirect_to.as_deref() == Some(FOR_CONSOLE) {
+        let session =
+            state.sessions.start_console(done.user, done.completion, &context).await.map_err(failed)?;
+        return Ok(HttpResponse::SeeOther()
+            .cookie(spent)
+            .cookie(super::console::session_cookie(&state, &session))
+            .insert_header((header::LOCATION, "/console/"))
+            .finish());
+    }
+    let pair = state.sessions.start(done.user, done.completion, &context).await.map_err(failed)?;
+    let tokens = TokenResponse::from(pair);
     match done.redirect_to {
         Some(target) => {
             let fragment = url::form_urlencoded::Serializer::new(String::new())

@@ -39,7 +39,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,5 +1,6 @@
 //! Authentication: who is calling. A bearer credential is either a JWT (ours, for a session or a
-//! development token, or a trusted issuer's) or an organization API key. Organization
+//! development token, or a trusted issuer's) or an organization API key; a browser of the web
+//! console presents its session's cookie instead (`sessions::looks_like_console_cookie`). Organization
 //! memberships and the validity of sessions and keys are never taken from a cache: every
 //! transaction asks the database (`db::tenant`), so removal and revocation apply at once.
 
@@ -86,11 +87,23 @@ pub struct Authenticator {
     /// API keys whose `last_used_at` was written within the last minute.
     recently_touched: moka::sync::Cache<Uuid, ()>,
     api_key_lookups: AtomicU64,
+    /// How long a console session lives without use (each lookup extends it).
+    console_idle: chrono::Duration,
     pool: Db,
 }
 
+/// How long a verified console cookie is served from the cache before it is looked up (and
+/// its idle timeout extended) again. Revocation does not wait for it: every transaction
+/// checks the session.
+const CONSOLE_RECHECK_SECS: i64 = 60;
+
 impl Authenticator {
-    pub fn new(validator: TokenValidator, cache_capacity: u64, pool: Db) -> Authenticator {
+    pub fn new(
+        validator: TokenValidator,
+        cache_capacity: u64,
+        console_idle: chrono::Duration,
+        pool: Db,
+    ) -> Authenticator {
         Authenticator {
             validator,
             cache: moka::sync::Cache::builder()
@@ -102,6 +115,7 @@ impl Authenticator {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             api_key_lookups: AtomicU64::new(0),
+            console_idle,
             pool,
         }
     }
@@ -124,7 +138,10 @@ impl Authenticator {
             match hit.1 {
                 Some(exp) if exp + leeway <= now => {
                     self.cache.invalidate(credential);
-                    return Err(TokenError::Invalid("expired".into()).into());
+                    // A console cookie is only due for its next lookup.
+                    if !sessions::looks_like_console_cookie(credential) {
+                        return Err(TokenError::Invalid("expired".into()).into());
+                    }
                 }
                 _ => {
                     self.note_use(&hit.0);
@@ -132,7 +149,10 @@ impl Authenticator {
                 }
             }
         }
-        let (principal, exp) = if api_keys::looks_like_api_key(credential) {
+        // The console's prefix first: API keys' `tnty_` is a prefix of it.
+        let (principal, exp) = if sessions::looks_like_console_cookie(credential) {
+            self.authenticate_console(credential).await?
+        } else if api_keys::looks_like_api_key(credential) {
             (self.authenticate_api_key(credential).await?, None)
         } else {
             let (principal, exp) = self.authenticate_token(credential).await?;
@@ -178,6 +198,25 @@ impl Authenticator {
             subject: claims.sub,
         };
         Ok((Principal::User(principal), claims.exp))
+    }
+
+    async fn authenticate_console(&self, cookie: &str) -> Result<(Principal, Option<i64>), AuthError> {
+        // Malformed: refused before any database work.
+        let (session, hash) = sessions::parse_console_cookie(cookie)
+            .ok_or_else(|| TokenError::Invalid("malformed console cookie".into()))?;
+        let now = chrono::Utc::now();
+        let (user_id, absolute) =
+            identity::use_console_session(&self.pool, session, &hash, now, now + self.console_idle)
+                .await?
+                .ok_or_else(|| TokenError::Invalid("unknown, revoked or expired console session".into()))?;
+        let recheck = (now.timestamp() + CONSOLE_RECHECK_SECS).min(absolute.timestamp());
+        let principal = UserPrincipal {
+            user_id,
+            session_id: Some(session),
+            issuer: self.validator.local_issuer().to_owned(),
+            subject: user_id.to_string(),
+        };
+        Ok((Principal::User(principal), Some(recheck)))
     }
 
     async fn authenticate_api_key(&self, credential: &str) -> Result<Principal, AuthError> {

@@ -4,6 +4,11 @@
 //! the two holders is a thief. Idle and absolute timeouts are judged with an injectable clock.
 //!
 //! Refresh token format: `tnty_rt_` + token id (32 hex) + `_` + secret (64 hex).
+//!
+//! A console session (the web console, issue 17) has no tokens at all: one secret in the
+//! browser's HttpOnly cookie, `tnty_cs_` + session id + `_` + secret, whose SHA-256 the session
+//! row keeps. Refresh tokens would not do for a browser: two tabs refreshing at once look like
+//! a stolen token being replayed, and would end the session.
 
 use std::sync::Arc;
 
@@ -21,6 +26,7 @@ use crate::db::{DbError, identity};
 use crate::domain::UserId;
 
 const PREFIX: &str = "tnty_rt_";
+const CONSOLE_PREFIX: &str = "tnty_cs_";
 #[cfg(test)]
 const LEN: usize = PREFIX.len() + 32 + 1 + 64;
 
@@ -48,6 +54,32 @@ pub struct TokenPair {
     pub expires_in: i64,
     pub refresh_token: String,
     pub session_id: Uuid,
+}
+
+/// Whether a credential has the shape of a console cookie (checked before any lookup).
+pub fn looks_like_console_cookie(credential: &str) -> bool {
+    credential.starts_with(CONSOLE_PREFIX)
+}
+
+/// A console cookie's session id and the hash of its secret; `None` for anything malformed.
+pub fn parse_console_cookie(cookie: &str) -> Option<(Uuid, [u8; 32])> {
+    parse_opaque(CONSOLE_PREFIX, cookie)
+}
+
+/// The CSRF token of a console session: derived from its cookie (so nothing more is stored),
+/// readable by the console's script, and useless without the cookie (which the script cannot
+/// read). Every state-changing request authenticated by the cookie must carry it.
+pub fn console_csrf_token(cookie: &str) -> String {
+    let mut input = b"tenantry console csrf\0".to_vec();
+    input.extend_from_slice(cookie.as_bytes());
+    super::api_keys::hex(&super::api_keys::sha256(&input))
+}
+
+/// A started console session: the cookie's value (shown to the browser only) and its lifetime.
+pub struct ConsoleSession {
+    pub cookie: String,
+    pub session_id: Uuid,
+    pub max_age_secs: i64,
 }
 
 fn new_refresh_token() -> OpaqueToken {
@@ -105,6 +137,20 @@ impl SessionService {
         let now = self.clock.now();
         let session = Uuid::now_v7();
         let refresh = new_refresh_token();
+        let credential = identity::SessionCredential::RefreshToken { id: refresh.id, hash: &refresh.hash };
+        self.open(user, session, now, completion, credential, context).await?;
+        self.pair(user, session, now, now + self.absolute_timeout, refresh.plaintext)
+    }
+
+    async fn open(
+        &self,
+        user: UserId,
+        session: Uuid,
+        now: DateTime<Utc>,
+        completion: identity::SignInCompletion,
+        credential: identity::SessionCredential<'_>,
+        context: &SignInContext<'_>,
+    ) -> Result<(), SessionError> {
         let absolute = now + self.absolute_timeout;
         identity::start_session(
             &self.pool,
@@ -115,8 +161,7 @@ impl SessionService {
                 now,
                 idle_expires_at: (now + self.idle_timeout).min(absolute),
                 absolute_expires_at: absolute,
-                refresh_token_id: refresh.id,
-                refresh_token_hash: &refresh.hash,
+                credential,
                 user_agent: context.user_agent,
                 ip: context.ip,
             },
@@ -129,7 +174,75 @@ impl SessionService {
         )
         .await?;
         emit(SecurityEvent::SignIn { user, session, provider: context.provider });
-        self.pair(user, session, now, absolute, refresh.plaintext)
+        Ok(())
+    }
+
+    /// Starts a console session (the same sign-in, the same session row and audit event), whose
+    /// only credential is the cookie returned.
+    pub async fn start_console(
+        &self,
+        user: UserId,
+        completion: identity::SignInCompletion,
+        context: &SignInContext<'_>,
+    ) -> Result<ConsoleSession, SessionError> {
+        let now = self.clock.now();
+        let cookie = new_opaque(CONSOLE_PREFIX);
+        let absolute = now + self.absolute_timeout;
+        self.open(
+            user,
+            cookie.id,
+            now,
+            completion,
+            identity::SessionCredential::ConsoleCookie { hash: &cookie.hash },
+            context,
+        )
+        .await?;
+        Ok(ConsoleSession {
+            cookie: cookie.plaintext,
+            session_id: cookie.id,
+            max_age_secs: (absolute - now).num_seconds(),
+        })
+    }
+
+    /// Starts a console session for a user the server verified itself (a development token
+    /// pasted into the console's sign-in page): the server plays the identity provider, with a
+    /// login attempt it starts and completes at once, so the session starts the one way the
+    /// database allows, from a completed sign-in.
+    pub async fn start_console_verified(
+        &self,
+        user: UserId,
+        context: &SignInContext<'_>,
+    ) -> Result<ConsoleSession, SessionError> {
+        use super::api_keys::{random_bytes, sha256};
+        let now = self.clock.now();
+        let (state, browser) = (sha256(&random_bytes::<32>()), sha256(&random_bytes::<32>()));
+        identity::create_login_attempt(
+            &self.pool,
+            &identity::NewLoginAttempt {
+                state_hash: &state,
+                browser_hash: &browser,
+                provider: context.provider,
+                issuer: None,
+                pkce_verifier: "-",
+                nonce: "-",
+                redirect_to: None,
+                now,
+                expires_at: now + Duration::minutes(1),
+            },
+        )
+        .await?;
+        let completion = new_opaque("tnty_signin_").plaintext;
+        let hash = sha256(completion.as_bytes());
+        let (_, completion) =
+            identity::take_login_attempt(&self.pool, &state, &browser, completion, &hash, now)
+                .await?
+                .ok_or(SessionError::InvalidToken)?;
+        self.start_console(user, completion, context).await
+    }
+
+    /// The idle timeout a console cookie's use extends its session to, from now.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// Exchanges a refresh token for a new pair, spending it.

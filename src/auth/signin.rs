@@ -44,6 +44,10 @@ const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// callback URL of the attacker's own sign-in, fed to a victim, finds no attempt for them).
 pub const BROWSER_COOKIE: &str = "tenantry_signin";
 
+/// What a login attempt stores as its `redirect_to` when the web console started it (not a URL,
+/// so no registered redirect target can be it).
+pub const FOR_CONSOLE: &str = "console:";
+
 /// The one provider-metadata field we need beyond the core set (RFC 9207).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct IssParameter {
@@ -373,12 +377,34 @@ impl SignInProviders {
         redirect_to: Option<&str>,
         login_hint: Option<&str>,
     ) -> Result<StartedSignIn, SignInError> {
-        let provider = self.provider(name)?;
+        self.provider(name)?;
         if let Some(target) = redirect_to
-            && !self.allowed_redirects.iter().any(|allowed| allowed == target)
+            && (target == FOR_CONSOLE || !self.allowed_redirects.iter().any(|allowed| allowed == target))
         {
             return Err(SignInError::RedirectNotAllowed);
         }
+        self.start(pool, name, redirect_to, login_hint).await
+    }
+
+    /// Starts a sign-in for the web console: its callback starts a console session (a cookie)
+    /// instead of handing out tokens.
+    pub async fn login_for_console(
+        &self,
+        pool: &Db,
+        name: &str,
+        login_hint: Option<&str>,
+    ) -> Result<StartedSignIn, SignInError> {
+        self.start(pool, name, Some(FOR_CONSOLE), login_hint).await
+    }
+
+    async fn start(
+        &self,
+        pool: &Db,
+        name: &str,
+        redirect_to: Option<&str>,
+        login_hint: Option<&str>,
+    ) -> Result<StartedSignIn, SignInError> {
+        let provider = self.provider(name)?;
         let state = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let nonce = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();

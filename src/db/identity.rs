@@ -53,10 +53,17 @@ pub struct NewSession<'a> {
     pub now: DateTime<Utc>,
     pub idle_expires_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
-    pub refresh_token_id: Uuid,
-    pub refresh_token_hash: &'a [u8],
+    pub credential: SessionCredential<'a>,
     pub user_agent: Option<&'a str>,
     pub ip: Option<std::net::IpAddr>,
+}
+
+/// What the holder of a session presents: rotating refresh tokens (API clients), or the one
+/// secret of a console cookie (a browser).
+#[derive(Clone, Copy)]
+pub enum SessionCredential<'a> {
+    RefreshToken { id: Uuid, hash: &'a [u8] },
+    ConsoleCookie { hash: &'a [u8] },
 }
 
 /// A security event for the platform chain of the audit log (events of no organization).
@@ -128,23 +135,44 @@ pub async fn record_event_alone(pool: &Db, event: &PlatformEvent) -> Result<(), 
 /// Starts a session for the user a completed sign-in proved (the completion is consumed).
 pub async fn start_session(pool: &Db, s: &NewSession<'_>, event: &PlatformEvent) -> Result<(), DbError> {
     let mut tx = TenantTx::begin_user(pool, Actor::user(s.user)).await?;
-    tx.query(
-        "select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &s.completion.0,
-            &s.id,
-            &s.now,
-            &s.idle_expires_at,
-            &s.absolute_expires_at,
-            &s.refresh_token_id,
-            &s.refresh_token_hash,
-            &s.user_agent,
-            &s.ip,
-        ],
-    )
-    .await?;
+    let (c, id, now, idle, absolute) =
+        (&s.completion.0, &s.id, &s.now, &s.idle_expires_at, &s.absolute_expires_at);
+    match s.credential {
+        SessionCredential::RefreshToken { id: token, hash } => {
+            tx.query(
+                "select app.start_session($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[c, id, now, idle, absolute, &token, &hash, &s.user_agent, &s.ip],
+            )
+            .await?
+        }
+        SessionCredential::ConsoleCookie { hash } => {
+            tx.query(
+                "select app.start_console_session($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[c, id, now, idle, absolute, &hash, &s.user_agent, &s.ip],
+            )
+            .await?
+        }
+    };
     record_event(&mut tx, event).await?;
     tx.commit().await
+}
+
+/// A presented console cookie's session, if its secret matches and it is live; the use extends
+/// its idle timeout.
+pub async fn use_console_session(
+    pool: &Db,
+    session: Uuid,
+    hash: &[u8],
+    now: DateTime<Utc>,
+    idle_expires_at: DateTime<Utc>,
+) -> Result<Option<(UserId, DateTime<Utc>)>, DbError> {
+    let rows = call(
+        pool,
+        "select * from app.use_console_session($1, $2, $3, $4)",
+        &[&session, &hash, &now, &idle_expires_at],
+    )
+    .await?;
+    Ok(rows.into_iter().next().map(|row| (UserId(row.get("user_id")), row.get("absolute_expires_at"))))
 }
 
 pub struct RefreshTokenState {

@@ -477,14 +477,8 @@ fn costs_unauthenticated_work(req: &ServiceRequest, state: &AppState) -> bool {
     {
         return false;
     }
-    let credential = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    credential.is_none_or(|token| !state.auth.is_verified(token))
+    let credential = crate::api::extract::presented_credential(req.headers());
+    credential.is_none_or(|(token, _)| !state.auth.is_verified(&token))
 }
 
 fn refuse(req: ServiceRequest, edge: &super::Edge, d: Decision) -> ServiceResponse<BoxBody> {

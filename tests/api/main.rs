@@ -9,6 +9,7 @@ mod billing;
 mod catalog;
 mod cli;
 mod conditional;
+mod console;
 mod edges;
 mod errors;
 mod events;
