@@ -71,13 +71,6 @@ def sign_in_oidc(page, account):
     expect(page.get_by_role("heading", name="Sign in to tenantry")).to_be_visible()
     href = page.get_by_role("link", name="Sign in with Demo OpenID provider").get_attribute("href")
     page.goto(f"{BASE}{href}?login_hint={account}")
-    if os.environ.get("JOURNEY_DEBUG"):
-        print(page.evaluate("fetch('/console/session').then(r => r.text())"), file=sys.stderr)
-        c = [c for c in page.context.cookies() if c["name"] == "tenantry_console"][0]
-        print(http("GET", "/console/session", cookie=f"{c['name']}={c['value']}"), file=sys.stderr)
-        print(page.evaluate("fetch('/api/v1/me').then(r => r.text())"), file=sys.stderr)
-        page.wait_for_timeout(1000)
-        print(page.locator("body").inner_text(), file=sys.stderr)
     expect(page.get_by_test_id("user")).to_have_text(account.capitalize())
 
 
