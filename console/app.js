@@ -855,6 +855,17 @@ const ROUTES = [
 async function route() {
   if (!session.csrf) return;
   const path = (location.hash.replace(/^#/, '') || '/').split('?')[0];
+  main.setAttribute('aria-busy', 'true');
+  try {
+    await draw(path);
+  } finally {
+    main.dataset.route = path;
+    main.setAttribute('aria-busy', 'false');
+  }
+  document.title = `${(main.querySelector('h1') || {}).textContent || 'Console'} · tenantry`;
+}
+
+async function draw(path) {
   const found = ROUTES.map(([re, page]) => [re.exec(path), page]).find(([m]) => m);
   if (!found) {
     drawOrgBar(null);
@@ -873,7 +884,6 @@ async function route() {
       render(h('h1', {}, 'Something went wrong'), problemView(e));
     }
   }
-  document.title = `${(main.querySelector('h1') || {}).textContent || 'Console'} · tenantry`;
 }
 
 async function refreshOrgs() {

@@ -175,6 +175,26 @@ fn session_response(info: SessionInfo) -> HttpResponse {
     res
 }
 
+/// A new sign-in from a browser that still holds a console cookie ends that cookie's session
+/// first: one live session per browser, and a cookie planted before sign-in (session fixation)
+/// never becomes a signed-in one.
+pub(crate) async fn end_presented_session(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some((cookie, Presented::ConsoleCookie)) = presented_credential(req.headers()) else { return Ok(()) };
+    let principal = match state.auth.authenticate(&cookie).await {
+        Ok(principal @ Principal::User(_)) => principal,
+        Ok(Principal::ApiKey(_))
+        | Err(crate::auth::AuthError::Token(_) | crate::auth::AuthError::ApiKey(_)) => {
+            return Ok(());
+        }
+        Err(crate::auth::AuthError::Database(e)) => return Err(e.into()),
+    };
+    let meta = RequestMeta::of(req);
+    match end_current_session(state, &principal, &meta).await {
+        Ok(()) | Err(ApiError::Unauthorized) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenSignIn {
@@ -212,6 +232,7 @@ async fn sign_in_with_token(
     let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
     let ip = crate::request::client_addr(&req, &state.settings.trusted_proxies);
     let context = SignInContext { provider: "development-token", user_agent, ip };
+    end_presented_session(&state, &req).await?;
     let session =
         state.sessions.start_console_verified(user.user_id, &context).await.map_err(|e| match e {
             SessionError::Database(e) => ApiError::from(e),

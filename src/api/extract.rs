@@ -294,21 +294,27 @@ pub struct RequestMeta {
     pub request_id: String,
 }
 
-impl FromRequest for RequestMeta {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<RequestMeta, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+impl RequestMeta {
+    pub fn of(req: &HttpRequest) -> RequestMeta {
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(500).collect());
         let trusted = req.app_data::<web::Data<AppState>>().map(|s| s.settings.trusted_proxies.as_slice());
-        std::future::ready(Ok(RequestMeta {
+        RequestMeta {
             ip: crate::request::client_addr(req, trusted.unwrap_or_default()),
             user_agent,
             request_id: crate::request::current_request_id(),
-        }))
+        }
+    }
+}
+
+impl FromRequest for RequestMeta {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<RequestMeta, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(RequestMeta::of(req)))
     }
 }

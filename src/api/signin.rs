@@ -148,6 +148,7 @@ pub async fn sign_in_callback(
     spent.make_removal();
     // Started by the web console: a console session, its cookie, and no token at all.
     if done.redirect_to.as_deref() == Some(FOR_CONSOLE) {
+        super::console::end_presented_session(&state, &request).await?;
         let session =
             state.sessions.start_console(done.user, done.completion, &context).await.map_err(failed)?;
         return Ok(HttpResponse::SeeOther()

@@ -249,6 +249,27 @@ async fn pasting_a_token_is_for_people_in_development_and_starts_an_audited_sess
         .await;
     assert_eq!(signed_in, 1, "a console session, audited as a sign-in");
 
+    // Signing in again from a browser holding a console cookie ends that cookie's session.
+    let res = app
+        .http
+        .post(&url)
+        .header("Cookie", &cookie)
+        .json(&json!({"token": org.owner.token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = with_cookie(&app, Method::GET, "/api/v1/me", &cookie, None, None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "the earlier session ended");
+    assert_eq!(
+        app.raw_count(
+            "select count(*) from sessions where user_id = $1 and provider = 'development-token' and revoked_reason = 'logout'",
+            &[&org.owner.id]
+        )
+        .await,
+        1
+    );
+
     let (_, key) = app.api_key(&org, &["workspaces:read"]).await;
     let res = app.http.post(&url).json(&json!({"token": key})).send().await.unwrap();
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
@@ -283,8 +304,8 @@ async fn pasting_a_token_is_for_people_in_development_and_starts_an_audited_sess
             &[&org.owner.id]
         )
         .await,
-        1,
-        "no refused attempt started a session"
+        2,
+        "no refused attempt started a session (the two are the sign-in and the sign-in again)"
     );
 
     let master_keys = app.master_keys_file();
