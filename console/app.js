@@ -721,7 +721,7 @@ async function billingPage(orgId) {
   }
   const plans = await get('plans');
   const planList = Array.isArray(plans) ? plans : plans.items || [];
-  const subscription = await get(`${base}/subscription`).catch((e) => (e.status === 404 ? null : Promise.reject(e)));
+  const subscription = await get(`${base}/subscription`).catch((e) => (e.status === 404 || e.status === 410 ? null : Promise.reject(e)));
   const balances = await get(`${base}/ledger/balances`);
   const usage = await get(`${base}/usage`);
   render(h('h1', {}, 'Billing'),
@@ -732,7 +732,7 @@ async function billingPage(orgId) {
         h('dt', {}, 'Provider'), h('dd', {}, subscription.provider || '—'))
         : h('p', { class: 'muted', 'data-testid': 'subscription' }, 'No subscription: the free plan applies.'),
       gated(ctx, 'billing:manage', () => h('div', {},
-        form('inline', [choice('Plan', 'plan_id', planList.map((p) => [p.id, `${p.name} (${money(p.price_minor, p.currency)} / ${p.interval})`]))], subscription ? 'Change plan' : 'Subscribe', async (v) => {
+        form('inline', [choice('Plan', 'plan_id', planList.map((p) => [p.id, `${p.name} (${money(p.price_minor, p.currency)} / ${p.interval})`]), { value: subscription ? subscription.plan_id : undefined })], subscription ? 'Change plan' : 'Subscribe', async (v) => {
           await api('PUT', `${base}/subscription`, { plan_id: v.get('plan_id') });
         }, { confirm: 'Change the subscription?' }),
         subscription && subscription.status !== 'canceled' ? actionButton('Cancel subscription', () => api('DELETE', `${base}/subscription`), { danger: true, confirm: 'Cancel the subscription now?' }) : null))),
@@ -747,7 +747,7 @@ async function billingPage(orgId) {
         : h('p', { class: 'muted' }, 'No ledger entries.')),
     h('section', { class: 'card' }, h('h2', {}, 'Usage'),
       h('p', {}, `Requests today: ${usage.requests_today}`),
-      usage.limits ? json(usage.limits) : null,
+      usage.limits ? h('dl', { class: 'facts' }, Object.entries(usage.limits).map(([k, v]) => [h('dt', {}, k.replaceAll('_', ' ')), h('dd', {}, v === null ? 'unlimited' : String(v))])) : null,
       (usage.days || []).length ? h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, ['Day', 'API key', 'Requests'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, usage.days.map((d) => h('tr', {}, h('td', {}, d.day), h('td', { class: 'mono' }, d.api_key_id || 'people'), h('td', {}, d.requests))))))

@@ -88,7 +88,11 @@ def main_text(page):
 
 def goto(page, fragment):
     """Opens a console page and waits until it and its lists have rendered."""
-    page.goto(f"{CONSOLE}#{fragment}")
+    target = f"{CONSOLE}#{fragment}"
+    if page.url == target:
+        page.reload()  # the same fragment again would not navigate
+    else:
+        page.goto(target)
     path = fragment.split("?", 1)[0]
     expect(page.locator(f'main[aria-busy="false"][data-route="{path}"]')).to_have_count(1)
     expect(page.locator("main .loading")).to_have_count(0)
@@ -269,6 +273,56 @@ with sync_playwright() as p:
             body: JSON.stringify({name: 'forced'})});
         return [r.status, (await r.json()).permission]; }""", [org_id, None])
     check(forced == [403, "workspaces:write"], f"a viewer's forced write: {forced}")
+
+    # Alice's other pages: an API key (shown once, usable, revoked), a custom role, Bob's role
+    # and workspace restriction, flags and billing.
+    goto(alice, f"/orgs/{org_id}/api-keys")
+    form = alice.get_by_test_id("create-api-key")
+    form.get_by_label("Name").fill("CI deploys")
+    form.get_by_label("workspaces:read").check()
+    form.get_by_role("button", name="Create key").click()
+    secret = alice.get_by_test_id("new-api-key").locator(".secret").inner_text()
+    status, _ = http("GET", f"/api/v1/orgs/{org_id}/workspaces", headers={"Authorization": f"Bearer {secret}"})
+    check(secret.startswith("tnty_") and status == 200, f"the new key works: {status}")
+    goto(alice, f"/orgs/{org_id}/api-keys")
+    expect(alice.get_by_test_id("api-keys")).to_contain_text("CI deploys")
+    check(secret not in alice.content(), "the key is not shown again")
+    alice.get_by_role("button", name="Revoke CI deploys").click()
+    expect(alice.get_by_test_id("api-keys")).to_contain_text("revoked")
+    status, _ = http("GET", f"/api/v1/orgs/{org_id}/workspaces", headers={"Authorization": f"Bearer {secret}"})
+    check(status == 401, f"the revoked key is refused: {status}")
+
+    goto(alice, f"/orgs/{org_id}/members")
+    form = alice.get_by_test_id("create-role")
+    form.get_by_label("Name").fill("release-manager")
+    form.get_by_label("workflows:publish").check()
+    form.get_by_role("button", name="Create role").click()
+    expect(alice.get_by_test_id("roles")).to_contain_text("release-manager")
+    bob_row = alice.get_by_test_id("members").locator("tr", has_text="bob@example.test")
+    bob_row.get_by_text("Workspaces").click()
+    bob_row.get_by_label("Research").check()
+    bob_row.get_by_role("button", name="Restrict to checked").click()
+    expect(alice.get_by_test_id("members").locator("details[open]")).to_have_count(0)  # redrawn
+    expect(alice.locator("main .loading")).to_have_count(0)
+    bob_row = alice.get_by_test_id("members").locator("tr", has_text="bob@example.test")
+    bob_row.locator("select[name=role]").select_option("editor")
+    bob_row.get_by_role("button", name="Change role").click()
+    expect(alice.get_by_test_id("members").locator("tr", has_text="bob@example.test").locator("td").nth(1)).to_have_text("editor")
+    bob.reload()
+    goto(bob, f"/orgs/{org_id}/workspaces")
+    expect(bob.locator("#org-bar")).to_contain_text("role editor")
+    expect(bob.get_by_test_id("workspaces")).to_contain_text("Research")
+    check(XSS_NAME not in bob.get_by_test_id("workspaces").inner_text(), "Bob is restricted to Research")
+    for fragment, heading in ((f"/orgs/{org_id}/flags", "Feature flags"), (f"/orgs/{org_id}/billing", "Billing")):
+        goto(alice, fragment)
+        expect(alice.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        check(alice.get_by_test_id("problem").count() == 0, f"{heading} renders without a problem")
+    expect(alice.get_by_test_id("subscription")).to_contain_text("No subscription")
+    alice.get_by_label("Plan").select_option("pro")
+    alice.get_by_role("button", name="Subscribe").click()
+    expect(alice.get_by_test_id("subscription")).to_contain_text("pro")
+    expect(alice.get_by_test_id("invoices")).not_to_contain_text("No invoices.")
+    shot(alice, "12-billing")
 
     # --- A platform admin (pasted development token) suspends and reactivates Initech.
     admin_ctx, admin = new_page(browser, errors)
