@@ -73,6 +73,8 @@ case "$cmd" in
       # Tests only: durability is worthless for a cluster that is thrown away.
       OPTS="$OPTS -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     fi
+    # PG_EXTRA_OPTS: more server options (the Citus drill preloads its library).
+    OPTS="$OPTS ${PG_EXTRA_OPTS:-}"
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 -o "$OPTS" start >/dev/null \
       || { tail -n 20 "$LOG" >&2; die "PostgreSQL did not start on port $PORT (is the port in use?)"; }
     ;;
