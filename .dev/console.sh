@@ -49,11 +49,15 @@ grep -q ready "$DIR/idp.log" || { echo "the OpenID provider did not start:" >&2;
 # A platform admin, who signs in with a pasted development token.
 "$BIN" admin grant --issuer tenantry --subject root@platform.test --note "console test" >/dev/null
 ADMIN_TOKEN=$("$BIN" token --email root@platform.test --ttl 30m)
-"$BIN" worker > "$DIR/worker.log" 2>&1 &
-WORKER=$!
 TENANTRY_LISTEN="127.0.0.1:$HTTP_PORT" "$BIN" serve > "$DIR/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/health" >/dev/null && break; sleep 0.2; done
+curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/health" >/dev/null || { echo "the server did not start:" >&2; tail -20 "$DIR/server.log" >&2; exit 1; }
+# After the server: in development the server writes the master key file the worker reads.
+"$BIN" worker > "$DIR/worker.log" 2>&1 &
+WORKER=$!
+sleep 0.5
+kill -0 "$WORKER" 2>/dev/null || { echo "the worker did not start:" >&2; cat "$DIR/worker.log" >&2; exit 1; }
 rm -rf "$SHOTS" && mkdir -p "$SHOTS"
 CHROMIUM=$(command -v chromium) ADMIN_TOKEN="$ADMIN_TOKEN" "$VENV/bin/python" tests/console/journey.py \
   "http://127.0.0.1:$HTTP_PORT" "$SHOTS" \

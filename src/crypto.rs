@@ -147,9 +147,17 @@ impl MasterKeys {
             Ok(text) => Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && allow_generate => {
                 let line = Zeroizing::new(format!("1:{}\n", STANDARD.encode(random::<KEY_LEN>()?)));
-                write_private(path, line.as_bytes())?;
-                tracing::info!(path = %path.display(), "generated a development master key");
-                Self::parse(&line)
+                match write_new_private(path, line.as_bytes()) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "generated a development master key");
+                        Self::parse(&line)
+                    }
+                    // A server and a worker started together: the first one's key is everyone's.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_generate(path, false)
+                    }
+                    Err(e) => Err(anyhow::anyhow!("writing the master key file {}: {e}", path.display())),
+                }
             }
             Err(e) => Err(anyhow::anyhow!("cannot read the master key file {}: {e}", path.display())),
         }
@@ -226,14 +234,15 @@ impl MasterKeys {
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes `contents` to a temporary file of this process only (mode 0600), complete and synced.
+fn write_temporary(path: &Path, contents: &[u8]) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}.{}", std::process::id(), hex_suffix()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -242,8 +251,29 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut file = options.open(&tmp)?;
     file.write_all(contents)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    Ok(tmp)
+}
+
+fn hex_suffix() -> String {
+    random::<4>().map(|b| b.iter().map(|x| format!("{x:02x}")).collect()).unwrap_or_default()
+}
+
+/// Replaces `path` with `contents` atomically.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = write_temporary(path, contents)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     Ok(())
+}
+
+/// Creates `path` with `contents`, complete or not at all; `AlreadyExists` when another
+/// process created it first (a hard link, unlike a rename, never replaces a file).
+fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = write_temporary(path, contents)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
 }
 
 #[cfg(test)]
@@ -252,6 +282,28 @@ mod tests {
 
     fn keys(text: &str) -> MasterKeys {
         MasterKeys::parse(text).unwrap()
+    }
+
+    #[test]
+    fn processes_generating_the_development_key_at_once_all_get_the_same_one() {
+        let dir = std::env::temp_dir().join(format!("tenantry-mk-{}-{}", std::process::id(), hex_suffix()));
+        let path = dir.join("master-keys");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    MasterKeys::load_or_generate(&path, true).map(|k| k.current_version())
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(results.iter().all(|r| matches!(r, Ok(1))), "every caller got the key: {results:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "one key, written once");
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
