@@ -437,7 +437,7 @@ pub async fn rate_limit(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned().filter(|s| s.settings.rate_limits.enabled);
     let edge = req.app_data::<web::Data<super::Edge>>().cloned();
-    let (Some(state), Some(edge), true) = (state, edge, req.path().starts_with("/api/v1/")) else {
+    let (Some(state), Some(edge), true) = (state, edge, limited(req.path())) else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let limits = &edge.rate_limits;
@@ -464,6 +464,14 @@ pub async fn rate_limit(
     }
     headers(res.headers_mut(), &decision);
     Ok(res.map_into_boxed_body())
+}
+
+/// The paths that cost work: the API, and the console's session and sign-in entries (its static
+/// files cost nothing and are not charged).
+fn limited(path: &str) -> bool {
+    path.starts_with("/api/v1/")
+        || path.starts_with("/console/session")
+        || path.starts_with("/console/login/")
 }
 
 /// Would serving this request cost work before its caller is known? No credential, or one this

@@ -377,3 +377,40 @@ async fn the_console_is_served_with_a_strict_policy_and_the_api_cannot_mint_its_
     let res = app.http.get(format!("{}/console/login/nope", app.address)).send().await.unwrap();
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn strangers_flooding_the_consoles_entries_are_limited_and_hostile_names_are_404() {
+    let app = TestApp::spawn_with(|s| s.rate_limits.unauthenticated_per_minute = 4).await;
+    let long = "p".repeat(5000);
+    for path in
+        ["/console/login/%3Cscript%3E", &format!("/console/login/{long}"), "/console/login/..%2F..%2Fetc"]
+    {
+        let res = app.http.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert!(
+            matches!(res.status(), StatusCode::NOT_FOUND | StatusCode::URI_TOO_LONG),
+            "{path:.40}: {}",
+            res.status()
+        );
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let res = app
+            .http
+            .post(format!("{}/console/session/token", app.address))
+            .json(&json!({"token": "x"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status());
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "a stranger's flood is cut off: {statuses:?}"
+    );
+    assert_eq!(
+        app.raw_count("select count(*) from login_attempts", &[]).await,
+        0,
+        "no attempt was stored for any of it"
+    );
+}
