@@ -44,18 +44,32 @@ printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
   "select active, role, permissions, home_region, suspended from app.current_principal();" \
   "select $COLUMNS from workspaces where id > '00000000-0000-0000-0000-000000000000' order by id limit 21;" > $OUT/list.sql
 # The new build's own list statement, when it differs (AB_NEW_LIST: the first page as it issues
-# it, a NULL filter written as null::text); otherwise both run the base's.
+# it, a NULL filter written as null::text); otherwise both run the base's. Each build checks its
+# principal with the call its server makes: app.enter_context() where the schema has it (it
+# seals the context the policies read; without it they admit nothing).
+principal_call() { # db
+  if [ "$(psql "$ADMIN/$1" -tAc "select to_regprocedure('app.enter_context()') is not null")" = t ]; then
+    echo "select active, role, permissions, home_region, suspended from app.enter_context();"
+  else
+    echo "select active, role, permissions, home_region, suspended from app.current_principal();"
+  fi
+}
+sed -i "4s/.*/$(principal_call ab_base)/" $OUT/list.sql
 printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
-  "$(sed -n 3p $OUT/list.sql)" "$(sed -n 4p $OUT/list.sql)" \
+  "$(sed -n 3p $OUT/list.sql)" "$(principal_call ab_new)" \
   "${AB_NEW_LIST:-$(sed -n 5p $OUT/list.sql)}" > $OUT/list-new.sql
 if [ "${AB_SCENARIO:-list}" = create ]; then
-  # The insert and the audit entry the handler writes, as in make bench; both builds run the same.
-  printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
-    "$(sed -n 3p $OUT/list.sql)" "$(sed -n 4p $OUT/list.sql)" \
-    "insert into workspaces (organization_id, id, name, region) values (md5('org' || :n)::uuid, gen_random_uuid(), 'sql-' || gen_random_uuid(), 'us') returning $COLUMNS;" \
-    "insert into audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id, outcome, request_id, details, prev_hash, hash) values (md5('org' || :n)::uuid, gen_random_uuid(), 'user', md5('user' || :n)::uuid, 'workspace.create', 'workspace', gen_random_uuid()::text, 'allowed', gen_random_uuid()::text, '{}', '\\\\x', '\\\\x');" \
-    > $OUT/list-new.sql
-  cp $OUT/list-new.sql $OUT/list.sql
+  # The insert and the audit entry the handler writes, as in make bench; both builds run the same
+  # statements, each after its own principal call.
+  CONTEXT_LINE=$(sed -n 3p $OUT/list.sql)
+  create_script() { # principal_call
+    printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\n%s\n%s\nCOMMIT;\n' "$HOT" \
+      "$CONTEXT_LINE" "$1" \
+      "insert into workspaces (organization_id, id, name, region) values (md5('org' || :n)::uuid, gen_random_uuid(), 'sql-' || gen_random_uuid(), 'us') returning $COLUMNS;" \
+      "insert into audit_events (organization_id, id, actor_type, actor_id, action, target_type, target_id, outcome, request_id, details, prev_hash, hash) values (md5('org' || :n)::uuid, gen_random_uuid(), 'user', md5('user' || :n)::uuid, 'workspace.create', 'workspace', gen_random_uuid()::text, 'allowed', gen_random_uuid()::text, '{}', '\\\\x', '\\\\x');"
+  }
+  create_script "$(principal_call ab_new)" > $OUT/list-new.sql
+  create_script "$(principal_call ab_base)" > $OUT/list.sql
 fi
 printf '\\set n random(1, %s)\nBEGIN;\n%s\n%s\nCOMMIT;\n' "$HOT" \
   "select set_config('app.current_organization_id', md5('org' || :n)::uuid::text, true);" \

@@ -11,14 +11,14 @@ grant select, insert, update, delete on public.users to tenantry_definer;
 drop policy if exists users_select on public.users;
 create policy users_select on public.users for select to tenantry_app
   using (
-    id = (select app.current_user_id())
+    id = app.current_user_id()
     or id in (select m.user_id from public.memberships m
-              where m.organization_id = (select app.current_org_id()))
+              where m.organization_id = app.current_org_id())
   );
 
 drop policy if exists users_update on public.users;
 create policy users_update on public.users for update to tenantry_app
-  using (id = (select app.current_user_id()))
-  with check (id = (select app.current_user_id()));
+  using (id = app.current_user_id())
+  with check (id = app.current_user_id());
 
 commit;

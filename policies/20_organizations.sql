@@ -22,24 +22,24 @@ grant select on public.builtin_role_permissions to tenantry_definer;
 -- user belongs to (memberships_select shows users their own rows).
 drop policy if exists organizations_select on public.organizations;
 create policy organizations_select on public.organizations for select to tenantry_app
-  using (id = (select app.current_org_id())
+  using (id = app.current_org_id()
          or id in (select m.organization_id from public.memberships m
-                   where m.user_id = (select app.current_user_id())));
+                   where m.user_id = app.current_user_id()));
 
 drop policy if exists organizations_update on public.organizations;
 create policy organizations_update on public.organizations for update to tenantry_app
-  using (id = (select app.current_org_id()) and (select app.has_permission('org:update')))
-  with check (id = (select app.current_org_id()) and (select app.has_permission('org:update')));
+  using (id = app.current_org_id() and app.has_permission('org:update'))
+  with check (id = app.current_org_id() and app.has_permission('org:update'));
 
 drop policy if exists organizations_delete on public.organizations;
 create policy organizations_delete on public.organizations for delete to tenantry_app
-  using (id = (select app.current_org_id()) and (select app.has_permission('org:delete')));
+  using (id = app.current_org_id() and app.has_permission('org:delete'));
 
 -- Members: your own memberships everywhere, and every membership of the organization in context.
 drop policy if exists memberships_select on public.memberships;
 create policy memberships_select on public.memberships for select to tenantry_app
-  using (user_id = (select app.current_user_id())
-         or organization_id = (select app.current_org_id()));
+  using (user_id = app.current_user_id()
+         or organization_id = app.current_org_id());
 
 -- Managing members needs members:manage, and every membership touched (before and after) must
 -- be one the principal could grant: it holds every permission of that role (app.can_grant_role),
@@ -49,26 +49,26 @@ create policy memberships_select on public.memberships for select to tenantry_ap
 -- own (app.member_within_restriction).
 drop policy if exists memberships_insert on public.memberships;
 create policy memberships_insert on public.memberships for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id())
-              and (select app.has_permission('members:manage'))
+  with check (organization_id = app.current_org_id()
+              and app.has_permission('members:manage')
               and app.can_grant_role(role, custom_role_id)
-              and ((select not app.workspace_restricted()) or restricted));
+              and (not app.workspace_restricted() or restricted));
 
 drop policy if exists memberships_update on public.memberships;
 create policy memberships_update on public.memberships for update to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and (select app.has_permission('members:manage'))
+  using (organization_id = app.current_org_id()
+         and app.has_permission('members:manage')
          and app.can_grant_role(role, custom_role_id)
          and app.member_within_restriction(user_id))
-  with check (organization_id = (select app.current_org_id())
-              and (select app.has_permission('members:manage'))
+  with check (organization_id = app.current_org_id()
+              and app.has_permission('members:manage')
               and app.can_grant_role(role, custom_role_id)
-              and ((select not app.workspace_restricted()) or restricted));
+              and (not app.workspace_restricted() or restricted));
 
 drop policy if exists memberships_delete on public.memberships;
 create policy memberships_delete on public.memberships for delete to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and (select app.has_permission('members:manage'))
+  using (organization_id = app.current_org_id()
+         and app.has_permission('members:manage')
          and app.can_grant_role(role, custom_role_id)
          and app.member_within_restriction(user_id));
 
@@ -81,19 +81,19 @@ grant select on public.provider_grants to tenantry_definer;
 
 drop policy if exists provider_grants_select on public.provider_grants;
 create policy provider_grants_select on public.provider_grants for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:read')));
+  using (organization_id = app.current_org_id() and app.has_permission('members:read'));
 
 drop policy if exists provider_grants_insert on public.provider_grants;
 create policy provider_grants_insert on public.provider_grants for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id())
-              and (select app.has_permission('members:manage'))
-              and (select not app.workspace_restricted())
+  with check (organization_id = app.current_org_id()
+              and app.has_permission('members:manage')
+              and not app.workspace_restricted()
               and app.can_grant_role(role, null));
 
 drop policy if exists provider_grants_delete on public.provider_grants;
 create policy provider_grants_delete on public.provider_grants for delete to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and (select app.has_permission('members:manage'))
+  using (organization_id = app.current_org_id()
+         and app.has_permission('members:manage')
          and app.can_grant_role(role, null));
 
 -- Tombstones of deleted organizations: written by their delete trigger, read by the definer.

@@ -12,12 +12,12 @@ grant select, insert, update on public.sessions, public.refresh_tokens to tenant
 
 drop policy if exists sessions_select on public.sessions;
 create policy sessions_select on public.sessions for select to tenantry_app
-  using (user_id = (select app.current_user_id()));
+  using (user_id = app.current_user_id());
 
 drop policy if exists sessions_update on public.sessions;
 create policy sessions_update on public.sessions for update to tenantry_app
-  using (user_id = (select app.current_user_id()))
-  with check (user_id = (select app.current_user_id()));
+  using (user_id = app.current_user_id())
+  with check (user_id = app.current_user_id());
 
 commit;
 

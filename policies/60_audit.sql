@@ -19,11 +19,11 @@ grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.a
 
 drop policy if exists audit_events_select on public.audit_events;
 create policy audit_events_select on public.audit_events for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and (select app.has_permission('audit:read')));
+  using (organization_id = app.current_org_id()
+         and app.has_permission('audit:read'));
 
 drop policy if exists audit_events_insert on public.audit_events;
 create policy audit_events_insert on public.audit_events for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()));
+  with check (organization_id = app.current_org_id());
 
 commit;

@@ -12,18 +12,18 @@ grant select, update (accepted_at, accepted_by) on public.invitations to tenantr
 
 drop policy if exists invitations_select on public.invitations;
 create policy invitations_select on public.invitations for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
+  using (organization_id = app.current_org_id() and app.has_permission('members:manage'));
 
 drop policy if exists invitations_insert on public.invitations;
 create policy invitations_insert on public.invitations for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id())
-              and (select app.has_permission('members:manage'))
+  with check (organization_id = app.current_org_id()
+              and app.has_permission('members:manage')
               and app.can_grant_role(role, custom_role_id)
               and app.within_restriction(workspace_ids));
 
 drop policy if exists invitations_update on public.invitations;
 create policy invitations_update on public.invitations for update to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('members:manage')));
+  using (organization_id = app.current_org_id() and app.has_permission('members:manage'))
+  with check (organization_id = app.current_org_id() and app.has_permission('members:manage'));
 
 commit;

@@ -10,17 +10,17 @@ grant update (status, error, tables_done, rows_exported, started_at, finished_at
 
 drop policy if exists exports_all on public.exports;
 create policy exports_all on public.exports for all to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')));
+  using (organization_id = app.current_org_id() and app.has_permission('org:export'))
+  with check (organization_id = app.current_org_id() and app.has_permission('org:export'));
 
 drop policy if exists export_files_all on public.export_files;
 create policy export_files_all on public.export_files for all to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')));
+  using (organization_id = app.current_org_id() and app.has_permission('org:export'))
+  with check (organization_id = app.current_org_id() and app.has_permission('org:export'));
 
 drop policy if exists export_chunks_all on public.export_chunks;
 create policy export_chunks_all on public.export_chunks for all to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('org:export')));
+  using (organization_id = app.current_org_id() and app.has_permission('org:export'))
+  with check (organization_id = app.current_org_id() and app.has_permission('org:export'));
 
 commit;

@@ -13,23 +13,23 @@ grant select, insert on public.workflow_versions to tenantry_definer;
 
 drop policy if exists workflows_select on public.workflows;
 create policy workflows_select on public.workflows for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:read'))
-         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+  using (organization_id = app.current_org_id() and app.has_permission('workflows:read')
+         and app.workspace_visible(workspace_id));
 
 drop policy if exists workflows_insert on public.workflows;
 create policy workflows_insert on public.workflows for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:write'))
-              and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+  with check (organization_id = app.current_org_id() and app.has_permission('workflows:write')
+              and app.workspace_allowed(workspace_id));
 
 drop policy if exists workflows_update on public.workflows;
 create policy workflows_update on public.workflows for update to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:write'))
-         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:write')));
+  using (organization_id = app.current_org_id() and app.has_permission('workflows:write')
+         and app.workspace_allowed(workspace_id))
+  with check (organization_id = app.current_org_id() and app.has_permission('workflows:write'));
 
 drop policy if exists workflow_versions_select on public.workflow_versions;
 create policy workflow_versions_select on public.workflow_versions for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
+  using (organization_id = app.current_org_id()
          and workflow_id in (select w.id from public.workflows w));
 
 commit;

@@ -22,16 +22,16 @@ grant select, delete on public.workflow_run_inputs to tenantry_definer;
 
 drop policy if exists workflow_runs_select on public.workflow_runs;
 create policy workflow_runs_select on public.workflow_runs for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('workflows:read'))
-         and ((select app.current_run_claim()) is null or id = (select app.current_run_id()))
-         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+  using (organization_id = app.current_org_id() and app.has_permission('workflows:read')
+         and (app.current_run_claim() is null or id = app.current_run_id())
+         and app.workspace_visible(workspace_id));
 
 -- Only a published version of a live workflow in the same workspace can be started.
 drop policy if exists workflow_runs_insert on public.workflow_runs;
 create policy workflow_runs_insert on public.workflow_runs for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute'))
-              and (select app.current_run_claim()) is null
-              and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids()))
+  with check (organization_id = app.current_org_id() and app.has_permission('runs:execute')
+              and app.current_run_claim() is null
+              and app.workspace_allowed(workspace_id)
               and exists (select 1 from public.workflows w
                           where w.organization_id = workflow_runs.organization_id
                             and w.id = workflow_runs.workflow_id
@@ -40,20 +40,20 @@ create policy workflow_runs_insert on public.workflow_runs for insert to tenantr
 
 drop policy if exists workflow_runs_update on public.workflow_runs;
 create policy workflow_runs_update on public.workflow_runs for update to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute'))
-         and ((select app.current_run_claim()) is null or id = (select app.current_run_id()))
-         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute')));
+  using (organization_id = app.current_org_id() and app.has_permission('runs:execute')
+         and (app.current_run_claim() is null or id = app.current_run_id())
+         and app.workspace_allowed(workspace_id))
+  with check (organization_id = app.current_org_id() and app.has_permission('runs:execute'));
 
 drop policy if exists workflow_run_inputs_select on public.workflow_run_inputs;
 create policy workflow_run_inputs_select on public.workflow_run_inputs for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and run_id = (select app.current_run_id()));
+  using (organization_id = app.current_org_id() and run_id = app.current_run_id());
 
 -- Written with its run, by whoever may start runs there.
 drop policy if exists workflow_run_inputs_insert on public.workflow_run_inputs;
 create policy workflow_run_inputs_insert on public.workflow_run_inputs for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('runs:execute'))
-              and (select app.current_run_claim()) is null
+  with check (organization_id = app.current_org_id() and app.has_permission('runs:execute')
+              and app.current_run_claim() is null
               and exists (select 1 from public.workflow_runs r
                           where r.organization_id = workflow_run_inputs.organization_id
                             and r.id = workflow_run_inputs.run_id and r.status = 'queued'));

@@ -16,44 +16,44 @@ grant select, update (wrapped_key, master_key_version, rewrapped_at) on public.o
 
 drop policy if exists organization_data_keys_select on public.organization_data_keys;
 create policy organization_data_keys_select on public.organization_data_keys for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and ((select app.has_permission('provider_keys:manage')) or (select app.has_permission('webhooks:manage'))
-              or (select app.current_run_id()) is not null
+  using (organization_id = app.current_org_id()
+         and (app.has_permission('provider_keys:manage') or app.has_permission('webhooks:manage')
+              or app.current_run_id() is not null
               or exists (select 1 from app.current_delivery())));
 
 drop policy if exists organization_data_keys_insert on public.organization_data_keys;
 create policy organization_data_keys_insert on public.organization_data_keys for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id())
-              and ((select app.has_permission('provider_keys:manage')) or (select app.has_permission('webhooks:manage')))
-              and (select app.current_run_claim()) is null);
+  with check (organization_id = app.current_org_id()
+              and (app.has_permission('provider_keys:manage') or app.has_permission('webhooks:manage'))
+              and app.current_run_claim() is null);
 
 drop policy if exists provider_keys_select on public.provider_keys;
 create policy provider_keys_select on public.provider_keys for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and (((select app.has_permission('provider_keys:manage')) and (select app.current_run_claim()) is null
-               and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())))
+  using (organization_id = app.current_org_id()
+         and ((app.has_permission('provider_keys:manage') and app.current_run_claim() is null
+               and app.workspace_visible(workspace_id))
               or exists (select 1 from public.workflow_runs r
                          where r.organization_id = provider_keys.organization_id
-                           and r.id = (select app.current_run_id())
+                           and r.id = app.current_run_id()
                            and r.workspace_id = provider_keys.workspace_id)));
 
 drop policy if exists provider_keys_insert on public.provider_keys;
 create policy provider_keys_insert on public.provider_keys for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('provider_keys:manage'))
-              and (select app.current_run_claim()) is null
-              and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+  with check (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage')
+              and app.current_run_claim() is null
+              and app.workspace_allowed(workspace_id));
 
 drop policy if exists provider_keys_update on public.provider_keys;
 create policy provider_keys_update on public.provider_keys for update to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('provider_keys:manage'))
-         and (select app.current_run_claim()) is null
-         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('provider_keys:manage')));
+  using (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage')
+         and app.current_run_claim() is null
+         and app.workspace_allowed(workspace_id))
+  with check (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage'));
 
 drop policy if exists provider_keys_delete on public.provider_keys;
 create policy provider_keys_delete on public.provider_keys for delete to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('provider_keys:manage'))
-         and (select app.current_run_claim()) is null
-         and ((select not app.workspace_restricted()) or workspace_id in (select app.allowed_workspace_ids())));
+  using (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage')
+         and app.current_run_claim() is null
+         and app.workspace_allowed(workspace_id));
 
 commit;

@@ -32,18 +32,18 @@ begin
                                  'journal_transactions', 'journal_entries'] loop
     execute format('drop policy if exists %I on public.%I', v_table || '_select', v_table);
     execute format($p$create policy %I on public.%I for select to tenantry_app
-      using (organization_id = (select app.current_org_id()) and (select app.has_permission('billing:read')))$p$,
+      using (organization_id = app.current_org_id() and app.has_permission('billing:read'))$p$,
       v_table || '_select', v_table);
     execute format('drop policy if exists %I on public.%I', v_table || '_insert', v_table);
     execute format($p$create policy %I on public.%I for insert to tenantry_app
-      with check (organization_id = (select app.current_org_id()) and (select app.has_permission('billing:manage')))$p$,
+      with check (organization_id = app.current_org_id() and app.has_permission('billing:manage'))$p$,
       v_table || '_insert', v_table);
   end loop;
   foreach v_table in array array['subscriptions', 'invoices'] loop
     execute format('drop policy if exists %I on public.%I', v_table || '_update', v_table);
     execute format($p$create policy %I on public.%I for update to tenantry_app
-      using (organization_id = (select app.current_org_id()) and (select app.has_permission('billing:manage')))
-      with check (organization_id = (select app.current_org_id()) and (select app.has_permission('billing:manage')))$p$,
+      using (organization_id = app.current_org_id() and app.has_permission('billing:manage'))
+      with check (organization_id = app.current_org_id() and app.has_permission('billing:manage'))$p$,
       v_table || '_update', v_table);
   end loop;
 end

@@ -14,15 +14,14 @@ grant select on public.event_types, public.workflows to tenantry_definer;
 
 drop policy if exists events_select on public.events;
 create policy events_select on public.events for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('events:read'))
-         and (select app.current_run_claim()) is null
-         and (workspace_id is null or (select not app.workspace_restricted())
-              or workspace_id in (select app.allowed_workspace_ids())));
+  using (organization_id = app.current_org_id() and app.has_permission('events:read')
+         and app.current_run_claim() is null
+         and (workspace_id is null or app.workspace_visible(workspace_id)));
 
 -- A dispatcher holding a delivery's claim reads the event it delivers, and no other.
 drop policy if exists events_dispatch on public.events;
 create policy events_dispatch on public.events for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
+  using (organization_id = app.current_org_id()
          and id = (select d.event_id from app.current_delivery() d));
 
 commit;

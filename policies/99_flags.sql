@@ -19,23 +19,23 @@ create policy feature_flags_select on public.feature_flags for select to tenantr
 
 drop policy if exists organization_flags_select on public.organization_flags;
 create policy organization_flags_select on public.organization_flags for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('flags:read')));
+  using (organization_id = app.current_org_id() and app.has_permission('flags:read'));
 
 drop policy if exists organization_flags_insert on public.organization_flags;
 create policy organization_flags_insert on public.organization_flags for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('flags:write')));
+  with check (organization_id = app.current_org_id() and app.has_permission('flags:write'));
 
 drop policy if exists organization_flags_update on public.organization_flags;
 create policy organization_flags_update on public.organization_flags for update to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('flags:write')))
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('flags:write')));
+  using (organization_id = app.current_org_id() and app.has_permission('flags:write'))
+  with check (organization_id = app.current_org_id() and app.has_permission('flags:write'));
 
 drop policy if exists organization_flags_delete on public.organization_flags;
 create policy organization_flags_delete on public.organization_flags for delete to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('flags:write')));
+  using (organization_id = app.current_org_id() and app.has_permission('flags:write'));
 
 drop policy if exists feature_flag_targets_select on public.feature_flag_targets;
 create policy feature_flag_targets_select on public.feature_flag_targets for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('flags:read')));
+  using (organization_id = app.current_org_id() and app.has_permission('flags:read'));
 
 commit;

@@ -21,16 +21,16 @@ end
 $policies$;
 
 create policy idempotency_keys_select on public.idempotency_keys for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and principal_id = coalesce((select app.current_user_id()), (select app.current_api_key_id())));
+  using (organization_id = app.current_org_id()
+         and principal_id = coalesce(app.current_user_id(), app.current_api_key_id()));
 create policy idempotency_keys_insert on public.idempotency_keys for insert to tenantry_app
-  with check (organization_id = (select app.current_org_id())
-              and principal_id = coalesce((select app.current_user_id()), (select app.current_api_key_id())));
+  with check (organization_id = app.current_org_id()
+              and principal_id = coalesce(app.current_user_id(), app.current_api_key_id()));
 create policy idempotency_keys_update on public.idempotency_keys for update to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and principal_id = coalesce((select app.current_user_id()), (select app.current_api_key_id())));
+  using (organization_id = app.current_org_id()
+         and principal_id = coalesce(app.current_user_id(), app.current_api_key_id()));
 create policy idempotency_keys_delete on public.idempotency_keys for delete to tenantry_app
-  using (organization_id = (select app.current_org_id())
-         and principal_id = coalesce((select app.current_user_id()), (select app.current_api_key_id())));
+  using (organization_id = app.current_org_id()
+         and principal_id = coalesce(app.current_user_id(), app.current_api_key_id()));
 
 commit;

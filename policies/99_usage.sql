@@ -9,6 +9,6 @@ grant select, insert, update (requests) on public.usage_counters to tenantry_def
 
 drop policy if exists usage_counters_select on public.usage_counters;
 create policy usage_counters_select on public.usage_counters for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('billing:read')));
+  using (organization_id = app.current_org_id() and app.has_permission('billing:read'));
 
 commit;

@@ -26,40 +26,40 @@ grant select, insert on public.webhook_delivery_attempts to tenantry_definer;
 
 drop policy if exists webhook_endpoints_all on public.webhook_endpoints;
 create policy webhook_endpoints_all on public.webhook_endpoints for all to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
-         and (select app.current_run_claim()) is null)
-  with check (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
-              and (select app.current_run_claim()) is null);
+  using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
+         and app.current_run_claim() is null)
+  with check (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
+              and app.current_run_claim() is null);
 
 drop policy if exists webhook_endpoints_dispatch on public.webhook_endpoints;
 create policy webhook_endpoints_dispatch on public.webhook_endpoints for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
+  using (organization_id = app.current_org_id()
          and id = (select d.endpoint_id from app.current_delivery() d));
 
 drop policy if exists webhook_deliveries_dispatch on public.webhook_deliveries;
 create policy webhook_deliveries_dispatch on public.webhook_deliveries for select to tenantry_app
-  using (organization_id = (select app.current_org_id())
+  using (organization_id = app.current_org_id()
          and id = (select d.delivery_id from app.current_delivery() d));
 
 drop policy if exists webhook_deliveries_select on public.webhook_deliveries;
 create policy webhook_deliveries_select on public.webhook_deliveries for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
-         and (select app.current_run_claim()) is null);
+  using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
+         and app.current_run_claim() is null);
 
 -- A person may only send a delivery again: any state but `delivering` back to `pending`, to an
 -- endpoint that is enabled.
 drop policy if exists webhook_deliveries_retry on public.webhook_deliveries;
 create policy webhook_deliveries_retry on public.webhook_deliveries for update to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
-         and (select app.current_run_claim()) is null and status <> 'delivering')
-  with check (organization_id = (select app.current_org_id()) and status = 'pending' and finished_at is null
+  using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
+         and app.current_run_claim() is null and status <> 'delivering')
+  with check (organization_id = app.current_org_id() and status = 'pending' and finished_at is null
               and exists (select 1 from public.webhook_endpoints w
                           where w.organization_id = webhook_deliveries.organization_id
                             and w.id = webhook_deliveries.endpoint_id and w.enabled));
 
 drop policy if exists webhook_delivery_attempts_select on public.webhook_delivery_attempts;
 create policy webhook_delivery_attempts_select on public.webhook_delivery_attempts for select to tenantry_app
-  using (organization_id = (select app.current_org_id()) and (select app.has_permission('webhooks:manage'))
-         and (select app.current_run_claim()) is null);
+  using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
+         and app.current_run_claim() is null);
 
 commit;

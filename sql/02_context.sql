@@ -73,6 +73,64 @@ as $$ select nullif(pg_catalog.current_setting('app.current_webhook_token', true
 revoke all on function app.current_webhook_token() from public;
 grant execute on function app.current_webhook_token() to tenantry_app, tenantry_definer;
 
+-- The verified context. app.enter_context() (sql/04_principal.sql) checks the principal once, at
+-- the start of the transaction, and records what it found in three settings: the organization it
+-- admitted (`app.verified_org`), the permissions held there (`app.verified_permissions`) and the
+-- workspaces it is restricted to (`app.verified_workspaces`, '' when unrestricted). It then seals
+-- them, with every input setting and this transaction's binding, under a key only the definer
+-- reads (`app.context_seal`). The policy helpers read those settings only while the seal verifies,
+-- so the app role can name an organization, or set any of them by hand, and be admitted nowhere:
+-- without the key it cannot seal a context, and a seal from another transaction is worthless.
+-- Policies therefore read settings, never other tables: a sharded database (Citus) evaluates a
+-- policy on the worker that holds the shard, where a lookup in another distributed table is not
+-- possible (README, "Scaling out").
+--
+-- The key: two random 64-byte halves for a nested SHA-256 MAC (HMAC's construction, with
+-- independent halves), made by this database once and never leaving it. A transaction's seal
+-- lives only as long as the transaction, so replacing the row (a rotation) costs nothing but the
+-- transactions in flight.
+create table if not exists app.context_keys (
+  singleton boolean primary key default true check (singleton),
+  inner_key bytea not null check (octet_length(inner_key) = 64),
+  outer_key bytea not null check (octet_length(outer_key) = 64),
+  created_at timestamptz not null default now()
+);
+revoke all on app.context_keys from public, tenantry_app;
+grant select on app.context_keys to tenantry_definer;
+-- gen_random_uuid() draws from the server's strong random source: four of them hold 488 random
+-- bits, in 64 bytes.
+insert into app.context_keys (inner_key, outer_key)
+select pg_catalog.decode(pg_catalog.replace(r.a || r.b || r.c || r.d, '-', ''), 'hex'),
+       pg_catalog.decode(pg_catalog.replace(r.e || r.f || r.g || r.h, '-', ''), 'hex')
+  from (select gen_random_uuid()::text a, gen_random_uuid()::text b, gen_random_uuid()::text c,
+               gen_random_uuid()::text d, gen_random_uuid()::text e, gen_random_uuid()::text f,
+               gen_random_uuid()::text g, gen_random_uuid()::text h) r
+on conflict (singleton) do nothing;
+
+-- The sealed message: what ties the seal to its transaction (this backend and the instant the
+-- transaction began: constant within it, different in the next one), every context setting as
+-- the app role set it, and the verified values (given, so app.enter_context() seals them in the
+-- same statement that sets them). Each is quoted as a literal (NULL unquoted), so no two
+-- contexts frame to the same text and a change to any setting breaks the seal. One format()
+-- call: the helpers rebuild it on every call, so it must be cheap.
+drop function if exists app.context_binding();
+drop function if exists app.context_message();
+create or replace function app.context_message(p_org text, p_permissions text, p_workspaces text) returns text
+language sql stable parallel safe
+as $$ select pg_catalog.format('%s@%s %L %L %L %L %L %L %L %L %L %L %L',
+    pg_catalog.pg_backend_pid(), extract(epoch from pg_catalog.now()),
+    pg_catalog.current_setting('app.current_user_id', true),
+    pg_catalog.current_setting('app.current_session_id', true),
+    pg_catalog.current_setting('app.current_api_key_id', true),
+    pg_catalog.current_setting('app.current_organization_id', true),
+    pg_catalog.current_setting('app.current_region', true),
+    pg_catalog.current_setting('app.current_run_claim', true),
+    pg_catalog.current_setting('app.current_webhook_token', true),
+    pg_catalog.current_setting('app.current_delivery_claim', true),
+    p_org, p_permissions, p_workspaces) $$;
+revoke all on function app.context_message(text, text, text) from public, tenantry_app;
+grant execute on function app.context_message(text, text, text) to tenantry_definer;
+
 -- Every SECURITY DEFINER function in the files that follow is installed through this: owned by
 -- tenantry_definer, callable by nobody by default, and by the roles named (the app role for the
 -- doors it may use; nobody for the internal helpers). Each file ends with its list, so a reviewer

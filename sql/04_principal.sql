@@ -3,65 +3,77 @@
 set role tenantry_owner;
 set check_function_bodies = off;
 
--- The requested organization, only if the current user is a member of it; else NULL.
--- Every tenant policy compares against this, wrapped as (select app.current_org_id()) so it is
--- evaluated once per statement. Membership is therefore re-verified by the database on every
--- statement: setting the organization id alone grants nothing.
+-- The organization app.enter_context() admitted this transaction to, while its seal verifies;
+-- else NULL. Every tenant policy compares against this. It reads settings and the key, never
+-- another table, so a policy is decided where its rows are (on a Citus worker too), and the app
+-- role, which can set any setting but cannot read the key, cannot make it answer anything the
+-- database did not verify in this transaction.
 --
 -- These helpers are plpgsql rather than SQL on purpose: a SECURITY DEFINER SQL function is never
 -- inlined, and PostgreSQL re-plans a non-inlined SQL function on every call (measured: 0.67 ms
 -- per statement), while plpgsql caches its plans for the life of the connection.
---
--- A service principal (an API key) gets its own organization, only while the key is active.
 create or replace function app.current_org_id() returns uuid
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  -- Only organizations homed in this instance's region exist here.
-  if not exists (select 1 from public.organizations o
-                 where o.id = app.requested_org_id() and o.region = app.current_region()
-                   and o.suspended_at is null) then
-    return null;
-  end if;
-  -- A payment webhook: the organization of the event being processed in this transaction.
-  if app.current_webhook_token() is not null then
-    return (select e.organization_ref
-            from public.webhook_events e
-            where e.processing_token = app.current_webhook_token()
-              and e.organization_ref = app.requested_org_id()
-              and e.status = 'processing');
-  end if;
-  -- A dispatcher: the organization of the delivery it holds the claim on, while it delivers it.
-  if app.current_delivery_claim() is not null then
-    return (select d.organization_id
-            from public.webhook_deliveries d
-            where d.claim_token = app.current_delivery_claim()
-              and d.organization_id = app.requested_org_id()
-              and d.status = 'delivering');
-  end if;
-  -- A worker: the organization of the run it holds the claim on, while that run is running.
-  if app.current_run_claim() is not null then
-    return (select r.organization_id
-            from public.workflow_runs r
-            where r.claim_token = app.current_run_claim()
-              and r.organization_id = app.requested_org_id()
-              and r.status = 'running');
-  end if;
-  if app.current_api_key_id() is not null then
-    return (select k.organization_id
-            from public.api_keys k
-            where k.id = app.current_api_key_id()
-              and k.organization_id = app.requested_org_id()
-              and k.revoked_at is null
-              and (k.expires_at is null or k.expires_at > now()));
-  end if;
-  return (select m.organization_id
-          from public.memberships m
-          where m.organization_id = app.requested_org_id()
-            and m.user_id = app.current_user_id());
+  return case when app.context_verified() then nullif(current_setting('app.verified_org', true), '')::uuid end;
 end
 $$;
+
+-- Internal (the definer's only): this database's context key, the inner half then the outer one.
+-- IMMUTABLE on purpose, though it reads a table: a helper's plan folds it into a constant when
+-- it is first planned on a connection, so verifying a seal afterwards reads no table (measured:
+-- 5 us a call). Rotating the key is app.rotate_context_key(), which also invalidates every plan
+-- that folded the old key.
+create or replace function app.context_key() returns bytea
+language sql immutable
+as $$ select k.inner_key || k.outer_key from app.context_keys k $$;
+
+-- Internal: the seal (hex) of this transaction's context with these verified values: a nested
+-- SHA-256 MAC of app.context_message() under the key. Plain SQL, so it is inlined into the
+-- helpers that call it.
+drop function if exists app.context_seal();
+create or replace function app.context_seal(p_org text, p_permissions text, p_workspaces text) returns text
+language sql stable
+as $$ select encode(sha256(substr(app.context_key(), 65)
+                          || sha256(substr(app.context_key(), 1, 64)
+                                    || convert_to(app.context_message(p_org, p_permissions, p_workspaces), 'UTF8'))),
+                   'hex') $$;
+
+-- Internal: does `app.context_seal` seal this transaction's context as it stands? Compared as
+-- digests, so the time the comparison takes says nothing about the seal expected.
+create or replace function app.context_verified() returns boolean
+language sql stable
+as $$ select sha256(convert_to(coalesce(current_setting('app.context_seal', true), ''), 'UTF8'))
+             = sha256(convert_to(app.context_seal(current_setting('app.verified_org', true),
+                                                  current_setting('app.verified_permissions', true),
+                                                  current_setting('app.verified_workspaces', true)), 'UTF8')) $$;
+
+revoke all on function app.context_key(), app.context_seal(text, text, text), app.context_verified() from public;
+grant execute on function app.context_key(), app.context_seal(text, text, text), app.context_verified()
+  to tenantry_definer;
+drop function if exists app.context_seal_of(text);
+
+-- A new context key, for a DBA who wants one (a transaction in flight when it changes is then
+-- admitted nowhere for the rest of it; its next one is sealed under the new key).
+create or replace procedure app.rotate_context_key()
+language plpgsql
+as $$
+begin
+  update app.context_keys
+     set inner_key = decode(replace(gen_random_uuid()::text || gen_random_uuid()::text
+                                    || gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'),
+         outer_key = decode(replace(gen_random_uuid()::text || gen_random_uuid()::text
+                                    || gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'),
+         created_at = now();
+  -- A plan that folded the old key recorded no dependency on app.context_key() (PostgreSQL
+  -- records one only for the functions it inlines), but it did on app.context_seal(), inlined
+  -- around it: touching that invalidates every such plan, on every connection.
+  alter function app.context_seal(text, text, text) stable;
+end
+$$;
+revoke all on procedure app.rotate_context_key() from public;
 
 -- The principal of this request, checked in the same round trip as BEGIN:
 --   active       false when its session is revoked or its API key revoked or expired (-> 401);
@@ -81,9 +93,16 @@ begin
   end if;
 end
 $drop$;
-create or replace function app.current_principal(
+-- The server's first call in every transaction, right after it sets the context: checks the
+-- principal and, when it is admitted to the requested
+-- organization, records and seals what the policy helpers may read for the rest of this
+-- transaction: the organization, the permissions held there and the workspace restriction (see
+-- sql/02_context.sql). Call it again after changing any context setting (the server does, when a
+-- transaction moves into an organization it has just created): a changed setting breaks the seal,
+-- so the transaction is admitted nowhere until then.
+create or replace function app.enter_context(
   out active boolean, out role text, out permissions text[], out home_region text, out suspended boolean)
-language plpgsql stable security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -92,9 +111,16 @@ declare
   v_org uuid := app.requested_org_id();
   v_region text;
   v_suspended timestamptz;
+  v_restricted boolean;
+  v_workspaces uuid[];
+  v_verified_org text := '';
+  v_verified_permissions text := '';
+  v_verified_workspaces text := '';
 begin
   active := true;
   suspended := false;
+  <<principal>>
+  begin
   select o.region, o.suspended_at into v_region, v_suspended from public.organizations o where o.id = v_org;
   -- A payment webhook: billing permissions in the event's organization, while it is processed.
   if app.current_webhook_token() is not null then
@@ -104,7 +130,7 @@ begin
                      and e.status = 'processing') then
       permissions := array['billing:manage', 'billing:read'];
     end if;
-    return;
+    exit principal;
   end if;
   -- A dispatcher holding a delivery's claim: active while it delivers under that claim, with no
   -- permission at all (what it reads, the dispatch policies name; what it writes goes through
@@ -117,7 +143,7 @@ begin
     if active and v_region is not distinct from app.current_region() and v_suspended is null then
       permissions := '{}';
     end if;
-    return;
+    exit principal;
   end if;
   -- A worker holding a run's claim: active while the run is running under that claim (a cancel
   -- or a re-claim ends it), with the two permissions running a workflow needs.
@@ -129,7 +155,7 @@ begin
     if active and v_region is not distinct from app.current_region() and v_suspended is null then
       permissions := array['runs:execute', 'workflows:read'];
     end if;
-    return;
+    exit principal;
   end if;
   if v_session is not null then
     active := exists (select 1 from public.sessions s
@@ -138,8 +164,9 @@ begin
   end if;
   if v_key is not null then
     select k.revoked_at is null and (k.expires_at is null or k.expires_at > now()),
-           case when k.organization_id = v_org then k.scopes end
-      into active, permissions
+           case when k.organization_id = v_org then k.scopes end,
+           case when k.organization_id = v_org then k.workspace_ids end
+      into active, permissions, v_workspaces
     from public.api_keys k
     where k.id = v_key;
     active := coalesce(active, false);
@@ -152,10 +179,10 @@ begin
       suspended := true;
       permissions := null;
     end if;
-    return;
+    exit principal;
   end if;
   if v_org is not null then
-    select m.role,
+    select m.role, m.restricted,
            case when m.role = 'custom' then
              coalesce((select array_agg(cp.permission order by cp.permission)
                        from public.role_permissions cp
@@ -165,7 +192,7 @@ begin
                        from public.builtin_role_permissions rp
                        where rp.role = m.role), '{}')
            end
-      into role, permissions
+      into role, v_restricted, permissions
     from public.memberships m
     where m.organization_id = v_org and m.user_id = app.current_user_id();
     if permissions is not null and v_region is distinct from app.current_region() then
@@ -176,82 +203,68 @@ begin
       suspended := true;
       role := null;
       permissions := null;
+    elsif v_restricted then
+      v_workspaces := array(select mw.workspace_id from public.member_workspaces mw
+                            where mw.organization_id = v_org and mw.user_id = app.current_user_id()
+                            order by mw.workspace_id);
     end if;
   end if;
+  end;
+  -- What the policies may read for the rest of the transaction, and its seal.
+  if active and permissions is not null and v_org is not null then
+    v_verified_org := v_org::text;
+    v_verified_permissions := permissions::text;
+    v_verified_workspaces := coalesce(v_workspaces::text, '');
+  end if;
+  perform set_config('app.verified_org', v_verified_org, true),
+          set_config('app.verified_permissions', v_verified_permissions, true),
+          set_config('app.verified_workspaces', v_verified_workspaces, true),
+          set_config('app.context_seal',
+                     app.context_seal(v_verified_org, v_verified_permissions, v_verified_workspaces), true);
 end
 $$;
 
--- Does the current user hold `permission` in the requested organization? Write policies call it.
+-- The principal check under its former name, for servers of the previous release while a rolling
+-- deploy replaces them (they call it where the server now calls app.enter_context(), and the
+-- policies admit only a sealed context). Drop it once no such server runs.
+create or replace function app.current_principal(
+  out active boolean, out role text, out permissions text[], out home_region text, out suspended boolean)
+language sql volatile security invoker
+set search_path = pg_catalog, pg_temp
+as $$ select e.active, e.role, e.permissions, e.home_region, e.suspended from app.enter_context() e $$;
+alter function app.current_principal() owner to tenantry_owner;
+revoke all on function app.current_principal() from public;
+grant execute on function app.current_principal() to tenantry_app;
+
+
+-- Does the principal hold `permission` in the organization in context? Write policies call it.
 create or replace function app.has_permission(permission text) returns boolean
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if app.current_org_id() is null then
-    return false; -- not a member, another region, or no context
-  end if;
-  if app.current_delivery_claim() is not null then
-    return false;
-  end if;
-  if app.current_run_claim() is not null then
-    return permission in ('runs:execute', 'workflows:read');
-  end if;
-  if app.current_webhook_token() is not null then
-    return permission in ('billing:manage', 'billing:read');
-  end if;
-  if app.current_api_key_id() is not null then
-    return exists (
-      select 1 from public.api_keys k
-      where k.id = app.current_api_key_id()
-        and k.organization_id = app.requested_org_id()
-        and k.revoked_at is null
-        and (k.expires_at is null or k.expires_at > now())
-        and has_permission.permission = any (k.scopes));
-  end if;
-  return exists (
-    select 1
-    from public.memberships m
-    join public.builtin_role_permissions rp on rp.role = m.role
-    where m.organization_id = app.requested_org_id()
-      and m.user_id = app.current_user_id()
-      and rp.permission = has_permission.permission
-  ) or exists (
-    select 1
-    from public.memberships m
-    join public.role_permissions cp on cp.organization_id = m.organization_id and cp.role_id = m.custom_role_id
-    where m.organization_id = app.requested_org_id()
-      and m.user_id = app.current_user_id()
-      and m.role = 'custom'
-      and cp.permission = has_permission.permission
-  );
+  -- Not admitted (not a member, another region, no context, or a forged one): no permissions.
+  return app.context_verified()
+         and coalesce(has_permission.permission
+                      = any (nullif(current_setting('app.verified_permissions', true), '')::text[]), false);
 end
 $$;
 
--- Workspace restrictions of the principal in context. A member is restricted when their
--- membership says so (`memberships.restricted`), to the workspaces listed in member_workspaces
--- (none left: no workspace at all). An API key is restricted when it carries `workspace_ids`
--- (a restricted member's keys always do). A worker and a payment webhook act for the whole
--- organization. A principal with no standing in the organization is never admitted by
--- app.current_org_id(), which every policy also requires, so the answer for it does not matter.
--- Policies use both through (select ...), so each is evaluated once per statement; the member
--- case comes first and reads a partial index of restricted memberships (usually empty).
+-- Workspace restrictions of the principal in context, as app.enter_context() found them. A
+-- member is restricted when their membership says so (`memberships.restricted`), to the
+-- workspaces listed in member_workspaces (none left: no workspace at all). An API key is
+-- restricted when it carries `workspace_ids` (a restricted member's keys always do). A worker and
+-- a payment webhook act for the whole organization. Without a verified context a principal is
+-- restricted to nothing at all (and app.current_org_id(), which every policy also requires,
+-- admits it nowhere anyway).
 create or replace function app.workspace_restricted() returns boolean
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-  v_user uuid := app.current_user_id();
 begin
-  if v_user is not null then
-    return exists (select 1 from public.memberships m
-                   where m.organization_id = app.requested_org_id() and m.user_id = v_user and m.restricted);
-  end if;
-  if app.current_api_key_id() is not null then
-    return exists (select 1 from public.api_keys k
-                   where k.id = app.current_api_key_id() and k.organization_id = app.requested_org_id()
-                     and k.workspace_ids is not null);
-  end if;
-  return false;
+  return not app.context_verified()
+         or coalesce(current_setting('app.verified_org', true), '') = ''
+         or coalesce(current_setting('app.verified_workspaces', true), '') <> '';
 end
 $$;
 
@@ -260,13 +273,39 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if app.current_api_key_id() is not null then
-    return query select unnest(k.workspace_ids) from public.api_keys k
-                 where k.id = app.current_api_key_id() and k.organization_id = app.requested_org_id();
-    return;
+  if app.context_verified() then
+    return query select unnest(nullif(current_setting('app.verified_workspaces', true), '')::uuid[]);
   end if;
-  return query select mw.workspace_id from public.member_workspaces mw
-               where mw.organization_id = app.requested_org_id() and mw.user_id = app.current_user_id();
+end
+$$;
+
+-- May a read policy show a row of workspace `p_id`? Every workspace when the principal is not
+-- restricted; else the ones app.enter_context() recorded. Plain SQL over the sealed setting, so
+-- it is inlined and costs a setting read per row (a list of 20 rows pays 20 calls; a definer
+-- function costs 10 us a call). It does not check the seal itself: every policy that calls it
+-- also compares organization_id with app.current_org_id(), which does, at the start of the scan
+-- (as an index condition) or on every row; a setting changed between statements breaks the seal
+-- and the policy admits nothing. What it cannot see is a statement that changes the setting
+-- halfway through its own rows: only SQL run as the app role can do that, and that SQL can name
+-- any unrestricted member of the organization anyway (the database trusts the server for who the
+-- caller is, and checks what that caller may reach). Write policies use app.workspace_allowed().
+create or replace function app.workspace_visible(p_id uuid) returns boolean
+language sql stable
+as $$ select case coalesce(pg_catalog.current_setting('app.verified_workspaces', true), '')
+               when '' then true
+               else p_id = any (pg_catalog.current_setting('app.verified_workspaces', true)::uuid[]) end $$;
+revoke all on function app.workspace_visible(uuid) from public;
+grant execute on function app.workspace_visible(uuid) to tenantry_app, tenantry_definer;
+
+-- May a write policy touch a row of workspace `p_id`? The same answer, from a verified context
+-- only, checked on every row (writes touch few rows; the seal's check costs microseconds).
+create or replace function app.workspace_allowed(p_id uuid) returns boolean
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return app.context_verified() and coalesce(current_setting('app.verified_org', true), '') <> ''
+         and app.workspace_visible(p_id);
 end
 $$;
 
@@ -276,7 +315,7 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  return (select p.permissions from app.current_principal() p where p.active);
+  return case when app.context_verified() then nullif(current_setting('app.verified_permissions', true), '')::text[] end;
 end
 $$;
 
@@ -385,8 +424,8 @@ end
 $$;
 
 call app.install_definer(array[
-    'app.current_org_id()', 'app.current_principal()', 'app.has_permission(text)',
-    'app.workspace_restricted()', 'app.allowed_workspace_ids()', 'app.current_permissions()',
+    'app.current_org_id()', 'app.enter_context()', 'app.has_permission(text)',
+    'app.workspace_restricted()', 'app.allowed_workspace_ids()', 'app.workspace_allowed(uuid)', 'app.current_permissions()',
     'app.role_grants(text, uuid)', 'app.can_grant_role(text, uuid)', 'app.within_restriction(uuid[])',
     'app.member_within_restriction(uuid)'
 ], '{tenantry_app}');

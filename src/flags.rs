@@ -13,7 +13,7 @@
 //! Two caches serve evaluation without a database round trip. `FlagCache` holds each
 //! organization's rules as read under that organization's RLS context (never across tenants).
 //! `StandingCache` holds a caller's standing (role and permissions) in an organization, exactly
-//! as `app.current_principal()` reported it; it is used by flag evaluation only (every other
+//! as `app.enter_context()` reported it; it is used by flag evaluation only (every other
 //! request asks the database) and is invalidated through `NOTIFY tenantry_standing`, sent by
 //! every change that could alter a standing: memberships, custom role permissions, API key and
 //! session revocation, suspension, region moves, user erasure. Its time-to-live (5 s) bounds the

@@ -12,6 +12,7 @@ begin
   perform set_config('app.current_user_id', coalesce(p_user::text, ''), true);
   perform set_config('app.current_organization_id', coalesce(p_org::text, ''), true);
   perform set_config('app.current_region', 'us', true);
+  perform app.enter_context();
 end $$;
 create function pg_temp.count_as(p_user uuid, p_org uuid, p_query text) returns bigint
 language plpgsql as $$

@@ -12,6 +12,7 @@ begin
   perform set_config('app.current_region', 'us', true);
   perform set_config('app.current_session_id', coalesce(p_session::text, ''), true);
   perform set_config('app.current_api_key_id', coalesce(p_key::text, ''), true);
+  perform app.enter_context();
   execute p_query into n;
   execute 'reset role';
   return n;

@@ -15,6 +15,7 @@ begin
   perform set_config('app.current_session_id', '', true);
   perform set_config('app.current_api_key_id', '', true);
   perform set_config('app.current_run_claim', coalesce(p_claim::text, ''), true);
+  perform app.enter_context();
   execute p_sql into v;
   execute 'reset role';
   return v;

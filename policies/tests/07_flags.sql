@@ -11,6 +11,7 @@ begin
   perform set_config('app.current_user_id', p_user::text, true);
   perform set_config('app.current_organization_id', p_org::text, true);
   perform set_config('app.current_region', 'us', true);
+  perform app.enter_context();
   execute p_sql into v;
   execute 'reset role';
   return v;

@@ -11,6 +11,7 @@ begin
   perform set_config('app.current_user_id', '00000000-0000-0000-0000-00000000a11c', true);
   perform set_config('app.current_organization_id', 'aaaaaaaa-0000-0000-0000-000000000000', true);
   perform set_config('app.current_region', 'us', true);
+  perform app.enter_context();
   execute p_sql into v;
   execute 'reset role';
   return v;

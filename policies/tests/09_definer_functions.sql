@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(85);
+select plan(88);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -112,6 +112,7 @@ begin
   perform set_config('app.current_webhook_token', coalesce(p_webhook::text, ''), true);
   perform set_config('app.current_run_claim', coalesce(p_claim::text, ''), true);
   perform set_config('app.current_delivery_claim', coalesce(p_delivery::text, ''), true);
+  perform app.enter_context();
   execute p_sql into v;
   execute 'reset role';
   return v;
@@ -126,7 +127,8 @@ create function pg_temp.alice(p_sql text) returns text language sql as $$
 select set_eq(
   $$select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
     where n.nspname = 'app' and p.prosecdef and has_function_privilege('tenantry_app', p.oid, 'execute')$$,
-  array['current_org_id', 'current_principal', 'has_permission', 'workspace_restricted', 'allowed_workspace_ids',
+  array['current_org_id', 'enter_context', 'has_permission', 'workspace_restricted', 'allowed_workspace_ids',
+        'workspace_allowed',
         'current_permissions', 'role_grants', 'can_grant_role', 'within_restriction', 'member_within_restriction',
         'provision_user', 'refresh_profile', 'create_login_attempt', 'take_login_attempt',
         'sync_provider_memberships', 'start_session', 'start_console_session', 'use_console_session',
@@ -155,6 +157,16 @@ select is(pg_temp.as_app('00000000-0000-0000-0000-00000000da7e', 'bbbbbbbb-0000-
   'select count(*)::text from workspaces'), '0', 'workspace_restricted: and nothing of another organization opens up');
 select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', 'select count(*)::text from app.allowed_workspace_ids()'),
   '0', 'allowed_workspace_ids: none in another organization');
+select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000',
+  $$select app.workspace_allowed('bbbbbbbb-0000-0000-0000-0000000000b1')::text$$), 'false',
+  'workspace_allowed: not a workspace of an organization she only names');
+select is(pg_temp.as_app('00000000-0000-0000-0000-00000000da7e', 'aaaaaaaa-0000-0000-0000-000000000000',
+  $$select app.workspace_allowed('aaaaaaaa-0000-0000-0000-0000000000a2')::text
+           || app.workspace_allowed('aaaaaaaa-0000-0000-0000-0000000000a1')::text$$), 'falsetrue',
+  'workspace_allowed: a restricted member only her own workspace');
+select is(pg_temp.as_app('00000000-0000-0000-0000-00000000da7e', 'aaaaaaaa-0000-0000-0000-000000000000',
+  $$select set_config('app.verified_workspaces', '', true) || app.workspace_allowed('aaaaaaaa-0000-0000-0000-0000000000a2')::text$$),
+  'false', 'workspace_allowed: lifting her restriction by hand breaks the seal');
 select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000', 'select app.current_permissions()::text'), null,
   'current_permissions: none in another organization');
 select is(pg_temp.alice($$select app.role_grants('custom', 'bbbbbbbb-0000-0000-0000-0000000000f1')::text$$), '{}',

@@ -119,6 +119,26 @@ pub async fn role_violations(
 
 /// Tables: RLS enabled and forced, a policy per granted command, no `USING (true)`, keys that
 /// lead with / include organization_id.
+/// Policies that still look rows up in another table (a subquery), and so keep the schema from
+/// being distributed (Citus refuses a subquery in a policy on a distributed or reference table).
+/// Issue 18 rewrites them onto the sealed context; this list may only shrink: a new policy with
+/// a subquery is a violation, and so is an entry here whose policy has lost its subquery.
+const SUBQUERY_POLICIES_TO_REWRITE: &[&str] = &[
+    "users.users_select",
+    "organizations.organizations_select",
+    "member_workspaces.member_workspaces_insert",
+    "member_workspaces.member_workspaces_delete",
+    "workflow_versions.workflow_versions_select",
+    "workflow_runs.workflow_runs_insert",
+    "workflow_run_inputs.workflow_run_inputs_insert",
+    "organization_data_keys.organization_data_keys_select",
+    "provider_keys.provider_keys_select",
+    "events.events_dispatch",
+    "webhook_endpoints.webhook_endpoints_dispatch",
+    "webhook_deliveries.webhook_deliveries_dispatch",
+    "webhook_deliveries.webhook_deliveries_retry",
+];
+
 async fn table_violations(
     client: &impl GenericClient,
     app_role: &str,
@@ -183,7 +203,9 @@ async fn table_violations(
             .query(
                 "select p.polname, p.polcmd::text as cmd, p.polpermissive, \
                         pg_get_expr(p.polqual, p.polrelid) as qual, \
-                        pg_get_expr(p.polwithcheck, p.polrelid) as with_check \
+                        pg_get_expr(p.polwithcheck, p.polrelid) as with_check, \
+                        coalesce(p.polqual::text, '') || coalesce(p.polwithcheck::text, '') \
+                          like '%{SUBLINK %' as has_subquery \
                  from pg_policy p \
                  where p.polrelid = $1 \
                    and exists (select 1 from unnest(p.polroles) r \
@@ -216,6 +238,25 @@ async fn table_violations(
         }
         for p in &policies {
             let polname: String = p.get("polname");
+            let object = format!("{name}.{polname}");
+            let allowed = SUBQUERY_POLICIES_TO_REWRITE.contains(&object.as_str());
+            match (p.get::<_, bool>("has_subquery"), allowed) {
+                (true, false) => out.push(Violation {
+                    rule: "policy_subquery",
+                    object: object.clone(),
+                    message: "policy with a subquery: a sharded database (Citus) refuses it; compare with \
+                              the context helpers instead (app.current_org_id(), app.has_permission(...), \
+                              app.workspace_visible(...))"
+                        .into(),
+                }),
+                (false, true) => out.push(Violation {
+                    rule: "policy_subquery_allowance_stale",
+                    object: object.clone(),
+                    message: "policy no longer has a subquery: remove it from SUBQUERY_POLICIES_TO_REWRITE"
+                        .into(),
+                }),
+                _ => {}
+            }
             for column in ["qual", "with_check"] {
                 let expr: Option<String> = p.get(column);
                 if expr.as_deref().map(|e| e.trim_matches(|c| c == '(' || c == ')' || c == ' '))

@@ -8,8 +8,9 @@
 //!   without a context cannot be written.
 //! - A transaction that is dropped without commit is rolled back before its connection can be
 //!   reused; a statement error poisons the transaction so it can never be committed.
-//! - Every transaction checks its principal in the database (`app.current_principal()`): a
-//!   revoked session or API key is refused on its next request, whatever a cache believes.
+//! - Every transaction checks its principal in the database (`app.enter_context()`): a
+//!   revoked session or API key is refused on its next request, whatever a cache believes. The
+//!   same call seals what it found, and the policies read only that sealed context.
 
 use deadpool_postgres::Object;
 use futures_util::future;
@@ -31,7 +32,7 @@ const SET_CONTEXT: &str = "select set_config('app.current_user_id', $1, true), \
                            set_config('app.current_delivery_claim', $8, true)";
 const SET_ORG: &str = "select set_config('app.current_organization_id', $1, true)";
 const CURRENT_PRINCIPAL: &str =
-    "select active, role, permissions, home_region, suspended from app.current_principal()";
+    "select active, role, permissions, home_region, suspended from app.enter_context()";
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -347,7 +348,7 @@ impl Drop for TenantTx {
     }
 }
 
-/// Reads `app.current_principal()`: an inactive principal (revoked session, revoked or expired
+/// Reads `app.enter_context()`: an inactive principal (revoked session, revoked or expired
 /// key) is `Unauthenticated`; otherwise its standing in `org`, if it has one there.
 fn standing_from_row(org: Option<OrgId>, row: &Row) -> Result<Option<Membership>, DbError> {
     if !row.get::<_, bool>("active") {

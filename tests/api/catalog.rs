@@ -51,6 +51,32 @@ async fn a_using_true_policy_is_reported() {
 }
 
 #[tokio::test]
+async fn a_policy_with_a_subquery_is_reported_and_the_allowance_only_shrinks() {
+    let (_, client) = scratch().await;
+    // The shape every policy had before issue 18, which Citus refuses.
+    client
+        .batch_execute(
+            "create policy peek on workspaces for select to tenantry_app \
+             using (organization_id = (select app.current_org_id()))",
+        )
+        .await
+        .unwrap();
+    // A policy still allowed its subquery, rewritten without one: its allowance must go.
+    client
+        .batch_execute(
+            "drop policy events_dispatch on events; \
+             create policy events_dispatch on events for select to tenantry_app \
+             using (organization_id = app.current_org_id() and false)",
+        )
+        .await
+        .unwrap();
+    let violations = check::run(&client, "tenantry_app").await.unwrap();
+    assert_eq!(rules_for(&violations, "workspaces.peek"), vec!["policy_subquery"]);
+    assert_eq!(rules_for(&violations, "events.events_dispatch"), vec!["policy_subquery_allowance_stale"]);
+    assert_eq!(violations.len(), 2, "{violations:#?}");
+}
+
+#[tokio::test]
 async fn an_app_role_with_bypassrls_or_superuser_is_reported() {
     // Roles are cluster-wide, so the mutation is made on a copy of the app role rather than on
     // the role every other test is using.
@@ -122,7 +148,7 @@ async fn a_granted_command_without_a_policy_and_a_bad_primary_key_are_reported()
              alter table secrets force row level security;
              grant select, insert on secrets to tenantry_app;
              create policy secrets_select on secrets for select to tenantry_app
-               using (organization_id = (select app.current_org_id()));",
+               using (organization_id = app.current_org_id());",
         )
         .await
         .unwrap();

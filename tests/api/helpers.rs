@@ -105,7 +105,7 @@ pub async fn connect(url: &str) -> Client {
 }
 
 /// Inside an open transaction on an app-role connection: act as `user` in `org` (region `us`),
-/// as the server would.
+/// as the server would (the settings, then `app.enter_context()`, which verifies and seals them).
 pub async fn set_context(db: &Client, user: Uuid, org: Uuid) {
     db.execute(
         "select set_config('app.current_user_id', $1, true), set_config('app.current_organization_id', $2, true), \
@@ -114,6 +114,7 @@ pub async fn set_context(db: &Client, user: Uuid, org: Uuid) {
     )
     .await
     .unwrap();
+    db.query_one("select active from app.enter_context()", &[]).await.unwrap();
 }
 
 /// The migrated template, created once per test run (stale databases of earlier runs dropped).

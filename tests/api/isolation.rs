@@ -333,6 +333,60 @@ async fn without_a_context_the_app_role_sees_nothing_and_writes_nothing() {
     assert_eq!(app.raw_count("select count(*) from workspaces", &[]).await, 1);
 }
 
+/// The app role records a sealed context in one transaction and replays it, setting by setting,
+/// in the next (on the same connection, so the same backend): the seal is bound to the
+/// transaction it was made in, so the replay is admitted nowhere. Even after its member is
+/// removed, an old seal cannot bring the access back.
+#[tokio::test]
+async fn a_sealed_context_recorded_in_one_transaction_is_worthless_in_the_next() {
+    let app = TestApp::spawn().await;
+    let a = app.org_with_owner("org-a").await;
+    app.workspace(&a, "Production").await;
+    let db = connect(&app_url(&app.database)).await;
+    const SETTINGS: [&str; 8] = [
+        "app.current_user_id",
+        "app.current_organization_id",
+        "app.current_region",
+        "app.verified_org",
+        "app.verified_permissions",
+        "app.verified_workspaces",
+        "app.context_seal",
+        "app.current_session_id",
+    ];
+
+    db.batch_execute("begin").await.unwrap();
+    set_context(&db, a.owner.id, a.id).await;
+    let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "the sealed context admits its member");
+    let mut recorded = Vec::new();
+    for name in SETTINGS {
+        let value: Option<String> =
+            db.query_one("select current_setting($1, true)", &[&name]).await.unwrap().get(0);
+        recorded.push((name, value.unwrap_or_default()));
+    }
+    assert_eq!(recorded[6].1.len(), 64, "the seal is a SHA-256 in hex");
+    db.batch_execute("commit").await.unwrap();
+
+    db.batch_execute("begin").await.unwrap();
+    for (name, value) in &recorded {
+        db.execute("select set_config($1, $2, true)", &[name, value]).await.unwrap();
+    }
+    let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "the replayed seal admits nothing");
+    let org: Option<Uuid> = db.query_one("select app.current_org_id()", &[]).await.unwrap().get(0);
+    assert_eq!(org, None);
+    let err = db
+        .execute(
+            "insert into workspaces (organization_id, name, region) values ($1, 'replayed', 'us')",
+            &[&a.id],
+        )
+        .await
+        .expect_err("an insert under a replayed seal");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    db.batch_execute("rollback").await.unwrap();
+    assert_eq!(app.raw_count("select count(*) from workspaces where name = 'replayed'", &[]).await, 0);
+}
+
 async fn pool_bleed(pool_size: usize) {
     // A load test: 2,000 requests from two principals in seconds, far over any rate limit.
     let app = TestApp::spawn_with(|s| {

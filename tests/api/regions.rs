@@ -73,6 +73,7 @@ async fn each_instance_serves_only_its_regions_organizations() {
     )
     .await
     .unwrap();
+    db.query_one("select active from app.enter_context()", &[]).await.unwrap();
     let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
     assert_eq!(n, 0);
     db.batch_execute("rollback; begin").await.unwrap();
@@ -82,6 +83,7 @@ async fn each_instance_serves_only_its_regions_organizations() {
     )
     .await
     .unwrap();
+    db.query_one("select active from app.enter_context()", &[]).await.unwrap();
     let n: i64 = db.query_one("select count(*) from workspaces", &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "no region in context: nothing (fail closed)");
     db.batch_execute("rollback").await.unwrap();

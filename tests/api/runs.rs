@@ -373,6 +373,7 @@ async fn a_worker_claim_is_confined_to_its_run_in_the_database() {
                 )
                 .await
                 .unwrap();
+            client.query_one("select active from app.enter_context()", &[]).await.unwrap();
             let row = client
                 .query_one(
                     "select (select count(*) from workflow_runs), (select count(*) from workflow_run_inputs), \
