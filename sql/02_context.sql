@@ -115,9 +115,11 @@ on conflict (singleton) do nothing;
 -- call: the helpers rebuild it on every call, so it must be cheap.
 drop function if exists app.context_binding();
 drop function if exists app.context_message();
-create or replace function app.context_message(p_org text, p_permissions text, p_workspaces text) returns text
+drop function if exists app.context_message(text, text, text);
+create or replace function app.context_message(p_org text, p_permissions text, p_workspaces text, p_claim text)
+returns text
 language sql stable parallel safe
-as $$ select pg_catalog.format('%s@%s %L %L %L %L %L %L %L %L %L %L %L',
+as $$ select pg_catalog.format('%s@%s %L %L %L %L %L %L %L %L %L %L %L %L',
     pg_catalog.pg_backend_pid(), extract(epoch from pg_catalog.now()),
     pg_catalog.current_setting('app.current_user_id', true),
     pg_catalog.current_setting('app.current_session_id', true),
@@ -127,9 +129,9 @@ as $$ select pg_catalog.format('%s@%s %L %L %L %L %L %L %L %L %L %L %L',
     pg_catalog.current_setting('app.current_run_claim', true),
     pg_catalog.current_setting('app.current_webhook_token', true),
     pg_catalog.current_setting('app.current_delivery_claim', true),
-    p_org, p_permissions, p_workspaces) $$;
-revoke all on function app.context_message(text, text, text) from public, tenantry_app;
-grant execute on function app.context_message(text, text, text) to tenantry_definer;
+    p_org, p_permissions, p_workspaces, p_claim) $$;
+revoke all on function app.context_message(text, text, text, text) from public, tenantry_app;
+grant execute on function app.context_message(text, text, text, text) to tenantry_definer;
 
 -- Every SECURITY DEFINER function in the files that follow is installed through this: owned by
 -- tenantry_definer, callable by nobody by default, and by the roles named (the app role for the

@@ -34,11 +34,13 @@ as $$ select k.inner_key || k.outer_key from app.context_keys k $$;
 -- SHA-256 MAC of app.context_message() under the key. Plain SQL, so it is inlined into the
 -- helpers that call it.
 drop function if exists app.context_seal();
-create or replace function app.context_seal(p_org text, p_permissions text, p_workspaces text) returns text
+drop function if exists app.context_seal(text, text, text, text);
+create or replace function app.context_seal(p_org text, p_permissions text, p_workspaces text, p_claim text)
+returns text
 language sql stable
 as $$ select encode(sha256(substr(app.context_key(), 65)
                           || sha256(substr(app.context_key(), 1, 64)
-                                    || convert_to(app.context_message(p_org, p_permissions, p_workspaces), 'UTF8'))),
+                                    || convert_to(app.context_message(p_org, p_permissions, p_workspaces, p_claim), 'UTF8'))),
                    'hex') $$;
 
 -- Internal: does `app.context_seal` seal this transaction's context as it stands? Compared as
@@ -48,12 +50,24 @@ language sql stable
 as $$ select sha256(convert_to(coalesce(current_setting('app.context_seal', true), ''), 'UTF8'))
              = sha256(convert_to(app.context_seal(current_setting('app.verified_org', true),
                                                   current_setting('app.verified_permissions', true),
-                                                  current_setting('app.verified_workspaces', true)), 'UTF8')) $$;
+                                                  current_setting('app.verified_workspaces', true),
+                                                  current_setting('app.verified_claim', true)), 'UTF8')) $$;
 
-revoke all on function app.context_key(), app.context_seal(text, text, text), app.context_verified() from public;
-grant execute on function app.context_key(), app.context_seal(text, text, text), app.context_verified()
+revoke all on function app.context_key(), app.context_seal(text, text, text, text), app.context_verified() from public;
+grant execute on function app.context_key(), app.context_seal(text, text, text, text), app.context_verified()
   to tenantry_definer;
 drop function if exists app.context_seal_of(text);
+
+-- Internal: part `p_part` (2, 3, ...) of the claim app.enter_context() verified, when it is a
+-- claim of kind `p_kind` ('run <id> <workspace>', 'delivery <id> <endpoint> <event>') and the
+-- seal verifies; else NULL.
+create or replace function app.verified_claim_part(p_kind text, p_part int) returns uuid
+language sql stable
+as $$ select case when app.context_verified()
+                   and split_part(current_setting('app.verified_claim', true), ' ', 1) = p_kind
+                  then nullif(split_part(current_setting('app.verified_claim', true), ' ', p_part), '')::uuid end $$;
+revoke all on function app.verified_claim_part(text, int) from public;
+grant execute on function app.verified_claim_part(text, int) to tenantry_definer;
 
 -- A new context key, for a DBA who wants one (a transaction in flight when it changes is then
 -- admitted nowhere for the rest of it; its next one is sealed under the new key).
@@ -70,7 +84,7 @@ begin
   -- A plan that folded the old key recorded no dependency on app.context_key() (PostgreSQL
   -- records one only for the functions it inlines), but it did on app.context_seal(), inlined
   -- around it: touching that invalidates every such plan, on every connection.
-  alter function app.context_seal(text, text, text) stable;
+  alter function app.context_seal(text, text, text, text) stable;
 end
 $$;
 revoke all on procedure app.rotate_context_key() from public;
@@ -116,6 +130,8 @@ declare
   v_verified_org text := '';
   v_verified_permissions text := '';
   v_verified_workspaces text := '';
+  v_claim text := '';
+  v_verified_claim text := '';
 begin
   active := true;
   suspended := false;
@@ -136,7 +152,8 @@ begin
   -- permission at all (what it reads, the dispatch policies name; what it writes goes through
   -- app.finish_delivery()).
   if app.current_delivery_claim() is not null then
-    select d.organization_id = v_org into active
+    select d.organization_id = v_org, format('delivery %s %s %s', d.id, d.endpoint_id, d.event_id)
+      into active, v_claim
     from public.webhook_deliveries d
     where d.claim_token = app.current_delivery_claim() and d.status = 'delivering';
     active := coalesce(active, false);
@@ -148,7 +165,8 @@ begin
   -- A worker holding a run's claim: active while the run is running under that claim (a cancel
   -- or a re-claim ends it), with the two permissions running a workflow needs.
   if app.current_run_claim() is not null then
-    select r.organization_id = v_org into active
+    select r.organization_id = v_org, format('run %s %s', r.id, r.workspace_id)
+      into active, v_claim
     from public.workflow_runs r
     where r.claim_token = app.current_run_claim() and r.status = 'running';
     active := coalesce(active, false);
@@ -215,12 +233,15 @@ begin
     v_verified_org := v_org::text;
     v_verified_permissions := permissions::text;
     v_verified_workspaces := coalesce(v_workspaces::text, '');
+    v_verified_claim := coalesce(v_claim, '');
   end if;
   perform set_config('app.verified_org', v_verified_org, true),
           set_config('app.verified_permissions', v_verified_permissions, true),
           set_config('app.verified_workspaces', v_verified_workspaces, true),
+          set_config('app.verified_claim', v_verified_claim, true),
           set_config('app.context_seal',
-                     app.context_seal(v_verified_org, v_verified_permissions, v_verified_workspaces), true);
+                     app.context_seal(v_verified_org, v_verified_permissions, v_verified_workspaces,
+                                      v_verified_claim), true);
 end
 $$;
 

@@ -37,18 +37,25 @@ begin
 end
 $$;
 
--- The run a worker holds the claim on (NULL for everyone else). The run policies compare with it.
+-- The run a worker holds the claim on, and its workspace (NULL for everyone else), as
+-- app.enter_context() found them running under that claim when the transaction began. The run
+-- policies compare with them; they read the sealed context, not the runs table, so a shard can
+-- decide them.
 create or replace function app.current_run_id() returns uuid
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if app.current_run_claim() is null then
-    return null;
-  end if;
-  return (select r.id from public.workflow_runs r
-          where r.claim_token = app.current_run_claim() and r.organization_id = app.current_org_id()
-            and r.status = 'running');
+  return app.verified_claim_part('run', 2);
+end
+$$;
+
+create or replace function app.current_run_workspace_id() returns uuid
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return app.verified_claim_part('run', 3);
 end
 $$;
 
@@ -202,7 +209,7 @@ call app.install_definer(array[
     'app.run_queue_stats()',
     'app.publish_workflow(uuid, text, jsonb)',
     'app.release_run_claim(uuid)',
-    'app.current_run_id()',
+    'app.current_run_id()', 'app.current_run_workspace_id()',
     'app.claim_next_run(text, integer, integer, integer)',
     'app.renew_run_claim(uuid, integer)'
 ], '{tenantry_app}');

@@ -132,7 +132,7 @@ select is(pg_temp.as_app(:alice, :b, true,
 set local role tenantry_app;
 select throws_ok('select count(*) from app.context_keys', '42501', null, 'the app role cannot read the key');
 select throws_ok($$select app.context_key()$$, '42501', null, 'nor call the function that holds it');
-select throws_ok($$select app.context_seal('', '', '')$$, '42501', null, 'nor seal a context of its own');
+select throws_ok($$select app.context_seal('', '', '', '')$$, '42501', null, 'nor seal a context of its own');
 reset role;
 select is((select count(*) from app.context_keys where inner_key <> outer_key), 1::bigint,
   'one key, its halves distinct');

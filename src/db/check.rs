@@ -131,11 +131,6 @@ const SUBQUERY_POLICIES_TO_REWRITE: &[&str] = &[
     "workflow_versions.workflow_versions_select",
     "workflow_runs.workflow_runs_insert",
     "workflow_run_inputs.workflow_run_inputs_insert",
-    "organization_data_keys.organization_data_keys_select",
-    "provider_keys.provider_keys_select",
-    "events.events_dispatch",
-    "webhook_endpoints.webhook_endpoints_dispatch",
-    "webhook_deliveries.webhook_deliveries_dispatch",
     "webhook_deliveries.webhook_deliveries_retry",
 ];
 

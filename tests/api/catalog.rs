@@ -64,15 +64,18 @@ async fn a_policy_with_a_subquery_is_reported_and_the_allowance_only_shrinks() {
     // A policy still allowed its subquery, rewritten without one: its allowance must go.
     client
         .batch_execute(
-            "drop policy events_dispatch on events; \
-             create policy events_dispatch on events for select to tenantry_app \
+            "drop policy workflow_versions_select on workflow_versions; \
+             create policy workflow_versions_select on workflow_versions for select to tenantry_app \
              using (organization_id = app.current_org_id() and false)",
         )
         .await
         .unwrap();
     let violations = check::run(&client, "tenantry_app").await.unwrap();
     assert_eq!(rules_for(&violations, "workspaces.peek"), vec!["policy_subquery"]);
-    assert_eq!(rules_for(&violations, "events.events_dispatch"), vec!["policy_subquery_allowance_stale"]);
+    assert_eq!(
+        rules_for(&violations, "workflow_versions.workflow_versions_select"),
+        vec!["policy_subquery_allowance_stale"]
+    );
     assert_eq!(violations.len(), 2, "{violations:#?}");
 }
 
