@@ -19,7 +19,7 @@ create policy organization_data_keys_select on public.organization_data_keys for
   using (organization_id = app.current_org_id()
          and (app.has_permission('provider_keys:manage') or app.has_permission('webhooks:manage')
               or app.current_run_id() is not null
-              or app.current_delivery_id() is not null));
+              or app.current_claim('delivery', 'id') is not null));
 
 drop policy if exists organization_data_keys_insert on public.organization_data_keys;
 create policy organization_data_keys_insert on public.organization_data_keys for insert to tenantry_app
@@ -32,7 +32,7 @@ create policy provider_keys_select on public.provider_keys for select to tenantr
   using (organization_id = app.current_org_id()
          and ((app.has_permission('provider_keys:manage') and app.current_run_claim() is null
                and app.workspace_visible(workspace_id))
-              or workspace_id = app.current_run_workspace_id()));
+              or workspace_id = app.current_claim('run', 'workspace')));
 
 drop policy if exists provider_keys_insert on public.provider_keys;
 create policy provider_keys_insert on public.provider_keys for insert to tenantry_app

@@ -22,6 +22,6 @@ create policy events_select on public.events for select to tenantry_app
 drop policy if exists events_dispatch on public.events;
 create policy events_dispatch on public.events for select to tenantry_app
   using (organization_id = app.current_org_id()
-         and id = app.current_delivery_event_id());
+         and id = app.current_claim('delivery', 'event'));
 
 commit;

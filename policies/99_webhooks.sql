@@ -34,12 +34,12 @@ create policy webhook_endpoints_all on public.webhook_endpoints for all to tenan
 drop policy if exists webhook_endpoints_dispatch on public.webhook_endpoints;
 create policy webhook_endpoints_dispatch on public.webhook_endpoints for select to tenantry_app
   using (organization_id = app.current_org_id()
-         and id = app.current_delivery_endpoint_id());
+         and id = app.current_claim('delivery', 'endpoint'));
 
 drop policy if exists webhook_deliveries_dispatch on public.webhook_deliveries;
 create policy webhook_deliveries_dispatch on public.webhook_deliveries for select to tenantry_app
   using (organization_id = app.current_org_id()
-         and id = app.current_delivery_id());
+         and id = app.current_claim('delivery', 'id'));
 
 drop policy if exists webhook_deliveries_select on public.webhook_deliveries;
 create policy webhook_deliveries_select on public.webhook_deliveries for select to tenantry_app

@@ -69,6 +69,22 @@ as $$ select case when app.context_verified()
 revoke all on function app.verified_claim_part(text, int) from public;
 grant execute on function app.verified_claim_part(text, int) to tenantry_definer;
 
+-- The run or delivery app.enter_context() verified for this transaction, by name: ('run', 'id'),
+-- ('run', 'workspace'), ('delivery', 'id'), ('delivery', 'endpoint'), ('delivery', 'event').
+-- NULL for any other name, for a principal holding no such claim, or without a verified context.
+-- The run and dispatch policies compare with it.
+create or replace function app.current_claim(p_kind text, p_part text) returns uuid
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return app.verified_claim_part(p_kind, case p_kind || '.' || p_part
+                                           when 'run.id' then 2 when 'run.workspace' then 3
+                                           when 'delivery.id' then 2 when 'delivery.endpoint' then 3
+                                           when 'delivery.event' then 4 end);
+end
+$$;
+
 -- A new context key, for a DBA who wants one (a transaction in flight when it changes is then
 -- admitted nowhere for the rest of it; its next one is sealed under the new key).
 create or replace procedure app.rotate_context_key()
@@ -445,7 +461,7 @@ end
 $$;
 
 call app.install_definer(array[
-    'app.current_org_id()', 'app.enter_context()', 'app.has_permission(text)',
+    'app.current_org_id()', 'app.enter_context()', 'app.current_claim(text, text)', 'app.has_permission(text)',
     'app.workspace_restricted()', 'app.allowed_workspace_ids()', 'app.workspace_allowed(uuid)', 'app.current_permissions()',
     'app.role_grants(text, uuid)', 'app.can_grant_role(text, uuid)', 'app.within_restriction(uuid[])',
     'app.member_within_restriction(uuid)'

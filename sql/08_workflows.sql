@@ -37,9 +37,9 @@ begin
 end
 $$;
 
--- The run a worker holds the claim on, and its workspace (NULL for everyone else), as
--- app.enter_context() found them running under that claim when the transaction began. The run
--- policies compare with them; they read the sealed context, not the runs table, so a shard can
+-- The run a worker holds the claim on (NULL for everyone else), as app.enter_context() found it
+-- running under that claim when the transaction began (app.current_claim('run', 'id')). The run
+-- policies compare with it; it reads the sealed context, not the runs table, so a shard can
 -- decide them.
 create or replace function app.current_run_id() returns uuid
 language plpgsql stable security definer
@@ -50,14 +50,6 @@ begin
 end
 $$;
 
-create or replace function app.current_run_workspace_id() returns uuid
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  return app.verified_claim_part('run', 3);
-end
-$$;
 
 -- The queue. Claims a run of the region in context (app.current_region(), set by the worker
 -- like every transaction): first a running run whose lease ran out (its worker died or
@@ -209,7 +201,7 @@ call app.install_definer(array[
     'app.run_queue_stats()',
     'app.publish_workflow(uuid, text, jsonb)',
     'app.release_run_claim(uuid)',
-    'app.current_run_id()', 'app.current_run_workspace_id()',
+    'app.current_run_id()',
     'app.claim_next_run(text, integer, integer, integer)',
     'app.renew_run_claim(uuid, integer)'
 ], '{tenantry_app}');

@@ -10,10 +10,10 @@
 set role tenantry_owner;
 set check_function_bodies = off;
 
--- The delivery the dispatcher in context holds the claim on, its endpoint and its event (no row,
--- or NULL, for everyone else), as app.enter_context() found it delivering under that claim when
--- the transaction began. The dispatch policies compare with them; they read the sealed context,
--- not the deliveries table, so a shard can decide them.
+-- The delivery the dispatcher in context holds the claim on, its endpoint and its event (no row
+-- for everyone else), as app.enter_context() found it delivering under that claim when the
+-- transaction began. It reads the sealed context, not the deliveries table; the dispatch
+-- policies use app.current_claim('delivery', ...), which reads the same.
 create or replace function app.current_delivery(out delivery_id uuid, out endpoint_id uuid, out event_id uuid)
 returns setof record
 language plpgsql stable security definer
@@ -23,33 +23,6 @@ begin
   return query select app.verified_claim_part('delivery', 2), app.verified_claim_part('delivery', 3),
                       app.verified_claim_part('delivery', 4)
                where app.verified_claim_part('delivery', 2) is not null;
-end
-$$;
-
-create or replace function app.current_delivery_id() returns uuid
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  return app.verified_claim_part('delivery', 2);
-end
-$$;
-
-create or replace function app.current_delivery_endpoint_id() returns uuid
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  return app.verified_claim_part('delivery', 3);
-end
-$$;
-
-create or replace function app.current_delivery_event_id() returns uuid
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  return app.verified_claim_part('delivery', 4);
 end
 $$;
 
@@ -318,8 +291,7 @@ end
 $$;
 
 call app.install_definer(array[
-    'app.current_delivery()', 'app.current_delivery_id()', 'app.current_delivery_endpoint_id()',
-    'app.current_delivery_event_id()',
+    'app.current_delivery()',
     'app.claim_next_delivery(text, integer, integer, integer, integer, timestamptz)',
     'app.finish_delivery(timestamptz, integer, integer, text, text, timestamptz, timestamptz, integer, integer, integer)',
     'app.ping_webhook_endpoint(uuid)'

@@ -136,11 +136,10 @@ select set_eq(
         'record_security_event', 'erase_current_user', 'create_organization', 'accept_invitation', 'find_api_key',
         'touch_api_key', 'anonymise_organization_audit', 'is_platform_admin', 'admin_list_organizations',
         'admin_change_organization', 'admin_put_flag', 'admin_target_flag', 'admin_list_webhook_events',
-        'publish_workflow', 'current_run_id', 'current_run_workspace_id', 'claim_next_run', 'renew_run_claim', 'release_run_claim',
+        'publish_workflow', 'current_run_id', 'claim_next_run', 'renew_run_claim', 'release_run_claim',
         'begin_webhook_event',
         'finish_webhook_event', 'record_unroutable_webhook_event', 'record_usage',
-        'organization_requests_per_minute', 'organization_data_mode', 'prune_events', 'current_delivery', 'current_delivery_id',
-        'current_delivery_endpoint_id', 'current_delivery_event_id',
+        'organization_requests_per_minute', 'organization_data_mode', 'prune_events', 'current_delivery', 'current_claim',
         'claim_next_delivery', 'finish_delivery', 'ping_webhook_endpoint', 'run_queue_stats',
         'verify_audit_chains'],
   'every definer function the app role may call is covered here');
@@ -296,8 +295,8 @@ select is((select count(*) from workflow_versions where organization_id = 'bbbbb
   0::bigint, 'publish_workflow: and B has no new version');
 select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000', 'select app.current_run_id()::text', null,
   gen_random_uuid()), null, 'current_run_id: a made-up claim holds no run');
-select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000', 'select app.current_run_workspace_id()::text',
-  null, gen_random_uuid()), null, 'current_run_workspace_id: a made-up claim holds no workspace');
+select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000', $$select app.current_claim('run', 'workspace')::text$$,
+  null, gen_random_uuid()), null, 'current_claim: a made-up run claim holds no workspace');
 select is(pg_temp.as_app(null, null, $$select count(*)::text from app.claim_next_run('w', 1000000, 3, 1000000)$$),
   '0', 'claim_next_run: an eu run is not claimed in the us, whatever the arguments');
 select is(pg_temp.as_app(null, null, $$select queued || '/' || running || '/' || attempts_exhausted
@@ -329,20 +328,24 @@ select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000',
   p_delivery => 'd3110000-0000-0000-0000-0000000000b0'), '1false',
   'current_delivery: in B the claim reads the one event it delivers, with no permission');
 select is(pg_temp.as_app(null, 'aaaaaaaa-0000-0000-0000-000000000000',
-  $$select concat(app.current_delivery_id(), app.current_delivery_endpoint_id(), app.current_delivery_event_id())$$,
+  $$select concat(app.current_claim('delivery', 'id'), app.current_claim('delivery', 'endpoint'),
+                 app.current_claim('delivery', 'event'))$$,
   p_delivery => 'd3110000-0000-0000-0000-0000000000b0'), '',
-  'current_delivery_id, _endpoint_id, _event_id: B''s claim names nothing with another organization named');
+  'current_claim: B''s delivery claim names nothing with another organization named');
 select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000',
-  $$select concat(app.current_delivery_id(), app.current_delivery_endpoint_id(), app.current_delivery_event_id())$$,
+  $$select concat(app.current_claim('delivery', 'id'), app.current_claim('delivery', 'endpoint'),
+                 app.current_claim('delivery', 'event'), app.current_claim('run', 'id'),
+                 app.current_claim('delivery', 'secret'), app.current_claim('delivery', repeat('x', 100000)),
+                 app.current_claim(null, null))$$,
   p_delivery => 'd3110000-0000-0000-0000-0000000000b0'),
   (select concat(d.id, d.endpoint_id, d.event_id) from webhook_deliveries d
     where d.claim_token = 'd3110000-0000-0000-0000-0000000000b0'),
-  'current_delivery_id, _endpoint_id, _event_id: in B, the delivery it holds');
+  'current_claim: in B, the delivery it holds, and nothing for another kind or a hostile name');
 select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000',
   $$select set_config('app.verified_claim', 'delivery ' || gen_random_uuid() || ' x x', true)
-           || coalesce(app.current_delivery_id()::text, 'none')$$,
+           || coalesce(app.current_claim('delivery', 'id')::text, 'none')$$,
   p_delivery => 'd3110000-0000-0000-0000-0000000000b0') like '%none', true,
-  'current_delivery_id: a claim rewritten by hand breaks the seal');
+  'current_claim: a claim rewritten by hand breaks the seal');
 select is(pg_temp.as_app(null, null,
   $$select count(*)::text from app.claim_next_delivery('w', 1000000, 1000, 1000000, 1000000, now() + interval '100 years')$$),
   '0', 'claim_next_delivery: an eu delivery is not claimed in the us, nor a live claim, whatever the arguments');
