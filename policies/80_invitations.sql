@@ -18,8 +18,25 @@ drop policy if exists invitations_insert on public.invitations;
 create policy invitations_insert on public.invitations for insert to tenantry_app
   with check (organization_id = app.current_org_id()
               and app.has_permission('members:manage')
-              and app.can_grant_role(role, custom_role_id)
               and app.within_restriction(workspace_ids));
+
+-- The role's permissions are other rows: the grant is checked by this trigger (a policy reads
+-- only the sealed context).
+create or replace function app.invitations_check_grant() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if app.row_checks_apply(tg_relid) and not app.can_grant_role(new.role, new.custom_role_id) then
+    raise exception 'row-level security check: this role is beyond the principal''s own'
+      using errcode = '42501';
+  end if;
+  return new;
+end
+$$;
+drop trigger if exists invitations_check_grant on public.invitations;
+create trigger invitations_check_grant before insert on public.invitations
+  for each row execute function app.invitations_check_grant();
 
 drop policy if exists invitations_update on public.invitations;
 create policy invitations_update on public.invitations for update to tenantry_app

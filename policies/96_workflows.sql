@@ -28,8 +28,10 @@ create policy workflows_update on public.workflows for update to tenantry_app
   with check (organization_id = app.current_org_id() and app.has_permission('workflows:write'));
 
 drop policy if exists workflow_versions_select on public.workflow_versions;
+-- A version is visible exactly when its workflow is: the same permission and workspace, which
+-- the version carries (migration V33), so the policy reads no other table.
 create policy workflow_versions_select on public.workflow_versions for select to tenantry_app
-  using (organization_id = app.current_org_id()
-         and workflow_id in (select w.id from public.workflows w));
+  using (organization_id = app.current_org_id() and app.has_permission('workflows:read')
+         and app.workspace_visible(workspace_id));
 
 commit;

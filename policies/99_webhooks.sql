@@ -46,16 +46,15 @@ create policy webhook_deliveries_select on public.webhook_deliveries for select 
   using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
          and app.current_run_claim() is null);
 
--- A person may only send a delivery again: any state but `delivering` back to `pending`, to an
--- endpoint that is enabled.
+-- A person may only send a delivery again: any state but `delivering` back to `pending`. That the
+-- endpoint is enabled is the API's check (it holds the endpoint's row locked while it retries),
+-- not the policy's: it is the endpoint's row, and a pending delivery to a disabled endpoint is
+-- never claimed anyway (app.claim_next_delivery takes enabled endpoints only).
 drop policy if exists webhook_deliveries_retry on public.webhook_deliveries;
 create policy webhook_deliveries_retry on public.webhook_deliveries for update to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
          and app.current_run_claim() is null and status <> 'delivering')
-  with check (organization_id = app.current_org_id() and status = 'pending' and finished_at is null
-              and exists (select 1 from public.webhook_endpoints w
-                          where w.organization_id = webhook_deliveries.organization_id
-                            and w.id = webhook_deliveries.endpoint_id and w.enabled));
+  with check (organization_id = app.current_org_id() and status = 'pending' and finished_at is null);
 
 drop policy if exists webhook_delivery_attempts_select on public.webhook_delivery_attempts;
 create policy webhook_delivery_attempts_select on public.webhook_delivery_attempts for select to tenantry_app

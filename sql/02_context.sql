@@ -15,6 +15,18 @@ create or replace function app.current_user_id() returns uuid
 language sql stable parallel safe
 as $$ select nullif(pg_catalog.current_setting('app.current_user_id', true), '')::uuid $$;
 
+-- Do the row checks bind this write? They are triggers standing in for a policy that would need
+-- another row (a policy reads only the sealed context, so that a Citus shard can evaluate it),
+-- and bind exactly whom the policies bind: a caller subject to row-level security on the table,
+-- other than the definer (whose functions decide for themselves), in a statement of its own
+-- rather than a foreign key's cascade (which policies do not see either).
+create or replace function app.row_checks_apply(p_table oid) returns boolean
+language sql stable
+as $$ select pg_catalog.pg_trigger_depth() = 1 and pg_catalog.row_security_active(p_table)
+             and current_user <> 'tenantry_definer' $$;
+revoke all on function app.row_checks_apply(oid) from public;
+grant execute on function app.row_checks_apply(oid) to tenantry_app, tenantry_definer;
+
 -- The organization named by the request's URL. NOT proof of membership: policies use
 -- app.current_org_id(), which returns this value only when the current user is a member.
 create or replace function app.requested_org_id() returns uuid

@@ -20,19 +20,21 @@ as $$
 declare
   v_org uuid := app.current_org_id();
   v_version integer;
+  v_workspace uuid;
 begin
   if v_org is null or not app.has_permission('workflows:publish') then
     raise exception 'new row violates row-level security policy for table "workflow_versions"' using errcode = '42501';
   end if;
   update public.workflows w set latest_version = w.latest_version + 1
   where w.organization_id = v_org and w.id = p_workflow and w.archived_at is null
-    and (not app.workspace_restricted() or w.workspace_id in (select app.allowed_workspace_ids()))
-  returning w.latest_version into v_version;
+    and app.workspace_allowed(w.workspace_id)
+  returning w.latest_version, w.workspace_id into v_version, v_workspace;
   if v_version is null then
     return null;
   end if;
-  insert into public.workflow_versions (organization_id, workflow_id, version, definition, spec, published_by)
-  values (v_org, p_workflow, v_version, p_definition, p_spec, app.current_user_id());
+  insert into public.workflow_versions (organization_id, workflow_id, workspace_id, version, definition, spec,
+                                       published_by)
+  values (v_org, p_workflow, v_workspace, v_version, p_definition, p_spec, app.current_user_id());
   return v_version;
 end
 $$;

@@ -89,7 +89,8 @@ pub async fn run(pool: &Db, issuer: &str) -> anyhow::Result<()> {
         let db = pool.in_region(region);
         let pool = &db;
         let mut tx = TenantTx::begin_user(pool, Actor::user(owner)).await?;
-        let existing = tx.query_opt("select id from organizations where slug = $1", &[&org.slug]).await?;
+        let existing =
+            tx.query_opt("select id from app.user_organizations where slug = $1", &[&org.slug]).await?;
         if existing.is_some() {
             tx.commit().await?;
             continue;

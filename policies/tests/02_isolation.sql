@@ -1,6 +1,6 @@
 -- Behaviour: what the app role sees and may write under each context.
 begin;
-select plan(20);
+select plan(27);
 
 -- Become the app role with the given context (until `reset role`), then run a query returning
 -- one number, or a statement returning the rows it affected. A failing statement rolls its
@@ -35,10 +35,10 @@ begin
 end $$;
 
 -- Arrange, as the superuser (bypassing RLS).
-insert into users (id, issuer, subject) values
-  ('00000000-0000-0000-0000-00000000a11c', 'test', 'alice'),
-  ('00000000-0000-0000-0000-000000000b0b', 'test', 'bob'),
-  ('00000000-0000-0000-0000-0000000ca401', 'test', 'carol');
+insert into users (id, issuer, subject, email) values
+  ('00000000-0000-0000-0000-00000000a11c', 'test', 'alice', 'alice@a.test'),
+  ('00000000-0000-0000-0000-000000000b0b', 'test', 'bob', 'bob@b.test'),
+  ('00000000-0000-0000-0000-0000000ca401', 'test', 'carol', 'carol@a.test');
 insert into organizations (id, name, slug) values
   ('aaaaaaaa-0000-0000-0000-000000000000', 'A', 'pgtap-a'),
   ('bbbbbbbb-0000-0000-0000-000000000000', 'B', 'pgtap-b');
@@ -63,10 +63,31 @@ select is(pg_temp.count_as(:alice, :a, 'select count(*) from workspaces'), 1::bi
 select is(pg_temp.count_as(:alice, :a, $$select count(*) from workspaces where name = 'B1'$$), 0::bigint, 'and not B''s');
 select is(pg_temp.count_as(:alice, :b, 'select count(*) from workspaces'), 0::bigint, 'naming B without membership: nothing');
 select is(pg_temp.count_as(:bob, :a, 'select count(*) from workspaces'), 0::bigint, 'bob naming A: nothing');
-select is(pg_temp.count_as(:alice, null, 'select count(*) from organizations'), 1::bigint, 'alice lists only her organization');
+select is(pg_temp.count_as(:alice, null, 'select count(*) from app.user_organizations'), 1::bigint,
+  'alice lists only her organization (app.user_organizations)');
+select is(pg_temp.count_as(:alice, null, 'select count(*) from organizations'), 0::bigint,
+  'organizations itself shows only the organization in context: none here');
 select is(pg_temp.count_as(:alice, :a, 'select count(*) from memberships'), 2::bigint, 'alice sees A''s two memberships');
 select is(pg_temp.count_as(:bob, null, 'select count(*) from users'), 1::bigint, 'bob sees only himself among users');
-select is(pg_temp.count_as(:carol, :a, 'select count(*) from users'), 2::bigint, 'carol sees the users of A');
+select is(pg_temp.count_as(:carol, :a, 'select count(*) from users'), 1::bigint, 'carol sees only her own user row');
+select is(pg_temp.count_as(:carol, :a, 'select count(*) from app.member_profiles'), 2::bigint,
+  'and the profiles of A''s members (app.member_profiles)');
+select is(pg_temp.count_as(:carol, :b, 'select count(*) from app.member_profiles'), 0::bigint,
+  'naming B without membership: no profiles');
+-- The attacker's first try at a definer view: a condition of their own that records what it sees
+-- (a cast error or a notice would do the same). security_barrier runs it only on admitted rows.
+create temporary table seen (email text);
+grant insert on seen to tenantry_app;
+create function pg_temp.peek(p_email text) returns boolean
+language sql volatile cost 0.0001 as $$ insert into pg_temp.seen values (p_email) returning true $$;
+select is(pg_temp.count_as(:carol, :a, 'select count(*) from app.member_profiles where pg_temp.peek(email)'),
+  2::bigint, 'a cheap leaky condition on the profiles still counts only A''s members');
+select is((select array_agg(email order by email) from seen), array['alice@a.test', 'carol@a.test'],
+  'and never saw a row of B');
+select is(pg_temp.count_as(:bob, :b, 'select count(*) from app.user_organizations where pg_temp.peek(slug)'),
+  1::bigint, 'nor on the organization list, which shows bob only B');
+select is((select array_agg(email) from seen where email like 'pgtap-%'), array['pgtap-b'],
+  'whose condition saw B''s slug alone');
 
 select is(pg_temp.exec_as(:alice, :a, $$insert into workspaces (organization_id, name) values ('aaaaaaaa-0000-0000-0000-000000000000', 'A2')$$),
           1::bigint, 'an owner creates a workspace');

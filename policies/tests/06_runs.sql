@@ -1,7 +1,7 @@
 -- Workflow runs: the queue's claim is the worker's only authority, confined to one run of one
 -- organization while it runs; the state machine holds for every writer.
 begin;
-select plan(22);
+select plan(29);
 
 -- Runs p_sql on the app role with the given context; returns the first column as text.
 create function pg_temp.as_app(p_user uuid, p_org uuid, p_claim uuid, p_sql text) returns text
@@ -33,9 +33,9 @@ insert into workspaces (organization_id, id, name, region) values
 insert into workflows (organization_id, workspace_id, id, name, draft, latest_version) values
   ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000a1', 'aaaaaaaa-0000-0000-0000-00000000f100', 'wa', 'x', 1),
   ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000b1', 'bbbbbbbb-0000-0000-0000-00000000f100', 'wb', 'x', 1);
-insert into workflow_versions (organization_id, workflow_id, version, definition, spec) values
-  ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-00000000f100', 1, 'x', '{}'),
-  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-00000000f100', 1, 'x', '{}');
+insert into workflow_versions (organization_id, workspace_id, workflow_id, version, definition, spec) values
+  ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000a1', 'aaaaaaaa-0000-0000-0000-00000000f100', 1, 'x', '{}'),
+  ('bbbbbbbb-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000b1', 'bbbbbbbb-0000-0000-0000-00000000f100', 1, 'x', '{}');
 -- Two runs in A (the first is older, so it is claimed first), one in B.
 insert into workflow_runs (organization_id, workspace_id, id, workflow_id, version, input, input_bytes, created_at) values
   ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000a1', 'aaaaaaaa-0000-0000-0000-0000000000e1',
@@ -116,6 +116,44 @@ select throws_ok($$select pg_temp.as_app('00000000-0000-0000-0000-00000000a11c',
 select is(pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
           'update workflow_runs set status = ''cancelled'' where id = ''aaaaaaaa-0000-0000-0000-0000000000e2'' returning status'),
           'cancelled', 'a member cancels a queued run');
+
+-- The row checks (triggers standing in for a policy that would need another row), tried straight
+-- on the tables as the app role.
+select is(pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
+          'select count(*) from workflow_versions'), '1', 'a member sees her organization''s version, not B''s');
+select is(pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
+          $q$insert into workflow_runs (organization_id, workspace_id, id, workflow_id, version, input_bytes) values
+             ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000a1',
+              'aaaaaaaa-0000-0000-0000-0000000000e9', 'aaaaaaaa-0000-0000-0000-00000000f100', 1, 0) returning 1$q$),
+          '1', 'a member starts a run of a live workflow of the workspace');
+select is(pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
+          $q$insert into workflow_run_inputs (organization_id, run_id, input) values
+             ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000e9', '{}') returning 1$q$),
+          '1', 'and writes its input while it is queued');
+select throws_ok($$select pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
+          $q$insert into workflow_runs (organization_id, workspace_id, id, workflow_id, version, input_bytes) values
+             ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000a1', gen_random_uuid(),
+              'bbbbbbbb-0000-0000-0000-00000000f100', 1, 0) returning 1$q$)$$,
+          '42501', 'row-level security check: the run''s workflow is not a live workflow of its workspace',
+          'a run of another organization''s workflow is refused');
+select throws_ok($$select pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
+          $q$insert into workflow_runs (organization_id, workspace_id, id, workflow_id, version, input_bytes) values
+             ('aaaaaaaa-0000-0000-0000-000000000000', 'bbbbbbbb-0000-0000-0000-0000000000b1', gen_random_uuid(),
+              'aaaaaaaa-0000-0000-0000-00000000f100', 1, 0) returning 1$q$)$$,
+          '42501', 'row-level security check: the run''s workflow is not a live workflow of its workspace',
+          'so is a run filed under a workspace its workflow is not in');
+select throws_ok($$select pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
+          $q$insert into workflow_run_inputs (organization_id, run_id, input) values
+             ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000e2', '{"x": 1}') returning 1$q$)$$,
+          '42501', 'row-level security check: a run''s input is written only while the run is queued',
+          'no input is slipped to a run that is no longer queued');
+update workflows set archived_at = now() where id = 'aaaaaaaa-0000-0000-0000-00000000f100';
+select throws_ok($$select pg_temp.as_app('00000000-0000-0000-0000-00000000a11c', 'aaaaaaaa-0000-0000-0000-000000000000', null,
+          $q$insert into workflow_runs (organization_id, workspace_id, id, workflow_id, version, input_bytes) values
+             ('aaaaaaaa-0000-0000-0000-000000000000', 'aaaaaaaa-0000-0000-0000-0000000000a1', gen_random_uuid(),
+              'aaaaaaaa-0000-0000-0000-00000000f100', 1, 0) returning 1$q$)$$,
+          '42501', 'row-level security check: the run''s workflow is not a live workflow of its workspace',
+          'nor is an archived workflow started');
 
 select * from finish();
 rollback;

@@ -53,8 +53,8 @@ insert into workflows (organization_id, workspace_id, id, name, draft) values
 insert into workflows (organization_id, workspace_id, id, name, draft, latest_version) values
   ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-0000-0000-0000000000c1', 'cccccccc-0000-0000-0000-00000000f100',
    'wc', 'x', 1);
-insert into workflow_versions (organization_id, workflow_id, version, definition, spec) values
-  ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-0000-0000-00000000f100', 1, 'x', '{}');
+insert into workflow_versions (organization_id, workspace_id, workflow_id, version, definition, spec) values
+  ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-0000-0000-0000000000c1', 'cccccccc-0000-0000-0000-00000000f100', 1, 'x', '{}');
 insert into workflow_runs (organization_id, workspace_id, id, workflow_id, version, input_bytes) values
   ('cccccccc-0000-0000-0000-000000000000', 'cccccccc-0000-0000-0000-0000000000c1', 'cccccccc-0000-0000-0000-0000000000e1',
    'cccccccc-0000-0000-0000-00000000f100', 1, 0);

@@ -2,7 +2,7 @@
 -- (the handler's 403 is not there to help), every way permissions flow is refused beyond what
 -- the granting principal holds, its workspace restriction included.
 begin;
-select plan(14);
+select plan(20);
 
 -- In A: Mona holds a custom role with members:manage, roles:manage and api_keys:manage only;
 -- Ada is an admin; Rita is an admin restricted to A1; Vic is a viewer.
@@ -54,9 +54,10 @@ select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-00000000a0a0'
 select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-00000000a0a0', $q$update memberships set role = 'admin',
   custom_role_id = null where user_id = '00000000-0000-0000-0000-00000000a0a0' returning 1$q$)$$, '42501', null,
   'nor make themselves admin');
-select is(pg_temp.as_user('00000000-0000-0000-0000-00000000a0a0', $q$update memberships set role = 'viewer'
-  where user_id = '00000000-0000-0000-0000-00000000ada0' returning 1$q$), null,
-  'nor touch an admin (the row is out of their reach)');
+select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-00000000a0a0', $q$update memberships set role = 'viewer'
+  where user_id = '00000000-0000-0000-0000-00000000ada0' returning 1$q$)$$, '42501',
+  'row-level security check: this member is beyond the principal''s reach',
+  'nor touch an admin (memberships_check_grant refuses the row)');
 select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-00000000ada0', $q$insert into memberships
   (organization_id, user_id, role) values ('aaaaaaaa-0000-0000-0000-000000000000',
   '00000000-0000-0000-0000-00000000ce11', 'owner') returning 1$q$)$$, '42501', null, 'an admin cannot add an owner');
@@ -105,6 +106,31 @@ select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-000000000717'
 select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-000000000717', $q$insert into provider_grants
   (organization_id, id, provider, role) values ('aaaaaaaa-0000-0000-0000-000000000000', gen_random_uuid(), 'local',
   'viewer') returning 1$q$)$$, '42501', null, 'a restricted member cannot let a provider grant roles');
+
+-- The row checks behind the grant rules, straight on the tables: the member's role, the role a
+-- provider would grant.
+select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-00000000a0a0', $q$insert into member_workspaces
+  (organization_id, user_id, workspace_id) values ('aaaaaaaa-0000-0000-0000-000000000000',
+  '00000000-0000-0000-0000-00000000ada0', 'aaaaaaaa-0000-0000-0000-0000000000a2') returning 1$q$)$$, '42501',
+  'row-level security check: this member''s role is beyond the principal''s',
+  'a member manager cannot restrict an admin to a workspace');
+select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-00000000a0a0', $q$delete from member_workspaces
+  where user_id = '00000000-0000-0000-0000-000000000717' returning 1$q$)$$, '42501',
+  'row-level security check: this member''s role is beyond the principal''s',
+  'nor unlist a restricted admin''s workspace');
+select is(pg_temp.as_user('00000000-0000-0000-0000-00000000ada0', $q$insert into member_workspaces
+  (organization_id, user_id, workspace_id) values ('aaaaaaaa-0000-0000-0000-000000000000',
+  '00000000-0000-0000-0000-000000000f1c', 'aaaaaaaa-0000-0000-0000-0000000000a2') returning 1$q$), '1',
+  'an admin lists a viewer''s workspace');
+select throws_ok($$select pg_temp.as_user('00000000-0000-0000-0000-00000000a0a0', $q$insert into provider_grants
+  (organization_id, id, provider, role) values ('aaaaaaaa-0000-0000-0000-000000000000', gen_random_uuid(), 'local',
+  'admin') returning 1$q$)$$, '42501', 'row-level security check: this role is beyond the principal''s own',
+  'a member manager cannot let a provider grant admin');
+select is(pg_temp.as_user('00000000-0000-0000-0000-00000000ada0', $q$delete from memberships
+  where user_id = '00000000-0000-0000-0000-000000000f1c' returning 1$q$), '1',
+  'an admin removes the viewer');
+select is((select count(*) from member_workspaces where user_id = '00000000-0000-0000-0000-000000000f1c'), 0::bigint,
+  'whose workspace rows went with the membership (a cascade, which the row checks leave alone)');
 
 select * from finish();
 rollback;

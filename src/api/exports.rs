@@ -63,8 +63,8 @@ export_tables! {
     ),
     (
         "users",
-        "select row_to_json(t)::text from (select u.id, u.issuer, u.subject, u.email, u.display_name, u.created_at \
-         from users u join memberships m on m.user_id = u.id where m.organization_id = $1 order by u.id) t",
+        "select row_to_json(t)::text from (select u.user_id as id, u.issuer, u.subject, u.email, u.display_name, \
+         u.created_at from app.member_profiles u where u.organization_id = $1 order by u.user_id) t",
     ),
     (
         "workspaces",

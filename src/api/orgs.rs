@@ -128,6 +128,8 @@ pub async fn create_organization(
         &[id.as_uuid(), &name.as_str(), &slug.as_str(), &region.as_str(), &data_mode.as_str()],
     )
     .await?;
+    // The new organization is readable once it is the one in context.
+    tx.enter_org(id).await?;
     let row = tx
         .query_found(
             "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.row_version \
@@ -135,7 +137,6 @@ pub async fn create_organization(
             &[id.as_uuid()],
         )
         .await?;
-    tx.enter_org(id).await?;
     let entry = AuditEntry::allowed("organization.create", "organization", id, &meta).with_details(
         serde_json::json!({"name": name.as_str(), "slug": slug.as_str(), "region": region, "data_mode": data_mode}),
     );
@@ -149,22 +150,21 @@ pub async fn create_organization(
         .json(org))
 }
 
-/// The caller's organizations: `$1` limit, `$2` role, `$3` name prefix pattern, then the
-/// cursor's keys. Driven by `memberships_user_id_idx (user_id, organization_id)`: a person's
-/// organizations are few, and sorted after that lookup.
+/// The caller's organizations (the `app.user_organizations` view: their memberships, with each
+/// organization): `$1` limit, `$2` role, `$3` name prefix pattern, then the cursor's keys. Driven
+/// by `memberships_user_id_idx (user_id, organization_id)`: a person's organizations are few, and
+/// sorted after that lookup.
 macro_rules! organizations {
     () => {
-        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, m.role \
-         from organizations o \
-         join memberships m on m.organization_id = o.id and m.user_id = app.current_user_id() \
-         where ($2::text is null or m.role = $2) and ($3::text is null or lower(o.name) like $3)"
+        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.role \
+         from app.user_organizations o \
+         where ($2::text is null or o.role = $2) and ($3::text is null or lower(o.name) like $3)"
     };
 }
 macro_rules! organizations_plain {
     () => {
-        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, m.role \
-         from organizations o \
-         join memberships m on m.organization_id = o.id and m.user_id = app.current_user_id() \
+        "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.role \
+         from app.user_organizations o \
          where $2::text is null and $3::text is null"
     };
 }

@@ -333,7 +333,7 @@ pub async fn retry_webhook_delivery(
         .query_opt(
             "select d.status, w.enabled from webhook_deliveries d join webhook_endpoints w \
                on w.organization_id = d.organization_id and w.id = d.endpoint_id \
-             where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3",
+             where d.organization_id = $1 and d.endpoint_id = $2 and d.id = $3 for share of w",
             &[&path.org_id, &path.endpoint_id, &path.delivery_id],
         )
         .await?
@@ -350,8 +350,9 @@ pub async fn retry_webhook_delivery(
             detail: "The endpoint is disabled; enable it (PATCH enabled: true) first.".into(),
         });
     }
-    // The policy lets this move only a delivery that is not being delivered (no FOR UPDATE above:
-    // it would hide such a row and answer 404); a dispatcher that claimed it meanwhile wins.
+    // The policy lets this move only a delivery that is not being delivered (the delivery is not
+    // locked above: FOR UPDATE would hide such a row and answer 404); a dispatcher that claimed
+    // it meanwhile wins. The endpoint is share-locked, so it stays enabled until the commit.
     let moved = tx
         .execute(
             "update webhook_deliveries set status = 'pending', next_attempt_at = now(), finished_at = null \

@@ -117,23 +117,60 @@ pub async fn role_violations(
     Ok(out)
 }
 
-/// Tables: RLS enabled and forced, a policy per granted command, no `USING (true)`, keys that
-/// lead with / include organization_id.
-/// Policies that still look rows up in another table (a subquery), and so keep the schema from
-/// being distributed (Citus refuses a subquery in a policy on a distributed or reference table).
-/// Issue 18 rewrites them onto the sealed context; this list may only shrink: a new policy with
-/// a subquery is a violation, and so is an entry here whose policy has lost its subquery.
-const SUBQUERY_POLICIES_TO_REWRITE: &[&str] = &[
-    "users.users_select",
-    "organizations.organizations_select",
-    "member_workspaces.member_workspaces_insert",
-    "member_workspaces.member_workspaces_delete",
-    "workflow_versions.workflow_versions_select",
-    "workflow_runs.workflow_runs_insert",
-    "workflow_run_inputs.workflow_run_inputs_insert",
-    "webhook_deliveries.webhook_deliveries_retry",
+/// The functions a policy may call: each reads only the request's settings and the sealed
+/// context, never a table. A policy that looked a row up (a subquery, or a function that queries)
+/// could not be evaluated on a Citus shard, where a policy runs inside the shard's query and may
+/// read nothing else; a rule that needs another row is a row check (a trigger) instead. Adding a
+/// function here is a claim that it reads no table: review it as such.
+const POLICY_HELPERS: &[&str] = &[
+    "app.current_org_id()",
+    "app.current_user_id()",
+    "app.current_api_key_id()",
+    "app.current_run_claim()",
+    "app.current_run_id()",
+    "app.current_claim(text,text)",
+    "app.has_permission(text)",
+    "app.current_permissions()",
+    "app.workspace_visible(uuid)",
+    "app.workspace_allowed(uuid)",
+    "app.workspace_restricted()",
+    "app.within_restriction(uuid[])",
 ];
 
+/// Policies that call a function outside [`POLICY_HELPERS`] (any schema but the system's).
+async fn policy_helper_violations(
+    client: &impl GenericClient,
+) -> Result<Vec<Violation>, tokio_postgres::Error> {
+    let sql = concat!(
+        "select distinct p.polrelid::regclass::text || '.' || p.polname as policy, \
+                replace(f.oid::regprocedure::text, ', ', ',') as function \
+         from pg_policy p \
+         cross join lateral regexp_matches(coalesce(p.polqual::text, '') || ' ' || coalesce(p.polwithcheck::text, ''), \
+                                           ':funcid (\\d+)', 'g') m \
+         join pg_proc f on f.oid = m[1]::oid \
+         join pg_namespace n on n.oid = f.pronamespace \
+         where n.nspname not in ",
+        system_schemas!(),
+        " and not (replace(f.oid::regprocedure::text, ', ', ',') = any($1)) order by 1, 2"
+    );
+    Ok(client
+        .query(sql, &[&POLICY_HELPERS])
+        .await?
+        .into_iter()
+        .map(|row| Violation {
+            rule: "policy_calls_unlisted_function",
+            object: row.get("policy"),
+            message: format!(
+                "the policy calls {}, which is not one of the context helpers (check.rs POLICY_HELPERS); \
+                 a policy may read only the sealed context, and a rule needing another row is a trigger",
+                row.get::<_, String>("function")
+            ),
+        })
+        .collect())
+}
+
+/// Tables: RLS enabled and forced, a policy per granted command, no `USING (true)`, no subquery in
+/// a policy, keys that lead with / include organization_id.
 async fn table_violations(
     client: &impl GenericClient,
     app_role: &str,
@@ -234,23 +271,15 @@ async fn table_violations(
         for p in &policies {
             let polname: String = p.get("polname");
             let object = format!("{name}.{polname}");
-            let allowed = SUBQUERY_POLICIES_TO_REWRITE.contains(&object.as_str());
-            match (p.get::<_, bool>("has_subquery"), allowed) {
-                (true, false) => out.push(Violation {
+            if p.get::<_, bool>("has_subquery") {
+                out.push(Violation {
                     rule: "policy_subquery",
                     object: object.clone(),
                     message: "policy with a subquery: a sharded database (Citus) refuses it; compare with \
                               the context helpers instead (app.current_org_id(), app.has_permission(...), \
-                              app.workspace_visible(...))"
+                              app.workspace_visible(...)), and check other rows in a trigger"
                         .into(),
-                }),
-                (false, true) => out.push(Violation {
-                    rule: "policy_subquery_allowance_stale",
-                    object: object.clone(),
-                    message: "policy no longer has a subquery: remove it from SUBQUERY_POLICIES_TO_REWRITE"
-                        .into(),
-                }),
-                _ => {}
+                });
             }
             for column in ["qual", "with_check"] {
                 let expr: Option<String> = p.get(column);
@@ -342,6 +371,13 @@ async fn table_violations(
     Ok(out)
 }
 
+/// The views that read across a policy on purpose, as the definer: each shows what a policy would
+/// need another table for (a Citus shard cannot query one inside a policy), limited by the view to
+/// the verified context. Each must be owned by the definer and be a security barrier, so none of
+/// the caller's conditions sees a row the view has not admitted; any other view over a table with
+/// RLS must be security_invoker.
+const DEFINER_VIEWS: &[&str] = &["app.member_profiles", "app.user_organizations"];
+
 async fn function_and_view_violations(
     client: &impl GenericClient,
 ) -> Result<Vec<Violation>, tokio_postgres::Error> {
@@ -370,9 +406,12 @@ async fn function_and_view_violations(
          where v.relkind in ('v', 'm') and n.nspname not in ",
         system_schemas!(),
         " and t.relrowsecurity \
-           and not coalesce(lower(array_to_string(v.reloptions, ',')) ~ 'security_invoker=(true|on|1|yes)', false)"
+           and not coalesce(lower(array_to_string(v.reloptions, ',')) ~ 'security_invoker=(true|on|1|yes)', false) \
+           and not (v.oid::regclass::text = any($1) and v.relkind = 'v' \
+                    and pg_get_userbyid(v.relowner) = 'tenantry_definer' \
+                    and coalesce(lower(array_to_string(v.reloptions, ',')) ~ 'security_barrier=(true|on|1|yes)', false))"
     );
-    for row in client.query(sql, &[]).await? {
+    for row in client.query(sql, &[&DEFINER_VIEWS]).await? {
         let kind: String = row.get("kind");
         out.push(Violation {
             rule: "view_not_security_invoker",
@@ -559,6 +598,7 @@ pub async fn run(
     let mut out = role_violations(client, app_role).await?;
     out.extend(table_violations(client, app_role).await?);
     out.extend(function_and_view_violations(client).await?);
+    out.extend(policy_helper_violations(client).await?);
     out.extend(standing_violations(client).await?);
     out.extend(definer_violations(client, app_role).await?);
     out.extend(backup_role_violations(client).await?);

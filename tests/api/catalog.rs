@@ -51,31 +51,41 @@ async fn a_using_true_policy_is_reported() {
 }
 
 #[tokio::test]
-async fn a_policy_with_a_subquery_is_reported_and_the_allowance_only_shrinks() {
+async fn a_policy_that_reads_another_table_is_reported() {
     let (_, client) = scratch().await;
-    // The shape every policy had before issue 18, which Citus refuses.
+    // The shape every policy had before issue 18, which Citus refuses, and a policy calling a
+    // function that queries a table (app.role_grants reads the role's permissions): a shard
+    // could evaluate neither.
     client
         .batch_execute(
             "create policy peek on workspaces for select to tenantry_app \
-             using (organization_id = (select app.current_org_id()))",
-        )
-        .await
-        .unwrap();
-    // A policy still allowed its subquery, rewritten without one: its allowance must go.
-    client
-        .batch_execute(
-            "drop policy workflow_versions_select on workflow_versions; \
-             create policy workflow_versions_select on workflow_versions for select to tenantry_app \
-             using (organization_id = app.current_org_id() and false)",
+             using (organization_id = (select app.current_org_id())); \
+             create policy grants on roles for select to tenantry_app \
+             using (organization_id = app.current_org_id() and app.role_grants('custom', id) <> '{}')",
         )
         .await
         .unwrap();
     let violations = check::run(&client, "tenantry_app").await.unwrap();
     assert_eq!(rules_for(&violations, "workspaces.peek"), vec!["policy_subquery"]);
-    assert_eq!(
-        rules_for(&violations, "workflow_versions.workflow_versions_select"),
-        vec!["policy_subquery_allowance_stale"]
-    );
+    assert_eq!(rules_for(&violations, "roles.grants"), vec!["policy_calls_unlisted_function"]);
+    let grants = violations.iter().find(|v| v.object == "roles.grants").unwrap();
+    assert!(grants.message.contains("app.role_grants(text,uuid)"), "{grants:#?}");
+    assert_eq!(violations.len(), 2, "{violations:#?}");
+}
+
+#[tokio::test]
+async fn a_definer_view_must_stay_a_security_barrier_owned_by_the_definer() {
+    let (_, client) = scratch().await;
+    client
+        .batch_execute(
+            "alter view app.member_profiles reset (security_barrier); \
+             alter view app.user_organizations owner to tenantry_owner",
+        )
+        .await
+        .unwrap();
+    let violations = check::run(&client, "tenantry_app").await.unwrap();
+    assert_eq!(rules_for(&violations, "member_profiles"), vec!["view_not_security_invoker"]);
+    assert_eq!(rules_for(&violations, "user_organizations"), vec!["view_not_security_invoker"]);
     assert_eq!(violations.len(), 2, "{violations:#?}");
 }
 
