@@ -31,7 +31,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: alerts console export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
+.PHONY: citus alerts console export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -235,6 +235,13 @@ bench: build
 # PostgreSQL restart under load, a load spike. SOAK_SECONDS sets the sustained phase (120).
 soak: build
 	@.dev/soak.sh
+
+# The isolation drill on a real Citus cluster (a coordinator and two workers), not part of make
+# test: CITUS_SRC is a source tree of a Citus release for this PostgreSQL major (README, "Scaling
+# out"). Builds and installs Citus, distributes the schema, probes it through a server.
+citus: build
+	@test -n "$(CITUS_SRC)" || { echo "make citus CITUS_SRC=/path/to/citus (a 13.x source tree for PostgreSQL 15)" >&2; exit 2; }
+	@.dev/citus_drill.sh "$(CITUS_SRC)" $(BIN)
 
 clean-db: db-stop
 	rm -rf $(PG_DIR) $(TEST_PG_DIR) $(TEST_PGBOUNCER_DIR) $(TEST_MANAGED_DIR) $(TEST_TLS_DIR)

@@ -3,6 +3,7 @@
 # the `tenantry` database and the citus extension, the workers added to the coordinator.
 #   .dev/citus.sh up      start (initdb first if needed) and join them; idempotent
 #   .dev/citus.sh down    stop all three
+#   .dev/citus.sh reset   drop the `tenantry` database and roles on all three (`up` makes it anew)
 # Ports: CITUS_PORT (coordinator, 55440), +1 and +2 (workers). Needs Citus installed
 # (.dev/citus_build.sh).
 set -euo pipefail
@@ -31,7 +32,17 @@ case "${1:-}" in
     echo "citus: coordinator on 127.0.0.1:$BASE, workers on $((BASE + 1)) and $((BASE + 2))"
     psql_on "$BASE" tenantry "select nodename || ':' || nodeport || ' ' || noderole from pg_dist_node order by nodeport"
     ;;
+  reset)
+    # A distributed database is dropped node by node, the coordinator first; the roles go too,
+    # since Citus propagates a role only when it creates it (a role that predates the database is
+    # unknown to its metadata, and the owner may not re-create it on the workers).
+    for i in 0 1 2; do
+      psql_on $((BASE + i)) postgres "drop database if exists tenantry with (force)"
+      for role in tenantry_app tenantry_definer tenantry_backup tenantry_owner; do
+        psql_on $((BASE + i)) postgres "drop role if exists $role"
+      done
+    done ;;
   down)
     for node in "${NODES[@]}"; do .dev/pg.sh stop "$DIR/$node"; done ;;
-  *) echo "usage: .dev/citus.sh up|down" >&2; exit 2 ;;
+  *) echo "usage: .dev/citus.sh up|down|reset" >&2; exit 2 ;;
 esac

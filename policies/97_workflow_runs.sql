@@ -23,7 +23,7 @@ grant select, delete on public.workflow_run_inputs to tenantry_definer;
 drop policy if exists workflow_runs_select on public.workflow_runs;
 create policy workflow_runs_select on public.workflow_runs for select to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('workflows:read')
-         and (app.current_run_claim() is null or id = app.current_run_id())
+         and (app.without_run_claim() or id = app.current_run_id())
          and app.workspace_visible(workspace_id));
 
 -- Only a live workflow in the same workspace can be started. The policy reads the sealed context;
@@ -33,13 +33,13 @@ create policy workflow_runs_select on public.workflow_runs for select to tenantr
 drop policy if exists workflow_runs_insert on public.workflow_runs;
 create policy workflow_runs_insert on public.workflow_runs for insert to tenantry_app
   with check (organization_id = app.current_org_id() and app.has_permission('runs:execute')
-              and app.current_run_claim() is null
+              and app.without_run_claim()
               and app.workspace_allowed(workspace_id));
 
 drop policy if exists workflow_runs_update on public.workflow_runs;
 create policy workflow_runs_update on public.workflow_runs for update to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('runs:execute')
-         and (app.current_run_claim() is null or id = app.current_run_id())
+         and (app.without_run_claim() or id = app.current_run_id())
          and app.workspace_allowed(workspace_id))
   with check (organization_id = app.current_org_id() and app.has_permission('runs:execute'));
 
@@ -52,7 +52,7 @@ create policy workflow_run_inputs_select on public.workflow_run_inputs for selec
 drop policy if exists workflow_run_inputs_insert on public.workflow_run_inputs;
 create policy workflow_run_inputs_insert on public.workflow_run_inputs for insert to tenantry_app
   with check (organization_id = app.current_org_id() and app.has_permission('runs:execute')
-              and app.current_run_claim() is null);
+              and app.without_run_claim());
 
 -- The row checks: what the policies above would need another row for. They bind the roles the
 -- policies bind (app.row_checks_apply) and read that row as the caller, through its policies.

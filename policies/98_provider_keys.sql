@@ -18,39 +18,38 @@ drop policy if exists organization_data_keys_select on public.organization_data_
 create policy organization_data_keys_select on public.organization_data_keys for select to tenantry_app
   using (organization_id = app.current_org_id()
          and (app.has_permission('provider_keys:manage') or app.has_permission('webhooks:manage')
-              or app.current_run_id() is not null
-              or app.current_claim('delivery', 'id') is not null));
+              or app.holds_verified_claim()));
 
 drop policy if exists organization_data_keys_insert on public.organization_data_keys;
 create policy organization_data_keys_insert on public.organization_data_keys for insert to tenantry_app
   with check (organization_id = app.current_org_id()
               and (app.has_permission('provider_keys:manage') or app.has_permission('webhooks:manage'))
-              and app.current_run_claim() is null);
+              and app.without_run_claim());
 
 drop policy if exists provider_keys_select on public.provider_keys;
 create policy provider_keys_select on public.provider_keys for select to tenantry_app
   using (organization_id = app.current_org_id()
-         and ((app.has_permission('provider_keys:manage') and app.current_run_claim() is null
+         and ((app.has_permission('provider_keys:manage') and app.without_run_claim()
                and app.workspace_visible(workspace_id))
               or workspace_id = app.current_claim('run', 'workspace')));
 
 drop policy if exists provider_keys_insert on public.provider_keys;
 create policy provider_keys_insert on public.provider_keys for insert to tenantry_app
   with check (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage')
-              and app.current_run_claim() is null
+              and app.without_run_claim()
               and app.workspace_allowed(workspace_id));
 
 drop policy if exists provider_keys_update on public.provider_keys;
 create policy provider_keys_update on public.provider_keys for update to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage')
-         and app.current_run_claim() is null
+         and app.without_run_claim()
          and app.workspace_allowed(workspace_id))
   with check (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage'));
 
 drop policy if exists provider_keys_delete on public.provider_keys;
 create policy provider_keys_delete on public.provider_keys for delete to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('provider_keys:manage')
-         and app.current_run_claim() is null
+         and app.without_run_claim()
          and app.workspace_allowed(workspace_id));
 
 commit;

@@ -15,7 +15,7 @@ grant select on public.event_types, public.workflows to tenantry_definer;
 drop policy if exists events_select on public.events;
 create policy events_select on public.events for select to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('events:read')
-         and app.current_run_claim() is null
+         and app.without_run_claim()
          and (workspace_id is null or app.workspace_visible(workspace_id)));
 
 -- A dispatcher holding a delivery's claim reads the event it delivers, and no other.

@@ -27,9 +27,9 @@ grant select, insert on public.webhook_delivery_attempts to tenantry_definer;
 drop policy if exists webhook_endpoints_all on public.webhook_endpoints;
 create policy webhook_endpoints_all on public.webhook_endpoints for all to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
-         and app.current_run_claim() is null)
+         and app.without_run_claim())
   with check (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
-              and app.current_run_claim() is null);
+              and app.without_run_claim());
 
 drop policy if exists webhook_endpoints_dispatch on public.webhook_endpoints;
 create policy webhook_endpoints_dispatch on public.webhook_endpoints for select to tenantry_app
@@ -44,7 +44,7 @@ create policy webhook_deliveries_dispatch on public.webhook_deliveries for selec
 drop policy if exists webhook_deliveries_select on public.webhook_deliveries;
 create policy webhook_deliveries_select on public.webhook_deliveries for select to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
-         and app.current_run_claim() is null);
+         and app.without_run_claim());
 
 -- A person may only send a delivery again: any state but `delivering` back to `pending`. That the
 -- endpoint is enabled is the API's check (it holds the endpoint's row locked while it retries),
@@ -53,12 +53,12 @@ create policy webhook_deliveries_select on public.webhook_deliveries for select 
 drop policy if exists webhook_deliveries_retry on public.webhook_deliveries;
 create policy webhook_deliveries_retry on public.webhook_deliveries for update to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
-         and app.current_run_claim() is null and status <> 'delivering')
+         and app.without_run_claim() and status <> 'delivering')
   with check (organization_id = app.current_org_id() and status = 'pending' and finished_at is null);
 
 drop policy if exists webhook_delivery_attempts_select on public.webhook_delivery_attempts;
 create policy webhook_delivery_attempts_select on public.webhook_delivery_attempts for select to tenantry_app
   using (organization_id = app.current_org_id() and app.has_permission('webhooks:manage')
-         and app.current_run_claim() is null);
+         and app.without_run_claim());
 
 commit;

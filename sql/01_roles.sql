@@ -9,7 +9,7 @@
 --                     the admin is made a member and runs `SET ROLE tenantry_owner`.
 --   tenantry_app      the role the server logs in as. Owns nothing, may not create anything,
 --                     NOBYPASSRLS: every row it touches passes through the policies.
---   tenantry_definer  NOLOGIN, NOBYPASSRLS. Owns only the SECURITY DEFINER functions in schema
+--   tenantry_definer  NOLOGIN (LOGIN on Citus, see below), NOBYPASSRLS. Owns only the SECURITY DEFINER functions in schema
 --                     `app` that must see across tenants (membership lookups, user provisioning,
 --                     organization creation, the worker's claims). It sees other tenants' rows
 --                     only through policies written `to tenantry_definer`, on the tables it is
@@ -39,7 +39,16 @@ begin
   -- What any CREATEROLE admin may assert.
   alter role tenantry_owner nocreatedb nocreaterole;
   alter role tenantry_app nocreatedb nocreaterole noinherit;
-  alter role tenantry_definer nologin nocreatedb nocreaterole;
+  alter role tenantry_definer nocreatedb nocreaterole;
+  -- On a Citus coordinator, the owner's DDL and the definer's queries reach the workers over
+  -- connections Citus opens as that role, which it must be allowed to log in for. Give them no
+  -- password, and let the workers admit them only from the coordinator (README, "Scaling out").
+  if exists (select 1 from pg_catalog.pg_extension where extname = 'citus') then
+    alter role tenantry_owner login;
+    alter role tenantry_definer login;
+  else
+    alter role tenantry_definer nologin;
+  end if;
 
   if v_superuser then
     alter role tenantry_owner nosuperuser noreplication nobypassrls;

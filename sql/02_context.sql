@@ -27,6 +27,24 @@ as $$ select pg_catalog.pg_trigger_depth() = 1 and pg_catalog.row_security_activ
 revoke all on function app.row_checks_apply(oid) from public;
 grant execute on function app.row_checks_apply(oid) to tenantry_app, tenantry_definer;
 
+-- The table a trigger fired on, as the schema names it: on a Citus worker a trigger fires on a
+-- shard, `<table>_<shard id>` (tenantry check keeps every table's own name free of such a tail).
+create or replace function app.logical_table_name(p_name name) returns text
+language sql immutable parallel safe
+as $$ select pg_catalog.regexp_replace(p_name, '_[0-9]+$', '') $$;
+revoke all on function app.logical_table_name(name) from public;
+grant execute on function app.logical_table_name(name) to tenantry_app, tenantry_definer;
+
+-- Did the trigger fire on a Citus shard? A shard's trigger runs on a worker, inside a transaction
+-- the coordinator may commit in two phases, which a NOTIFY would make fail; and no server listens
+-- on a worker. The NOTIFY triggers stay quiet there, and the caches they would invalidate fall back
+-- on their time-to-live (README, "Scaling out").
+create or replace function app.fired_on_shard(p_name name) returns boolean
+language sql immutable parallel safe
+as $$ select p_name::text <> app.logical_table_name(p_name) $$;
+revoke all on function app.fired_on_shard(name) from public;
+grant execute on function app.fired_on_shard(name) to tenantry_app, tenantry_definer;
+
 -- The organization named by the request's URL. NOT proof of membership: policies use
 -- app.current_org_id(), which returns this value only when the current user is a member.
 create or replace function app.requested_org_id() returns uuid
@@ -119,6 +137,47 @@ select pg_catalog.decode(pg_catalog.replace(r.a || r.b || r.c || r.d, '-', ''), 
                gen_random_uuid()::text g, gen_random_uuid()::text h) r
 on conflict (singleton) do nothing;
 
+-- On Citus the key is needed where the policies run, on every worker, and must stay a plain table
+-- there: a policy helper that read a distributed or reference table would be a distributed query
+-- nested in a shard's, which Citus refuses. This copies the coordinator's key into each worker's
+-- own app.context_keys, readable by the definer alone (the command travels over Citus's
+-- connections to the workers: keep citus.log_remote_commands off while it runs). The admin runs
+-- it after distributing and after every rotation (app.rotate_context_key() does it itself).
+create or replace procedure app.share_context_key()
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $share$
+declare
+  v_failed text;
+begin
+  select string_agg(r.nodename || ':' || r.nodeport || ' ' || r.result, '; ') into v_failed
+    from run_command_on_workers(
+           (select format($cmd$do $do$ begin
+                  -- A worker's own table, not a schema change for Citus to pass on.
+                  set local citus.enable_ddl_propagation = off;
+                  create table if not exists app.context_keys (
+                    singleton boolean primary key default true check (singleton),
+                    inner_key bytea not null check (octet_length(inner_key) = 64),
+                    outer_key bytea not null check (octet_length(outer_key) = 64),
+                    created_at timestamptz not null default now());
+                  revoke all on app.context_keys from public, tenantry_app;
+                  grant select on app.context_keys to tenantry_definer;
+                  insert into app.context_keys (inner_key, outer_key, created_at) values (%L, %L, %L)
+                  on conflict (singleton) do update
+                    set inner_key = excluded.inner_key, outer_key = excluded.outer_key,
+                        created_at = excluded.created_at;
+                  alter function app.context_seal(text, text, text, text) stable;
+                  end $do$
+                  $cmd$, k.inner_key, k.outer_key, k.created_at)
+              from app.context_keys k)) r
+   where not r.success;
+  if v_failed is not null then
+    raise exception 'sharing the context key failed on: %', v_failed;
+  end if;
+end
+$share$;
+revoke all on procedure app.share_context_key() from public;
+
 -- The sealed message: what ties the seal to its transaction (this backend and the instant the
 -- transaction began: constant within it, different in the next one), every context setting as
 -- the app role set it, and the verified values (given, so app.enter_context() seals them in the
@@ -128,11 +187,37 @@ on conflict (singleton) do nothing;
 drop function if exists app.context_binding();
 drop function if exists app.context_message();
 drop function if exists app.context_message(text, text, text);
+--
+-- The transaction's binding: on PostgreSQL, this backend and the instant its transaction began.
+-- On Citus, a policy is evaluated on the worker holding the shard, in a backend of its own that
+-- began later; what the coordinator and every worker share there is the distributed transaction
+-- id (the initiating node, a number from its counter, the instant it was assigned), which Citus
+-- assigns at the transaction's first use of a distributed or reference table (app.enter_context()
+-- makes one, reading organizations, before it seals) and hands to each worker it opens. Without
+-- one there is no binding (NULL), and app.enter_context() refuses to seal.
+do $binding$
+begin
+  if exists (select 1 from pg_catalog.pg_extension where extname = 'citus') then
+    create or replace function app.context_binding() returns text
+    language sql stable
+    as $$ select 'citus ' || t.initiator_node_identifier || ':' || t.transaction_number || '@'
+                 || extract(epoch from t.transaction_stamp)
+            from pg_catalog.get_current_transaction_id() t where t.transaction_number <> 0 $$;
+  else
+    create or replace function app.context_binding() returns text
+    language sql stable parallel safe
+    as $$ select pg_catalog.pg_backend_pid() || '@' || extract(epoch from pg_catalog.now()) $$;
+  end if;
+end
+$binding$;
+revoke all on function app.context_binding() from public, tenantry_app;
+grant execute on function app.context_binding() to tenantry_definer;
+
 create or replace function app.context_message(p_org text, p_permissions text, p_workspaces text, p_claim text)
 returns text
 language sql stable parallel safe
-as $$ select pg_catalog.format('%s@%s %L %L %L %L %L %L %L %L %L %L %L %L',
-    pg_catalog.pg_backend_pid(), extract(epoch from pg_catalog.now()),
+as $$ select pg_catalog.format('%s %L %L %L %L %L %L %L %L %L %L %L %L',
+    app.context_binding(),
     pg_catalog.current_setting('app.current_user_id', true),
     pg_catalog.current_setting('app.current_session_id', true),
     pg_catalog.current_setting('app.current_api_key_id', true),

@@ -101,9 +101,31 @@ begin
   -- records one only for the functions it inlines), but it did on app.context_seal(), inlined
   -- around it: touching that invalidates every such plan, on every connection.
   alter function app.context_seal(text, text, text, text) stable;
+  if exists (select 1 from pg_extension where extname = 'citus') then
+    call app.share_context_key();
+  end if;
 end
 $$;
 revoke all on procedure app.rotate_context_key() from public;
+
+-- On Citus: the context settings named, as the coordinator holds them, re-set with SET LOCAL so
+-- that Citus passes them to every worker this transaction uses (a set_config() stays on the
+-- coordinator). The names are ours, never a caller's; the values go as literals.
+create or replace function app.share_context_with_workers(p_names text[]) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_name text;
+begin
+  perform set_config('citus.propagate_set_commands', 'local', true);
+  foreach v_name in array p_names loop
+    execute format('set local %s = %L', v_name, coalesce(current_setting(v_name, true), ''));
+  end loop;
+end
+$$;
+revoke all on function app.share_context_with_workers(text[]) from public, tenantry_app;
+grant execute on function app.share_context_with_workers(text[]) to tenantry_definer;
 
 -- The principal of this request, checked in the same round trip as BEGIN:
 --   active       false when its session is revoked or its API key revoked or expired (-> 401);
@@ -151,6 +173,13 @@ declare
 begin
   active := true;
   suspended := false;
+  -- Citus (its settings exist): the inputs reach the workers as they are here, before the seal
+  -- covers them.
+  if current_setting('citus.propagate_set_commands', true) is not null then
+    perform app.share_context_with_workers(array['app.current_user_id', 'app.current_session_id',
+      'app.current_api_key_id', 'app.current_organization_id', 'app.current_region',
+      'app.current_run_claim', 'app.current_webhook_token', 'app.current_delivery_claim']);
+  end if;
   <<principal>>
   begin
   select o.region, o.suspended_at into v_region, v_suspended from public.organizations o where o.id = v_org;
@@ -250,6 +279,11 @@ begin
     v_verified_permissions := permissions::text;
     v_verified_workspaces := coalesce(v_workspaces::text, '');
     v_verified_claim := coalesce(v_claim, '');
+    -- On Citus, reading organizations above gave the transaction its distributed id; a seal
+    -- bound to nothing could be replayed, so there is none without it.
+    if app.context_binding() is null then
+      raise exception 'no distributed transaction id to bind the context to' using errcode = 'XX000';
+    end if;
   end if;
   perform set_config('app.verified_org', v_verified_org, true),
           set_config('app.verified_permissions', v_verified_permissions, true),
@@ -258,6 +292,10 @@ begin
           set_config('app.context_seal',
                      app.context_seal(v_verified_org, v_verified_permissions, v_verified_workspaces,
                                       v_verified_claim), true);
+  if current_setting('citus.propagate_set_commands', true) is not null then
+    perform app.share_context_with_workers(array['app.verified_org', 'app.verified_permissions',
+      'app.verified_workspaces', 'app.verified_claim', 'app.context_seal']);
+  end if;
 end
 $$;
 

@@ -52,6 +52,20 @@ begin
 end
 $$;
 
+-- The two questions policies ask about claims, as functions: Citus 13.2 cannot re-create on a
+-- distributed table a policy holding `<function call> IS [NOT] NULL` ("unrecognized node type"),
+-- and a policy has to be re-creatable there. Plain SQL, so each inlines into the policy.
+-- Not a worker acting for a run (whatever the caller set: a stricter reading).
+create or replace function app.without_run_claim() returns boolean
+language sql stable
+as $$ select app.current_run_claim() is null $$;
+-- A worker's verified run, or a dispatcher's verified delivery.
+create or replace function app.holds_verified_claim() returns boolean
+language sql stable
+as $$ select app.current_run_id() is not null or app.current_claim('delivery', 'id') is not null $$;
+revoke all on function app.without_run_claim(), app.holds_verified_claim() from public;
+grant execute on function app.without_run_claim(), app.holds_verified_claim() to tenantry_app, tenantry_definer;
+
 
 -- The queue. Claims a run of the region in context (app.current_region(), set by the worker
 -- like every transaction): first a running run whose lease ran out (its worker died or

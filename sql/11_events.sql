@@ -37,9 +37,10 @@ revoke all on function app.uuid_v7(timestamptz), app.uuid_v7_floor(timestamptz) 
 grant execute on function app.uuid_v7(timestamptz), app.uuid_v7_floor(timestamptz) to tenantry_app, tenantry_definer;
 
 -- One INSERT per table, its payload built inside it: PL/pgSQL sets up every expression it
--- evaluates outside a statement again in each transaction, and an event is written in most. The
--- RETURNING clause says whether the organization has an enabled endpoint (a probe of the primary
--- key), so an organization without endpoints pays one statement for its event (V30).
+-- evaluates outside a statement again in each transaction, and an event is written in most. Its
+-- deliveries are a second statement, an INSERT ... SELECT that finds nothing when the organization
+-- has no enabled endpoint (an index probe). The probe cannot ride in the event's RETURNING clause
+-- (as it did in V30): Citus allows no subquery in an INSERT.
 create or replace function app.record_event() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -47,7 +48,8 @@ as $$
 declare
   v_row record := case when tg_op = 'DELETE' then old else new end;
   v_at timestamptz := clock_timestamp();
-  v_event record; -- the event written: organization_id, id, type, occurred_at, has_endpoints
+  v_event record; -- the event written: organization_id, id, type, occurred_at
+  v_table text := app.logical_table_name(tg_table_name);
 begin
   if tg_op = 'DELETE' then -- nested: a condition with a subquery is a query of its own, each time
     -- Rows deleted with their organization (a cascade) write no event: it is gone already.
@@ -56,7 +58,7 @@ begin
     end if;
   end if;
   -- The busiest first: each test is an expression of its own.
-  if tg_table_name = 'workflow_runs' then
+  if v_table = 'workflow_runs' then
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id,
                                workspace_id, data, content)
     select new.organization_id, app.uuid_v7(v_at), 'run.' || new.status, v_at, app.current_user_id(),
@@ -71,58 +73,48 @@ begin
                 then jsonb_strip_nulls(jsonb_build_object('output', new.output, 'error_message', new.error_message))
            end
     from public.organizations o where o.id = new.organization_id
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'workspaces' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'workspaces' then
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id,
                                workspace_id, data)
     values (v_row.organization_id, app.uuid_v7(v_at),
-            case tg_op when 'INSERT' then 'workspace.created' else 'workspace.deleted' end, v_at,
+            case when tg_op = 'INSERT' then 'workspace.created' else 'workspace.deleted' end, v_at,
             app.current_user_id(), app.current_api_key_id(), v_row.id,
             jsonb_build_object('workspace_id', v_row.id, 'name', v_row.name, 'region', v_row.region))
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'memberships' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'memberships' then
     if tg_op = 'UPDATE' and (old.role, old.custom_role_id) is not distinct from (new.role, new.custom_role_id) then
       return null; -- other changes (a workspace restriction) are not events
     end if;
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id, data)
     values (v_row.organization_id, app.uuid_v7(v_at),
-            case tg_op when 'INSERT' then 'member.added' when 'DELETE' then 'member.removed'
+            case when tg_op = 'INSERT' then 'member.added' when tg_op = 'DELETE' then 'member.removed'
                        else 'member.role_changed' end, v_at,
             app.current_user_id(), app.current_api_key_id(),
             jsonb_build_object('user_id', v_row.user_id, 'role', v_row.role, 'custom_role_id', v_row.custom_role_id)
             || case when tg_op = 'UPDATE'
                     then jsonb_build_object('previous_role', old.role, 'previous_custom_role_id', old.custom_role_id)
                     else '{}' end)
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'api_keys' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'api_keys' then
     if tg_op = 'UPDATE' and not (old.revoked_at is null and new.revoked_at is not null) then
       return null;
     end if;
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id, data)
     values (new.organization_id, app.uuid_v7(v_at),
-            case tg_op when 'INSERT' then 'api_key.created' else 'api_key.revoked' end, v_at,
+            case when tg_op = 'INSERT' then 'api_key.created' else 'api_key.revoked' end, v_at,
             app.current_user_id(), app.current_api_key_id(),
             jsonb_build_object('api_key_id', new.id, 'name', new.name, 'scopes', to_jsonb(new.scopes),
                                'expires_at', new.expires_at))
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'invitations' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'invitations' then
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id, data)
     values (new.organization_id, app.uuid_v7(v_at), 'invitation.accepted', v_at,
             app.current_user_id(), app.current_api_key_id(),
             jsonb_build_object('invitation_id', new.id, 'user_id', new.accepted_by, 'role', new.role,
                                'custom_role_id', new.custom_role_id))
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'workflow_versions' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'workflow_versions' then
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id,
                                workspace_id, data)
     select new.organization_id, app.uuid_v7(v_at), 'workflow.version_published', v_at,
@@ -130,10 +122,8 @@ begin
            jsonb_build_object('workflow_id', new.workflow_id, 'version', new.version, 'workspace_id', f.workspace_id)
     from (select (select w.workspace_id from public.workflows w
                   where w.organization_id = new.organization_id and w.id = new.workflow_id) as workspace_id) f
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'subscriptions' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'subscriptions' then
     if tg_op = 'UPDATE' and (old.plan_id, old.status) is not distinct from (new.plan_id, new.status) then
       return null;
     end if;
@@ -145,10 +135,8 @@ begin
             || case when tg_op = 'UPDATE'
                     then jsonb_build_object('previous_plan_id', old.plan_id, 'previous_status', old.status)
                     else '{}' end)
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'invoices' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'invoices' then
     if new.status <> 'paid' or (tg_op = 'UPDATE' and old.status = 'paid') then
       return null;
     end if;
@@ -158,43 +146,35 @@ begin
             jsonb_build_object('invoice_id', new.id, 'number', new.number, 'currency', new.currency,
                                'total_minor', new.total_minor, 'amount_paid_minor', new.amount_paid_minor,
                                'paid_at', new.paid_at))
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'provider_keys' then
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'provider_keys' then
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id,
                                workspace_id, data)
     values (v_row.organization_id, app.uuid_v7(v_at), 'provider_key.changed', v_at,
             app.current_user_id(), app.current_api_key_id(), v_row.workspace_id,
             jsonb_build_object('workspace_id', v_row.workspace_id, 'provider', v_row.provider,
-                               'action', case tg_op when 'INSERT' then 'stored'
-                                                    when 'UPDATE' then 'replaced' else 'deleted' end))
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
-  elsif tg_table_name = 'webhook_endpoints' then
+                               'action', case when tg_op = 'INSERT' then 'stored'
+                                                    when tg_op = 'UPDATE' then 'replaced' else 'deleted' end))
+    returning organization_id, id, type, occurred_at into v_event;
+  elsif v_table = 'webhook_endpoints' then
     insert into public.events (organization_id, id, type, occurred_at, actor_user_id, actor_api_key_id, data)
     values (new.organization_id, app.uuid_v7(v_at), 'webhook_endpoint.disabled', v_at,
             app.current_user_id(), app.current_api_key_id(),
             jsonb_build_object('endpoint_id', new.id, 'url', new.url, 'reason', new.disabled_reason,
                                'consecutive_failures', new.consecutive_failures,
                                'failing_since', new.failing_since))
-    returning organization_id, id, type, occurred_at,
-              exists (select 1 from public.webhook_endpoints w where w.organization_id = events.organization_id and w.enabled) as has_endpoints
-    into v_event;
+    returning organization_id, id, type, occurred_at into v_event;
   else
-    raise exception 'app.record_event() does not know table %', tg_table_name;
+    raise exception 'app.record_event() does not know table %', v_table;
   end if;
   -- One delivery to each enabled endpoint that wants the type.
-  if v_event.has_endpoints then
-    insert into public.webhook_deliveries (organization_id, id, endpoint_id, event_id, next_attempt_at)
-    select v_event.organization_id, app.uuid_v7(v_at), w.id, v_event.id, v_at
-    from public.webhook_endpoints w
-    where w.organization_id = v_event.organization_id and w.enabled
-      and (v_event.type = any (w.event_types) or '*' = any (w.event_types));
-    if found then
-      perform pg_notify('tenantry_deliveries', ''); -- no data: a dispatcher wakes and claims
-    end if;
+  insert into public.webhook_deliveries (organization_id, id, endpoint_id, event_id, next_attempt_at)
+  select v_event.organization_id, app.uuid_v7(v_at), w.id, v_event.id, v_at
+  from public.webhook_endpoints w
+  where w.organization_id = v_event.organization_id and w.enabled
+    and (v_event.type = any (w.event_types) or '*' = any (w.event_types));
+  if found and not app.fired_on_shard(tg_table_name) then
+    perform pg_notify('tenantry_deliveries', ''); -- no data: a dispatcher wakes and claims
   end if;
   return null;
 end

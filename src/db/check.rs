@@ -127,6 +127,8 @@ const POLICY_HELPERS: &[&str] = &[
     "app.current_user_id()",
     "app.current_api_key_id()",
     "app.current_run_claim()",
+    "app.without_run_claim()",
+    "app.holds_verified_claim()",
     "app.current_run_id()",
     "app.current_claim(text,text)",
     "app.has_permission(text)",
@@ -203,6 +205,19 @@ async fn table_violations(
         let org_att: Option<i16> = t.get("org_att");
         let is_tenant = org_att.is_some();
         let is_root: bool = t.get("is_root");
+        // A Citus shard is `<table>_<shard id>`, and triggers tell the table by that name
+        // (app.logical_table_name()): no table of ours may end the same way.
+        let bare = name.rsplit('.').next().unwrap_or(&name);
+        if bare
+            .rsplit_once('_')
+            .is_some_and(|(_, tail)| !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()))
+        {
+            out.push(Violation {
+                rule: "table_named_like_a_shard",
+                object: name.clone(),
+                message: "a table name ending in _<digits> reads as a Citus shard's; rename it".into(),
+            });
+        }
         let can = |c: &str| t.get::<_, bool>(c);
         let writable = can("can_insert") || can("can_update") || can("can_delete");
         let needs_rls = is_tenant || is_root || writable;
@@ -478,7 +493,9 @@ async fn definer_violations(
     let violation = |rule, object: String, message: &str| Violation { rule, object, message: message.into() };
     let Some(role) = client
         .query_opt(
-            "select rolcanlogin, rolsuper, rolbypassrls, pg_has_role($2, oid, 'MEMBER') \
+            // On Citus the definer logs in to the workers (sql/01_roles.sql, README "Scaling out").
+            "select rolcanlogin and not exists (select 1 from pg_extension where extname = 'citus'), \
+                    rolsuper, rolbypassrls, pg_has_role($2, oid, 'MEMBER') \
              from pg_roles where rolname = $1",
             &[&DEFINER, &app_role],
         )

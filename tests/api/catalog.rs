@@ -74,6 +74,24 @@ async fn a_policy_that_reads_another_table_is_reported() {
 }
 
 #[tokio::test]
+async fn a_table_named_like_a_citus_shard_is_reported() {
+    let (_, client) = scratch().await;
+    // On a worker, triggers tell a table by its shard's name with the shard id cut off
+    // (app.logical_table_name()); `audit_2024` would read as a shard of `audit`.
+    client
+        .batch_execute("create table public.audit_2024 (id int); create table public.audit_v2 (id int)")
+        .await
+        .unwrap();
+    let violations = check::run(&client, "tenantry_app").await.unwrap();
+    let shard_like: Vec<&str> = violations
+        .iter()
+        .filter(|v| v.rule == "table_named_like_a_shard")
+        .map(|v| v.object.as_str())
+        .collect();
+    assert_eq!(shard_like, vec!["audit_2024"], "{violations:#?}");
+}
+
+#[tokio::test]
 async fn a_definer_view_must_stay_a_security_barrier_owned_by_the_definer() {
     let (_, client) = scratch().await;
     client
