@@ -37,4 +37,10 @@ select format('select create_distributed_table(%L, ''organization_id'', colocate
   from (select rel, row_number() over (order by depth desc, rel) rn from plan where tenant) p order by rn \gexec
 select format('alter table %s add constraint %I %s', rel, conname, def) from tenant_fks \gexec
 commit;
+-- Functions whose signature names a table's row type were created on the coordinator only, while
+-- those tables were local: now that they are distributed, Citus can create them on the workers.
+select format('select create_distributed_function(%L)', p.oid::regprocedure)
+  from pg_proc p
+ where p.pronamespace = 'app'::regnamespace and p.prokind = 'f'
+   and not exists (select 1 from pg_dist_object d where d.classid = 'pg_proc'::regclass and d.objid = p.oid) \gexec
 call app.share_context_key();

@@ -10,12 +10,15 @@ grant select, insert on public.audit_events to tenantry_definer;
 -- Only for re-sealing an anonymised chain (app.anonymise_organization_audit).
 grant update (actor_id, ip, user_agent, request_id, details, target_id, prev_hash, hash)
   on public.audit_events to tenantry_definer;
--- Data mode (migrations/V8): the enforcing trigger runs as whoever writes.
+-- Data mode (migrations/V8): the enforcing trigger runs as whoever writes. The audit hash's
+-- anyelement overloads hash a shard's rows on Citus (V35).
 grant execute on function app.organization_data_mode(uuid) to tenantry_app;
 grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.audit_events),
-  app.audit_canonical(public.audit_events) to tenantry_app;
+  app.audit_canonical(public.audit_events), app.audit_hash(bytea, anyelement),
+  app.audit_canonical(anyelement) to tenantry_app;
 grant execute on function app.audit_verify(uuid), app.audit_hash(bytea, public.audit_events),
-  app.audit_canonical(public.audit_events) to tenantry_definer;
+  app.audit_canonical(public.audit_events), app.audit_hash(bytea, anyelement),
+  app.audit_canonical(anyelement) to tenantry_definer;
 
 drop policy if exists audit_events_select on public.audit_events;
 create policy audit_events_select on public.audit_events for select to tenantry_app

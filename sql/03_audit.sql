@@ -42,15 +42,29 @@ call app.install_definer(array['app.audit_append(uuid, text, uuid, text, text, t
 -- every chain in the database verified, with how many there are, how many are broken, and the
 -- first broken ones' organizations (at most 20, for the operator's log). Counts and ids only,
 -- never an entry's content. A definer function because the worker has no organization context.
+-- One organization at a time (on Citus, each a query routed to that organization's shard; a
+-- lateral call per row of a distributed table would nest distributed queries).
 create or replace function app.verify_audit_chains()
 returns table (chains bigint, broken bigint, broken_organizations uuid[])
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select count(*), count(v.seq),
-         (array_agg(c.organization_id order by c.organization_id) filter (where v.seq is not null))[1:20]
-  from (select distinct e.organization_id from public.audit_events e) c
-  left join lateral app.audit_verify(c.organization_id) v on true
+declare
+  v_org uuid;
+begin
+  chains := 0;
+  broken := 0;
+  for v_org in select distinct e.organization_id from public.audit_events e order by 1 loop
+    chains := chains + 1;
+    if exists (select 1 from app.audit_verify(v_org)) then
+      broken := broken + 1;
+      if coalesce(cardinality(broken_organizations), 0) < 20 then
+        broken_organizations := coalesce(broken_organizations, '{}') || v_org;
+      end if;
+    end if;
+  end loop;
+  return next;
+end
 $$;
 
 call app.install_definer(array['app.verify_audit_chains()'], '{tenantry_app}');

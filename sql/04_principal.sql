@@ -364,11 +364,12 @@ $$;
 -- halfway through its own rows: only SQL run as the app role can do that, and that SQL can name
 -- any unrestricted member of the organization anyway (the database trusts the server for who the
 -- caller is, and checks what that caller may reach). Write policies use app.workspace_allowed().
+-- (Written so that no part of it fails on its own: Citus evaluates a write's stable expressions
+-- on the coordinator piece by piece, and casting the unrestricted '' to uuid[] failed there.)
 create or replace function app.workspace_visible(p_id uuid) returns boolean
 language sql stable
-as $$ select case coalesce(pg_catalog.current_setting('app.verified_workspaces', true), '')
-               when '' then true
-               else p_id = any (pg_catalog.current_setting('app.verified_workspaces', true)::uuid[]) end $$;
+as $$ select case when coalesce(pg_catalog.current_setting('app.verified_workspaces', true), '') = '' then true
+               else p_id = any (nullif(pg_catalog.current_setting('app.verified_workspaces', true), '')::uuid[]) end $$;
 revoke all on function app.workspace_visible(uuid) from public;
 grant execute on function app.workspace_visible(uuid) to tenantry_app, tenantry_definer;
 

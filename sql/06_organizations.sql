@@ -25,6 +25,34 @@ begin
 end
 $$;
 
+-- What the server calls: app.create_organization(), the creation recorded in the new
+-- organization's audit log with the request's metadata, and the organization as created, all in
+-- this statement. On Citus, once the definer has written an organization's rows in a transaction,
+-- the app role may touch none of that organization's tables in it (their placements are on the
+-- definer's connections; a view of the definer's does not help, the connection is the caller's),
+-- so the definer writes the entry and reads the row back too.
+drop function if exists app.create_organization(uuid, text, text, text, text, inet, text, text);
+create or replace function app.create_organization_recorded(
+  p_id uuid, p_name text, p_slug text, p_region text, p_data_mode text, p_ip inet, p_user_agent text,
+  p_request_id text)
+returns table (id uuid, name text, slug text, region text, data_mode text, created_at timestamptz,
+               updated_at timestamptz, row_version bigint)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform app.create_organization(p_id, p_name, p_slug, p_region, p_data_mode);
+  perform app.audit_append(p_id, 'user', app.current_user_id(), 'organization.create', 'organization', p_id::text,
+                           'allowed',
+                           jsonb_build_object('name', p_name, 'slug', p_slug, 'region', coalesce(p_region, 'us'),
+                                              'data_mode', coalesce(p_data_mode, 'metadata_only')),
+                           p_ip, p_user_agent, p_request_id);
+  return query
+    select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.row_version
+      from public.organizations o where o.id = p_id;
+end
+$$;
+
 -- Accept an invitation for the current user: it must exist with this secret, be neither
 -- expired, revoked nor used, and still be within what its inviter may grant today (the inviter
 -- is still a member with members:manage and every permission of the role, and the workspaces lie
@@ -170,6 +198,7 @@ $$;
 
 call app.install_definer(array[
     'app.create_organization(uuid, text, text, text, text)',
+    'app.create_organization_recorded(uuid, text, text, text, text, inet, text, text)',
     'app.accept_invitation(uuid, bytea, inet, text, text)',
     'app.find_api_key(uuid, bytea)',
     'app.touch_api_key(uuid, bytea)',

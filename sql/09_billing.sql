@@ -113,13 +113,18 @@ begin
   if cardinality(p_orgs) > 10000 then
     raise exception 'too many usage rows in one call' using errcode = '22023';
   end if;
+  -- No subquery refers to the rows of unnest() (Citus plans no correlated subquery over a set
+  -- returning function; each of these it can run on its own first).
+  with t as materialized (
+    select o, d, k, least(c, 10000000) as c from unnest(p_orgs, p_days, p_keys, p_counts) as t(o, d, k, c)
+    where c > 0 and d between (now() at time zone 'UTC')::date - 1 and (now() at time zone 'UTC')::date
+  )
   insert into public.usage_counters as u (organization_id, day, api_key_id, requests)
-  select o, d, k, least(c, 10000000) from unnest(p_orgs, p_days, p_keys, p_counts) as t(o, d, k, c)
-  where c > 0
-    and d between (now() at time zone 'UTC')::date - 1 and (now() at time zone 'UTC')::date
-    and exists (select 1 from public.organizations x where x.id = o and x.region = app.current_region())
-    and (k = '00000000-0000-0000-0000-000000000000'
-         or exists (select 1 from public.api_keys a where a.organization_id = o and a.id = k))
+  select t.o, t.d, t.k, t.c from t
+  where t.o in (select x.id from public.organizations x where x.region = app.current_region())
+    and (t.k = '00000000-0000-0000-0000-000000000000'
+         or (t.o, t.k) in (select a.organization_id, a.id from public.api_keys a
+                           where a.id in (select t.k from t)))
   on conflict (organization_id, day, api_key_id) do update set requests = u.requests + excluded.requests;
 end
 $$;

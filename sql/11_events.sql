@@ -37,10 +37,9 @@ revoke all on function app.uuid_v7(timestamptz), app.uuid_v7_floor(timestamptz) 
 grant execute on function app.uuid_v7(timestamptz), app.uuid_v7_floor(timestamptz) to tenantry_app, tenantry_definer;
 
 -- One INSERT per table, its payload built inside it: PL/pgSQL sets up every expression it
--- evaluates outside a statement again in each transaction, and an event is written in most. Its
--- deliveries are a second statement, an INSERT ... SELECT that finds nothing when the organization
--- has no enabled endpoint (an index probe). The probe cannot ride in the event's RETURNING clause
--- (as it did in V30): Citus allows no subquery in an INSERT.
+-- evaluates outside a statement again in each transaction, and an event is written in most.
+-- Whether the organization has an enabled endpoint is a second statement: the probe cannot ride
+-- in the event's RETURNING clause (as it did in V30), since Citus allows no subquery in an INSERT.
 create or replace function app.record_event() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -167,14 +166,17 @@ begin
   else
     raise exception 'app.record_event() does not know table %', v_table;
   end if;
-  -- One delivery to each enabled endpoint that wants the type.
-  insert into public.webhook_deliveries (organization_id, id, endpoint_id, event_id, next_attempt_at)
-  select v_event.organization_id, app.uuid_v7(v_at), w.id, v_event.id, v_at
-  from public.webhook_endpoints w
-  where w.organization_id = v_event.organization_id and w.enabled
-    and (v_event.type = any (w.event_types) or '*' = any (w.event_types));
-  if found and not app.fired_on_shard(tg_table_name) then
-    perform pg_notify('tenantry_deliveries', ''); -- no data: a dispatcher wakes and claims
+  -- One delivery to each enabled endpoint that wants the type. Most organizations have none: a
+  -- probe of the index first, cheaper than an INSERT that finds nothing.
+  if exists (select 1 from public.webhook_endpoints w where w.organization_id = v_event.organization_id and w.enabled) then
+    insert into public.webhook_deliveries (organization_id, id, endpoint_id, event_id, next_attempt_at)
+    select v_event.organization_id, app.uuid_v7(v_at), w.id, v_event.id, v_at
+    from public.webhook_endpoints w
+    where w.organization_id = v_event.organization_id and w.enabled
+      and (v_event.type = any (w.event_types) or '*' = any (w.event_types));
+    if found and not app.fired_on_shard(tg_table_name) then
+      perform pg_notify('tenantry_deliveries', ''); -- no data: a dispatcher wakes and claims
+    end if;
   end if;
   return null;
 end

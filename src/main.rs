@@ -198,6 +198,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { app_role } => {
             let client = tenantry::db::admin_client(&tenantry::db::admin_connector(&settings)?).await?;
             let mut violations = tenantry::db::check::run(&client, &app_role).await?;
+            // On a Citus coordinator, also every shard (one query per table and placement).
+            if tenantry::db::citus::is_citus(&client).await? {
+                violations.extend(tenantry::db::citus::shard_policy_violations(&client).await?);
+            }
             let applied: i64 = client
                 .query_one("select coalesce(max(version), 0)::int8 from refinery_schema_history", &[])
                 .await
@@ -265,12 +269,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command: AuditCommand::Verify { org, metrics_file } } => {
             let client = tenantry::db::admin_client(&tenantry::db::admin_connector(&settings)?).await?;
+            // The chains, then each verified in a statement of its own: on Citus, a function
+            // called per row of a distributed table would run a distributed query on a shard.
             let rows = client
                 .query(
-                    "select o.organization_id, count(*) as entries, v.seq as broken_seq, v.reason \
-                     from audit_events o left join lateral app.audit_verify(o.organization_id) v on true \
+                    "select o.organization_id, count(*) as entries from audit_events o \
                      where $1::uuid is null or o.organization_id = $1 \
-                     group by o.organization_id, v.seq, v.reason order by o.organization_id",
+                     group by o.organization_id order by o.organization_id",
                     &[&org],
                 )
                 .await?;
@@ -278,11 +283,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for row in &rows {
                 let id: uuid::Uuid = row.get("organization_id");
                 let entries: i64 = row.get("entries");
-                match row.get::<_, Option<i64>>("broken_seq") {
+                let first_broken =
+                    client.query_opt("select seq, reason from app.audit_verify($1)", &[&id]).await?;
+                match first_broken {
                     None => println!("{id}  ok      {entries} entries"),
-                    Some(seq) => {
+                    Some(v) => {
                         broken += 1;
-                        let reason: String = row.get("reason");
+                        let (seq, reason): (i64, String) = (v.get(0), v.get(1));
                         println!("{id}  BROKEN  at entry {seq}: {reason}");
                     }
                 }

@@ -1,7 +1,7 @@
 -- The sealed context: the app role, which may set every setting, is admitted only to what
 -- app.enter_context() verified and sealed in this transaction (sql/02_context.sql).
 begin;
-select plan(26);
+select plan(33);
 
 insert into users (id, issuer, subject) values
   ('00000000-0000-0000-0000-00000000a11c', 'test', 'alice'),
@@ -156,6 +156,23 @@ call app.rotate_context_key();
 select is(pg_temp.sealed_org(), null, 'after a rotation, the old seal admits nothing');
 select is(pg_temp.as_app(:alice, :a, true, '', 'select app.current_org_id()::text'),
   'aaaaaaaa-0000-0000-0000-000000000000', 'entering again seals under the new key');
+
+-- What Citus needs, as it behaves on plain PostgreSQL (the drill, `make citus`, runs the rest).
+select is(app.logical_table_name('memberships'), 'memberships', 'a table is named by its own name');
+select is(app.logical_table_name('memberships_102008'), 'memberships', 'a shard by its table''s');
+select ok(not app.fired_on_shard('workflow_runs') and app.fired_on_shard('workflow_runs_102040'),
+  'a trigger on a shard knows it');
+select is(app.context_binding(), pg_backend_pid() || '@' || extract(epoch from now()),
+  'without Citus, a seal is bound to the backend and the transaction''s start');
+select ok(not has_function_privilege('tenantry_app', 'app.share_context_with_workers(text[])', 'execute')
+          and not has_function_privilege('tenantry_app', 'app.context_binding()', 'execute'),
+  'the app role can neither re-set the context for the workers nor compute a binding itself');
+select is(current_setting('citus.propagate_set_commands', true), null,
+  'without Citus, app.enter_context() shares nothing with workers');
+-- The policies' claim questions, which stand in for `f() IS NULL` (Citus cannot re-create that).
+select is(pg_temp.as_app(:alice, :a, true, '',
+            'select app.without_run_claim()::text || '' '' || app.holds_verified_claim()::text'),
+  'true false', 'a member holds no run claim and no verified claim');
 
 select * from finish();
 rollback;

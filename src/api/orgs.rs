@@ -123,24 +123,26 @@ pub async fn create_organization(
 
     require_user(&principal)?;
     let mut tx = TenantTx::begin_user(&state.db, principal.actor()).await?;
-    tx.query_found(
-        "select app.create_organization($1, $2, $3, $4, $5)",
-        &[id.as_uuid(), &name.as_str(), &slug.as_str(), &region.as_str(), &data_mode.as_str()],
-    )
-    .await?;
-    // The new organization is readable once it is the one in context.
-    tx.enter_org(id).await?;
+    // Creates it, writes its first audit entry (organization.create, with this request's
+    // metadata) and reads it back, all as the definer (sql/06_organizations.sql says why).
     let row = tx
         .query_found(
             "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.row_version \
-             from organizations o where o.id = $1",
-            &[id.as_uuid()],
+             from app.create_organization_recorded($1, $2, $3, $4, $5, $6, $7, $8) o",
+            &[
+                id.as_uuid(),
+                &name.as_str(),
+                &slug.as_str(),
+                &region.as_str(),
+                &data_mode.as_str(),
+                &meta.ip,
+                &meta.user_agent,
+                &meta.request_id,
+            ],
         )
         .await?;
-    let entry = AuditEntry::allowed("organization.create", "organization", id, &meta).with_details(
-        serde_json::json!({"name": name.as_str(), "slug": slug.as_str(), "region": region, "data_mode": data_mode}),
-    );
-    record(&mut tx, &principal, entry).await?;
+    // The new organization is the one in context for the rest of the transaction.
+    tx.enter_org(id).await?;
     tx.commit().await?;
     let org = organization_from_row(&row, Some(Role::Owner))?;
     tracing::info!(org.id = %id, "organization created");

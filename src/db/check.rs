@@ -619,6 +619,9 @@ pub async fn run(
     out.extend(standing_violations(client).await?);
     out.extend(definer_violations(client, app_role).await?);
     out.extend(backup_role_violations(client).await?);
+    if super::citus::is_citus(client).await? {
+        out.extend(super::citus::distribution_violations(client).await?);
+    }
     Ok(out)
 }
 

@@ -3,6 +3,7 @@
 //! client: it receives a `TenantTx`, so no tenant query can run outside a context.
 
 pub mod check;
+pub mod citus;
 pub mod deliveries;
 pub mod events;
 pub mod identity;

@@ -60,6 +60,21 @@ async fn every_mutation_is_recorded_with_its_actor_and_request() {
     );
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "gapless per-organization sequence");
+    // The creation's entry is written by the definer with the request (app.create_organization_recorded).
+    let created = &events[0];
+    assert_eq!(
+        (created["actor_type"].as_str(), created["actor_id"].as_str()),
+        (Some("user"), Some(&*org.owner.id.to_string()))
+    );
+    assert_eq!(
+        (created["target_type"].as_str(), created["target_id"].as_str()),
+        (Some("organization"), Some(&*org.id.to_string()))
+    );
+    assert_eq!(created["ip"], "127.0.0.1");
+    assert!(created["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{created}");
+    assert_eq!(created["details"]["region"], "us");
+    assert_eq!(created["details"]["data_mode"], "metadata_only");
+    assert!(created["details"]["slug"].is_string() && created["details"]["name"].is_string(), "{created}");
     let update = &events[3];
     assert_eq!(update["actor_type"], "user");
     assert_eq!(update["actor_id"], org.owner.id.to_string());
