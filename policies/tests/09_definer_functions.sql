@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(92);
+select plan(97);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -254,6 +254,24 @@ select throws_ok($$select pg_temp.alice(null, $q$select app.create_organization(
 select throws_ok($$select pg_temp.alice(null, $q$select app.create_organization(
   'bbbbbbbb-0000-0000-0000-000000000000', 'Takeover', 'takeover', 'us', null)::text$q$)$$, '23505', null,
   'create_organization: never an existing organization''s id');
+-- The server's door: the same refusals, and its audit entry goes only into the organization it made.
+select throws_ok($$select pg_temp.alice(null, $q$select id::text from app.create_organization_recorded(
+  '00000000-0000-0000-0000-000000000000', 'Platform', 'platform', 'us', null, null, null, null)$q$)$$, '22023', null,
+  'create_organization_recorded: never the nil id');
+select throws_ok($$select pg_temp.alice(null, $q$select id::text from app.create_organization_recorded(
+  'bbbbbbbb-0000-0000-0000-000000000000', 'Takeover', 'takeover', 'us', null, null, null, null)$q$)$$, '23505', null,
+  'create_organization_recorded: never an existing organization''s id');
+select throws_ok($$select pg_temp.as_app(null, null, $q$select id::text from app.create_organization_recorded(
+  'cccccccc-0000-0000-0000-0000000000c9', 'Nobody', 'nobody-org', 'us', null, null, null, null)$q$)$$, '42501', null,
+  'create_organization_recorded: nothing without a user');
+select is(pg_temp.alice(null, $q$select slug || ' ' || region from app.create_organization_recorded(
+  'cccccccc-0000-0000-0000-0000000000c9', 'Recorded', 'recorded-org', 'us', null, '10.0.0.9', 'probe/1', 'req-9')$q$),
+  'recorded-org us', 'create_organization_recorded: returns the organization it made');
+select results_eq($$select action, actor_id, target_id, host(ip), user_agent, request_id, details ->> 'slug'
+                      from audit_events where organization_id = 'cccccccc-0000-0000-0000-0000000000c9'$$,
+  $$values ('organization.create', '00000000-0000-0000-0000-00000000a11c'::uuid, 'cccccccc-0000-0000-0000-0000000000c9',
+            '10.0.0.9', 'probe/1', 'req-9', 'recorded-org')$$,
+  'create_organization_recorded: one entry, in the new organization''s chain, with the request');
 select throws_ok($$select pg_temp.alice(null, $q$select app.accept_invitation('bbbbbbbb-0000-0000-0000-0000000000e2',
   sha256('guess'), null, null, null)::text$q$)$$, 'TY010', null, 'accept_invitation: nothing without its secret');
 select is(pg_temp.as_app(null, null, $$select count(*)::text from app.find_api_key(
@@ -306,7 +324,7 @@ select is(pg_temp.as_app(null, null, $$select queued || '/' || running || '/' ||
 select is(pg_temp.as_app(null, null, $$select chains || '/' || broken || '/'
                                               || coalesce(cardinality(broken_organizations), 0)
                                        from app.verify_audit_chains()$$),
-  '2/0/0', 'verify_audit_chains: every chain (both intact), whatever the context');
+  '3/0/0', 'verify_audit_chains: every chain (the three intact, the recorded organization''s too), whatever the context');
 select is(pg_temp.as_app(null, null, $$select string_agg(format_type(t, null), ',' order by ord)
                                        from unnest((select proallargtypes from pg_proc
                                                     where proname = 'verify_audit_chains')) with ordinality u(t, ord)$$),

@@ -165,8 +165,9 @@ select ok(not app.fired_on_shard('workflow_runs') and app.fired_on_shard('workfl
 select is(app.context_binding(), pg_backend_pid() || '@' || extract(epoch from now()),
   'without Citus, a seal is bound to the backend and the transaction''s start');
 select ok(not has_function_privilege('tenantry_app', 'app.share_context_with_workers(text[])', 'execute')
-          and not has_function_privilege('tenantry_app', 'app.context_binding()', 'execute'),
-  'the app role can neither re-set the context for the workers nor compute a binding itself');
+          and not has_function_privilege('tenantry_app', 'app.context_binding()', 'execute')
+          and not has_function_privilege('tenantry_app', 'app.share_context_key()', 'execute'),
+  'the app role can neither re-set the context for the workers, compute a binding nor copy the key');
 select is(current_setting('citus.propagate_set_commands', true), null,
   'without Citus, app.enter_context() shares nothing with workers');
 -- The policies' claim questions, which stand in for `f() IS NULL` (Citus cannot re-create that).
