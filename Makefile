@@ -31,7 +31,7 @@ OIDC_PROVIDER := tests/oidc-provider
 # With TENANTRY_DATABASE_URL set, `make run` uses that server and starts no local cluster.
 LOCAL_DB    := $(if $(TENANTRY_DATABASE_URL),,yes)
 
-.PHONY: citus alerts console export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
+.PHONY: citus citus-test alerts console export-rss help build db db-stop run migrate seed check openapi test test-db test-managed lint fmt pgtap contract bench soak clean-db backup restore
 
 help:
 	@echo "make run      start a local PostgreSQL, migrate, seed a demo, print tokens, serve"
@@ -242,6 +242,17 @@ soak: build
 citus: build
 	@test -n "$(CITUS_SRC)" || { echo "make citus CITUS_SRC=/path/to/citus (a 13.x source tree for PostgreSQL 15)" >&2; exit 2; }
 	@.dev/citus_drill.sh "$(CITUS_SRC)" $(BIN)
+
+# The integration suites on the same Citus cluster: every test database is made on all three
+# nodes, distributed as the drill does (tests/api/helpers.rs, TEST_CITUS_WORKERS). The backup
+# suite stays on plain PostgreSQL (pg_dump of one node is not a cluster's backup).
+CITUS_PORT ?= 55440
+citus-test: test-db
+	@test -n "$(CITUS_SRC)" || { echo "make citus-test CITUS_SRC=/path/to/citus (a 13.x source tree for PostgreSQL 15)" >&2; exit 2; }
+	@.dev/citus_build.sh "$(CITUS_SRC)"
+	@.dev/citus.sh up > /dev/null
+	TEST_PG_PORT=$(CITUS_PORT) TEST_CITUS_WORKERS=$$(($(CITUS_PORT) + 1)),$$(($(CITUS_PORT) + 2)) TEST_PG_TLS=sslmode=disable \
+	  TEST_TLS_DIR=$(abspath $(TEST_TLS_DIR)) $(CARGO) test --test api -- --skip managed:: --skip backup:: $(CITUS_TESTS)
 
 clean-db: db-stop
 	rm -rf $(PG_DIR) $(TEST_PG_DIR) $(TEST_PGBOUNCER_DIR) $(TEST_MANAGED_DIR) $(TEST_TLS_DIR)

@@ -5,7 +5,8 @@
 #   .dev/citus.sh down    stop all three
 #   .dev/citus.sh reset   drop the `tenantry` database and roles on all three (`up` makes it anew)
 # Ports: CITUS_PORT (coordinator, 55440), +1 and +2 (workers). Needs Citus installed
-# (.dev/citus_build.sh).
+# (.dev/citus_build.sh). max_worker_processes and max_connections: a test run (make citus-test)
+# has a database per test, each with its maintenance daemon and its servers' pools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${CITUS_PORT:-55440}
@@ -17,7 +18,7 @@ case "${1:-}" in
   up)
     [ -f "$(pg_config --pkglibdir)/citus.so" ] || { echo "citus.sh: Citus is not installed; run .dev/citus_build.sh CITUS_SRC" >&2; exit 1; }
     for i in 0 1 2; do
-      PG_EXTRA_OPTS="-c shared_preload_libraries=citus -c max_prepared_transactions=100" \
+      PG_EXTRA_OPTS="-c shared_preload_libraries=citus -c max_prepared_transactions=100 -c max_worker_processes=300 -c max_connections=2000" \
         .dev/pg.sh start "$DIR/${NODES[$i]}" $((BASE + i)) fast
       port=$((BASE + i))
       psql_on "$port" postgres "select 1 from pg_database where datname = 'tenantry'" | grep -q 1 \

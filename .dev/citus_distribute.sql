@@ -4,9 +4,10 @@
 -- every other table is a reference table, but for app.context_keys, which stays a plain table on
 -- each node (app.share_context_key() copies it to the workers), and refinery's history.
 \set ON_ERROR_STOP 1
-alter database tenantry set citus.enable_unsafe_triggers = on;
--- The app's transactions mix reference-table writes with multi-shard reads.
-alter database tenantry set citus.multi_shard_modify_mode = 'sequential';
+-- The app's transactions mix reference-table writes with multi-shard reads. (Set on this
+-- database, whatever its name: the test harness distributes a template of its own.)
+select format('alter database %I set citus.enable_unsafe_triggers = on', current_database()) \gexec
+select format('alter database %I set citus.multi_shard_modify_mode = ''sequential''', current_database()) \gexec
 set citus.enable_unsafe_triggers = on;
 set citus.multi_shard_modify_mode = 'sequential';
 create temp table plan as
@@ -36,6 +37,11 @@ select format('select create_distributed_table(%L, ''organization_id'', colocate
               case when rn = 1 then 'default' else first_value(rel) over (order by rn) end)
   from (select rel, row_number() over (order by depth desc, rel) rn from plan where tenant) p order by rn \gexec
 select format('alter table %s add constraint %I %s', rel, conname, def) from tenant_fks \gexec
+-- An organization's events: deleted by a statement trigger on PostgreSQL (V30), which on Citus
+-- runs on each node's copy of organizations and may not reach other nodes' shards. Here the
+-- cascading key does it (a reference table's cascade reaches every shard).
+alter table public.events add constraint events_organization_id_fkey
+  foreign key (organization_id) references public.organizations (id) on delete cascade;
 commit;
 -- Functions whose signature names a table's row type were created on the coordinator only, while
 -- those tables were local: now that they are distributed, Citus can create them on the workers.

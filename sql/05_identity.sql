@@ -57,6 +57,35 @@ begin
   where u.id = app.current_user_id()
     and (u.email is distinct from coalesce(left(p_email, 320), u.email)
          or u.display_name is distinct from coalesce(left(p_display_name, 200), u.display_name));
+  -- And every copy the user's organizations show (a statement here, not a trigger on users: on
+  -- Citus a trigger runs on each node's copy of users and may not write other nodes' shards).
+  if found and to_regclass('public.member_profiles') is not null then -- (before V37: none yet)
+    update public.member_profiles p
+    set email = u.email, display_name = u.display_name, row_version = u.row_version
+    from public.users u
+    where u.id = app.current_user_id() and p.user_id = u.id;
+  end if;
+end
+$$;
+
+-- The profiles an organization shows of its members (public.member_profiles, V37) are copies,
+-- one per membership: made when the membership is, refreshed here when the user's own changes.
+-- A profile read beside a membership is then a read of that organization's rows alone, which on
+-- Citus stays on its shard (a view joining users as its owner does not: Citus reads a view's tables
+-- on the workers as the caller). Its row_version is the user's, so a member's ETag still moves
+-- with the profile.
+create or replace function app.copy_member_profile() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into public.member_profiles (organization_id, user_id, email, display_name, issuer, subject, created_at,
+                                      row_version)
+  select new.organization_id, u.id, u.email, u.display_name, u.issuer, u.subject, u.created_at, u.row_version
+    from public.users u
+   where u.id = new.user_id
+  on conflict (organization_id, user_id) do nothing;
+  return null;
 end
 $$;
 
@@ -340,6 +369,8 @@ call app.install_definer(array[
     'app.record_security_event(text, uuid, text, text, text, text, inet, text, text, jsonb)',
     'app.erase_current_user(inet, text, text)'
 ], '{tenantry_app}');
+-- A trigger's function; never called directly.
+call app.install_definer(array['app.copy_member_profile()'], '{}');
 -- Shared by the two ways to start a session; never called directly.
 call app.install_definer(array[
     'app.open_session(text, uuid, timestamptz, timestamptz, timestamptz, text, inet, bytea)'

@@ -117,25 +117,33 @@ $$;
 drop function if exists app.find_api_key(uuid);
 drop function if exists app.touch_api_key(uuid);
 
+-- PL/pgSQL, not SQL: Citus cannot plan a distributed query inside a SQL function with parameters
+-- ("could not create distributed plan"); PL/pgSQL hands it the query with the values bound.
 create or replace function app.find_api_key(p_key uuid, p_hash bytea)
 returns table (organization_id uuid, secret_hash bytea, active boolean)
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+#variable_conflict use_column
+begin
+  return query
   select k.organization_id, k.secret_hash,
          k.revoked_at is null and (k.expires_at is null or k.expires_at > now())
   from public.api_keys k
-  where k.id = p_key and k.secret_hash = p_hash
+  where k.id = p_key and k.secret_hash = p_hash;
+end
 $$;
 
 create or replace function app.touch_api_key(p_key uuid, p_hash bytea)
 returns void
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
+begin
   update public.api_keys set last_used_at = now()
   where id = p_key and secret_hash = p_hash
-    and (last_used_at is null or last_used_at < now() - interval '1 minute')
+    and (last_used_at is null or last_used_at < now() - interval '1 minute');
+end
 $$;
 
 -- Every deleted organization leaves a tombstone naming the transaction that deleted it.
@@ -196,7 +204,28 @@ begin
 end
 $$;
 
+-- Every organization the user in context belongs to, with their role there: their memberships
+-- (their own, by the verified user alone) and each organization, read as the definer. A function,
+-- not a view: Citus reads a view's tables on the workers as the caller, whom the policy on
+-- organizations shows only the organization in context (app.user_organizations, the view the
+-- previous release reads, stays in policies/20_organizations.sql).
+create or replace function app.caller_organizations()
+returns table (id uuid, name text, slug text, region text, data_mode text, created_at timestamptz,
+               updated_at timestamptz, row_version bigint, role text)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return query
+  select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.row_version, m.role
+    from public.memberships m
+    join public.organizations o on o.id = m.organization_id
+   where m.user_id = app.current_user_id();
+end
+$$;
+
 call app.install_definer(array[
+    'app.caller_organizations()',
     'app.create_organization(uuid, text, text, text, text)',
     'app.create_organization_recorded(uuid, text, text, text, text, inet, text, text)',
     'app.accept_invitation(uuid, bytea, inet, text, text)',

@@ -25,10 +25,17 @@ begin
   if v_org is null or not app.has_permission('workflows:publish') then
     raise exception 'new row violates row-level security policy for table "workflow_versions"' using errcode = '42501';
   end if;
+  -- The workspace first, then the update: Citus takes no stable function of a column in an
+  -- UPDATE's condition ("STABLE functions used in UPDATE queries cannot be called with column
+  -- references"). A workflow never moves to another workspace.
+  select w.workspace_id into v_workspace from public.workflows w
+   where w.organization_id = v_org and w.id = p_workflow and w.archived_at is null;
+  if v_workspace is null or not app.workspace_allowed(v_workspace) then
+    return null;
+  end if;
   update public.workflows w set latest_version = w.latest_version + 1
-  where w.organization_id = v_org and w.id = p_workflow and w.archived_at is null
-    and app.workspace_allowed(w.workspace_id)
-  returning w.latest_version, w.workspace_id into v_version, v_workspace;
+  where w.organization_id = v_org and w.id = p_workflow and w.archived_at is null and w.workspace_id = v_workspace
+  returning w.latest_version into v_version;
   if v_version is null then
     return null;
   end if;

@@ -194,6 +194,11 @@ language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- On Citus this fires on each node's copy of organizations, where it may not write other
+  -- nodes' shards; there events carry a cascading key instead (.dev/citus_distribute.sql).
+  if app.fired_on_shard(tg_table_name) then
+    return null;
+  end if;
   delete from public.events e using deleted_organizations d where e.organization_id = d.id;
   return null;
 end

@@ -90,7 +90,7 @@ pub async fn run(pool: &Db, issuer: &str) -> anyhow::Result<()> {
         let pool = &db;
         let mut tx = TenantTx::begin_user(pool, Actor::user(owner)).await?;
         let existing =
-            tx.query_opt("select id from app.user_organizations where slug = $1", &[&org.slug]).await?;
+            tx.query_opt("select id from app.caller_organizations() where slug = $1", &[&org.slug]).await?;
         if existing.is_some() {
             tx.commit().await?;
             continue;

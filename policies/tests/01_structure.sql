@@ -1,6 +1,6 @@
 -- Structure: RLS enabled and forced, the expected policies, and roles that cannot bypass them.
 begin;
-select plan(25);
+select plan(27);
 
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'public.users'::regclass),
           'users: RLS enabled and forced');
@@ -21,7 +21,10 @@ select ok(not has_table_privilege('tenantry_app', 'public.refresh_tokens', 'SELE
 select ok(not has_column_privilege('tenantry_app', 'public.api_keys', 'secret_hash', 'UPDATE'),
           'the app role cannot replace a key''s secret');
 select policies_are('public', 'api_keys', array['api_keys_select', 'api_keys_insert', 'api_keys_update', 'definer_across_tenants']);
-select policies_are('public', 'users', array['users_select', 'users_update', 'definer_across_tenants']);
+select policies_are('public', 'users', array['users_select', 'definer_across_tenants']);
+select ok(not has_any_column_privilege('tenantry_app', 'public.users', 'UPDATE'),
+          'the app role changes no profile itself (app.refresh_profile() refreshes its copies too)');
+select policies_are('public', 'member_profiles', array['member_profiles_select', 'definer_across_tenants']);
 select policies_are('public', 'organizations', array['organizations_select', 'organizations_update', 'organizations_delete', 'definer_across_tenants']);
 select policies_are('public', 'memberships', array['memberships_select', 'memberships_insert', 'memberships_update', 'memberships_delete', 'definer_across_tenants']);
 select policies_are('public', 'workspaces', array['workspaces_select', 'workspaces_insert', 'workspaces_update', 'workspaces_delete', 'definer_across_tenants']);

@@ -1,6 +1,6 @@
 -- Behaviour: what the app role sees and may write under each context.
 begin;
-select plan(27);
+select plan(32);
 
 -- Become the app role with the given context (until `reset role`), then run a query returning
 -- one number, or a statement returning the rows it affected. A failing statement rolls its
@@ -70,17 +70,26 @@ select is(pg_temp.count_as(:alice, null, 'select count(*) from organizations'), 
 select is(pg_temp.count_as(:alice, :a, 'select count(*) from memberships'), 2::bigint, 'alice sees A''s two memberships');
 select is(pg_temp.count_as(:bob, null, 'select count(*) from users'), 1::bigint, 'bob sees only himself among users');
 select is(pg_temp.count_as(:carol, :a, 'select count(*) from users'), 1::bigint, 'carol sees only her own user row');
-select is(pg_temp.count_as(:carol, :a, 'select count(*) from app.member_profiles'), 2::bigint,
-  'and the profiles of A''s members (app.member_profiles)');
-select is(pg_temp.count_as(:carol, :b, 'select count(*) from app.member_profiles'), 0::bigint,
+select is(pg_temp.count_as(:carol, :a, 'select count(*) from member_profiles'), 2::bigint,
+  'and the profiles of A''s members (member_profiles, copied with each membership)');
+select is(pg_temp.count_as(:carol, :b, 'select count(*) from member_profiles'), 0::bigint,
   'naming B without membership: no profiles');
+select is(pg_temp.count_as(:carol, :a, 'select count(*) from app.member_profiles'), 2::bigint,
+  'the previous release''s view shows the same');
+select throws_ok(format('select pg_temp.count_as(%L, %L, %L)', :carol, :a,
+  $q$with x as (insert into member_profiles (organization_id, user_id, issuer, subject, created_at, row_version)
+     select organization_id, user_id, 'x', 'y', now(), 1 from memberships returning 1) select count(*) from x$q$),
+  '42501', null, 'the app role cannot plant a profile');
+select throws_ok(format('select pg_temp.count_as(%L, %L, %L)', :carol, :a,
+  $q$with x as (update member_profiles set email = 'planted@x.test' returning 1) select count(*) from x$q$),
+  '42501', null, 'nor rewrite one');
 -- The attacker's first try at a definer view: a condition of their own that records what it sees
 -- (a cast error or a notice would do the same). security_barrier runs it only on admitted rows.
 create temporary table seen (email text);
 grant insert on seen to tenantry_app;
 create function pg_temp.peek(p_email text) returns boolean
 language sql volatile cost 0.0001 as $$ insert into pg_temp.seen values (p_email) returning true $$;
-select is(pg_temp.count_as(:carol, :a, 'select count(*) from app.member_profiles where pg_temp.peek(email)'),
+select is(pg_temp.count_as(:carol, :a, 'select count(*) from member_profiles where pg_temp.peek(email)'),
   2::bigint, 'a cheap leaky condition on the profiles still counts only A''s members');
 select is((select array_agg(email order by email) from seen), array['alice@a.test', 'carol@a.test'],
   'and never saw a row of B');
@@ -88,6 +97,10 @@ select is(pg_temp.count_as(:bob, :b, 'select count(*) from app.user_organization
   1::bigint, 'nor on the organization list, which shows bob only B');
 select is((select array_agg(email) from seen where email like 'pgtap-%'), array['pgtap-b'],
   'whose condition saw B''s slug alone');
+delete from seen;
+select is(pg_temp.count_as(:bob, :a, 'select count(*) from app.caller_organizations() where pg_temp.peek(slug)'),
+  1::bigint, 'the function the server lists organizations with shows bob only B, naming A');
+select is((select array_agg(email) from seen), array['pgtap-b'], 'and a condition of his saw B''s slug alone');
 
 select is(pg_temp.exec_as(:alice, :a, $$insert into workspaces (organization_id, name) values ('aaaaaaaa-0000-0000-0000-000000000000', 'A2')$$),
           1::bigint, 'an owner creates a workspace');

@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(97);
+select plan(100);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -131,7 +131,7 @@ select set_eq(
         'workspace_allowed',
         'current_permissions', 'role_grants', 'can_grant_role', 'within_restriction', 'member_within_restriction',
         'provision_user', 'refresh_profile', 'create_login_attempt', 'take_login_attempt',
-        'sync_provider_memberships', 'start_session', 'start_console_session', 'use_console_session',
+        'sync_provider_memberships', 'caller_organizations', 'start_session', 'start_console_session', 'use_console_session',
         'refresh_token_state', 'rotate_refresh_token', 'end_session',
         'record_security_event', 'erase_current_user', 'create_organization', 'create_organization_recorded',
         'accept_invitation', 'find_api_key',
@@ -195,6 +195,18 @@ select lives_ok($$select pg_temp.alice($q$select app.refresh_profile('evil@x.tes
   'refresh_profile: runs for the user in context');
 select is((select string_agg(subject || '=' || email, ',' order by subject) from users where email = 'evil@x.test'),
   'alice=evil@x.test', 'refresh_profile: only that user''s profile changed');
+select is((select string_agg(p.organization_id::text || '/' || u.subject || '=' || p.email || '@' || (p.row_version = u.row_version),
+                             ',' order by p.organization_id, u.subject)
+             from member_profiles p join users u on u.id = p.user_id where u.subject in ('alice', 'bob')),
+  (select string_agg(m.organization_id::text || '/' || u.subject || '=' || u.email || '@true', ',' order by m.organization_id, u.subject)
+     from memberships m join users u on u.id = m.user_id where u.subject in ('alice', 'bob')),
+  'refresh_profile: and each organization''s copy of it, row version too; no one else''s');
+-- The caller's organizations: the verified user's, whatever organization is named.
+select is(pg_temp.alice('bbbbbbbb-0000-0000-0000-000000000000',
+                        $$select string_agg(slug || '=' || role, ',' order by slug) from app.caller_organizations()$$),
+  'pgtap-a=admin', 'caller_organizations: Alice''s organization alone, naming B changes nothing');
+select is(pg_temp.as_app(null, 'aaaaaaaa-0000-0000-0000-000000000000', 'select count(*)::text from app.caller_organizations()'),
+  '0', 'caller_organizations: without a user, none');
 select lives_ok($$select pg_temp.as_app(null, null, $q$select app.create_login_attempt(sha256('s2'), sha256('b2'),
   'local', null, 'v', 'n', null, now(), now() + interval '10 years')::text$q$)$$, 'create_login_attempt: anyone may start');
 select ok((select expires_at <= now() + interval '15 minutes' from login_attempts where state_hash = sha256('s2')),

@@ -398,7 +398,9 @@ pub async fn delete_api_key(
         .await?;
     let changed = tx
         .execute(
-            "update api_keys set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2 \
+            // least(), not coalesce(): the first revocation's time stays (least() skips a NULL), and
+            // Citus evaluates now() for an UPDATE anywhere but inside CASE or COALESCE.
+            "update api_keys set revoked_at = least(revoked_at, now()) where organization_id = $1 and id = $2 \
                and ($3::bigint[] is null or row_version = any($3))",
             &[org.as_uuid(), &path.key_id, &preconditions.versions()],
         )

@@ -64,7 +64,7 @@ export_tables! {
     (
         "users",
         "select row_to_json(t)::text from (select u.user_id as id, u.issuer, u.subject, u.email, u.display_name, \
-         u.created_at from app.member_profiles u where u.organization_id = $1 order by u.user_id) t",
+         u.created_at from member_profiles u where u.organization_id = $1 order by u.user_id) t",
     ),
     (
         "workspaces",

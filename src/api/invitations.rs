@@ -537,7 +537,9 @@ pub async fn delete_invitation(
         .await?;
     let changed = tx
         .execute(
-            "update invitations set revoked_at = coalesce(revoked_at, now()) where organization_id = $1 and id = $2 \
+            // least(), not coalesce(): the first revocation's time stays (least() skips a NULL), and
+            // Citus evaluates now() for an UPDATE anywhere but inside CASE or COALESCE.
+            "update invitations set revoked_at = least(revoked_at, now()) where organization_id = $1 and id = $2 \
                and ($3::bigint[] is null or row_version = any($3))",
             &[org.as_uuid(), &path.invitation_id, &preconditions.versions()],
         )

@@ -152,21 +152,21 @@ pub async fn create_organization(
         .json(org))
 }
 
-/// The caller's organizations (the `app.user_organizations` view: their memberships, with each
-/// organization): `$1` limit, `$2` role, `$3` name prefix pattern, then the cursor's keys. Driven
+/// The caller's organizations (`app.caller_organizations()`: their memberships, with each
+/// organization, read by the definer for the verified user): `$1` limit, `$2` role, `$3` name prefix pattern, then the cursor's keys. Driven
 /// by `memberships_user_id_idx (user_id, organization_id)`: a person's organizations are few, and
 /// sorted after that lookup.
 macro_rules! organizations {
     () => {
         "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.role \
-         from app.user_organizations o \
+         from app.caller_organizations() o \
          where ($2::text is null or o.role = $2) and ($3::text is null or lower(o.name) like $3)"
     };
 }
 macro_rules! organizations_plain {
     () => {
         "select o.id, o.name, o.slug, o.region, o.data_mode, o.created_at, o.updated_at, o.role \
-         from app.user_organizations o \
+         from app.caller_organizations() o \
          where $2::text is null and $3::text is null"
     };
 }

@@ -158,7 +158,11 @@ async fn replace_permissions(
     )
     .await?;
     tx.execute(
-        "insert into role_permissions (organization_id, role_id, permission) select $1, $2, unnest($3::text[])",
+        // From the role's own row: on Citus this runs on the organization's shard (an INSERT … SELECT
+        // from unnest() alone goes to the shards as COPY, which row-level security refuses).
+        "insert into role_permissions (organization_id, role_id, permission) \
+         select r.organization_id, r.id, p from roles r cross join unnest($3::text[]) p \
+         where r.organization_id = $1 and r.id = $2",
         &[org.as_uuid(), &role, &permissions],
     )
     .await?;

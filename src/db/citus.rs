@@ -2,7 +2,7 @@
 //! distributed by `organization_id` and all are co-located, so that a tenant's rows and the
 //! row-check triggers that read them share a worker; every other table is a reference table; the
 //! context key is not a Citus table (a policy helper may read none on a worker); every function of
-//! ours exists on the workers; and each shard carries its table's policies with row-level security
+//! ours exists on the workers; an organization's events are deleted with it; and each shard carries its table's policies with row-level security
 //! forced. Nothing here runs on plain
 //! PostgreSQL.
 
@@ -109,6 +109,24 @@ pub async fn distribution_violations(
             "citus_function_not_on_workers",
             &r.get::<_, String>(0),
             "function not distributed to the workers (create_distributed_function)",
+        ));
+    }
+    // An organization's events go with it. On PostgreSQL a statement trigger deletes them
+    // (app.delete_organization_events(), V30); on Citus it runs on each node's copy of
+    // organizations and may not write other nodes' shards, so events carry the cascading key.
+    let cascades: bool = client
+        .query_one(
+            "select exists (select 1 from pg_constraint where conrelid = 'public.events'::regclass \
+               and contype = 'f' and confrelid = 'public.organizations'::regclass and confdeltype = 'c')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !cascades {
+        out.push(violation(
+            "citus_events_outlive_organization",
+            "public.events",
+            "no foreign key to organizations on delete cascade: a deleted organization's events would stay",
         ));
     }
     Ok(out)

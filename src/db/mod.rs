@@ -73,6 +73,29 @@ pub enum DbError {
     Other(anyhow::Error),
 }
 
+/// A constraint's name as its table has it. On Citus the error comes from a shard, whose table
+/// and constraints carry the shard's id (`memberships_102395`, `memberships_user_id_fkey_102395`).
+fn logical_constraint(constraint: &str, table: Option<&str>) -> String {
+    let shard = table.and_then(|t| t.rsplit_once('_')).map(|(_, id)| id);
+    match (shard, constraint.rsplit_once('_')) {
+        (Some(id), Some((name, suffix))) if suffix == id && id.bytes().all(|b| b.is_ascii_digit()) => {
+            name.to_owned()
+        }
+        _ => constraint.to_owned(),
+    }
+}
+
+/// The constraint a Citus coordinator's relayed error names in its text alone: it passes a
+/// worker's message on without the error's fields (`duplicate key value violates unique
+/// constraint "workspaces_name_key_102041"`), the shard's id on the name. PostgreSQL's English
+/// wording; another `lc_messages` leaves the constraint unknown (a generic 409 or 404).
+fn relayed_constraint(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("constraint \"")?;
+    let (name, _) = rest.split_once('"')?;
+    let (logical, id) = name.rsplit_once('_')?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| logical.to_owned())
+}
+
 /// Custom SQLSTATE raised by `app.memberships_keep_an_owner()`.
 const LAST_OWNER: &str = "TY001";
 
@@ -85,7 +108,10 @@ impl From<tokio_postgres::Error> for DbError {
             // I/O errors talking to the server: treat as an outage, not a bug.
             return DbError::Unavailable(err.to_string());
         };
-        let constraint = db.constraint().map(str::to_owned);
+        let constraint = match db.constraint() {
+            Some(c) => Some(logical_constraint(c, db.table())),
+            None => relayed_constraint(db.message()),
+        };
         let code = db.code();
         match code.code() {
             LAST_OWNER => return DbError::LastOwner,
@@ -426,5 +452,37 @@ mod deadline_tests {
         assert!(matches!(timed, Err(DbError::TimedOut(1))), "{timed:?}");
         assert!(with_deadline(5, async { until_deadline(slow()).await }).await.is_ok());
         assert!(until_deadline(slow()).await.is_ok());
+    }
+}
+
+#[cfg(test)]
+mod constraint_name_tests {
+    use super::logical_constraint;
+
+    #[test]
+    fn a_shards_constraint_is_named_as_its_table_names_it() {
+        let shard = Some("memberships_102395");
+        assert_eq!(logical_constraint("memberships_user_id_fkey_102395", shard), "memberships_user_id_fkey");
+        assert_eq!(
+            logical_constraint("memberships_user_id_fkey", Some("memberships")),
+            "memberships_user_id_fkey"
+        );
+        // Only the shard's own id comes off, and only digits.
+        assert_eq!(logical_constraint("memberships_user_id_fkey_7", shard), "memberships_user_id_fkey_7");
+        assert_eq!(logical_constraint("t_a_fkey_x", Some("t_x")), "t_a_fkey_x");
+        assert_eq!(logical_constraint("some_key", None), "some_key");
+    }
+
+    #[test]
+    fn a_relayed_shard_error_names_its_constraint_in_its_text() {
+        use super::relayed_constraint;
+        let unique = r#"duplicate key value violates unique constraint "workspaces_name_key_102041""#;
+        assert_eq!(relayed_constraint(unique).as_deref(), Some("workspaces_name_key"));
+        let fk = r#"insert or update on table "memberships_102395" violates foreign key constraint "memberships_user_id_fkey_102395""#;
+        assert_eq!(relayed_constraint(fk).as_deref(), Some("memberships_user_id_fkey"));
+        // A message from one PostgreSQL (no shard id), or none at all: nothing to map.
+        assert_eq!(relayed_constraint(r#"violates unique constraint "workspaces_name_key""#), None);
+        assert_eq!(relayed_constraint("canceling statement due to user request"), None);
+        assert_eq!(relayed_constraint(r#"constraint "unterminated"#), None);
     }
 }

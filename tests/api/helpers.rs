@@ -117,23 +117,112 @@ pub async fn set_context(db: &Client, user: Uuid, org: Uuid) {
     db.query_one("select active from app.enter_context()", &[]).await.unwrap();
 }
 
+/// The Citus drill's pass (`make citus-test`): `TEST_PG_PORT` is a coordinator and
+/// `TEST_CITUS_WORKERS` its workers' ports. Every test database then exists on every node: the
+/// template is made on each, joined into a cluster, migrated, distributed and migrated again
+/// (as the drill does), and each test's database is cloned from it on every node (a clone keeps
+/// the shards and the cluster's metadata, and Citus reaches a database of the same name on the
+/// workers).
+fn citus_workers() -> Vec<String> {
+    std::env::var("TEST_CITUS_WORKERS")
+        .map(|w| w.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The superuser's URL for `db` on every node: the workers first, then the coordinator (or the
+/// one plain cluster).
+fn admin_urls_on_every_node(db: &str) -> Vec<String> {
+    let tls = env_or("TEST_PG_TLS", "");
+    let query = if tls.is_empty() { String::new() } else { format!("?{tls}") };
+    let mut urls: Vec<String> = citus_workers()
+        .iter()
+        .map(|port| format!("postgres://postgres@127.0.0.1:{port}/{db}{query}"))
+        .collect();
+    urls.push(admin_url(db));
+    urls
+}
+
+/// Runs `sql` (names only we made, never input) as the superuser on every node, from `postgres`.
+async fn on_every_node(sql: &str) {
+    for url in admin_urls_on_every_node("postgres") {
+        connect(&url).await.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql} on {url}: {e}"));
+    }
+}
+
+/// Each node's session settings for a Citus test database: database-level settings are not
+/// copied with a template.
+fn citus_database_settings(name: &str) -> String {
+    format!(
+        "alter database {name} set citus.enable_unsafe_triggers = on; \
+         alter database {name} set citus.multi_shard_modify_mode = 'sequential'"
+    )
+}
+
+/// The template on a Citus cluster: on every node, joined, migrated, distributed, migrated again;
+/// then closed to connections (a Citus database has a maintenance daemon connected to it, which a
+/// clone's source may not have).
+async fn citus_template(name: &str) {
+    on_every_node(&format!("create database {name}")).await;
+    for url in admin_urls_on_every_node(name) {
+        connect(&url).await.batch_execute("create extension citus").await.unwrap();
+    }
+    let coordinator = connect(&admin_url(name)).await;
+    let port = pg_port();
+    coordinator
+        .execute("select citus_set_coordinator_host('127.0.0.1', $1::text::int)", &[&port])
+        .await
+        .unwrap();
+    for worker in citus_workers() {
+        coordinator.execute("select citus_add_node('127.0.0.1', $1::text::int)", &[&worker]).await.unwrap();
+    }
+    let connector = tenantry::db::Connector::from_url(&installer_url(name)).unwrap();
+    tenantry::db::migrate::run(&connector).await.expect("migrating the Citus template");
+    let distribute = concat!(env!("CARGO_MANIFEST_DIR"), "/.dev/citus_distribute.sql");
+    let out = std::process::Command::new("psql")
+        .args(["-qX", &admin_url(name), "-f", distribute])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "distributing the template: {}", String::from_utf8_lossy(&out.stderr));
+    tenantry::db::migrate::run(&connector).await.expect("migrating the distributed template");
+    drop(coordinator);
+    on_every_node(&format!(
+        "alter database {name} allow_connections false; \
+         select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}' and pid <> pg_backend_pid()"
+    ))
+    .await;
+}
+
 /// The migrated template, created once per test run (stale databases of earlier runs dropped).
 async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
-            let admin = connect(&admin_url("postgres")).await;
-            let stale = admin
-                .query("select datname from pg_database where datname like 'tt\\_%'", &[])
-                .await
-                .unwrap();
-            for row in stale {
-                let name: String = row.get(0);
-                if name.starts_with("tt_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    let drop = format!("drop database if exists {name} with (force)");
-                    admin.batch_execute(&drop).await.unwrap();
+            for url in admin_urls_on_every_node("postgres") {
+                let admin = connect(&url).await;
+                let stale = admin
+                    .query("select datname from pg_database where datname like 'tt\\_%'", &[])
+                    .await
+                    .unwrap();
+                for row in stale {
+                    let name: String = row.get(0);
+                    if name.starts_with("tt_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        let drop = format!("drop database if exists {name} with (force)");
+                        admin.batch_execute(&drop).await.unwrap();
+                    }
                 }
             }
             let name = format!("tt_template_{}", std::process::id());
+            if !citus_workers().is_empty() {
+                // Citus propagates a role only when it creates it: one that predates the database
+                // is unknown to its metadata, and the owner may not re-create it on the workers.
+                on_every_node(
+                    "drop role if exists tenantry_app; drop role if exists tenantry_definer; \
+                     drop role if exists tenantry_backup; drop role if exists tenantry_owner",
+                )
+                .await;
+                citus_template(&name).await;
+                return name;
+            }
             let installer = connect(&installer_url("postgres")).await;
             installer.batch_execute(&format!("create database {name}")).await.unwrap();
             let connector = tenantry::db::Connector::from_url(&installer_url(&name)).unwrap();
@@ -143,23 +232,32 @@ async fn template() -> &'static str {
         .await
 }
 
-/// A fresh database cloned from the template; returns its name.
+/// A fresh database cloned from the template (on every node of a Citus cluster); returns its name.
 pub async fn fresh_database() -> String {
     let template = template().await;
     let name = format!("tt_{}", Uuid::new_v4().simple());
-    let admin = connect(&installer_url("postgres")).await;
     let sql = format!("create database {name} template {template}");
-    let mut attempt = 0;
-    loop {
-        match admin.batch_execute(&sql).await {
-            Ok(()) => break,
-            // Two clones starting at the same instant can collide on the template; retry.
-            Err(e) if attempt < 20 => {
-                attempt += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+    let mut urls = vec![installer_url("postgres")];
+    if !citus_workers().is_empty() {
+        urls = admin_urls_on_every_node("postgres");
+    }
+    for url in urls {
+        let admin = connect(&url).await;
+        let mut attempt = 0;
+        loop {
+            match admin.batch_execute(&sql).await {
+                Ok(()) => break,
+                // Two clones starting at the same instant can collide on the template; retry.
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => panic!("creating {name}: {e}"),
             }
-            Err(e) => panic!("creating {name}: {e}"),
+        }
+        if !citus_workers().is_empty() {
+            admin.batch_execute(&citus_database_settings(&name)).await.unwrap();
         }
     }
     name

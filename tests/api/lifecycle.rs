@@ -216,7 +216,7 @@ async fn the_export_covers_every_tenant_table() {
              join pg_attribute a on a.attrelid = c.oid and a.attname = 'organization_id' and not a.attisdropped \
              where c.relkind = 'r' and n.nspname = 'public' \
                and c.relname not in ('exports', 'export_files', 'export_chunks', 'workflow_run_inputs', 'organization_data_keys', \
-                                     'idempotency_keys', 'organization_tombstones')",
+                                     'idempotency_keys', 'organization_tombstones', 'member_profiles')",
             &[],
         )
         .await
@@ -225,7 +225,7 @@ async fn the_export_covers_every_tenant_table() {
     // mode the same input is on the exported run) and is deleted when the run finishes;
     // organization_data_keys is key material (wrapped), not the tenant's data; idempotency_keys is
     // a day-long cache of responses the tenant already received; organization_tombstones exist only
-    // once the organization is gone.
+    // once the organization is gone; member_profiles is the export's `users` (its members' profiles).
     let exported: Vec<&str> = tenantry::api::exports::TABLES.iter().map(|(t, _)| *t).collect();
     for row in rows {
         let table: String = row.get(0);

@@ -248,3 +248,67 @@ async fn a_member_restricted_to_some_workspaces_sees_and_touches_only_those() {
     let list: Value = app.get(&base, &carol.token).await.json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_members_profile_follows_their_sign_in_in_each_of_their_organizations_only() {
+    let app = TestApp::spawn().await;
+    let a = app.org_with_owner("profile-a").await;
+    let b = app.org_with_owner("profile-b").await;
+    let c = app.org_with_owner("profile-c").await;
+    // One person, a member of A and B (not C).
+    let subject = "person@profiles.test";
+    let person = app.user(subject).await;
+    for org in [&a, &b] {
+        let res = app
+            .post(
+                &format!("/api/v1/orgs/{}/members", org.id),
+                &org.owner.token,
+                &json!({"user_id": person.id, "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let member = |org: &crate::helpers::TestOrg| format!("/api/v1/orgs/{}/members/{}", org.id, person.id);
+    let before = app.get(&member(&a), &a.owner.token).await;
+    assert_eq!(before.status(), StatusCode::OK);
+    let etag_before = before.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(before.json::<Value>().await.unwrap()["email"], subject);
+
+    // They sign in again; their provider now reports another address and a name.
+    let mut claims = app.valid_claims(subject);
+    claims["email"] = json!("renamed@profiles.test");
+    claims["name"] = json!("Renamed Person");
+    let token = app.sign(app.eddsa_header(), &claims);
+    assert_eq!(app.get("/api/v1/me", &token).await.status(), StatusCode::OK);
+
+    // Both organizations show the new profile, with a new ETag; C never had a copy of it.
+    for org in [&a, &b] {
+        let res = app.get(&member(org), &org.owner.token).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            (body["email"].as_str(), body["display_name"].as_str()),
+            (Some("renamed@profiles.test"), Some("Renamed Person"))
+        );
+        assert_ne!(etag, etag_before, "the member's ETag moves with their profile");
+    }
+    assert_eq!(app.get(&member(&c), &c.owner.token).await.status(), StatusCode::NOT_FOUND);
+    let db = &app.rls_bypassing_admin;
+    let copies: i64 = db
+        .query_one("select count(*) from member_profiles where user_id = $1", &[&person.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copies, 2, "one copy per membership");
+    // Leaving an organization takes its copy with it.
+    assert_eq!(app.delete(&member(&b), &b.owner.token).await.status(), StatusCode::NO_CONTENT);
+    let left: Vec<uuid::Uuid> = db
+        .query("select organization_id from member_profiles where user_id = $1", &[&person.id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec![a.id]);
+}
