@@ -7,6 +7,10 @@ set local role tenantry_owner;
 revoke all on public.users from tenantry_app;
 grant select on public.users to tenantry_app;
 -- No update: a profile changes only through app.refresh_profile(), which refreshes its copies.
+-- DELETE is granted for Citus alone, and admits no row (users_delete below): Citus locks users'
+-- shards when the app writes a table referencing it (revoking a session), and lets a role take
+-- that lock only if it may modify users. Erasing a user is app.erase_current_user().
+grant delete on public.users to tenantry_app;
 grant select, insert, update, delete on public.users to tenantry_definer;
 
 -- A user sees their own row here; other members' profiles as their organization's copies below.
@@ -37,5 +41,7 @@ revoke all on app.member_profiles from public;
 grant select on app.member_profiles to tenantry_app;
 
 drop policy if exists users_update on public.users;
+drop policy if exists users_delete on public.users;
+create policy users_delete on public.users for delete to tenantry_app using (false);
 
 commit;

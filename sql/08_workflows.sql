@@ -220,9 +220,32 @@ as $$
   from region_runs
 $$;
 
+-- Publishing as the server does it: app.publish_workflow(), then the new version's row, read
+-- here by the definer that wrote it. On Citus the app role may not read a shard the definer
+-- modified in the same transaction (publish_workflow stays for servers of the previous release).
+create or replace function app.publish_workflow_version(p_workflow uuid, p_definition text, p_spec jsonb)
+returns table (workflow_id uuid, version integer, definition text, spec jsonb, published_by uuid,
+               published_at timestamptz, row_version bigint)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_version integer := app.publish_workflow(p_workflow, p_definition, p_spec);
+begin
+  if v_version is null then
+    return;
+  end if;
+  return query
+  select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at, v.row_version
+    from public.workflow_versions v
+   where v.organization_id = app.current_org_id() and v.workflow_id = p_workflow and v.version = v_version;
+end
+$$;
+
 call app.install_definer(array[
     'app.run_queue_stats()',
     'app.publish_workflow(uuid, text, jsonb)',
+    'app.publish_workflow_version(uuid, text, jsonb)',
     'app.release_run_claim(uuid)',
     'app.current_run_id()',
     'app.claim_next_run(text, integer, integer, integer)',

@@ -1,6 +1,6 @@
 -- Structure: RLS enabled and forced, the expected policies, and roles that cannot bypass them.
 begin;
-select plan(27);
+select plan(28);
 
 select ok((select relrowsecurity and relforcerowsecurity from pg_class where oid = 'public.users'::regclass),
           'users: RLS enabled and forced');
@@ -21,7 +21,9 @@ select ok(not has_table_privilege('tenantry_app', 'public.refresh_tokens', 'SELE
 select ok(not has_column_privilege('tenantry_app', 'public.api_keys', 'secret_hash', 'UPDATE'),
           'the app role cannot replace a key''s secret');
 select policies_are('public', 'api_keys', array['api_keys_select', 'api_keys_insert', 'api_keys_update', 'definer_across_tenants']);
-select policies_are('public', 'users', array['users_select', 'definer_across_tenants']);
+select policies_are('public', 'users', array['users_select', 'users_delete', 'definer_across_tenants']);
+select is((select pg_get_expr(polqual, polrelid) from pg_policy where polname = 'users_delete'), 'false',
+          'the app role''s DELETE on users (for Citus''s lock check) admits no row');
 select ok(not has_any_column_privilege('tenantry_app', 'public.users', 'UPDATE'),
           'the app role changes no profile itself (app.refresh_profile() refreshes its copies too)');
 select policies_are('public', 'member_profiles', array['member_profiles_select', 'definer_across_tenants']);

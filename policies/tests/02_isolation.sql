@@ -1,6 +1,6 @@
 -- Behaviour: what the app role sees and may write under each context.
 begin;
-select plan(32);
+select plan(33);
 
 -- Become the app role with the given context (until `reset role`), then run a query returning
 -- one number, or a statement returning the rows it affected. A failing statement rolls its
@@ -70,6 +70,8 @@ select is(pg_temp.count_as(:alice, null, 'select count(*) from organizations'), 
 select is(pg_temp.count_as(:alice, :a, 'select count(*) from memberships'), 2::bigint, 'alice sees A''s two memberships');
 select is(pg_temp.count_as(:bob, null, 'select count(*) from users'), 1::bigint, 'bob sees only himself among users');
 select is(pg_temp.count_as(:carol, :a, 'select count(*) from users'), 1::bigint, 'carol sees only her own user row');
+select is(pg_temp.count_as(:carol, :a, 'with d as (delete from users returning 1) select count(*) from d'), 0::bigint,
+  'and deletes no user, not even herself');
 select is(pg_temp.count_as(:carol, :a, 'select count(*) from member_profiles'), 2::bigint,
   'and the profiles of A''s members (member_profiles, copied with each membership)');
 select is(pg_temp.count_as(:carol, :b, 'select count(*) from member_profiles'), 0::bigint,

@@ -310,6 +310,22 @@ fn version_from_row(row: &Row) -> VersionResponse {
 /// Whether the workflow exists (for a guarded write that matched nothing: 412 or 404).
 const WORKFLOW_EXISTS: &str =
     "select 1 from workflows where organization_id = $1 and workspace_id = $2 and id = $3";
+
+/// A workflow's edit: `$4` name, `$5` draft (NULL: keep), `$6` the versions If-Match allows.
+macro_rules! update_workflow {
+    ($draft_edited:literal) => {
+        concat!(
+            "update workflows set name = coalesce($4, name), draft = coalesce($5::text, draft)",
+            $draft_edited,
+            " where organization_id = $1 and workspace_id = $2 and id = $3 and archived_at is null \
+               and ($6::bigint[] is null or row_version = any($6)) \
+             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at, row_version"
+        )
+    };
+}
+const UPDATE_WORKFLOW: &str = update_workflow!("");
+const UPDATE_WORKFLOW_AND_DRAFT: &str = update_workflow!(", draft_edited_at = now()");
+
 const WORKFLOW_EXISTS_UNARCHIVED: &str = "select 1 from workflows where organization_id = $1 and workspace_id = $2 and id = $3 and archived_at is null";
 
 /// Create a workflow with a draft definition (permission `workflows:write`).
@@ -608,14 +624,20 @@ pub async fn update_workflow(
     }
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
         [&path.org_id, &path.workspace_id, &path.workflow_id];
+    // A new draft stamps its edit time. Two statements rather than a CASE around now(): Citus
+    // evaluates now() for an UPDATE anywhere but inside CASE or COALESCE.
+    let update = if definition.is_some() { UPDATE_WORKFLOW_AND_DRAFT } else { UPDATE_WORKFLOW };
     let row = tx
         .query_opt(
-            "update workflows set name = coalesce($4, name), draft = coalesce($5, draft), \
-               draft_edited_at = case when $5 is null then draft_edited_at else now() end \
-             where organization_id = $1 and workspace_id = $2 and id = $3 and archived_at is null \
-               and ($6::bigint[] is null or row_version = any($6)) \
-             returning id, workspace_id, name, draft, latest_version, archived_at, created_at, updated_at, row_version",
-            &[key[0], key[1], key[2], &name.as_ref().map(Name::as_str), &definition, &preconditions.versions()],
+            update,
+            &[
+                key[0],
+                key[1],
+                key[2],
+                &name.as_ref().map(Name::as_str),
+                &definition,
+                &preconditions.versions(),
+            ],
         )
         .await?;
     let Some(row) = row else {
@@ -721,17 +743,17 @@ pub async fn create_workflow_version(
     let draft: String = current.get("draft");
     let spec = parse_definition(&draft)?;
     let spec = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.into()))?;
+    // The new version comes back from the definer that wrote it: on Citus the app role may not
+    // read a shard the definer modified in this transaction.
     let row = tx
-        .query_found("select app.publish_workflow($1, $2, $3)", &[&path.workflow_id, &draft, &spec])
-        .await?;
-    let version: i32 = row.get::<_, Option<i32>>(0).ok_or(ApiError::NotFound)?;
-    let row = tx
-        .query_found(
+        .query_opt(
             "select workflow_id, version, definition, spec, published_by, published_at, row_version \
-             from workflow_versions where organization_id = $1 and workflow_id = $2 and version = $3",
-            &[org.as_uuid(), &path.workflow_id, &version],
+             from app.publish_workflow_version($1, $2, $3)",
+            &[&path.workflow_id, &draft, &spec],
         )
-        .await?;
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let version: i32 = row.get("version");
     let entry = AuditEntry::allowed("workflow.publish", "workflow", path.workflow_id, &meta)
         .with_details(serde_json::json!({"version": version}));
     record(&mut tx, &principal, entry).await?;
