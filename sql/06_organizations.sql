@@ -146,15 +146,16 @@ begin
 end
 $$;
 
--- Every deleted organization leaves a tombstone naming the transaction that deleted it.
+-- Every deleted organization leaves a tombstone naming the transaction that deleted it. (The
+-- update takes the inserted row's values: Citus refuses a function in DO UPDATE SET.)
 create or replace function app.organization_tombstone() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  insert into public.organization_tombstones (organization_id, deleted_xid)
-  values (old.id, pg_current_xact_id())
-  on conflict (organization_id) do update set deleted_at = now(), deleted_xid = excluded.deleted_xid;
+  insert into public.organization_tombstones (organization_id, deleted_at, deleted_xid)
+  values (old.id, now(), pg_current_xact_id())
+  on conflict (organization_id) do update set deleted_at = excluded.deleted_at, deleted_xid = excluded.deleted_xid;
   return old;
 end
 $$;

@@ -220,10 +220,15 @@ as $$
   from region_runs
 $$;
 
--- Publishing as the server does it: app.publish_workflow(), then the new version's row, read
--- here by the definer that wrote it. On Citus the app role may not read a shard the definer
--- modified in the same transaction (publish_workflow stays for servers of the previous release).
-create or replace function app.publish_workflow_version(p_workflow uuid, p_definition text, p_spec jsonb)
+-- Publishing as the server does it: app.publish_workflow(), the publication recorded in the
+-- organization's audit log with the request's metadata, and the new version's row, all by the
+-- definer that wrote them. On Citus, once the definer has written an organization's rows in a
+-- transaction, the app role may touch none of that organization's tables in it (their shard
+-- placements are on the definer's connections). The actor is the caller the server set up, a user
+-- or an API key. publish_workflow stays for servers of the previous release.
+drop function if exists app.publish_workflow_version(uuid, text, jsonb);
+create or replace function app.publish_workflow_version(
+  p_workflow uuid, p_definition text, p_spec jsonb, p_ip inet, p_user_agent text, p_request_id text)
 returns table (workflow_id uuid, version integer, definition text, spec jsonb, published_by uuid,
                published_at timestamptz, row_version bigint)
 language plpgsql volatile security definer
@@ -231,10 +236,15 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_version integer := app.publish_workflow(p_workflow, p_definition, p_spec);
+  v_key uuid := app.current_api_key_id();
 begin
   if v_version is null then
     return;
   end if;
+  perform app.audit_append(app.current_org_id(), case when v_key is null then 'user' else 'api_key' end,
+                           coalesce(v_key, app.current_user_id()), 'workflow.publish', 'workflow',
+                           p_workflow::text, 'allowed', jsonb_build_object('version', v_version),
+                           p_ip, p_user_agent, p_request_id);
   return query
   select v.workflow_id, v.version, v.definition, v.spec, v.published_by, v.published_at, v.row_version
     from public.workflow_versions v
@@ -245,7 +255,7 @@ $$;
 call app.install_definer(array[
     'app.run_queue_stats()',
     'app.publish_workflow(uuid, text, jsonb)',
-    'app.publish_workflow_version(uuid, text, jsonb)',
+    'app.publish_workflow_version(uuid, text, jsonb, inet, text, text)',
     'app.release_run_claim(uuid)',
     'app.current_run_id()',
     'app.claim_next_run(text, integer, integer, integer)',

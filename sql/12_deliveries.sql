@@ -57,20 +57,32 @@ declare
   v_attempts integer;
   v_seen integer;
   v_candidate record;
+  v_token uuid;
+  v_until timestamptz;
 begin
   if v_region is null then
     return;
   end if;
   loop
     v_id := null;
-    select d.organization_id, d.id, d.attempts into v_org, v_id, v_attempts
-    from public.webhook_deliveries d
-    where d.status = 'delivering' and d.lease_expires_at < now()
-      and exists (select 1 from public.organizations o
-                  where o.id = d.organization_id and o.region = v_region and o.suspended_at is null)
-    order by d.lease_expires_at
-    limit 1
-    for update of d skip locked;
+    -- Found first, then locked one by one: Citus refuses FOR UPDATE in a query over many shards,
+    -- and allows it in one routed to a single organization's.
+    for v_candidate in
+      select d.organization_id, d.id
+      from public.webhook_deliveries d
+      where d.status = 'delivering' and d.lease_expires_at < now()
+        and exists (select 1 from public.organizations o
+                    where o.id = d.organization_id and o.region = v_region and o.suspended_at is null)
+      order by d.lease_expires_at
+      limit 10
+    loop
+      select d.organization_id, d.id, d.attempts into v_org, v_id, v_attempts
+      from public.webhook_deliveries d
+      where d.organization_id = v_candidate.organization_id and d.id = v_candidate.id
+        and d.status = 'delivering' and d.lease_expires_at < now()
+      for update of d skip locked;
+      exit when v_id is not null;
+    end loop;
     if v_id is not null then
       insert into public.webhook_delivery_attempts (organization_id, delivery_id, attempt, started_at, duration_ms, error)
       values (v_org, v_id, greatest(v_attempts, 1), now(), 0, 'lease_expired: the dispatcher stopped mid-attempt')
@@ -125,10 +137,14 @@ begin
         return;
       end if;
     end if;
+    -- The token and the lease's end are values here, not functions in the UPDATE (which Citus
+    -- would have to evaluate on the shard).
+    v_token := gen_random_uuid();
+    v_until := now() + make_interval(secs => v_lease);
     return query
       update public.webhook_deliveries d
-      set status = 'delivering', claim_token = gen_random_uuid(), claimed_by = left(p_worker, 200),
-          lease_expires_at = now() + make_interval(secs => v_lease), attempts = d.attempts + 1
+      set status = 'delivering', claim_token = v_token, claimed_by = left(p_worker, 200),
+          lease_expires_at = v_until, attempts = d.attempts + 1
       where d.organization_id = v_org and d.id = v_id
       returning d.organization_id, d.id, d.claim_token, d.attempts;
     return;
@@ -205,6 +221,9 @@ declare
   v_mode text;
   v_failures integer;
   v_since timestamptz;
+  v_error text;
+  v_next timestamptz;
+  v_finished timestamptz;
 begin
   if v_claim is null or v_org is null then
     return null;
@@ -226,14 +245,16 @@ begin
                    when p_next_attempt_at is null
                         or v_delivery.attempts >= least(greatest(coalesce(p_max_attempts, 10), 1), 100) then 'failed'
                    else 'pending' end;
+  -- Every new value is computed here: Citus refuses a non-immutable function inside CASE or
+  -- COALESCE in an UPDATE of a distributed table.
+  v_error := case when v_ok then null else left(coalesce(p_error, 'HTTP ' || p_response_status), 200) end;
+  v_next := case when v_status = 'pending'
+                 then least(greatest(p_next_attempt_at, v_now), v_now + interval '2 days') end;
+  v_finished := case when v_status = 'pending' then null else now() end;
   update public.webhook_deliveries d
   set status = v_status, claim_token = null, claimed_by = null, lease_expires_at = null,
       last_attempt_at = v_started, last_response_status = p_response_status,
-      last_error = case when v_ok then null else left(coalesce(p_error, 'HTTP ' || p_response_status), 200) end,
-      next_attempt_at = case when v_status = 'pending'
-                             then least(greatest(p_next_attempt_at, v_now), v_now + interval '2 days')
-                             else d.next_attempt_at end,
-      finished_at = case when v_status = 'pending' then null else now() end
+      last_error = v_error, next_attempt_at = coalesce(v_next, d.next_attempt_at), finished_at = v_finished
   where d.organization_id = v_org and d.id = v_delivery.id;
   if v_ok then
     update public.webhook_endpoints w set consecutive_failures = 0, failing_since = null

@@ -3,7 +3,7 @@
 -- out-of-range values. Each must act only on what the verified context (or a secret only its
 -- legitimate caller holds) names. The first test fails when a door is added without a case here.
 begin;
-select plan(101);
+select plan(102);
 
 -- Alice is admin of A (Carol owns A); Bob owns B; Dave is a viewer of A restricted to A1; Erin is
 -- a viewer of A (erased below). C is an organization of region eu.
@@ -324,8 +324,10 @@ select is(pg_temp.alice($$select app.publish_workflow('bbbbbbbb-0000-0000-0000-0
   'publish_workflow: another organization''s workflow does not exist here');
 select is((select count(*) from workflow_versions where organization_id = 'bbbbbbbb-0000-0000-0000-000000000000'),
   0::bigint, 'publish_workflow: and B has no new version');
-select is(pg_temp.alice($$select count(*)::text from app.publish_workflow_version('bbbbbbbb-0000-0000-0000-00000000f100', 'x', '{}')$$),
+select is(pg_temp.alice($$select count(*)::text from app.publish_workflow_version('bbbbbbbb-0000-0000-0000-00000000f100', 'x', '{}', null, null, null)$$),
   '0', 'publish_workflow_version: nor through the server''s door, which returns no row of B');
+select is((select count(*) from audit_events where organization_id = 'bbbbbbbb-0000-0000-0000-000000000000'
+   and action = 'workflow.publish'), 0::bigint, 'publish_workflow_version: and records nothing in B''s log');
 select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000', 'select app.current_run_id()::text', null,
   gen_random_uuid()), null, 'current_run_id: a made-up claim holds no run');
 select is(pg_temp.as_app(null, 'bbbbbbbb-0000-0000-0000-000000000000', $$select app.current_claim('run', 'workspace')::text$$,

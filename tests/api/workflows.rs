@@ -58,6 +58,36 @@ async fn publishing_makes_numbered_versions_that_nobody_can_change() {
     let v1: Value = res.json().await.unwrap();
     assert_eq!(v1["version"], 1);
     assert_eq!(v1["spec"]["steps"][1]["needs"], json!(["fetch"]));
+    // Recorded once, in this organization's log, as the approver's, with the request's metadata.
+    let wf_id = wf["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.raw_count(
+            "select count(*) from audit_events where organization_id = $1 and action = 'workflow.publish' \
+             and actor_type = 'user' and actor_id = $2 and target_id = $3 and details = '{\"version\": 1}' \
+             and request_id is not null",
+            &[&org.id, &approver.id, &wf_id],
+        )
+        .await,
+        1
+    );
+    // The editor's refusal is the only other entry for it.
+    assert_eq!(
+        app.raw_count(
+            "select count(*) from audit_events where action = 'workflow.publish' and outcome = 'allowed'",
+            &[]
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.raw_count(
+            "select count(*) from audit_events where action = 'workflow.publish' and outcome = 'denied' \
+             and actor_id = $1",
+            &[&editor.id]
+        )
+        .await,
+        1
+    );
 
     // Editing the draft does not touch version 1.
     let res = app
